@@ -1,0 +1,360 @@
+"""The event bus: an XSUB/XPUB proxy, and the publisher/subscriber ends.
+
+Topology (proto/README.md has the full page): every service *connects* a
+publisher to the proxy's XSUB endpoint (`bus_in`) and a subscriber to its XPUB
+endpoint (`bus_out`), so one address gives everything.
+
+PUB/SUB loses messages and says nothing; we do not pretend otherwise:
+- every message carries a per-(publisher instance, type) gap-free `seq`, and
+  every subscriber runs a `GapTracker` that counts and reports jumps;
+- publishers use an XPUB socket so they *see* subscriptions arrive and can
+  wait for the path to exist instead of sleeping (the slow-joiner);
+- the recorder does not rely on PUB/SUB alone: it refills gaps from the
+  acquirer's retransmit buffer over the control socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import zmq
+
+from .proto.codec import MAX_PART_BYTES, DecodeError, decode, encode
+from .proto.messages import SCHEMA_VERSION, Heartbeat, Message, utc_now
+
+log = logging.getLogger(__name__)
+
+#: Queue depth (messages) before ZeroMQ drops on a PUB/XPUB or blocks a SUB.
+DEFAULT_HWM = 200_000
+
+
+def new_instance_id() -> str:
+    return secrets.token_hex(4)
+
+
+def harden(sock: zmq.Socket) -> None:
+    """Socket options every amrwatch socket gets: bounded input, no linger."""
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_PART_BYTES + 1024)
+    sock.setsockopt(zmq.LINGER, 500)
+
+
+# --------------------------------------------------------------------------- #
+# Sequence tracking (pure)
+
+
+@dataclass(frozen=True)
+class SeqEvent:
+    """What the tracker noticed about one message."""
+
+    kind: str  # "gap" | "duplicate" | "joined" | "restarted"
+    publisher: str
+    instance: str
+    type: str
+    expected: int
+    got: int
+
+    @property
+    def missing(self) -> int:
+        return self.got - self.expected if self.kind == "gap" else 0
+
+    def describe(self) -> str:
+        who = f"{self.publisher}/{self.instance} {self.type}"
+        if self.kind == "gap":
+            return (
+                f"sequence gap from {who}: expected seq {self.expected}, got {self.got} "
+                f"({self.missing} message(s) lost)"
+            )
+        if self.kind == "duplicate":
+            return f"duplicate or out-of-order seq from {who}: expected {self.expected}, got {self.got}"
+        if self.kind == "restarted":
+            return f"{self.publisher} restarted (new instance {self.instance}); its seq starts again"
+        return f"joined {who} at seq {self.got}"
+
+
+class GapTracker:
+    """Follows seq per (publisher, instance, type) stream.
+
+    A stream seen for the first time at seq > 0 is a late join, reported as
+    `joined` (the subscriber was not there), not as loss; a subscriber that
+    must have everything (the recorder) asks for 0..seq-1 itself."""
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, str, str], int] = {}
+        self._instance: dict[str, str] = {}
+
+    def track(self, msg: Message) -> SeqEvent | None:
+        return self.observe(msg.publisher, msg.instance, msg.type, msg.seq)
+
+    def observe(self, publisher: str, instance: str, type_: str, seq: int) -> SeqEvent | None:
+        key = (publisher, instance, type_)
+        expected = self._next.get(key)
+        self._next[key] = max(seq + 1, expected or 0)
+        if expected is None:
+            previous = self._instance.get(publisher)
+            self._instance[publisher] = instance
+            restarted = previous is not None and previous != instance
+            if restarted and seq > 0:
+                # We were listening when it restarted: its first messages were lost.
+                return SeqEvent("gap", publisher, instance, type_, 0, seq)
+            if restarted:
+                return SeqEvent("restarted", publisher, instance, type_, 0, seq)
+            return SeqEvent("joined", publisher, instance, type_, 0, seq) if seq > 0 else None
+        if seq == expected:
+            return None
+        if seq > expected:
+            return SeqEvent("gap", publisher, instance, type_, expected, seq)
+        return SeqEvent("duplicate", publisher, instance, type_, expected, seq)
+
+
+# --------------------------------------------------------------------------- #
+# Publisher
+
+
+class Publisher:
+    """Stamps the envelope (seq, instance, time) and sends.
+
+    Uses XPUB rather than PUB so it can tell when the proxy's subscriptions
+    have reached it: `wait_ready()` is the slow-joiner fix without a sleep."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        name: str,
+        *,
+        hwm: int = DEFAULT_HWM,
+        instance: str | None = None,
+        configure: Callable[[zmq.Socket], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.instance = instance or new_instance_id()
+        self.sock = ctx.socket(zmq.XPUB)
+        harden(self.sock)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        if configure:
+            configure(self.sock)
+        self.sock.connect(endpoint)
+        self.endpoint = endpoint
+        self._seq: dict[str, int] = {}
+        self._subscriptions = 0
+        self.on_sent: list[Callable[[Message, list[bytes]], None]] = []
+
+    def _drain_subscriptions(self) -> None:
+        while True:
+            try:
+                self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._subscriptions += 1
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until the proxy has forwarded at least one subscription."""
+        deadline = time.monotonic() + timeout_s
+        while self._subscriptions == 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                self._drain_subscriptions()
+        return True
+
+    def next_seq(self, type_: str) -> int:
+        return self._seq.get(type_, 0)
+
+    def build(self, cls: type[Message], session_id: str | None, **body) -> Message:
+        samples = body.pop("samples", None)
+        msg = cls(
+            type=cls.TOPIC,
+            schema_version=SCHEMA_VERSION,
+            session_id=session_id,
+            seq=self._seq.get(cls.TOPIC, 0),
+            publisher=self.name,
+            instance=self.instance,
+            ts_utc=utc_now(),
+            **body,
+        )
+        if samples is not None:
+            msg.with_samples(samples)
+        return msg
+
+    def publish(self, cls: type[Message], session_id: str | None = None, **body) -> Message:
+        msg = self.build(cls, session_id, **body)
+        self.send(msg)
+        return msg
+
+    def send(self, msg: Message) -> None:
+        """Send a message built by `build` (seq must be the next one)."""
+        if msg.seq != self._seq.get(msg.type, 0) or msg.instance != self.instance:
+            raise ValueError(f"{msg.type} seq {msg.seq} is not this publisher's next seq")
+        frames = encode(msg)
+        self.sock.send_multipart(frames, copy=False)
+        self._seq[msg.type] = msg.seq + 1
+        if self._subscriptions == 0:
+            self._drain_subscriptions()
+        for hook in self.on_sent:
+            hook(msg, frames)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------- #
+# Subscriber
+
+
+class Subscriber:
+    """Receives, validates and sequence-checks messages.
+
+    Bad messages never raise out of `recv`: they go to `on_reject(reason,
+    text, frames)` and the loop goes on. Sequence events go to `on_seq`."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        topics: Iterable[str] = ("",),
+        *,
+        hwm: int = DEFAULT_HWM,
+        on_seq: Callable[[SeqEvent], None] | None = None,
+        on_reject: Callable[[str, str, list], None] | None = None,
+        configure: Callable[[zmq.Socket], None] | None = None,
+    ) -> None:
+        self.sock = ctx.socket(zmq.SUB)
+        harden(self.sock)
+        self.sock.setsockopt(zmq.RCVHWM, hwm)
+        if configure:
+            configure(self.sock)
+        for t in topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self.sock.connect(endpoint)
+        self.endpoint = endpoint
+        self.tracker = GapTracker()
+        self.on_seq = on_seq
+        self.on_reject = on_reject
+        self.received = 0
+        self.rejected = 0
+        self.lost = 0
+
+    def subscribe(self, topic: str) -> None:
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+
+    def recv_frames(self, timeout_ms: int | None = None) -> list | None:
+        if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
+            return None
+        return self.sock.recv_multipart(copy=False)
+
+    def accept(self, frames: list) -> Message | None:
+        """Decode and sequence-check frames already received."""
+        try:
+            msg = decode(frames)
+        except DecodeError as err:
+            self.rejected += 1
+            if self.on_reject:
+                self.on_reject(err.reason, str(err), frames)
+            else:
+                log.warning("rejected message: %s", err)
+            return None
+        self.received += 1
+        event = self.tracker.track(msg)
+        if event is not None:
+            if event.kind == "gap":
+                self.lost += event.missing
+            if self.on_seq:
+                self.on_seq(event)
+            elif event.kind in ("gap", "duplicate"):
+                log.warning("%s", event.describe())
+        return msg
+
+    def recv(self, timeout_ms: int | None = None) -> Message | None:
+        """Next valid message, or None on timeout / rejected input."""
+        frames = self.recv_frames(timeout_ms)
+        if frames is None:
+            return None
+        return self.accept(frames)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------- #
+# Proxy
+
+
+def run_proxy(
+    ctx: zmq.Context,
+    bind_in: str,
+    bind_out: str,
+    *,
+    stop: Callable[[], bool],
+    heartbeat_s: float = 1.0,
+    version: str = "",
+    on_forward: Callable[[int], None] | None = None,
+    hwm: int = DEFAULT_HWM,
+) -> None:
+    """Forward publishers (XSUB, `bind_in`) to subscribers (XPUB, `bind_out`)
+    and subscriptions back, publishing the bus's own heartbeat on the out side."""
+    xsub = ctx.socket(zmq.XSUB)
+    xpub = ctx.socket(zmq.XPUB)
+    for s in (xsub, xpub):
+        harden(s)
+        s.setsockopt(zmq.RCVHWM, hwm)
+        s.setsockopt(zmq.SNDHWM, hwm)
+    xsub.bind(bind_in)
+    xpub.bind(bind_out)
+    poller = zmq.Poller()
+    poller.register(xsub, zmq.POLLIN)
+    poller.register(xpub, zmq.POLLIN)
+    instance = new_instance_id()
+    hb_seq = 0
+    started = time.monotonic()
+    next_hb = started
+    try:
+        while not stop():
+            now = time.monotonic()
+            if now >= next_hb:
+                hb = Heartbeat(
+                    type="heartbeat",
+                    schema_version=SCHEMA_VERSION,
+                    session_id=None,
+                    seq=hb_seq,
+                    publisher="bus",
+                    instance=instance,
+                    ts_utc=utc_now(),
+                    service="bus",
+                    version=version,
+                    status="ok",
+                    uptime_s=now - started,
+                    interval_s=heartbeat_s,
+                    active_alarms=[],
+                    info={},
+                )
+                xpub.send_multipart(encode(hb))
+                hb_seq += 1
+                next_hb = now + heartbeat_s
+            timeout = max(0, int((next_hb - now) * 1000))
+            events = dict(poller.poll(min(timeout, 200)))
+            if xsub in events:
+                n = 0
+                while n < 1000:
+                    try:
+                        frames = xsub.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    xpub.send_multipart(frames, copy=False)
+                    n += 1
+                if on_forward:
+                    on_forward(n)
+            if xpub in events:
+                while True:
+                    try:
+                        sub = xpub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    xsub.send_multipart(sub)
+    finally:
+        xsub.close(linger=0)
+        xpub.close(linger=0)

@@ -1,0 +1,402 @@
+"""The `amrwatch` command line (CONTRACT.md names every command and flag).
+
+Exit codes: 0 success, 1 a check failed or an input was refused, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__, config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> int:
+    print(f"amrwatch: {message}", file=sys.stderr)
+    return code
+
+
+# --------------------------------------------------------------------------- #
+# Shared option groups
+
+
+def add_bus(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bus", metavar="ENDPOINT", help="bus endpoint to subscribe to "
+                   f"(default {config.get('bus_out')}, env AMRWATCH_BUS_OUT)")
+
+
+def add_service_endpoints(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bus-in", metavar="ENDPOINT", help="where publishers connect "
+                   f"(default {config.get('bus_in')}, env AMRWATCH_BUS_IN)")
+    p.add_argument("--bus-out", metavar="ENDPOINT", help="where subscribers connect "
+                   f"(default {config.get('bus_out')}, env AMRWATCH_BUS_OUT)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (0 disables)")
+    p.add_argument("--log-level", default="INFO")
+
+
+def add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="DIR", help=f"archive directory (default {config.data_dir()}, env AMRWATCH_DATA)")
+
+
+def add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default="sim", metavar="SPEC", help="sim (default), edf:PATH or lsl:STREAM_NAME")
+    p.add_argument("--scenario", default="disappears-after-decompression", metavar="NAME",
+                   help="simulator scenario (see README)")
+    p.add_argument("--speed", type=float, default=1.0, help="run the timeline X times faster (sim, edf)")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument("--manual", action="store_true",
+                   help="simulator: leave stages and factors to `amrwatch mark` / `amrwatch factors`")
+    p.add_argument("--loop", action="store_true", help="start a new session when one ends")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="simulator: multiply every stage's duration (e.g. 0.2 for a short operation)")
+    p.add_argument("--noise-uv", type=float, help="simulator: noise RMS in µV")
+    p.add_argument("--sample-index-channel", action="store_true",
+                   help="add a SAMPLE_INDEX channel (index mod 2^24) for end-to-end loss checks")
+
+
+def source_factory(args: argparse.Namespace):
+    from .services.acquirer.source import open_source
+
+    def make():
+        if args.source == "sim":
+            opts: dict[str, Any] = {"scenario": args.scenario, "seed": args.seed, "manual": args.manual,
+                                    "time_scale": args.time_scale,
+                                    "sample_index_channel": args.sample_index_channel}
+            if args.noise_uv is not None:
+                opts["noise_uv"] = args.noise_uv
+            return open_source("sim", **opts)
+        return open_source(args.source)
+
+    return make
+
+
+def source_argv(args: argparse.Namespace) -> list[str]:
+    out = ["--source", args.source, "--scenario", args.scenario, "--speed", str(args.speed),
+           "--seed", str(args.seed), "--time-scale", str(args.time_scale)]
+    if args.manual:
+        out.append("--manual")
+    if args.loop:
+        out.append("--loop")
+    if args.noise_uv is not None:
+        out += ["--noise-uv", str(args.noise_uv)]
+    if args.sample_index_channel:
+        out.append("--sample-index-channel")
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Commands
+
+
+def cmd_bus(args: argparse.Namespace) -> int:
+    import signal
+
+    import zmq
+
+    from . import metrics
+    from .bus import run_proxy
+    from .service import setup_logging
+
+    setup_logging("bus", args.log_level)
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    forwarded = metrics.PUBLISHED.labels("forwarded")
+    metrics.serve(config.metrics_port("bus") if args.metrics_port is None else args.metrics_port,
+                  config.get("metrics_addr"))
+    ctx = zmq.Context()
+    bind_in = args.bind_in or config.get("bus_bind_in")
+    bind_out = args.bind_out or config.get("bus_bind_out")
+    try:
+        run_proxy(ctx, bind_in, bind_out, stop=lambda: stop["flag"], version=__version__,
+                  on_forward=forwarded.inc)
+    except zmq.ZMQError as err:
+        return fail(f"bus cannot bind {bind_in} / {bind_out}: {err}; is another stack running?")
+    finally:
+        ctx.term()
+    return EXIT_OK
+
+
+def _service_kw(args: argparse.Namespace) -> dict[str, Any]:
+    return {"bus_in": args.bus_in, "bus_out": args.bus_out, "metrics_port": args.metrics_port}
+
+
+def cmd_acquirer(args: argparse.Namespace) -> int:
+    from .service import setup_logging
+    from .services.acquirer.service import Acquirer
+    from .services.acquirer.source import SourceError
+
+    setup_logging("acquirer", args.log_level)
+    try:
+        svc = Acquirer(
+            source_factory(args),
+            speed=args.speed,
+            loop=args.loop,
+            wait_for=tuple(w for w in (args.wait_for or "").split(",") if w),
+            wait_timeout_s=args.wait_timeout,
+            control_bind=args.control_bind,
+            **_service_kw(args),
+        )
+    except (SourceError, ValueError) as err:
+        return fail(str(err))
+    return svc.run()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from .printer import make_printer
+    from .service import setup_logging
+    from .supervisor import Child, Supervisor
+
+    setup_logging("up", "INFO")
+    exe = [sys.executable, "-m", "amrwatch"]
+    env = dict(os.environ)
+    if args.data:
+        env["AMRWATCH_DATA"] = args.data
+    children = [Child("bus", exe + ["bus"])]
+    others = [name for name in ("recorder", "analyzer", "predictor") if name in SERVICE_COMMANDS]
+    children += [Child(name, exe + [name]) for name in others]
+    children.append(Child("acquirer", exe + ["acquirer", *source_argv(args), "--wait-for", ",".join(others)]))
+    logging.getLogger("amrwatch.up").info(
+        "starting %s; events below (Ctrl-C stops everything)", ", ".join(c.name for c in children)
+    )
+    sup = Supervisor(
+        children,
+        bus_in=config.get("bus_in"),
+        bus_out=config.get("bus_out"),
+        env=env,
+        printer=make_printer(json_lines=args.json, quiet_measurements=args.quiet),
+        exit_with=None if args.loop else "acquirer",
+    )
+    return sup.run()
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import zmq
+
+    from .bus import Subscriber
+    from .printer import make_printer
+    from .proto.messages import BY_TYPE, EVENT_TYPES, SessionEnd
+
+    types = args.type or list(EVENT_TYPES)
+    unknown = [t for t in types if t not in BY_TYPE]
+    if unknown:
+        return fail(f"--type: unknown type(s) {unknown}; known: {sorted(BY_TYPE)}", EXIT_USAGE)
+    if args.session is not None and "session_end" not in types:
+        types = [*types, "session_end"]
+    ctx = zmq.Context()
+    endpoint = args.bus or config.get("bus_out")
+
+    def on_seq(ev) -> None:
+        if ev.kind in ("gap", "duplicate", "restarted"):
+            print(f"amrwatch events: {ev.describe()}", file=sys.stderr, flush=True)
+
+    sub = Subscriber(ctx, endpoint, types, on_seq=on_seq,
+                     on_reject=lambda r, t, f: print(f"amrwatch events: refused a message: {t}", file=sys.stderr))
+    show = make_printer(json_lines=args.json)
+    wanted = set(args.type or EVENT_TYPES)
+    quiet_limit = args.timeout
+    last = time.monotonic()
+    seen = 0
+    try:
+        while True:
+            msg = sub.recv(200)
+            now = time.monotonic()
+            if msg is None:
+                if not args.follow and now - last > quiet_limit:
+                    break
+                continue
+            last = now
+            if args.session and msg.session_id != args.session:
+                continue
+            if msg.type in wanted:
+                show(msg)
+                seen += 1
+            if not args.follow and isinstance(msg, SessionEnd) and (args.session is None or msg.session_id == args.session):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close()
+        ctx.term()
+    if seen == 0 and not args.follow:
+        return fail(f"no events received from {endpoint} within {quiet_limit:g} s; is the stack running (amrwatch up)?")
+    return EXIT_OK
+
+
+def _control_endpoint(args: argparse.Namespace) -> str:
+    if args.control:
+        return args.control
+    if args.bus:
+        return config.control_for_bus(args.bus)
+    return config.get("control")
+
+
+def control_request(endpoint: str, request: dict, timeout_s: float = 3.0):
+    """Send one request to the acquirer's control socket; (reply, extra frames)."""
+    import zmq
+
+    from .proto.control import ControlReply
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send(json.dumps(request).encode())
+        if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            return None, []
+        parts = sock.recv_multipart()
+        return ControlReply.model_validate_json(parts[0]), parts[1:]
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def _send_operator(args: argparse.Namespace, request: dict, what: str) -> int:
+    endpoint = _control_endpoint(args)
+    reply, _ = control_request(endpoint, request)
+    if reply is None:
+        return fail(f"no acquirer answered at {endpoint} within 3 s; start the stack (amrwatch up) "
+                    "or give --control ENDPOINT")
+    if not reply.ok:
+        return fail(f"{what} refused: {reply.error}")
+    print(f"{what} published for session {reply.session_id} (seq {reply.seq})")
+    return EXIT_OK
+
+
+def cmd_mark(args: argparse.Namespace) -> int:
+    return _send_operator(args, {"op": "mark", "stage": args.stage}, f"stage {args.stage}")
+
+
+def _yes_no(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("yes", "y", "true", "1"):
+        return True
+    if v in ("no", "n", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"carbamazepine must be yes or no; got {value!r}")
+
+
+def cmd_factors(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from .proto.codec import describe
+    from .proto.messages import FactorValues
+
+    given = {k: getattr(args, k) for k in FactorValues.model_fields if getattr(args, k) is not None}
+    if not given:
+        return fail("give at least one factor, e.g. --cohen-grade 3 (see amrwatch factors --help)", EXIT_USAGE)
+    try:
+        values = FactorValues(**given)
+    except ValidationError as err:
+        return fail(f"factors refused, nothing published: {describe(err, FactorValues)}")
+    return _send_operator(args, {"op": "factors", "factors": values.given()}, "factors")
+
+
+# Service commands the stack runs; other modules register theirs here.
+SERVICE_COMMANDS: dict[str, Any] = {"acquirer": cmd_acquirer}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .proto.messages import STAGE_ORDER
+
+    p = argparse.ArgumentParser(prog="amrwatch", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"amrwatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the whole stack natively (Ctrl-C stops it)")
+    add_source(up)
+    add_data(up)
+    up.add_argument("--json", action="store_true", help="print events as JSON lines")
+    up.add_argument("--quiet", action="store_true", help="do not print every measurement")
+    up.set_defaults(func=cmd_up)
+
+    b = sub.add_parser("bus", help="run the XSUB/XPUB bus proxy in the foreground")
+    b.add_argument("--bind-in", help="where publishers connect (env AMRWATCH_BUS_BIND_IN)")
+    b.add_argument("--bind-out", help="where subscribers connect (env AMRWATCH_BUS_BIND_OUT)")
+    b.add_argument("--metrics-port", type=int)
+    b.add_argument("--log-level", default="INFO")
+    b.set_defaults(func=cmd_bus)
+
+    a = sub.add_parser("acquirer", help="run the acquirer in the foreground")
+    add_source(a)
+    add_service_endpoints(a)
+    a.add_argument("--control-bind", help="control socket (env AMRWATCH_CONTROL_BIND)")
+    a.add_argument("--wait-for", default="", help="comma-separated services to wait for before starting")
+    a.add_argument("--wait-timeout", type=float, default=20.0, help="seconds to wait for them")
+    a.set_defaults(func=cmd_acquirer)
+
+    e = sub.add_parser("events", help="print the live event stream")
+    add_bus(e)
+    e.add_argument("--follow", action="store_true", help="keep printing until Ctrl-C")
+    e.add_argument("--json", action="store_true", help="one JSON object per line")
+    e.add_argument("--type", action="append", metavar="T", help="only this type (repeatable)")
+    e.add_argument("--session", metavar="ID", help="only this session")
+    e.add_argument("--timeout", type=float, default=10.0,
+                   help="without --follow: stop after this many quiet seconds (default 10)")
+    e.set_defaults(func=cmd_events)
+
+    m = sub.add_parser("mark", help="publish a surgical stage marker for the running session")
+    m.add_argument("stage", choices=STAGE_ORDER, metavar="STAGE", help=" | ".join(STAGE_ORDER))
+    add_bus(m)
+    m.add_argument("--control", metavar="ENDPOINT", help=f"acquirer control socket (default {config.get('control')})")
+    m.set_defaults(func=cmd_mark)
+
+    f = sub.add_parser("factors", help="publish the patient's factors for the running session")
+    f.add_argument("--duration-years", dest="duration_years", type=float, help="disease duration, years (0-60)")
+    f.add_argument("--cohen-grade", dest="cohen_grade", type=int, help="preoperative severity, Cohen grade 1-4")
+    f.add_argument("--carbamazepine", type=_yes_no, help="carbamazepine use: yes/no")
+    f.add_argument("--vessels", type=int, help="responsible vessels, 1-4")
+    f.add_argument("--amr-amplitude-uv", dest="amr_amplitude_uv", type=float,
+                   help="preoperative AMR amplitude, µV (0-5000; normally measured by the analyzer)")
+    f.add_argument("--retraction-mm", dest="retraction_mm", type=float, help="cerebellar retraction depth, mm (0-40)")
+    f.add_argument("--displacement", type=int, help="vessel displacement: 1 slight, 2 moderate, 3 marked")
+    add_bus(f)
+    f.add_argument("--control", metavar="ENDPOINT", help=f"acquirer control socket (default {config.get('control')})")
+    f.set_defaults(func=cmd_factors)
+
+    for register in _extensions():
+        register(sub)
+    return p
+
+
+def _extensions():
+    """Commands contributed by the services (analyzer, predictor, recorder...)."""
+    import importlib
+
+    out = []
+    for mod in (
+        "amrwatch.services.analyzer.cli",
+        "amrwatch.services.predictor.cli",
+        "amrwatch.services.recorder.cli",
+    ):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name != mod:
+                raise
+            continue
+        out.append(m.register)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

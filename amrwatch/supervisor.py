@@ -1,0 +1,177 @@
+"""`amrwatch up`: every service as its own process, under one supervisor.
+
+Starts the bus first and the acquirer last (it waits for the others'
+heartbeats before the session begins), restarts a service that dies —
+publishing `service_down` while it is away — and on Ctrl-C stops them in
+reverse order so the session is closed and flushed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+
+from .bus import Publisher, Subscriber
+from .proto.messages import Alarm, Heartbeat, Message, SessionEnd, StageMarker
+
+log = logging.getLogger("amrwatch.up")
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Children get SIGTERM if the supervisor itself is killed."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+    os.setpgrp()
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    restart_at: float | None = None
+    down_since: float | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)
+        self.restart_at = None
+        log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        children: list[Child],
+        *,
+        bus_in: str,
+        bus_out: str,
+        env: dict[str, str] | None = None,
+        printer: Callable[[Message], None] | None = None,
+        exit_with: str | None = "acquirer",
+        max_backoff_s: float = 10.0,
+    ) -> None:
+        self.children = children
+        self.env = dict(env or os.environ)
+        self.bus_in, self.bus_out = bus_in, bus_out
+        self.printer = printer
+        self.exit_with = exit_with
+        self.max_backoff_s = max_backoff_s
+        self._stop = False
+
+    def request_stop(self, *_a) -> None:
+        self._stop = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        ctx = zmq.Context()
+        # The bus comes first so that everyone else has somewhere to connect.
+        for child in self.children:
+            child.start(self.env)
+        pub = Publisher(ctx, self.bus_in, "supervisor")
+        sub = Subscriber(ctx, self.bus_out, ("",), on_seq=lambda ev: self._seq_event(ev))
+        finished_at: float | None = None
+        last_event = time.monotonic()
+        code = 0
+        try:
+            while not self._stop:
+                msg = sub.recv(200)
+                now = time.monotonic()
+                if msg is not None:
+                    last_event = now
+                    self._observe(msg, pub)
+                    if self.printer:
+                        self.printer(msg)
+                for child in self.children:
+                    finished = self._check(child, pub, now)
+                    if finished:
+                        finished_at = now
+                if finished_at is not None and (now - last_event > 1.5 or now - finished_at > 15):
+                    log.info("scenario finished; stopping the stack")
+                    break
+        finally:
+            self._stop_all()
+            pub.close()
+            sub.close()
+            ctx.term()
+        return code
+
+    def _seq_event(self, ev) -> None:
+        if ev.kind == "gap":
+            print(f"!! {ev.describe()}", file=sys.stderr, flush=True)
+
+    def _observe(self, msg: Message, pub: Publisher) -> None:
+        if isinstance(msg, Heartbeat):
+            for child in self.children:
+                if child.name == msg.service and child.down_since is not None:
+                    pub.publish(
+                        Alarm,
+                        msg.session_id,
+                        kind="service_down",
+                        priority="high",
+                        state="cleared",
+                        message=f"{child.name} is back (restart {child.restarts})",
+                        source="supervisor",
+                        alarm_key=f"service_down:{child.name}",
+                    )
+                    child.down_since = None
+
+    def _check(self, child: Child, pub: Publisher, now: float) -> bool:
+        """Restart a dead child; True when the service we exit with ended normally."""
+        if child.proc is None:
+            if child.restart_at is not None and now >= child.restart_at:
+                child.start(self.env)
+            return False
+        rc = child.proc.poll()
+        if rc is None:
+            return False
+        child.proc = None
+        if child.name == self.exit_with and rc == 0:
+            log.info("%s finished normally", child.name)
+            return True
+        child.restarts += 1
+        backoff = min(self.max_backoff_s, 0.5 * 2 ** min(child.restarts - 1, 5))
+        child.restart_at = now + backoff
+        child.down_since = now
+        log.error("%s exited with code %s; restarting in %.1f s", child.name, rc, backoff)
+        pub.publish(
+            Alarm,
+            None,
+            kind="service_down",
+            priority="high",
+            state="raised",
+            message=f"{child.name} exited with code {rc}; restarting in {backoff:.1f} s",
+            source="supervisor",
+            alarm_key=f"service_down:{child.name}",
+        )
+        return False
+
+    def _stop_all(self) -> None:
+        for child in reversed(self.children):
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+                try:
+                    child.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    log.error("%s did not stop within 10 s; killing it", child.name)
+                    child.proc.kill()
+                    child.proc.wait()
+        log.info("all services stopped")
+
+
+def is_session_end(msg: Message) -> bool:
+    return isinstance(msg, SessionEnd) or (isinstance(msg, StageMarker) and msg.stage == "end")

@@ -1,0 +1,1 @@
+"""The message contract: every message that crosses a socket is defined here and nowhere else."""

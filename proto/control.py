@@ -1,0 +1,66 @@
+"""Requests and replies on the acquirer's control socket (REQ → ROUTER).
+
+The acquirer owns the session, so operator inputs (stage markers, patient
+factors) and the recorder's retransmit requests go to it over an acknowledged
+request/reply channel instead of fire-and-forget PUB/SUB.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, TypeAdapter
+
+from .messages import Count, FactorValues, Name, ScalarMap, SessionId, Stage, Strict, Text
+
+#: Most messages one retransmit reply may carry (the recorder asks again for the rest).
+MAX_RETRANSMIT = 2000
+
+
+class MarkRequest(Strict):
+    op: Literal["mark"]
+    stage: Stage
+    operator: Name | None = None
+
+
+class FactorsRequest(Strict):
+    op: Literal["factors"]
+    factors: FactorValues
+    operator: Name | None = None
+
+
+class SessionRequest(Strict):
+    """Ask for the running session's `session_start` (late joiners, restarts)."""
+
+    op: Literal["session"]
+
+
+class RetransmitRequest(Strict):
+    """Ask for messages `from_seq..to_seq` (inclusive) of one type from the
+    acquirer's retransmit buffer; the reply carries the original wire frames."""
+
+    op: Literal["retransmit"]
+    session_id: SessionId
+    instance: Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]
+    type: Name
+    from_seq: Count
+    to_seq: Count
+
+
+ControlRequest = Annotated[
+    Union[MarkRequest, FactorsRequest, SessionRequest, RetransmitRequest],
+    Field(discriminator="op"),
+]
+CONTROL_REQUEST = TypeAdapter(ControlRequest)
+
+
+class ControlReply(Strict):
+    """First frame of every reply. For `session` and `retransmit` the
+    messages follow as [topic, header, payload] triples."""
+
+    ok: bool
+    error: Text | None = None
+    session_id: SessionId | None = None
+    seq: Count | None = None
+    n_messages: Count = 0
+    detail: ScalarMap = {}

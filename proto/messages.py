@@ -1,0 +1,503 @@
+"""Every message that crosses a socket, as strict pydantic models.
+
+One source of truth: services import these classes and nothing redefines a
+message. Validation is strict on purpose — the bus carries patient data from
+an operating room, and a message that is not exactly what this page says is
+refused with the field, the allowed range and the value, never guessed at.
+
+The envelope fields (`type`, `schema_version`, `session_id`, `seq`,
+`publisher`, `instance`, `ts_utc`) are stamped by the publisher
+(`amrwatch.bus.Publisher`); services build a message by giving only the body.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+
+import numpy as np
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+# --------------------------------------------------------------------------- #
+# Scalar building blocks
+
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=2**62)]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
+InstanceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8,32}$")]
+Text = Annotated[str, StringConstraints(max_length=1000)]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+Scalar = Union[bool, int, FiniteFloat, ShortText, None]
+#: Free-form but bounded maps (settings, evidence, inputs): at most 64 keys of scalars.
+ScalarMap = Annotated[dict[Name, Scalar], Field(max_length=64)]
+
+
+def utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+Stage = Literal[
+    "baseline",
+    "incision",
+    "dural_opening",
+    "csf_release",
+    "retraction",
+    "arachnoid_dissection",
+    "decompression",
+    "closure",
+    "end",
+]
+"""Surgical stages marked by the operator (DOMAIN.md)."""
+
+#: The order stages normally happen in.
+STAGE_ORDER: tuple[str, ...] = get_args(Stage)
+
+Direction = Literal["ZYG", "MAR"]
+"""ZYG: zygomatic branch stimulated, recorded at mentalis/orbicularis oris.
+MAR: marginal mandibular branch stimulated, recorded at orbicularis oculi."""
+
+AmrStateName = Literal["present", "diminished", "disappeared", "reappeared"]
+Course = Literal[
+    "never_detected",
+    "disappeared_before_decompression",
+    "disappeared_after_decompression",
+    "persisted",
+]
+Band = Literal["low", "intermediate", "high"]
+Priority = Literal["high", "medium", "low", "info"]
+DecisionKind = Literal[
+    "decompression_confirmed",
+    "explore_further",
+    "termination_acceptable",
+    "indeterminate",
+    "early_disappearance",
+    "amr_not_monitorable",
+    "prognosis",
+]
+AlarmKind = Literal[
+    "signal_lost",
+    "sequence_gap",
+    "recorder_stalled",
+    "service_down",
+    "input_rejected",
+    "model_invalid",
+    "archive_corrupt",
+    "archive_fatal",
+    "data_gap",
+    "saturation",
+]
+InputSource = Literal["operator", "scenario", "replay", "file"]
+
+# --------------------------------------------------------------------------- #
+# Base classes
+
+
+class Strict(BaseModel):
+    """Closed, immutable, finite: the validation every wire object shares."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, allow_inf_nan=False
+    )
+
+
+class Message(Strict):
+    """The envelope every message carries."""
+
+    TOPIC: ClassVar[str] = ""
+
+    type: str
+    schema_version: Literal[1] = Field(
+        description="Bumped on any incompatible change; subscribers refuse unknown versions."
+    )
+    session_id: SessionId | None = Field(
+        description="The session this message belongs to; null only for service-level "
+        "messages (heartbeat, alarm) sent while no session runs."
+    )
+    seq: Count = Field(
+        description="Gap-free counter per publisher instance and message type: "
+        "a jump means messages were lost."
+    )
+    publisher: Name = Field(description="Service that sent it, e.g. 'acquirer'.")
+    instance: InstanceId = Field(
+        description="Random id of the publishing process; a new value means the "
+        "publisher restarted and its seq starts again at 0."
+    )
+    ts_utc: AwareDatetime = Field(description="When the message was published (UTC, RFC 3339).")
+
+    @field_validator("ts_utc")
+    @classmethod
+    def _utc_only(cls, v: _dt.datetime) -> _dt.datetime:
+        if v.utcoffset() != _dt.timedelta(0):
+            raise ValueError(f"must be in UTC (offset +00:00 or 'Z'); got offset {v.utcoffset()}")
+        return v
+
+    @classmethod
+    def body_fields(cls) -> set[str]:
+        return set(cls.model_fields) - set(Message.model_fields)
+
+
+# --------------------------------------------------------------------------- #
+# Session
+
+
+class ChannelInfo(Strict):
+    name: Name
+    muscle: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,64}$")] = Field(
+        description="Recorded muscle, e.g. 'mentalis', 'orbicularis_oculi'; 'none' for aux channels."
+    )
+    direction: Direction | None = Field(
+        description="The stimulation direction whose lateral spread this channel records; "
+        "null for auxiliary channels (sample index, trigger)."
+    )
+    kind: Literal["emg", "sample_index", "trigger"] = "emg"
+    unit: Literal["uV", "index", "V"] = "uV"
+
+
+class StimulationInfo(Strict):
+    direction: Direction
+    stimulated_branch: Literal["zygomatic", "marginal_mandibular"]
+
+
+class Montage(Strict):
+    sampling_rate_hz: Annotated[float, Field(ge=500.0, le=100_000.0, allow_inf_nan=False)]
+    channels: Annotated[list[ChannelInfo], Field(min_length=1, max_length=256)]
+    stimulation: Annotated[list[StimulationInfo], Field(min_length=1, max_length=2)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Montage:
+        names = [c.name for c in self.channels]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"channel names must be unique; repeated: {dup}")
+        return self
+
+    def channel_names(self) -> list[str]:
+        return [c.name for c in self.channels]
+
+    def recording_channels(self, direction: str) -> list[str]:
+        return [c.name for c in self.channels if c.kind == "emg" and c.direction == direction]
+
+
+class SessionStart(Message):
+    TOPIC: ClassVar[str] = "session_start"
+    type: Literal["session_start"]
+    session_id: SessionId
+    started_at: AwareDatetime
+    source: ShortText = Field(description="'sim', 'edf:PATH', 'lsl:NAME' or 'replay:ID'.")
+    scenario: Name | None
+    replay_of: SessionId | None = Field(description="Set when this session replays an archived one.")
+    manual: bool = Field(description="Stages and factors are entered by the operator.")
+    montage: Montage
+    settings: ScalarMap
+    ground_truth: bool = Field(description="The source publishes `sim_truth` (simulator only).")
+
+
+class SessionEnd(Message):
+    TOPIC: ClassVar[str] = "session_end"
+    type: Literal["session_end"]
+    session_id: SessionId
+    ended_at: AwareDatetime
+    reason: Literal["scenario_end", "source_exhausted", "operator", "shutdown", "error"]
+    n_frames: Count
+    n_stimuli: Count
+    n_samples: Count
+
+
+# --------------------------------------------------------------------------- #
+# Signal
+
+
+MAX_FRAME_SAMPLES = 65_536
+MAX_FRAME_BYTES = 256 * MAX_FRAME_SAMPLES * 4
+
+
+class EmgFrame(Message):
+    """A block of samples. The samples themselves travel as the third wire
+    frame (raw little-endian float32, channel-major), never as JSON."""
+
+    TOPIC: ClassVar[str] = "emg_frame"
+    type: Literal["emg_frame"]
+    session_id: SessionId
+    first_sample_index: Count = Field(description="Index of the first sample since session start.")
+    n_channels: Annotated[int, Field(ge=1, le=256)]
+    n_samples: Annotated[int, Field(ge=1, le=MAX_FRAME_SAMPLES)]
+    sampling_rate_hz: Annotated[float, Field(ge=500.0, le=100_000.0, allow_inf_nan=False)]
+    dtype: Literal["<f4"] = Field(description="Sample encoding of the payload frame.")
+    layout: Literal["channel_major"] = Field(
+        description="Payload is n_channels consecutive blocks of n_samples values."
+    )
+    first_sample_device_s: FiniteFloat = Field(description="Device clock of the first sample (s).")
+    first_sample_utc: AwareDatetime = Field(description="Wall clock of the first sample (UTC).")
+
+    _samples: np.ndarray | None = PrivateAttr(default=None)
+
+    @property
+    def samples(self) -> np.ndarray:
+        """(n_channels, n_samples) float32 µV; read-only view on the received bytes."""
+        if self._samples is None:
+            raise AttributeError("this EmgFrame carries no samples")
+        return self._samples
+
+    def with_samples(self, samples: np.ndarray) -> EmgFrame:
+        arr = np.asarray(samples, dtype="<f4")
+        if arr.shape != (self.n_channels, self.n_samples):
+            raise ValueError(
+                f"samples must have shape (n_channels={self.n_channels}, "
+                f"n_samples={self.n_samples}); got {arr.shape}"
+            )
+        self._samples = np.ascontiguousarray(arr)
+        return self
+
+
+class Stimulus(Message):
+    TOPIC: ClassVar[str] = "stimulus"
+    type: Literal["stimulus"]
+    session_id: SessionId
+    stimulus_index: Count
+    sample_index: Count = Field(description="Sample (since session start) at which the pulse began.")
+    stim_time_s: NonNegFloat = Field(description="Seconds from session start.")
+    direction: Direction
+    intensity_ma: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)] | None
+    width_ms: Annotated[float, Field(ge=0.0, le=5.0, allow_inf_nan=False)] | None
+
+
+class SimTruth(Message):
+    """Ground truth from the simulator, so the analyzer can be scored."""
+
+    TOPIC: ClassVar[str] = "sim_truth"
+    type: Literal["sim_truth"]
+    session_id: SessionId
+    stimulus_index: Count
+    channel: Name
+    amplitude_uv: NonNegFloat
+    onset_latency_ms: NonNegFloat | None
+    peak_latency_ms: NonNegFloat | None
+    n_phases: Annotated[int, Field(ge=0, le=16)]
+    noise_rms_uv: NonNegFloat
+    diathermy: bool
+
+
+# --------------------------------------------------------------------------- #
+# Operator inputs
+
+
+class StageMarker(Message):
+    TOPIC: ClassVar[str] = "stage"
+    type: Literal["stage"]
+    session_id: SessionId
+    stage: Stage
+    source: InputSource
+    sample_index: Count | None = Field(description="Sample at which the stage began, when known.")
+
+
+# Allowed ranges of the seven factors; the predictor's model card narrows them
+# further, the contract never lets anything wilder than this through.
+FACTOR_RANGES: dict[str, tuple[float, float, str]] = {
+    "duration_years": (0.0, 60.0, "years"),
+    "cohen_grade": (1, 4, "Cohen grade"),
+    "vessels": (1, 4, "count"),
+    "amr_amplitude_uv": (0.0, 5000.0, "µV"),
+    "retraction_mm": (0.0, 40.0, "mm"),
+    "displacement": (1, 3, "1 slight, 2 moderate, 3 marked"),
+}
+
+
+class FactorValues(Strict):
+    """The seven patient factors; any subset (later values replace earlier ones)."""
+
+    duration_years: Annotated[float, Field(ge=0.0, le=60.0, allow_inf_nan=False)] | None = None
+    cohen_grade: Annotated[int, Field(ge=1, le=4)] | None = None
+    carbamazepine: bool | None = None
+    vessels: Annotated[int, Field(ge=1, le=4)] | None = None
+    amr_amplitude_uv: Annotated[float, Field(ge=0.0, le=5000.0, allow_inf_nan=False)] | None = None
+    retraction_mm: Annotated[float, Field(ge=0.0, le=40.0, allow_inf_nan=False)] | None = None
+    displacement: Annotated[int, Field(ge=1, le=3)] | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Factors(Message):
+    TOPIC: ClassVar[str] = "factors"
+    type: Literal["factors"]
+    session_id: SessionId
+    factors: FactorValues
+    source: InputSource
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Factors:
+        if not self.factors.given():
+            raise ValueError("factors: at least one of the seven factors must be given")
+        return self
+
+
+# --------------------------------------------------------------------------- #
+# Analyzer output
+
+
+class AmrMeasurement(Message):
+    TOPIC: ClassVar[str] = "amr_measurement"
+    type: Literal["amr_measurement"]
+    session_id: SessionId
+    stimulus_index: Count
+    stim_time_s: NonNegFloat
+    channel: Name
+    direction: Direction
+    p2p_uv: NonNegFloat = Field(description="Peak-to-peak amplitude in the analysis window (µV).")
+    onset_latency_ms: NonNegFloat | None = Field(description="Null when no response is present.")
+    peak_latency_ms: NonNegFloat | None
+    area_uv_ms: NonNegFloat = Field(description="Rectified area in the analysis window (µV·ms).")
+    n_phases: Annotated[int, Field(ge=0, le=64)]
+    noise_uv: NonNegFloat = Field(description="RMS in the pre-stimulus window (µV).")
+    snr: NonNegFloat | None = Field(description="p2p / (2·√2·noise); null when noise is 0.")
+    present: bool
+    pct_of_baseline: NonNegFloat | None = Field(description="Null before a baseline exists.")
+    rejected: bool = Field(description="Not measured as a response: saturated, diathermy, gap, NaN.")
+    reject_reason: ShortText | None
+    stage: Stage | None
+
+
+class AmrState(Message):
+    TOPIC: ClassVar[str] = "amr_state"
+    type: Literal["amr_state"]
+    session_id: SessionId
+    channel: Name
+    direction: Direction
+    state: AmrStateName
+    previous_state: AmrStateName | None
+    stage: Stage | None
+    stimulus_index: Count
+    pct_of_baseline: NonNegFloat | None
+
+
+class AmrCourse(Message):
+    """The session's AMR course, published at `end` (and when recomputed)."""
+
+    TOPIC: ClassVar[str] = "amr_course"
+    type: Literal["amr_course"]
+    session_id: SessionId
+    course: Course
+    baseline_uv: NonNegFloat | None = Field(
+        description="Preoperative AMR amplitude handed to the predictor (median over the baseline)."
+    )
+    final_pct_of_baseline: NonNegFloat | None
+    disappeared_at_stage: Stage | None
+    per_channel: Annotated[dict[Name, ScalarMap], Field(max_length=256)]
+
+
+class Baseline(Message):
+    """The baseline amplitude once established (feeds the predictor's amr_amplitude_uv)."""
+
+    TOPIC: ClassVar[str] = "baseline"
+    type: Literal["baseline"]
+    session_id: SessionId
+    channel: Name
+    direction: Direction
+    baseline_uv: NonNegFloat
+    n_sweeps: Count
+    amr_amplitude_uv: NonNegFloat = Field(
+        description="The session-level preoperative AMR amplitude (max over channels so far)."
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Predictor output
+
+
+class Prediction(Message):
+    TOPIC: ClassVar[str] = "prediction"
+    type: Literal["prediction"]
+    session_id: SessionId
+    probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+    band: Band
+    cutoff_low: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+    cutoff_high: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+    model_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    synthetic: bool = Field(description="The model was trained on a synthetic cohort.")
+    notice: ShortText | None = Field(description="'synthetic — not for clinical use' when synthetic.")
+    inputs: ScalarMap
+
+
+class Decision(Message):
+    TOPIC: ClassVar[str] = "decision"
+    type: Literal["decision"]
+    session_id: SessionId
+    decision_id: Annotated[int, Field(ge=1)]
+    kind: DecisionKind
+    priority: Priority
+    rationale: Text = Field(description="One sentence a surgeon understands.")
+    evidence: ScalarMap
+    supersedes: Annotated[int, Field(ge=1)] | None = Field(
+        description="decision_id of the earlier decision this one replaces."
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Service health
+
+
+class Alarm(Message):
+    TOPIC: ClassVar[str] = "alarm"
+    type: Literal["alarm"]
+    kind: AlarmKind
+    priority: Literal["high", "medium", "low"]
+    state: Literal["raised", "cleared"]
+    message: Text
+    source: Name = Field(description="Service that detected the condition.")
+    alarm_key: ShortText = Field(description="Stable key pairing a raise with its clear.")
+
+
+class Heartbeat(Message):
+    TOPIC: ClassVar[str] = "heartbeat"
+    type: Literal["heartbeat"]
+    service: Name
+    version: ShortText
+    status: Literal["ok", "degraded", "starting", "stopping"]
+    uptime_s: NonNegFloat
+    interval_s: Annotated[float, Field(gt=0.0, le=60.0, allow_inf_nan=False)]
+    active_alarms: Annotated[list[ShortText], Field(max_length=64)]
+    info: ScalarMap
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    SessionStart,
+    SessionEnd,
+    EmgFrame,
+    Stimulus,
+    SimTruth,
+    StageMarker,
+    Factors,
+    AmrMeasurement,
+    AmrState,
+    AmrCourse,
+    Baseline,
+    Prediction,
+    Decision,
+    Alarm,
+    Heartbeat,
+)
+BY_TYPE: dict[str, type[Message]] = {cls.TOPIC: cls for cls in MESSAGE_TYPES}
+
+#: What `amrwatch events` shows by default: everything but raw signal and truth.
+EVENT_TYPES: tuple[str, ...] = tuple(
+    t for t in BY_TYPE if t not in ("emg_frame", "sim_truth", "heartbeat")
+)
+
+
+def is_finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

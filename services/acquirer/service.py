@@ -1,0 +1,342 @@
+"""The acquirer: owns the session, paces the source, publishes frames.
+
+It is also the session's single point of entry for operator inputs (stage
+markers, patient factors) and keeps the retransmit buffer the recorder
+refills gaps from — both over the control socket, which acknowledges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from typing import Any
+
+import zmq
+from pydantic import ValidationError
+
+from ... import config
+from ...bus import harden
+from ...proto.codec import describe, encode
+from ...proto.control import (
+    CONTROL_REQUEST,
+    MAX_RETRANSMIT,
+    ControlReply,
+    FactorsRequest,
+    MarkRequest,
+    RetransmitRequest,
+    SessionRequest,
+)
+from ...proto.messages import (
+    EmgFrame,
+    Factors,
+    FactorValues,
+    Heartbeat,
+    Message,
+    SessionEnd,
+    SessionStart,
+    SimTruth,
+    StageMarker,
+    Stimulus,
+    utc_now,
+)
+from ...service import Service
+from .retransmit import RetransmitBuffer
+from .source import Chunk, Source
+
+log = logging.getLogger(__name__)
+
+
+def new_session_id(now: dt.datetime | None = None) -> str:
+    now = now or utc_now()
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+class Acquirer(Service):
+    name = "acquirer"
+    topics = ("heartbeat",)
+
+    def __init__(
+        self,
+        make_source,
+        *,
+        speed: float = 1.0,
+        frame_ms: float = 5.0,
+        loop: bool = False,
+        wait_for: tuple[str, ...] = (),
+        wait_timeout_s: float = 20.0,
+        control_bind: str | None = None,
+        signal_lost_ms: float = 1000.0,
+        retransmit_s: float = 90.0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        if not 0.01 <= speed <= 1000:
+            raise ValueError(f"--speed must be between 0.01 and 1000; got {speed}")
+        if not 0.5 <= frame_ms <= 100:
+            raise ValueError(f"frame_ms must be between 0.5 and 100 ms; got {frame_ms}")
+        self.make_source = make_source
+        self.source: Source = make_source()
+        self.speed = speed
+        self.frame_ms = frame_ms
+        self.loop = loop
+        self.wait_for = set(wait_for)
+        self.wait_timeout_s = wait_timeout_s
+        self.control_bind = control_bind or config.get("control_bind")
+        self.signal_lost_s = signal_lost_ms / 1000.0
+        self.buffer = RetransmitBuffer(keep_s=retransmit_s)
+        self.pub.on_sent.append(lambda m, f: self.buffer.add(m.type, m.seq, f, time.monotonic()))
+        self.ready_services: set[str] = set()
+        self.session_start: SessionStart | None = None
+        self.t0 = 0.0
+        self.sent_samples = 0
+        self.n_frames = 0
+        self.n_stimuli = 0
+        self.last_data = 0.0
+        self.waiting_since = 0.0
+        self.control: zmq.Socket | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def setup(self) -> None:
+        self.control = self.ctx.socket(zmq.ROUTER)
+        harden(self.control)
+        self.control.bind(self.control_bind)
+        self.add_socket(self.control, self._serve_control)
+        self.waiting_since = time.monotonic()
+        log.info(
+            "source %s, %d channels at %g Hz; waiting for %s",
+            self.source.spec,
+            len(self.source.montage.channels),
+            self.source.montage.sampling_rate_hz,
+            ", ".join(sorted(self.wait_for)) or "nobody",
+        )
+
+    def teardown(self) -> None:
+        if self.session_start is not None:
+            self._end_session("shutdown")
+        self.source.close()
+
+    def on_message(self, msg: Message) -> None:
+        if isinstance(msg, Heartbeat) and msg.info.get("receiving"):
+            self.ready_services.add(msg.service)
+
+    def heartbeat_info(self) -> dict:
+        return {
+            "source": self.source.spec[:256],
+            "samples": self.sent_samples,
+            "stimuli": self.n_stimuli,
+            "retransmit_bytes": self.buffer.nbytes,
+        }
+
+    # -- session ---------------------------------------------------------------
+    def _start_session(self) -> None:
+        now = utc_now()
+        sid = new_session_id(now)
+        self.session_id = sid
+        settings = dict(self.source.settings())
+        settings.update({"speed": self.speed, "frame_ms": self.frame_ms})
+        self.session_start = self.pub.publish(
+            SessionStart,
+            sid,
+            started_at=now,
+            source=self.source.spec[:256],
+            scenario=self.source.scenario,
+            replay_of=None,
+            manual=self.source.manual,
+            montage=self.source.montage,
+            settings=dict(list(settings.items())[:64]),
+            ground_truth=self.source.ground_truth,
+        )
+        self.t0 = time.monotonic()
+        self.last_data = self.t0
+        self.sent_samples = self.n_frames = self.n_stimuli = 0
+        log.info("session %s started (%s, scenario %s)", sid, self.source.spec, self.source.scenario)
+
+    def _end_session(self, reason: str) -> None:
+        assert self.session_start is not None
+        self.pub.publish(
+            SessionEnd,
+            self.session_id,
+            ended_at=utc_now(),
+            reason=reason,
+            n_frames=self.n_frames,
+            n_stimuli=self.n_stimuli,
+            n_samples=self.sent_samples,
+        )
+        log.info(
+            "session %s ended (%s): %d samples, %d stimuli", self.session_id, reason, self.sent_samples, self.n_stimuli
+        )
+        self.session_start = None
+
+    def _ready(self, now: float) -> bool:
+        if now - self.waiting_since > self.wait_timeout_s:
+            missing = self.wait_for - self.ready_services
+            if missing:
+                self.alarms.raise_(
+                    "service_down",
+                    "startup:" + ",".join(sorted(missing)),
+                    "high",
+                    f"starting the session without {', '.join(sorted(missing))}: "
+                    f"no heartbeat within {self.wait_timeout_s:g} s",
+                    pulse=True,
+                )
+            return True
+        return self.wait_for <= self.ready_services and self.pub.wait_ready(0)
+
+    # -- the paced loop ---------------------------------------------------------
+    def tick(self, now: float) -> None:
+        if self.session_start is None:
+            if not self._ready(now):
+                return
+            self._start_session()
+        fs = self.source.montage.sampling_rate_hz
+        frame_n = max(1, int(round(fs * self.frame_ms / 1000.0)))
+        if self.source.paced:
+            due = int((now - self.t0) * fs * self.speed)
+            budget = 400  # frames per tick, so control requests are never starved
+            while self.sent_samples + frame_n <= due and budget:
+                if not self._publish_chunk(self.source.read(frame_n)):
+                    return
+                budget -= 1
+        else:
+            for _ in range(50):
+                chunk = self.source.read(frame_n)
+                if not self._publish_chunk(chunk) or chunk is None or chunk.n_samples == 0:
+                    break
+            self._watch_signal(now)
+
+    def _watch_signal(self, now: float) -> None:
+        if now - self.last_data > self.signal_lost_s:
+            self.alarms.raise_(
+                "signal_lost",
+                "signal_lost",
+                "high",
+                f"no samples from {self.source.spec} for more than {self.signal_lost_s * 1000:.0f} ms",
+            )
+        elif "signal_lost" in self.alarms.active:
+            self.alarms.clear("signal_lost", "samples are arriving again")
+
+    def _publish_chunk(self, chunk: Chunk | None) -> bool:
+        """Publish one chunk; False when the source is exhausted."""
+        if chunk is None:
+            self._end_session("scenario_end" if self.source.scenario else "source_exhausted")
+            if self.loop:
+                self.source.close()
+                self.source = self.make_source()
+                self.waiting_since = time.monotonic()
+            else:
+                self.request_stop()
+            return False
+        sid = self.session_id
+        fs = self.source.montage.sampling_rate_hz
+        for idx, stage in chunk.stages:
+            self.pub.publish(StageMarker, sid, stage=stage, source="scenario" if self.source.scenario else "file",
+                             sample_index=idx)
+        for _idx, values in chunk.factors:
+            self.pub.publish(Factors, sid, factors=FactorValues(**values), source="scenario")
+        if chunk.n_samples:
+            start = self.session_start.started_at
+            first = chunk.first_sample_index
+            self.pub.publish(
+                EmgFrame,
+                sid,
+                first_sample_index=first,
+                n_channels=chunk.samples.shape[0],
+                n_samples=chunk.n_samples,
+                sampling_rate_hz=fs,
+                dtype="<f4",
+                layout="channel_major",
+                first_sample_device_s=chunk.device_time_s if chunk.device_time_s is not None else first / fs,
+                first_sample_utc=start + dt.timedelta(seconds=first / fs),
+                samples=chunk.samples,
+            )
+            self.sent_samples = first + chunk.n_samples
+            self.n_frames += 1
+            self.last_data = time.monotonic()
+        for s in chunk.stimuli:
+            self.pub.publish(
+                Stimulus,
+                sid,
+                stimulus_index=self.n_stimuli,
+                sample_index=s.sample_index,
+                stim_time_s=s.sample_index / fs,
+                direction=s.direction,
+                intensity_ma=s.intensity_ma,
+                width_ms=s.width_ms,
+            )
+            self.n_stimuli += 1
+        for t in chunk.truths:
+            self.pub.publish(
+                SimTruth,
+                sid,
+                stimulus_index=t.stimulus_index,
+                channel=t.channel,
+                amplitude_uv=t.amplitude_uv,
+                onset_latency_ms=t.onset_latency_ms,
+                peak_latency_ms=t.peak_latency_ms,
+                n_phases=t.n_phases,
+                noise_rms_uv=t.noise_rms_uv,
+                diathermy=t.diathermy,
+            )
+        return True
+
+    # -- control socket ----------------------------------------------------------
+    def _serve_control(self) -> None:
+        assert self.control is not None
+        for _ in range(100):
+            try:
+                parts = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(parts) < 3 or parts[-2] != b"":
+                log.warning("control: malformed request envelope (%d frames) dropped", len(parts))
+                continue
+            envelope, request = parts[:-1], parts[-1]
+            reply, extra = self._handle(request)
+            self.control.send_multipart([*envelope, reply.model_dump_json().encode(), *extra])
+
+    def _handle(self, raw: bytes) -> tuple[ControlReply, list[bytes]]:
+        try:
+            req = CONTROL_REQUEST.validate_json(raw)
+        except ValidationError as err:
+            self._on_reject("control_invalid", describe(err), [raw])
+            return ControlReply(ok=False, error=f"request refused: {describe(err)}"), []
+        if isinstance(req, SessionRequest):
+            if self.session_start is None:
+                return ControlReply(ok=False, error="no session is running yet"), []
+            return ControlReply(ok=True, session_id=self.session_id, n_messages=1), encode(self.session_start)
+        if isinstance(req, RetransmitRequest):
+            return self._retransmit(req)
+        if self.session_start is None:
+            return ControlReply(ok=False, error="no session is running yet; wait for the acquirer to start one"), []
+        if isinstance(req, MarkRequest):
+            msg = self.pub.publish(
+                StageMarker, self.session_id, stage=req.stage, source="operator", sample_index=self.sent_samples
+            )
+            log.info("operator marked stage %s at sample %d", req.stage, self.sent_samples)
+            return ControlReply(ok=True, session_id=self.session_id, seq=msg.seq), []
+        assert isinstance(req, FactorsRequest)
+        if not req.factors.given():
+            return ControlReply(ok=False, error="factors: give at least one of the seven factors"), []
+        msg = self.pub.publish(Factors, self.session_id, factors=req.factors, source="operator")
+        log.info("operator entered factors: %s", ", ".join(sorted(req.factors.given())))
+        return ControlReply(ok=True, session_id=self.session_id, seq=msg.seq), []
+
+    def _retransmit(self, req: RetransmitRequest) -> tuple[ControlReply, list[bytes]]:
+        if req.instance != self.pub.instance:
+            return ControlReply(
+                ok=False,
+                error=f"instance {req.instance} is not this acquirer's ({self.pub.instance}); "
+                "those messages are gone with the process that sent them",
+            ), []
+        entries, missing = self.buffer.get(req.type, req.from_seq, req.to_seq, MAX_RETRANSMIT)
+        frames: list[bytes] = []
+        for e in entries:
+            frames.extend(e.frames)
+        detail: dict[str, Any] = {}
+        if missing is not None:
+            oldest = self.buffer.oldest_seq(req.type)
+            detail["unavailable_from"] = missing
+            detail["unavailable_to"] = (oldest - 1) if oldest is not None else req.to_seq
+        return ControlReply(ok=True, session_id=self.session_id, n_messages=len(entries), detail=detail), frames

@@ -1,0 +1,95 @@
+"""The one small interface every signal source implements.
+
+A source hands out blocks of samples with the stimuli, stage markers and
+patient factors that fall in them, each pinned to a sample index. The
+acquirer does the pacing, framing and publishing; sources only read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ...proto.messages import Montage
+
+
+@dataclass(frozen=True)
+class StimulusEvent:
+    sample_index: int
+    direction: str
+    intensity_ma: float | None = None
+    width_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Simulator ground truth for one stimulus and channel (see proto SimTruth)."""
+
+    stimulus_index: int
+    channel: str
+    amplitude_uv: float
+    onset_latency_ms: float | None
+    peak_latency_ms: float | None
+    n_phases: int
+    noise_rms_uv: float
+    diathermy: bool
+
+
+@dataclass
+class Chunk:
+    first_sample_index: int
+    samples: np.ndarray  # (n_channels, n_samples) float32 µV
+    stimuli: list[StimulusEvent] = field(default_factory=list)
+    stages: list[tuple[int, str]] = field(default_factory=list)
+    factors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    truths: list[Truth] = field(default_factory=list)
+    device_time_s: float | None = None  # device clock of the first sample, if the device has one
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[1])
+
+
+class Source(Protocol):
+    spec: str  # "sim", "edf:PATH", "lsl:NAME"
+    montage: Montage
+    scenario: str | None
+    ground_truth: bool
+    paced: bool  # True: the acquirer paces reads against the clock; False: the device does
+    manual: bool  # stages and factors come from the operator
+
+    def read(self, n_samples: int) -> Chunk | None:
+        """Up to n_samples more (live sources may return fewer, even 0); None when exhausted."""
+
+    def settings(self) -> dict[str, Any]:
+        """Scalars that describe the acquisition, archived with the session."""
+
+    def close(self) -> None: ...
+
+
+class SourceError(ValueError):
+    """A source that cannot be opened or read; the message says what to do."""
+
+
+def open_source(spec: str, **options: Any) -> Source:
+    """`sim`, `edf:PATH` or `lsl:NAME` → a Source."""
+    kind, _, arg = spec.partition(":")
+    if kind == "sim":
+        from .simsource import SimSource
+
+        return SimSource(**options)
+    if kind == "edf":
+        if not arg:
+            raise SourceError("--source edf:PATH needs a file path, e.g. edf:/data/case12.edf")
+        from .edf import EdfSource
+
+        return EdfSource(arg, **{k: v for k, v in options.items() if k in ("speed_hint",)})
+    if kind == "lsl":
+        if not arg:
+            raise SourceError("--source lsl:NAME needs a stream name, e.g. lsl:EMG")
+        from .lsl import LslSource
+
+        return LslSource(arg)
+    raise SourceError(f"--source must be sim, edf:PATH or lsl:STREAM_NAME; got {spec!r}")
