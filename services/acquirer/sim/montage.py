@@ -1,0 +1,41 @@
+"""The simulated recording montage: which muscle each channel records and
+whose lateral spread it sees (DOMAIN.md "Directions")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SimChannel:
+    name: str
+    muscle: str
+    direction: str | None
+    """The stimulation direction whose AMR this channel records; None for SAMPLE_INDEX."""
+
+
+#: ZYG stimulation (zygomatic branch) is recorded at mentalis and orbicularis oris;
+#: MAR stimulation (marginal mandibular branch) at orbicularis oculi.
+DEFAULT_CHANNELS: tuple[SimChannel, ...] = (
+    SimChannel("MENT", "mentalis", "ZYG"),
+    SimChannel("OORIS", "orbicularis_oris", "ZYG"),
+    SimChannel("OOCUL", "orbicularis_oculi", "MAR"),
+)
+
+#: The branch each direction stimulates.
+STIMULATED_BRANCH: dict[str, str] = {"ZYG": "zygomatic", "MAR": "marginal_mandibular"}
+
+#: Auxiliary channel carrying the absolute sample index, so a receiver can check
+#: that no sample was lost or reordered.
+SAMPLE_INDEX_CHANNEL = SimChannel("SAMPLE_INDEX", "none", None)
+
+#: float32 represents every integer below 2**24 exactly.
+SAMPLE_INDEX_MODULUS = 2**24
+
+
+def sim_channels(sample_index_channel: bool) -> list[SimChannel]:
+    """The EMG channels, then SAMPLE_INDEX when asked for."""
+    channels = list(DEFAULT_CHANNELS)
+    if sample_index_channel:
+        channels.append(SAMPLE_INDEX_CHANNEL)
+    return channels
