@@ -1,0 +1,22 @@
+"""Physiological AMR simulator: the acquirer's default source.
+
+Pure logic (no sockets, no clock): `Simulator(config, seed).read(n)` returns
+the next n samples of a scripted MVD with its stimuli, stage markers,
+patient factors and ground truth.
+"""
+
+from .config import SimConfig
+from .montage import DEFAULT_CHANNELS, SimChannel
+from .scenario import scenario_names
+from .stream import SimChunk, Simulator, SimStimulus, SimTruth
+
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "SimChannel",
+    "SimChunk",
+    "SimConfig",
+    "SimStimulus",
+    "SimTruth",
+    "Simulator",
+    "scenario_names",
+]
