@@ -208,6 +208,7 @@ def test_diathermy_only_in_surgical_stages_saturating_and_flagged():
     starts = dict((name, s) for s, name in stages)
     assert {b.stage for b in sim.bursts} == set(SURGICAL_STAGES)
     assert all(starts["incision"] <= b.start and b.end <= starts["end"] for b in sim.bursts)
+    assert all(sim.timeline.stage_at(b.start) == sim.timeline.stage_at(b.end - 1) == b.stage for b in sim.bursts)
     emg = x[:3]
     # baseline: nothing but EMG, artifacts and background
     assert np.abs(emg[:, : starts["incision"]]).max() < 0.5 * cfg.amplifier_limit_uv

@@ -96,9 +96,10 @@ class SimConfig(BaseModel):
     # --- the story -----------------------------------------------------------
     scenario: Annotated[str, AfterValidator(_known_scenario)] = "disappears-after-decompression"
     time_scale: Annotated[float, _within(0.01, 100.0)] = 1.0
-    """Multiplies every scripted stage duration (tests use e.g. 0.1)."""
+    """Multiplies every scripted stage duration (tests use e.g. 0.1); the calibration
+    scenario's length is set by calibration_stimuli instead."""
     stage_durations_s: Annotated[dict[str, float], AfterValidator(_stage_durations)] = {}
-    """Overrides of the scenario's stage durations (before time_scale)."""
+    """Overrides of the scenario's stage durations (before time_scale; not for calibration)."""
     end_tail_s: Annotated[float, _within(1.0, 60.0, "s")] = 2.0
     """Signal after the `end` marker, so the last sweep is complete."""
 
