@@ -201,7 +201,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     sub = Subscriber(ctx, endpoint, types, on_seq=on_seq,
                      on_reject=lambda r, t, f: print(f"amrwatch events: refused a message: {t}", file=sys.stderr))
-    show = make_printer(json_lines=args.json)
+    show = make_printer(json_lines=args.json, show_all=bool(args.type))
     wanted = set(args.type or EVENT_TYPES)
     quiet_limit = args.timeout
     last = time.monotonic()

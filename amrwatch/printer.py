@@ -55,8 +55,11 @@ def line(msg: Message) -> str:
     return f"{head} {body}"
 
 
-def make_printer(*, json_lines: bool = False, quiet_measurements: bool = False) -> Callable[[Message], None]:
-    hidden = {"emg_frame", "heartbeat", "sim_truth", "stimulus"}
+def make_printer(
+    *, json_lines: bool = False, quiet_measurements: bool = False, show_all: bool = False
+) -> Callable[[Message], None]:
+    """`show_all`: print every type received (the caller filtered already)."""
+    hidden = set() if show_all else {"emg_frame", "heartbeat", "sim_truth", "stimulus"}
     if quiet_measurements:
         hidden.add("amr_measurement")
 

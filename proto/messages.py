@@ -253,6 +253,16 @@ class EmgFrame(Message):
             raise AttributeError("this EmgFrame carries no samples")
         return self._samples
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EmgFrame) or self.model_dump() != other.model_dump():
+            return False
+        mine, theirs = self._samples, other._samples
+        if mine is None or theirs is None:
+            return mine is theirs
+        return mine.tobytes() == theirs.tobytes()
+
+    __hash__ = None  # type: ignore[assignment]
+
     def with_samples(self, samples: np.ndarray) -> EmgFrame:
         arr = np.asarray(samples, dtype="<f4")
         if arr.shape != (self.n_channels, self.n_samples):

@@ -58,6 +58,11 @@ class LslSource:
         self.n_channels = info.channel_count()
         self.montage = montage_from_labels(_labels(info), self.fs)
         self.markers = self._marker_inlet(name)
+        # Open the data connections now: an inlet otherwise connects on its
+        # first pull, and whatever was pushed before that is never seen.
+        self.inlet.open_stream(timeout=resolve_timeout_s)
+        if self.markers is not None:
+            self.markers.open_stream(timeout=resolve_timeout_s)
         self._pending: deque[tuple[float, str]] = deque()
         self._ts = np.empty(0)  # timestamps of recent samples
         self._ts_first = 0  # sample index of _ts[0]

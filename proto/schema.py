@@ -1,0 +1,62 @@
+"""JSON Schema for every message, generated from the models.
+
+The files in proto/schemas/ are committed so that clients in other languages
+can validate without Python; `python -m amrwatch.proto.schema` rewrites them
+and a test fails when they are stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .control import ControlReply, ControlRequest
+from .messages import BY_TYPE, EmgFrame
+
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+
+
+def generate() -> dict[str, str]:
+    """file name → JSON text."""
+    from pydantic import TypeAdapter
+
+    out: dict[str, str] = {}
+    for name, cls in BY_TYPE.items():
+        schema = cls.model_json_schema()
+        schema["$id"] = f"https://amrwatch.invalid/proto/schemas/{name}.json"
+        schema["x-topic"] = cls.TOPIC
+        if cls is EmgFrame:
+            schema["x-payload"] = (
+                "third frame: n_channels × n_samples little-endian float32 (µV), channel-major"
+            )
+        out[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    req = TypeAdapter(ControlRequest).json_schema()
+    out["control_request.json"] = json.dumps(req, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    out["control_reply.json"] = (
+        json.dumps(ControlReply.model_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    )
+    return out
+
+
+def stale(directory: Path = SCHEMA_DIR) -> list[str]:
+    """Schema files missing, different from the models, or no longer generated."""
+    want = generate()
+    problems = [n for n, text in want.items() if not (directory / n).is_file() or (directory / n).read_text() != text]
+    problems += [p.name for p in directory.glob("*.json") if p.name not in want]
+    return sorted(problems)
+
+
+def write(directory: Path = SCHEMA_DIR) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    want = generate()
+    for p in directory.glob("*.json"):
+        if p.name not in want:
+            p.unlink()
+    for name, text in want.items():
+        (directory / name).write_text(text)
+
+
+if __name__ == "__main__":
+    write()
+    print(f"wrote {len(generate())} schemas to {SCHEMA_DIR}", file=sys.stderr)
