@@ -302,6 +302,34 @@ def cmd_factors(args: argparse.Namespace) -> int:
     return _send_operator(args, {"op": "factors", "factors": values.given()}, "factors")
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Healthy = the service's own heartbeat says `ok`, not merely that a process exists."""
+    import zmq
+
+    from .bus import Subscriber
+    from .proto.messages import Heartbeat
+
+    ctx = zmq.Context()
+    endpoint = args.bus or config.get("bus_out")
+    sub = Subscriber(ctx, endpoint, ("heartbeat",))
+    deadline = time.monotonic() + args.timeout
+    last = None
+    try:
+        while time.monotonic() < deadline:
+            msg = sub.recv(100)
+            if isinstance(msg, Heartbeat) and msg.service == args.service:
+                last = msg
+                if msg.status == "ok":
+                    print(f"{args.service}: ok (up {msg.uptime_s:.0f} s, version {msg.version})")
+                    return EXIT_OK
+    finally:
+        sub.close()
+        ctx.term()
+    if last is not None:
+        return fail(f"{args.service}: heartbeat says {last.status!r}")
+    return fail(f"{args.service}: no heartbeat on {endpoint} within {args.timeout:g} s")
+
+
 # Service commands the stack runs; other modules register theirs here.
 SERVICE_COMMANDS: dict[str, Any] = {"acquirer": cmd_acquirer}
 
@@ -363,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_bus(f)
     f.add_argument("--control", metavar="ENDPOINT", help=f"acquirer control socket (default {config.get('control')})")
     f.set_defaults(func=cmd_factors)
+
+    h = sub.add_parser("health", help="exit 0 if SERVICE's heartbeat says ok (compose healthcheck)")
+    h.add_argument("service", metavar="SERVICE")
+    add_bus(h)
+    h.add_argument("--timeout", type=float, default=5.0)
+    h.set_defaults(func=cmd_health)
 
     for register in _extensions():
         register(sub)

@@ -1,0 +1,91 @@
+"""compose.yaml and the Dockerfile, checked offline (no Docker engine here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from amrwatch import config
+from amrwatch.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or pytest.fail(f"{name} is not installed"))
+
+
+def test_compose_matches_the_compose_spec_schema():
+    r = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                        str(ROOT / "compose.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dockerfile_passes_hadolint():
+    r = subprocess.run([tool("hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_microservice_has_a_compose_service_running_its_command():
+    assert set(SERVICES) >= set(config.SERVICES)
+    parser = build_parser()
+    for name, svc in SERVICES.items():
+        cmd = [os.path.expandvars(c.replace("${AMRWATCH_SOURCE:-sim}", "sim")
+                                  .replace("${AMRWATCH_SCENARIO:-disappears-after-decompression}",
+                                           "disappears-after-decompression")) for c in svc["command"]]
+        assert cmd[0] == name, f"compose service {name} runs {cmd[0]}"
+        args = parser.parse_args(cmd)  # exits (fails the test) if the code has no such command/flag
+        assert args.command == name
+
+
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def test_endpoints_match_the_code_defaults():
+    env = SERVICES["bus"]["environment"]
+    assert _port(env["AMRWATCH_BUS_BIND_IN"]) == _port(config.DEFAULTS["bus_bind_in"][1])
+    assert _port(env["AMRWATCH_BUS_BIND_OUT"]) == _port(config.DEFAULTS["bus_bind_out"][1])
+    for name, svc in SERVICES.items():
+        e = svc["environment"]
+        assert _port(e["AMRWATCH_BUS_IN"]) == _port(config.DEFAULTS["bus_in"][1]), name
+        assert _port(e["AMRWATCH_BUS_OUT"]) == _port(config.DEFAULTS["bus_out"][1]), name
+        assert _port(e["AMRWATCH_CONTROL"]) == _port(config.DEFAULTS["control"][1]), name
+    acq = SERVICES["acquirer"]["environment"]
+    assert _port(acq["AMRWATCH_CONTROL_BIND"]) == _port(config.DEFAULTS["control_bind"][1])
+    published = {p.rsplit(":", 1)[1] for s in SERVICES.values() for p in s.get("ports", [])}
+    assert published == {"5551", "5552"}
+
+
+def test_hardening_and_health():
+    for name, svc in SERVICES.items():
+        assert svc["read_only"] is True, name
+        assert not str(svc["user"]).startswith("0"), name
+        assert svc["restart"] in ("unless-stopped", "always", "on-failure"), name
+        assert svc["healthcheck"]["test"][1:4] == ["amrwatch", "health", name], name
+    assert any(v.endswith(":/var/lib/amrwatch") for v in SERVICES["recorder"]["volumes"])
+    assert "archive" in COMPOSE["volumes"]
+    wait = SERVICES["acquirer"]["command"][SERVICES["acquirer"]["command"].index("--wait-for") + 1]
+    assert set(wait.split(",")) == set(config.SERVICES) - {"bus", "acquirer"}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER 10001" in dockerfile and 'ENTRYPOINT ["amrwatch"]' in dockerfile
+
+
+def test_health_command_follows_the_heartbeat(procs, stack_env):
+    procs.start("bus")
+    ok = subprocess.run([sys.executable, "-m", "amrwatch", "health", "bus", "--timeout", "10"], env=stack_env,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "bus: ok" in ok.stdout, ok.stderr
+    missing = subprocess.run([sys.executable, "-m", "amrwatch", "health", "analyzer", "--timeout", "2"],
+                             env=stack_env, capture_output=True, text=True)
+    assert missing.returncode == 1 and "no heartbeat" in missing.stderr
