@@ -220,6 +220,8 @@ def cmd_events(args: argparse.Namespace) -> int:
             if msg.type in wanted:
                 show(msg)
                 seen += 1
+                if args.count and seen >= args.count:
+                    break
             if not args.follow and isinstance(msg, SessionEnd) and (args.session is None or msg.session_id == args.session):
                 break
     except KeyboardInterrupt:
@@ -371,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--session", metavar="ID", help="only this session")
     e.add_argument("--timeout", type=float, default=10.0,
                    help="without --follow: stop after this many quiet seconds (default 10)")
+    e.add_argument("--count", type=int, default=0, help="stop after N events")
     e.set_defaults(func=cmd_events)
 
     m = sub.add_parser("mark", help="publish a surgical stage marker for the running session")
