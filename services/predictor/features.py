@@ -30,6 +30,7 @@ class Feature:
     label: str
     per: float = 1.0
     """Increment the odds ratio is reported for (per 100 µV reads better than per µV)."""
+    per_label: str = ""
     levels: str = ""
 
     def spec(self) -> dict:
@@ -42,6 +43,7 @@ class Feature:
             "max": self.high,
             "label": self.label,
             "odds_ratio_per": self.per,
+            "odds_ratio_label": self.per_label,
         }
         if self.levels:
             out["levels"] = self.levels
@@ -51,18 +53,19 @@ class Feature:
 #: The model's input vector, in this order. Never reorder: the ONNX graph and
 #: every card depend on it (the card records it and the runtime compares).
 FEATURES: tuple[Feature, ...] = (
-    Feature("duration_years", "float", "years", 0.0, 60.0, "disease duration"),
+    Feature("duration_years", "float", "years", 0.0, 60.0, "disease duration", per_label="per year"),
     Feature(
-        "cohen_grade", "int", "Cohen grade", 1, 4, "preoperative spasm severity",
+        "cohen_grade", "int", "Cohen grade", 1, 4, "preoperative spasm severity", per_label="per grade",
         levels="1 more blinking on provocation, 2 mild twitching, "
         "3 moderate and mildly disabling, 4 severe and disabling",
     ),
-    Feature("carbamazepine", "bool", "yes/no", 0, 1, "carbamazepine use"),
-    Feature("vessels", "int", "count", 1, 4, "responsible vessels"),
-    Feature("amr_amplitude_uv", "float", "µV", 0.0, 5000.0, "preoperative AMR amplitude", per=100.0),
-    Feature("retraction_mm", "float", "mm", 0.0, 40.0, "cerebellar retraction depth"),
+    Feature("carbamazepine", "bool", "yes/no", 0, 1, "carbamazepine use", per_label="yes vs no"),
+    Feature("vessels", "int", "count", 1, 4, "responsible vessels", per_label="per vessel"),
+    Feature("amr_amplitude_uv", "float", "µV", 0.0, 5000.0, "preoperative AMR amplitude", per=100.0,
+            per_label="per 100 µV"),
+    Feature("retraction_mm", "float", "mm", 0.0, 40.0, "cerebellar retraction depth", per_label="per mm"),
     Feature(
-        "displacement", "int", "grade", 1, 3, "responsible-vessel displacement",
+        "displacement", "int", "grade", 1, 3, "responsible-vessel displacement", per_label="per grade",
         levels="1 slight, 2 moderate, 3 marked",
     ),
 )

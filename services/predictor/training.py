@@ -220,6 +220,7 @@ def odds_ratios(X: np.ndarray, y: np.ndarray, level: float = 0.95) -> list[dict[
         out.append({
             "feature": feat.name,
             "per": feat.per,
+            "per_label": feat.per_label,
             "unit": feat.unit,
             "log_odds_per_unit": _sig(b),
             "odds_ratio": _sig(math.exp(b * feat.per)),
@@ -503,11 +504,17 @@ def format_summary(card: dict[str, Any]) -> str:
     )
     lines.append("odds ratios (95% CI), statsmodels:")
     for o in card["odds_ratios"]:
-        per = "yes vs no" if o["unit"] == "yes/no" else f"per {o['per']:g} {o['unit']}"
-        lines.append(f"  {o['feature']:<18} {o['odds_ratio']:8.3f} ({o['ci_low']:.3f}–{o['ci_high']:.3f})  {per}, p = {o['p_value']:.3g}")
+        lines.append(
+            f"  {o['feature']:<18} {o['odds_ratio']:8.3f} ({o['ci_low']:.3f}–{o['ci_high']:.3f})  "
+            f"{o['per_label']}, p = {o['p_value']:.3g}"
+        )
     lines.append(
         f"bands: low < {cut['low']:.3f} (sensitivity {cut['sensitivity_at_low']:.2f}) ≤ intermediate < "
         f"{cut['high']:.3f} ≤ high (specificity {cut['specificity_at_high']:.2f}); Youden threshold {cut['youden_threshold']:.3f}"
     )
+    lines.append("features (unit, allowed range): " + ", ".join(
+        f"{f['name']} ({f['unit']}, {f['min']:g}–{f['max']:g})" for f in card["features"]))
+    if not card["synthetic"]:
+        lines.append(f"training file sha256 {src['sha256']} ({src['rows_skipped']} unlabelled rows skipped)")
     lines.append(f"model sha256 {card['model_sha256']}")
     return "\n".join(lines)

@@ -174,6 +174,7 @@ def test_console_summary_states_the_key_figures(tmp_path, quick):
     assert f"AUC apparent {card['performance']['apparent_auc']:.3f}" in text
     assert f"optimism-corrected {card['performance']['optimism_corrected_auc']:.3f}" in text
     assert "amr_amplitude_uv" in text and "per 100 µV" in text
+    assert "retraction_mm (mm, 0–40)" in text
     assert card["model_sha256"] in text
 
 
