@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from . import security
 from .proto.codec import MAX_PART_BYTES, DecodeError, decode, encode
 from .proto.messages import SCHEMA_VERSION, Heartbeat, Message, utc_now
 
@@ -137,24 +138,40 @@ class Publisher:
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         if configure:
             configure(self.sock)
+        security.client(self.sock)
         self.sock.connect(endpoint)
         self.endpoint = endpoint
         self._seq: dict[str, int] = {}
-        self._subscriptions = 0
+        self._subscriptions: set[bytes] = set()
         self.on_sent: list[Callable[[Message, list[bytes]], None]] = []
 
     def _drain_subscriptions(self) -> None:
         while True:
             try:
-                self.sock.recv(zmq.NOBLOCK)
+                event = self.sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._subscriptions += 1
+            if event[:1] == b"\x01":
+                self._subscriptions.add(event[1:])
+            elif event[:1] == b"\x00":
+                self._subscriptions.discard(event[1:])
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Block until the proxy has forwarded at least one subscription."""
+    def reset_ready(self) -> None:
+        """Forget seen subscriptions (the proxy restarted; they must arrive again)."""
+        self._drain_subscriptions()
+        self._subscriptions.clear()
+
+    def _covered(self, topics: tuple[str, ...] | None) -> bool:
+        if topics is None:
+            return bool(self._subscriptions)
+        return any(t.encode().startswith(p) for p in self._subscriptions for t in topics)
+
+    def wait_ready(self, timeout_s: float, topics: tuple[str, ...] | None = None) -> bool:
+        """Block until the proxy has forwarded a subscription that covers
+        one of `topics` (any subscription if None): someone is listening."""
         deadline = time.monotonic() + timeout_s
-        while self._subscriptions == 0:
+        self._drain_subscriptions()
+        while not self._covered(topics):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -193,7 +210,7 @@ class Publisher:
         frames = encode(msg)
         self.sock.send_multipart(frames, copy=False)
         self._seq[msg.type] = msg.seq + 1
-        if self._subscriptions == 0:
+        if not self._subscriptions:
             self._drain_subscriptions()
         for hook in self.on_sent:
             hook(msg, frames)
@@ -230,6 +247,7 @@ class Subscriber:
             configure(self.sock)
         for t in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        security.client(self.sock)
         self.sock.connect(endpoint)
         self.endpoint = endpoint
         self.tracker = GapTracker()
@@ -284,59 +302,93 @@ class Subscriber:
 # Proxy
 
 
+class _OwnVoice:
+    """The proxy's own messages (heartbeat, service_down alarms), sent
+    straight out of its XPUB with their own gap-free seqs."""
+
+    def __init__(self, sock: zmq.Socket, name: str = "bus") -> None:
+        self.sock = sock
+        self.name = name
+        self.instance = new_instance_id()
+        self.seq: dict[str, int] = {}
+
+    def send(self, cls: type[Message], session_id: str | None, **body) -> None:
+        msg = cls(type=cls.TOPIC, schema_version=SCHEMA_VERSION, session_id=session_id,
+                  seq=self.seq.get(cls.TOPIC, 0), publisher=self.name, instance=self.instance,
+                  ts_utc=utc_now(), **body)
+        self.sock.send_multipart(encode(msg))
+        self.seq[cls.TOPIC] = msg.seq + 1
+
+
 def run_proxy(
     ctx: zmq.Context,
     bind_in: str,
     bind_out: str,
     *,
     stop: Callable[[], bool],
-    heartbeat_s: float = 1.0,
+    heartbeat_s: float = 0.5,
     version: str = "",
     on_forward: Callable[[int], None] | None = None,
     hwm: int = DEFAULT_HWM,
 ) -> None:
     """Forward publishers (XSUB, `bind_in`) to subscribers (XPUB, `bind_out`)
-    and subscriptions back, publishing the bus's own heartbeat on the out side."""
+    and subscriptions back. The proxy also publishes its own heartbeat and
+    watches everyone else's, raising `service_down` when one goes quiet."""
+    from .health import HeartbeatWatch
+    from .proto.messages import Alarm
+
     xsub = ctx.socket(zmq.XSUB)
     xpub = ctx.socket(zmq.XPUB)
     for s in (xsub, xpub):
         harden(s)
         s.setsockopt(zmq.RCVHWM, hwm)
         s.setsockopt(zmq.SNDHWM, hwm)
+        security.server(s, ctx)
     xsub.bind(bind_in)
     xpub.bind(bind_out)
     poller = zmq.Poller()
     poller.register(xsub, zmq.POLLIN)
     poller.register(xpub, zmq.POLLIN)
-    instance = new_instance_id()
-    hb_seq = 0
+    voice = _OwnVoice(xpub)
+    watch = HeartbeatWatch()
+    session: dict[str, str | None] = {"id": None}
     started = time.monotonic()
     next_hb = started
+    next_check = started
+
+    def alarm(change) -> None:
+        voice.send(Alarm, session["id"], kind="service_down", priority="high",
+                   state="raised" if change.kind == "down" else "cleared", message=change.message[:1000],
+                   source="bus", alarm_key=f"service_down:{change.service}")
+        log.log(logging.WARNING if change.kind == "down" else logging.INFO, "%s", change.message)
+
+    def heard(frames: list) -> None:
+        try:
+            hb = decode(frames)
+        except DecodeError as err:
+            log.warning("unreadable heartbeat: %s", err)
+            return
+        if isinstance(hb, Heartbeat):
+            if hb.session_id:
+                session["id"] = hb.session_id
+            for change in watch.observe(hb.service, hb.instance, hb.status, hb.interval_s, time.monotonic()):
+                alarm(change)
+
     try:
         while not stop():
             now = time.monotonic()
             if now >= next_hb:
-                hb = Heartbeat(
-                    type="heartbeat",
-                    schema_version=SCHEMA_VERSION,
-                    session_id=None,
-                    seq=hb_seq,
-                    publisher="bus",
-                    instance=instance,
-                    ts_utc=utc_now(),
-                    service="bus",
-                    version=version,
-                    status="ok",
-                    uptime_s=now - started,
-                    interval_s=heartbeat_s,
-                    active_alarms=[],
-                    info={},
-                )
-                xpub.send_multipart(encode(hb))
-                hb_seq += 1
+                voice.send(Heartbeat, session["id"], service="bus", version=version, status="ok",
+                           uptime_s=now - started, interval_s=heartbeat_s,
+                           active_alarms=sorted(f"service_down:{n}" for n, s in watch.seen.items() if s.down),
+                           info={"watching": len(watch.seen)})
                 next_hb = now + heartbeat_s
-            timeout = max(0, int((next_hb - now) * 1000))
-            events = dict(poller.poll(min(timeout, 200)))
+            if now >= next_check:
+                for change in watch.check(now):
+                    alarm(change)
+                next_check = now + 0.1
+            timeout = max(0, int((min(next_hb, next_check) - now) * 1000))
+            events = dict(poller.poll(timeout))
             if xsub in events:
                 n = 0
                 while n < 1000:
@@ -345,6 +397,8 @@ def run_proxy(
                     except zmq.Again:
                         break
                     xpub.send_multipart(frames, copy=False)
+                    if frames[0].bytes == b"heartbeat":
+                        heard(frames)
                     n += 1
                 if on_forward:
                     on_forward(n)

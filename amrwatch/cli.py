@@ -119,6 +119,9 @@ def cmd_bus(args: argparse.Namespace) -> int:
     except zmq.ZMQError as err:
         return fail(f"bus cannot bind {bind_in} / {bind_out}: {err}; is another stack running?")
     finally:
+        from . import security
+
+        security.stop(ctx)
         ctx.term()
     return EXIT_OK
 
@@ -249,8 +252,11 @@ def control_request(endpoint: str, request: dict, timeout_s: float = 3.0):
     from .proto.control import ControlReply
 
     ctx = zmq.Context()
+    from . import security
+
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    security.client(sock)
     sock.connect(endpoint)
     try:
         sock.send(json.dumps(request).encode())

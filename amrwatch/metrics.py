@@ -30,6 +30,9 @@ LOOP_SECONDS = Histogram(
     ["stage"],
     buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.1, 1.0),
 )
+AUTH_REFUSED = Counter(
+    "amrwatch_auth_refusals_total", "Clients refused by CURVE authentication (unknown key)"
+)
 SERVICE = Info("amrwatch_service", "Service name and version")
 
 

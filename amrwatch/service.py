@@ -7,15 +7,18 @@ runtime feeds them messages and publishes what they return.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import zmq
 
-from . import __version__, config, metrics
+from . import __version__, config, metrics, security
+from .deadletter import DeadLetter
 from .bus import Publisher, SeqEvent, Subscriber
 from .proto.messages import Alarm, Heartbeat, Message
 
@@ -92,7 +95,9 @@ class Service:
 
     name = "service"
     topics: tuple[str, ...] = ("heartbeat",)
-    heartbeat_s = 1.0
+    heartbeat_s = 0.5
+    #: A loop that has not come round for this long is stuck: exit so it is restarted.
+    watchdog_s = float(os.environ.get("AMRWATCH_WATCHDOG_S", "15"))
 
     def __init__(
         self,
@@ -116,6 +121,8 @@ class Service:
         self._extra: list[tuple[zmq.Socket, Callable[[], None]]] = []
         self.receiving = False
         self.status = "starting"
+        self.deadletter = DeadLetter(config.data_dir() / "deadletter" / f"{self.name}.jsonl")
+        self._loop_at = time.monotonic()
 
     # -- hooks ---------------------------------------------------------------
     def on_message(self, msg: Message) -> None:
@@ -164,6 +171,7 @@ class Service:
 
     def _on_reject(self, reason: str, text: str, frames: list) -> None:
         metrics.REJECTED.labels(reason).inc()
+        self.deadletter.write(reason, text, frames)
         self.alarms.raise_(
             "input_rejected", f"rejected:{reason}", "low", f"{self.name} refused a message: {text}", pulse=True
         )
@@ -200,6 +208,18 @@ class Service:
             metrics.RECEIVED.labels(msg.type).inc()
             self.on_message(msg)
 
+    def _watchdog(self) -> None:
+        """Docker does not restart an 'unhealthy' container, and a supervisor
+        only sees exits: a stuck loop must end its own process."""
+        while not self._stop:
+            time.sleep(min(1.0, self.watchdog_s / 4))
+            stuck = time.monotonic() - self._loop_at
+            if stuck > self.watchdog_s and not self._stop:
+                log.critical("watchdog: main loop stuck for %.1f s (limit %.1f s); exiting so the service is "
+                             "restarted", stuck, self.watchdog_s)
+                logging.shutdown()
+                os._exit(70)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
@@ -216,10 +236,13 @@ class Service:
             handlers[sock] = handler
         self.status = "ok"
         code = 0
+        self._loop_at = time.monotonic()
+        threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         try:
             next_tick = 0.0
             while not self._stop:
                 now = time.monotonic()
+                self._loop_at = now
                 if now >= self._next_hb:
                     self._heartbeat(now)
                 if now >= next_tick:
@@ -234,10 +257,15 @@ class Service:
         finally:
             self.status = "stopping"
             self.teardown()
+            try:
+                self._heartbeat(time.monotonic())  # "stopping": a clean exit raises no service_down
+            except zmq.ZMQError:
+                pass
             self.pub.close()
             if self.sub is not None:
                 self.sub.close()
             for sock, _ in self._extra:
                 sock.close(linger=0)
+            security.stop(self.ctx)
             self.ctx.term()
         return code

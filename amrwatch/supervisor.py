@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import zmq
 
 from .bus import Publisher, Subscriber
-from .proto.messages import Alarm, Heartbeat, Message, SessionEnd, StageMarker
+from .proto.messages import Alarm, Heartbeat, Message
 
 log = logging.getLogger("amrwatch.up")
 
@@ -45,6 +45,7 @@ class Child:
     restarts: int = 0
     restart_at: float | None = None
     down_since: float | None = None
+    last_rc: int | None = None
 
     def start(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)
@@ -115,20 +116,28 @@ class Supervisor:
             print(f"!! {ev.describe()}", file=sys.stderr, flush=True)
 
     def _observe(self, msg: Message, pub: Publisher) -> None:
-        if isinstance(msg, Heartbeat):
-            for child in self.children:
-                if child.name == msg.service and child.down_since is not None:
-                    pub.publish(
-                        Alarm,
-                        msg.session_id,
-                        kind="service_down",
-                        priority="high",
-                        state="cleared",
-                        message=f"{child.name} is back (restart {child.restarts})",
-                        source="supervisor",
-                        alarm_key=f"service_down:{child.name}",
-                    )
-                    child.down_since = None
+        """Services' own absences are alarmed by the bus (heartbeats); the
+        bus cannot alarm its own death, so the supervisor records it once the
+        new bus is up."""
+        if not (isinstance(msg, Heartbeat) and msg.service == "bus"):
+            return
+        bus = next((c for c in self.children if c.name == "bus"), None)
+        if bus is None or bus.down_since is None:
+            return
+        pub.wait_ready(2.0)
+        away = time.monotonic() - bus.down_since
+        for state in ("raised", "cleared"):
+            pub.publish(
+                Alarm,
+                msg.session_id,
+                kind="service_down",
+                priority="high",
+                state=state,
+                message=f"bus was down for {away:.1f} s (exit code {bus.last_rc}); restarted by the supervisor",
+                source="supervisor",
+                alarm_key="service_down:bus",
+            )
+        bus.down_since = None
 
     def _check(self, child: Child, pub: Publisher, now: float) -> bool:
         """Restart a dead child; True when the service we exit with ended normally."""
@@ -147,17 +156,10 @@ class Supervisor:
         backoff = min(self.max_backoff_s, 0.5 * 2 ** min(child.restarts - 1, 5))
         child.restart_at = now + backoff
         child.down_since = now
+        child.last_rc = rc
+        if child.name == "bus":
+            pub.reset_ready()
         log.error("%s exited with code %s; restarting in %.1f s", child.name, rc, backoff)
-        pub.publish(
-            Alarm,
-            None,
-            kind="service_down",
-            priority="high",
-            state="raised",
-            message=f"{child.name} exited with code {rc}; restarting in {backoff:.1f} s",
-            source="supervisor",
-            alarm_key=f"service_down:{child.name}",
-        )
         return False
 
     def _stop_all(self) -> None:
@@ -172,6 +174,3 @@ class Supervisor:
                     child.proc.wait()
         log.info("all services stopped")
 
-
-def is_session_end(msg: Message) -> bool:
-    return isinstance(msg, SessionEnd) or (isinstance(msg, StageMarker) and msg.stage == "end")

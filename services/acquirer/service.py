@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 from pydantic import ValidationError
 
-from ... import config
+from ... import config, security
 from ...bus import harden
 from ...proto.codec import describe, encode
 from ...proto.control import (
@@ -101,6 +101,7 @@ class Acquirer(Service):
     def setup(self) -> None:
         self.control = self.ctx.socket(zmq.ROUTER)
         harden(self.control)
+        security.server(self.control, self.ctx)
         self.control.bind(self.control_bind)
         self.add_socket(self.control, self._serve_control)
         self.waiting_since = time.monotonic()
@@ -182,7 +183,7 @@ class Acquirer(Service):
                     pulse=True,
                 )
             return True
-        return self.wait_for <= self.ready_services and self.pub.wait_ready(0)
+        return self.wait_for <= self.ready_services and self.pub.wait_ready(0, ("emg_frame", "stimulus"))
 
     # -- the paced loop ---------------------------------------------------------
     def tick(self, now: float) -> None:
