@@ -472,6 +472,16 @@ class Alarm(Message):
     alarm_key: ShortText = Field(description="Stable key pairing a raise with its clear.")
 
 
+class AlarmAck(Message):
+    """An operator acknowledged an alarm on the monitor page (it stays raised
+    until its source clears it; the acknowledgement is archived)."""
+
+    TOPIC: ClassVar[str] = "alarm_ack"
+    type: Literal["alarm_ack"]
+    alarm_key: ShortText = Field(description="The `alarm_key` of the alarm acknowledged.")
+    operator: Name | None = Field(description="Who acknowledged it, as typed on the page; null if not given.")
+    note: ShortText | None
+
 class Heartbeat(Message):
     TOPIC: ClassVar[str] = "heartbeat"
     type: Literal["heartbeat"]
@@ -499,6 +509,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Prediction,
     Decision,
     Alarm,
+    AlarmAck,
     Heartbeat,
 )
 BY_TYPE: dict[str, type[Message]] = {cls.TOPIC: cls for cls in MESSAGE_TYPES}

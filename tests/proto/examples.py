@@ -48,6 +48,7 @@ BODIES: dict[str, dict] = {
                      evidence={"probability": 0.12}, supersedes=None),
     "alarm": dict(kind="sequence_gap", priority="medium", state="raised", message="3 messages lost",
                   source="analyzer", alarm_key="gap:acquirer:emg_frame"),
+    "alarm_ack": dict(alarm_key="gap:acquirer:emg_frame", operator="dr_lee", note=None),
     "heartbeat": dict(service="analyzer", version="0.1.0", status="ok", uptime_s=3.0, interval_s=1.0,
                       active_alarms=[], info={"receiving": True}),
 }
