@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a check failed or an input was refused, 2 usage.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -338,6 +339,81 @@ def cmd_health(args: argparse.Namespace) -> int:
     return fail(f"{args.service}: no heartbeat on {endpoint} within {args.timeout:g} s")
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import security
+
+    try:
+        made = security.generate(Path(args.dir), clients=tuple(args.client or ["client"]))
+    except security.KeyError_ as err:
+        return fail(str(err))
+    for p in made:
+        print(p)
+    print(f"set AMRWATCH_KEYS={args.dir} for the stack and its clients; copy only server.key and a client "
+          "keypair to a remote subscriber", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Each service: up/down, version, model, last heartbeat, active alarms."""
+    import zmq
+
+    from .bus import Subscriber
+    from .proto.messages import Alarm, Heartbeat
+
+    ctx = zmq.Context()
+    endpoint = args.bus or config.get("bus_out")
+    sub = Subscriber(ctx, endpoint, ("heartbeat", "alarm"))
+    seen: dict[str, Heartbeat] = {}
+    alarms: dict[str, Alarm] = {}
+    deadline = time.monotonic() + args.wait
+    try:
+        while time.monotonic() < deadline:
+            msg = sub.recv(100)
+            if isinstance(msg, Heartbeat):
+                seen[msg.service] = msg
+            elif isinstance(msg, Alarm):
+                if msg.state == "raised":
+                    alarms[msg.alarm_key] = msg
+                else:
+                    alarms.pop(msg.alarm_key, None)
+    finally:
+        sub.close()
+        ctx.term()
+    expected = list(config.SERVICES) + [s for s in seen if s not in config.SERVICES]
+    rows = []
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for name in expected:
+        hb = seen.get(name)
+        row = {"service": name, "up": hb is not None and hb.status in ("ok", "starting"),
+               "status": hb.status if hb else "down", "version": hb.version if hb else None,
+               "last_heartbeat_s": round((now - hb.ts_utc).total_seconds(), 2) if hb else None,
+               "active_alarms": list(hb.active_alarms) if hb else [],
+               "model": (hb.info.get("model_sha256") if hb else None),
+               "synthetic_model": (hb.info.get("synthetic") if hb else None)}
+        rows.append(row)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        for a in alarms.values():
+            print(json.dumps({"alarm": a.alarm_key, "kind": a.kind, "priority": a.priority, "message": a.message}))
+    else:
+        print(f"{'service':<10} {'state':<8} {'version':<8} {'heartbeat':<10} alarms")
+        for r in rows:
+            hb = "—" if r["last_heartbeat_s"] is None else f"{r['last_heartbeat_s']:.1f} s ago"
+            extra = f"  model {r['model'][:12]}{' (synthetic)' if r['synthetic_model'] else ''}" if r["model"] else ""
+            print(f"{r['service']:<10} {r['status'].upper():<8} {r['version'] or '—':<8} {hb:<10} "
+                  f"{', '.join(r['active_alarms']) or '—'}{extra}")
+        for a in alarms.values():
+            print(f"ALARM [{a.priority}] {a.kind}: {a.message}")
+    down = [r["service"] for r in rows if not r["up"]]
+    if down:
+        print(f"amrwatch: down: {', '.join(down)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 # Service commands the stack runs; other modules register theirs here.
 SERVICE_COMMANDS: dict[str, Any] = {"acquirer": cmd_acquirer}
 
@@ -406,6 +482,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_bus(h)
     h.add_argument("--timeout", type=float, default=5.0)
     h.set_defaults(func=cmd_health)
+
+    k = sub.add_parser("keys", help="CURVE keys for encrypted, authenticated sockets")
+    ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    kg = ksub.add_parser("generate", help="create server and client keypairs (secrets 0600) in DIR")
+    kg.add_argument("dir", metavar="DIR")
+    kg.add_argument("--client", action="append", metavar="NAME", help="client keypair name (repeatable)")
+    kg.set_defaults(func=cmd_keys)
+
+    st = sub.add_parser("status", help="each service: up/down, version, model, heartbeat, alarms; exit 1 if down")
+    add_bus(st)
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--wait", type=float, default=2.0, help="seconds to listen for heartbeats")
+    st.set_defaults(func=cmd_status)
 
     for register in _extensions():
         register(sub)
