@@ -166,8 +166,10 @@ class Service:
         elif ev.kind == "duplicate":
             metrics.REJECTED.labels("duplicate_seq").inc()
             log.warning("%s", ev.describe())
-        else:
+        elif ev.kind == "restarted":
             log.info("%s", ev.describe())
+        else:
+            log.debug("%s", ev.describe())
 
     def _on_reject(self, reason: str, text: str, frames: list) -> None:
         metrics.REJECTED.labels(reason).inc()

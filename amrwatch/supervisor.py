@@ -92,7 +92,7 @@ class Supervisor:
             while not self._stop:
                 msg = sub.recv(200)
                 now = time.monotonic()
-                if msg is not None:
+                if msg is not None and msg.type != "heartbeat":
                     last_event = now
                     self._observe(msg, pub)
                     if self.printer:

@@ -1,0 +1,76 @@
+"""`amrwatch predictor` and `amrwatch train`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ...cli import SERVICE_COMMANDS, add_service_endpoints, fail
+
+
+def cmd_predictor(args: argparse.Namespace) -> int:
+    import zmq
+
+    from ...bus import Publisher
+    from ...proto.messages import Alarm
+    from ...service import setup_logging
+    from .decision import DecisionSettings
+    from .service import EXIT_MODEL_INVALID, ModelInvalid, Predictor, load_or_explain
+
+    setup_logging("predictor", args.log_level)
+    log = logging.getLogger("amrwatch.predictor")
+    model_dir = args.model or os.environ.get("AMRWATCH_MODEL_DIR")
+    try:
+        model = load_or_explain(model_dir)
+    except ModelInvalid as err:
+        log.critical("refusing to start: %s", err)
+        # Say it on the bus too, so the OR sees why there will be no predictions.
+        ctx = zmq.Context()
+        pub = Publisher(ctx, args.bus_in or __import__("amrwatch.config").config.get("bus_in"), "predictor")
+        pub.wait_ready(3.0, ("alarm",))
+        pub.publish(Alarm, None, kind="model_invalid", priority="high", state="raised",
+                    message=f"predictor refused its model: {str(err)[:900]}", source="predictor",
+                    alarm_key="model_invalid")
+        pub.close()
+        ctx.term()
+        print(f"amrwatch: predictor refused to start: {err}", file=sys.stderr)
+        return EXIT_MODEL_INVALID
+    log.info("%s", model.describe())
+    if model.synthetic:
+        log.warning("THIS MODEL IS %s: it was fitted on a synthetic cohort and must not guide clinical decisions",
+                    (model.notice or "synthetic").upper())
+    settings = DecisionSettings(evaluation_sweeps=args.evaluation_sweeps)
+    svc = Predictor(model, settings, bus_in=args.bus_in, bus_out=args.bus_out, metrics_port=args.metrics_port)
+    return svc.run()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .cohortcsv import CohortCsvError
+    from .training import TrainingError, train
+
+    try:
+        train(args.out, synthetic_n=args.synthetic, csv=args.csv, seed=args.seed)
+    except (CohortCsvError, TrainingError, ValueError, OSError) as err:
+        return fail(f"training failed, nothing written: {err}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predictor", help="run the predictor in the foreground")
+    add_service_endpoints(p)
+    p.add_argument("--model", metavar="DIR", help="directory with model.onnx + model_card.json "
+                   "(default: the shipped synthetic model; env AMRWATCH_MODEL_DIR)")
+    p.add_argument("--evaluation-sweeps", type=int, default=20,
+                   help="good sweeps after decompression before the AMR is judged (default 20)")
+    p.set_defaults(func=cmd_predictor)
+    SERVICE_COMMANDS["predictor"] = cmd_predictor
+
+    t = sub.add_parser("train", help="fit the persistence model; export ONNX plus its model card")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--synthetic", type=int, metavar="N", help="a synthetic cohort of N patients")
+    src.add_argument("--csv", metavar="FILE", help="a registry exported by `amrwatch export cohort`")
+    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
