@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(VENV)/bin/amrwatch up
 
 test: $(STAMP)
+	@scripts/install-test-servers
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

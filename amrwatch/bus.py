@@ -362,11 +362,15 @@ def run_proxy(
                    source="bus", alarm_key=f"service_down:{change.service}")
         log.log(logging.WARNING if change.kind == "down" else logging.INFO, "%s", change.message)
 
+    unreadable = {"n": 0}
+
     def heard(frames: list) -> None:
         try:
             hb = decode(frames)
         except DecodeError as err:
-            log.warning("unreadable heartbeat: %s", err)
+            unreadable["n"] += 1
+            if unreadable["n"] in (1, 10, 100, 1000) or unreadable["n"] % 10000 == 0:
+                log.warning("unreadable heartbeat (%d so far): %s", unreadable["n"], err)
             return
         if isinstance(hb, Heartbeat):
             if hb.session_id:
