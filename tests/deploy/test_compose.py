@@ -36,10 +36,13 @@ def test_dockerfile_passes_hadolint():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+AMR_SERVICES = {n: s for n, s in SERVICES.items() if s.get("image", "").startswith("amrwatch")}
+
+
 def test_every_microservice_has_a_compose_service_running_its_command():
-    assert set(SERVICES) >= set(config.SERVICES)
+    assert set(AMR_SERVICES) >= set(config.SERVICES)
     parser = build_parser()
-    for name, svc in SERVICES.items():
+    for name, svc in AMR_SERVICES.items():
         cmd = [os.path.expandvars(c.replace("${AMRWATCH_SOURCE:-sim}", "sim")
                                   .replace("${AMRWATCH_SCENARIO:-disappears-after-decompression}",
                                            "disappears-after-decompression")) for c in svc["command"]]
@@ -56,19 +59,21 @@ def test_endpoints_match_the_code_defaults():
     env = SERVICES["bus"]["environment"]
     assert _port(env["AMRWATCH_BUS_BIND_IN"]) == _port(config.DEFAULTS["bus_bind_in"][1])
     assert _port(env["AMRWATCH_BUS_BIND_OUT"]) == _port(config.DEFAULTS["bus_bind_out"][1])
-    for name, svc in SERVICES.items():
+    for name, svc in AMR_SERVICES.items():
         e = svc["environment"]
         assert _port(e["AMRWATCH_BUS_IN"]) == _port(config.DEFAULTS["bus_in"][1]), name
         assert _port(e["AMRWATCH_BUS_OUT"]) == _port(config.DEFAULTS["bus_out"][1]), name
         assert _port(e["AMRWATCH_CONTROL"]) == _port(config.DEFAULTS["control"][1]), name
     acq = SERVICES["acquirer"]["environment"]
     assert _port(acq["AMRWATCH_CONTROL_BIND"]) == _port(config.DEFAULTS["control_bind"][1])
-    published = {p.rsplit(":", 1)[1] for s in SERVICES.values() for p in s.get("ports", [])}
-    assert published == {"5551", "5552"}
+    published = {p.rsplit(":", 1)[1] for s in AMR_SERVICES.values() for p in s.get("ports", [])}
+    assert published >= {"5551", "5552"}
+    assert all(p.startswith("${AMRWATCH_PUBLISH_ADDR:-127.0.0.1}:") for s in SERVICES.values()
+               for p in s.get("ports", [])), "ports are published on loopback unless told otherwise"
 
 
 def test_hardening_and_health():
-    for name, svc in SERVICES.items():
+    for name, svc in AMR_SERVICES.items():
         assert svc["read_only"] is True, name
         assert not str(svc["user"]).startswith("0"), name
         assert svc["restart"] in ("unless-stopped", "always", "on-failure"), name
@@ -89,3 +94,35 @@ def test_health_command_follows_the_heartbeat(procs, stack_env):
     missing = subprocess.run([sys.executable, "-m", "amrwatch", "health", "analyzer", "--timeout", "2"],
                              env=stack_env, capture_output=True, text=True)
     assert missing.returncode == 1 and "no heartbeat" in missing.stderr
+
+
+CURVE = yaml.safe_load((ROOT / "compose.curve.yaml").read_text())
+PROM = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+
+
+def test_curve_override_is_valid_and_covers_every_socket_owner():
+    r = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                        str(ROOT / "compose.curve.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    amr = {n for n, s in SERVICES.items() if s.get("image", "").startswith("amrwatch")}
+    assert set(CURVE["services"]) == amr
+    for name, svc in CURVE["services"].items():
+        assert svc["secrets"] == ["amrwatch_keys"], name
+        assert svc["environment"]["AMRWATCH_KEYS"] == "/run/secrets/amrwatch_keys"
+
+
+def test_prometheus_profile_scrapes_every_metrics_port():
+    prom = SERVICES["prometheus"]
+    assert prom["profiles"] == ["metrics"]
+    targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in PROM["scrape_configs"]}
+    amr = {n for n, s in SERVICES.items() if s.get("image", "").startswith("amrwatch")}
+    assert set(targets) == amr
+    for name, target in targets.items():
+        host, port = target.split(":")
+        assert host == name and int(port) == config.METRICS_PORTS[name]
+
+
+def test_every_service_has_resource_limits():
+    for name, svc in SERVICES.items():
+        limits = svc["deploy"]["resources"]["limits"]
+        assert limits["cpus"] and limits["memory"], name
