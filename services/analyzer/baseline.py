@@ -1,0 +1,83 @@
+"""The baseline amplitude of each channel, against which the course is judged.
+
+DOMAIN: the median amplitude over the `baseline` stage, or over the first N
+good sweeps when no baseline stage was marked. It is taken when the baseline
+stage ends (the first good sweep of a later stage) so that every baseline
+sweep counts. A channel whose AMR was absent in most baseline sweeps has no
+AMR at baseline: its baseline is 0 and percentages of it are undefined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .settings import AnalyzerSettings
+
+
+@dataclass(frozen=True)
+class EstablishedBaseline:
+    channel: str
+    baseline_uv: float
+    n_sweeps: int
+    present_fraction: float
+
+
+@dataclass
+class _Collect:
+    p2p: list[float] = field(default_factory=list)
+    present: list[bool] = field(default_factory=list)
+    in_stage: int = 0
+    """How many of them were in the baseline stage."""
+
+
+class BaselineTracker:
+    def __init__(self, settings: AnalyzerSettings, channels: list[str]) -> None:
+        self.settings = settings
+        self._collect = {ch: _Collect() for ch in channels}
+        self.established: dict[str, EstablishedBaseline] = {}
+
+    def value(self, channel: str) -> float | None:
+        b = self.established.get(channel)
+        return None if b is None else b.baseline_uv
+
+    def session_amplitude(self) -> float:
+        """The preoperative AMR amplitude: the largest channel baseline so far."""
+        return max((b.baseline_uv for b in self.established.values()), default=0.0)
+
+    def add(self, channel: str, stage: str | None, p2p_uv: float, present: bool) -> EstablishedBaseline | None:
+        """Count one good sweep; returns the baseline when this sweep establishes it."""
+        if channel in self.established:
+            return None
+        c = self._collect[channel]
+        s = self.settings
+        if stage == "baseline":
+            c.p2p.append(p2p_uv)
+            c.present.append(present)
+            c.in_stage += 1
+            return None
+        if c.in_stage >= s.baseline_min_sweeps:
+            return self._establish(channel)
+        c.p2p.append(p2p_uv)
+        c.present.append(present)
+        if len(c.p2p) >= s.baseline_first_n:
+            return self._establish(channel)
+        return None
+
+    def finish(self, channel: str) -> EstablishedBaseline | None:
+        """At the end of a session: take what there is, if it is enough."""
+        if channel in self.established:
+            return None
+        c = self._collect[channel]
+        if len(c.p2p) >= self.settings.baseline_min_sweeps:
+            return self._establish(channel)
+        return None
+
+    def _establish(self, channel: str) -> EstablishedBaseline:
+        c = self._collect[channel]
+        fraction = float(np.mean(c.present)) if c.present else 0.0
+        value = float(np.median(c.p2p)) if fraction >= self.settings.baseline_min_present_fraction else 0.0
+        b = EstablishedBaseline(channel, value, len(c.p2p), fraction)
+        self.established[channel] = b
+        return b

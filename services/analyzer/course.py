@@ -1,0 +1,114 @@
+"""The AMR course of one channel: present → diminished → disappeared → reappeared.
+
+Only good sweeps count; a rejected sweep (diathermy, saturation, gap) neither
+extends nor breaks a run, so seconds of electrocautery can never make an AMR
+"disappear". Each change needs K consecutive sweeps that agree:
+
+- (none) → present: `confirm_k` present sweeps;
+- present/reappeared → diminished: `confirm_k` present sweeps below
+  `diminished_pct` of baseline; diminished → present: `confirm_k` at or above it;
+- any present-like state → disappeared: `disappear_k` absent sweeps (DOMAIN K = 5);
+- disappeared → reappeared: `confirm_k` present sweeps.
+
+The disappearance is dated to the first sweep of the absent run that led to
+it, which is when the AMR went, not when we became sure of it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .settings import AnalyzerSettings
+
+
+@dataclass(frozen=True)
+class Transition:
+    channel: str
+    state: str
+    previous_state: str | None
+    stimulus_index: int
+    stage: str | None
+    pct_of_baseline: float | None
+
+
+@dataclass(frozen=True)
+class SweepMark:
+    """Where a sweep was: enough to date an event."""
+
+    stimulus_index: int
+    sample_index: int
+    stage: str | None
+
+
+class ChannelCourse:
+    def __init__(self, channel: str, direction: str, settings: AnalyzerSettings) -> None:
+        self.channel = channel
+        self.direction = direction
+        self.settings = settings
+        self.state: str | None = None
+        self.ever_present = False
+        self.n_good = 0
+        self.n_rejected = 0
+        self._absent_run = 0
+        self._present_run = 0
+        self._full_run = 0
+        self._low_run = 0
+        self._absent_since: SweepMark | None = None
+        self.disappeared_at: SweepMark | None = None
+        """Start of the absent run behind the current (latest) disappearance."""
+        self.recent = deque(maxlen=settings.final_sweeps)
+
+    def rejected(self) -> None:
+        self.n_rejected += 1
+
+    def update(self, mark: SweepMark, present: bool, p2p_uv: float, pct: float | None) -> Transition | None:
+        """Count one good sweep; returns the transition it completes, if any."""
+        self.n_good += 1
+        self.recent.append(p2p_uv)
+        if present:
+            self._absent_run = 0
+            self._absent_since = None
+            self._present_run += 1
+            if pct is not None and pct < self.settings.diminished_pct:
+                self._low_run += 1
+                self._full_run = 0
+            else:
+                self._full_run += 1
+                self._low_run = 0
+        else:
+            if self._absent_run == 0:
+                self._absent_since = mark
+            self._absent_run += 1
+            self._present_run = self._low_run = self._full_run = 0
+
+        new = self._next_state()
+        if new is None or new == self.state:
+            return None
+        old, self.state = self.state, new
+        if new == "disappeared":
+            self.disappeared_at = self._absent_since
+        if new in ("present", "reappeared"):
+            self.ever_present = True
+        return Transition(self.channel, new, old, mark.stimulus_index, mark.stage, pct)
+
+    def _next_state(self) -> str | None:
+        s = self.settings
+        st = self.state
+        if st is None:
+            return "present" if self._present_run >= s.confirm_k else None
+        if st == "disappeared":
+            return "reappeared" if self._present_run >= s.confirm_k else None
+        if self._absent_run >= s.disappear_k:
+            return "disappeared"
+        if st in ("present", "reappeared") and self._low_run >= s.confirm_k:
+            return "diminished"
+        if st == "diminished" and self._full_run >= s.confirm_k:
+            return "present"
+        return None
+
+    def final_uv(self) -> float | None:
+        """The final amplitude: median of the last good sweeps."""
+        return float(np.median(self.recent)) if self.recent else None

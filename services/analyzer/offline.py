@@ -1,0 +1,141 @@
+"""Offline drivers of the same `AnalyzerEngine` the live service runs.
+
+- `analyze_source`: any acquirer source (simulator, EDF) fed frame by frame in
+  the order the acquirer publishes — stage markers, samples, then stimuli;
+- `analyze_edf`: an EDF/EDF+/BDF file, reading only the samples of each sweep
+  and telling the engine the signal between sweeps is skipped on purpose (not a
+  gap). The sweep's samples are the same float32 values the acquirer would
+  publish, so the numbers are identical to the live path's, only faster;
+- `analyze_messages`: decoded proto messages (an archived session or a
+  capture of the bus), dispatched exactly as the live service dispatches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ...proto.messages import EmgFrame, Message, SessionEnd, SessionStart, StageMarker, Stimulus
+from ..acquirer.source import Chunk, Source
+from .engine import AnalyzerEngine, Output
+from .settings import AnalyzerSettings
+
+
+def feed_chunk(engine: AnalyzerEngine, chunk: Chunk, first_stimulus_index: int) -> tuple[list[Output], int]:
+    """One source chunk, in the acquirer's publishing order; returns outputs and the next stimulus index."""
+    out: list[Output] = []
+    for idx, stage in chunk.stages:
+        out += engine.on_stage(stage, idx)
+    if chunk.n_samples:
+        out += engine.on_frame(chunk.first_sample_index, chunk.samples)
+    k = first_stimulus_index
+    for s in chunk.stimuli:
+        out += engine.on_stimulus(k, s.sample_index, s.sample_index / engine.fs, s.direction)
+        k += 1
+    return out, k
+
+
+def analyze_source(source: Source, settings: AnalyzerSettings | None = None, *,
+                   frame_ms: float = 5.0) -> Iterator[Output]:
+    """Frame by frame, as the live analyzer sees the acquirer's stream of this source."""
+    engine = AnalyzerEngine(source.montage, settings, source="analyze")
+    n = max(1, int(round(engine.fs * frame_ms / 1000.0)))
+    k = 0
+    while True:
+        chunk = source.read(n)
+        if chunk is None:
+            break
+        out, k = feed_chunk(engine, chunk, k)
+        yield from out
+    yield from engine.on_end()
+
+
+def analyze_edf(path: str, settings: AnalyzerSettings | None = None) -> Iterator[Output]:
+    """Only the sweeps of an EDF/EDF+/BDF file: one measurement per stimulus and channel."""
+    from ..acquirer.edf import EdfSource
+
+    src = EdfSource(path)
+    try:
+        engine = AnalyzerEngine(src.montage, settings, source="analyze")
+        g = engine.geometry
+        stages = list(src.stages)
+        si = 0
+        for k, stim in enumerate(src.stimuli):
+            lo = max(stim.sample_index - g.pre, 0)
+            hi = min(stim.sample_index + g.post, src.n_total)
+            while si < len(stages) and stages[si][0] < hi:
+                yield from engine.on_stage(stages[si][1], stages[si][0])
+                si += 1
+            hwm = engine.buffer.hwm or 0
+            if lo > hwm:
+                yield from engine.skip_to(lo)
+            start = max(lo, engine.buffer.hwm or 0)
+            if hi > start:
+                yield from engine.on_frame(start, read_edf_samples(src, start, hi))
+            yield from engine.on_stimulus(k, stim.sample_index, stim.sample_index / engine.fs, stim.direction)
+        for idx, stage in stages[si:]:
+            yield from engine.on_stage(stage, idx)
+        yield from engine.on_end()
+    finally:
+        src.close()
+
+
+def read_edf_samples(src: Any, lo: int, hi: int) -> np.ndarray:
+    """Samples [lo, hi) of every signal, converted exactly as `EdfSource.read` does."""
+    n = hi - lo
+    out = np.empty((src.reader.signals_in_file, n), dtype="<f4")
+    for i in range(src.reader.signals_in_file):
+        out[i] = src.reader.readSignal(i, start=lo, n=n) * src.scale[i]
+    return out
+
+
+def analyze_messages(messages: Iterable[Message], settings: AnalyzerSettings | None = None) -> Iterator[Output]:
+    """A recorded message stream (session_start first) through the engine, session by session."""
+    d = MessageDispatcher(settings)
+    for msg in messages:
+        yield from d.dispatch(msg)
+    yield from d.close()
+
+
+class MessageDispatcher:
+    """Routes decoded bus messages to an engine per session (shared by the live service)."""
+
+    def __init__(self, settings: AnalyzerSettings | None = None, source: str = "analyze") -> None:
+        self.settings = settings or AnalyzerSettings()
+        self.source = source
+        self.engine: AnalyzerEngine | None = None
+        self.session_id: str | None = None
+
+    def start(self, msg: SessionStart) -> list[Output]:
+        out = self.close() if self.engine is not None else []
+        self.engine = AnalyzerEngine(msg.montage, self.settings, source=self.source)
+        self.session_id = msg.session_id
+        return out
+
+    def dispatch(self, msg: Message) -> list[Output]:
+        if isinstance(msg, SessionStart):
+            if msg.session_id == self.session_id:
+                return []
+            return self.start(msg)
+        e = self.engine
+        if e is None or msg.session_id != self.session_id:
+            return []
+        if isinstance(msg, EmgFrame):
+            return e.on_frame(msg.first_sample_index, msg.samples, msg.sampling_rate_hz)
+        if isinstance(msg, Stimulus):
+            return e.on_stimulus(msg.stimulus_index, msg.sample_index, msg.stim_time_s, msg.direction)
+        if isinstance(msg, StageMarker):
+            return e.on_stage(msg.stage, msg.sample_index)
+        if isinstance(msg, SessionEnd):
+            return self.close()
+        return []
+
+    def close(self) -> list[Output]:
+        if self.engine is None:
+            return []
+        out = self.engine.on_end()
+        self.engine = None
+        self.session_id = None
+        return out
