@@ -21,6 +21,7 @@ def _records(d: Path) -> list[tuple]:
     return [(r.record_no, r.kind, r.body, r.chain) for r in ArchiveReader(d).records()]
 
 
+@pytest.mark.slow
 def test_truncating_the_last_record_at_every_byte_offset_is_repaired(tmp_path: Path):
     s = make_session(tmp_path, n=6)
     last = layout(s.dir)[-1]
@@ -46,6 +47,7 @@ def test_truncating_the_last_record_at_every_byte_offset_is_repaired(tmp_path: P
         restore(s.dir, snap)
 
 
+@pytest.mark.slow
 def test_truncating_a_freshly_rolled_segment_anywhere_is_repaired(tmp_path: Path):
     st = ArchiveSettings(segment_bytes=4096)
     s = make_session(tmp_path, n=30, commit_every=1, settings=st, n_samples=16)
@@ -103,6 +105,7 @@ def _flip_positions(spans, files_middle):
                 yield sp, pos
 
 
+@pytest.mark.slow
 def test_single_bit_flips_in_the_middle_of_a_segment_are_corruption(tmp_path: Path):
     st = ArchiveSettings(segment_bytes=8192)
     s = make_session(tmp_path, n=40, settings=st, n_samples=16)

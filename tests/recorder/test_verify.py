@@ -29,6 +29,7 @@ def _small_signed_session(tmp_path: Path, key_file: Path):
     return d, st.load_hmac_key()
 
 
+@pytest.mark.slow
 def test_every_single_byte_change_is_found_and_named(tmp_path: Path, key_file: Path):
     d, key = _small_signed_session(tmp_path, key_file)
     assert ArchiveReader(d).verify(key) == []
