@@ -40,6 +40,7 @@ class SweepGeometry:
 
     def __init__(self, settings: AnalyzerSettings, sampling_rate_hz: float) -> None:
         settings.check_rate(sampling_rate_hz)
+        self.settings = settings
         self.fs = float(sampling_rate_hz)
         self.dt_ms = 1000.0 / self.fs
         self.pre = self.to_samples(-settings.sweep_ms[0])
@@ -90,10 +91,9 @@ def default_padlen(sos: np.ndarray) -> int:
 class Conditioner:
     """Blank → baseline and mains fit → zero-phase band-pass, for (channels, samples) sweeps."""
 
-    def __init__(self, settings: AnalyzerSettings, geometry: SweepGeometry) -> None:
-        self.settings = settings
-        self.g = geometry
-        g = geometry
+    def __init__(self, geometry: SweepGeometry) -> None:
+        self.settings = settings = geometry.settings
+        self.g = g = geometry
         n = g.n
         # Blank: linear interpolation weights between the samples just outside it.
         b0, b1 = g.blank

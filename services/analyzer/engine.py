@@ -59,8 +59,8 @@ class AnalyzerEngine:
         self.source = source
         self.fs = float(montage.sampling_rate_hz)
         self.geometry = SweepGeometry(self.settings, self.fs)
-        self.conditioner = Conditioner(self.settings, self.geometry)
-        self.measurer = Measurer(self.settings, self.geometry)
+        self.conditioner = Conditioner(self.geometry)
+        self.measurer = Measurer(self.geometry)
         names = montage.channel_names()
         self.n_channels = len(names)
         self.recording: dict[str, tuple[list[str], np.ndarray]] = {}
@@ -202,7 +202,7 @@ class AnalyzerEngine:
             reasons: list[str | None] = [status] * n
             m = None
         else:
-            reasons = reject_reasons(raw, self.settings, self.geometry)
+            reasons = reject_reasons(raw, self.geometry)
             x = np.where(np.isfinite(raw), raw, np.float32(0.0)) if "nan" in reasons else raw
             m = self.measurer(self.conditioner(x))
             for r in reasons:

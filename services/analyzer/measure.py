@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .condition import SweepGeometry
-from .settings import AnalyzerSettings
 
 _SQRT8 = 2.0 * np.sqrt(2.0)
 
@@ -54,8 +53,8 @@ def _crossing(sw: np.ndarray, rows: np.ndarray, q: np.ndarray, level: np.ndarray
 class Measurer:
     """`measure()` with everything that depends only on the settings computed once."""
 
-    def __init__(self, settings: AnalyzerSettings, g: SweepGeometry) -> None:
-        self.settings = settings
+    def __init__(self, g: SweepGeometry) -> None:
+        self.settings = g.settings
         self.g = g
         n0, n1 = g.noise
         t = np.linspace(-1.0, 1.0, n1 - n0)
@@ -137,18 +136,19 @@ class Measurer:
         )
 
 
-def measure(y: np.ndarray, settings: AnalyzerSettings, g: SweepGeometry) -> SweepMeasures:
+def measure(y: np.ndarray, g: SweepGeometry) -> SweepMeasures:
     """Measures of conditioned sweeps `y` (channels, samples)."""
-    return Measurer(settings, g)(y)
+    return Measurer(g)(y)
 
 
-def reject_reasons(raw: np.ndarray, settings: AnalyzerSettings, g: SweepGeometry) -> list[str | None]:
+def reject_reasons(raw: np.ndarray, g: SweepGeometry) -> list[str | None]:
     """Why each channel's raw sweep cannot be measured as a response (None: it can).
 
     Checked on the raw samples: NaN/inf, saturation at the amplifier's range,
     and diathermy — broadband interference whose sample-to-sample differences,
     in some block of the sweep outside the artifact blank, exceed what EMG and
     ordinary noise produce."""
+    settings = g.settings
     x = np.asarray(raw, dtype=np.float32)
     hi = x.max(axis=1)
     lo = x.min(axis=1)

@@ -1,0 +1,162 @@
+"""`amrwatch analyzer` (the service) and `amrwatch analyze FILE` (offline, same engine)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ... import cli as base
+from ...proto.messages import AmrMeasurement
+
+EDF_SUFFIXES = (".edf", ".bdf", ".rec")
+
+
+def _settings(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from ...proto.codec import describe
+    from .settings import AnalyzerSettings, parse_overrides
+
+    try:
+        return parse_overrides(args.set or [])
+    except ValidationError as err:
+        raise ValueError(f"--set refused: {describe(err, AnalyzerSettings)}") from None
+
+
+def cmd_analyzer(args: argparse.Namespace) -> int:
+    from ...service import setup_logging
+    from .service import Analyzer
+
+    setup_logging("analyzer", args.log_level)
+    try:
+        settings = _settings(args)
+    except ValueError as err:
+        return base.fail(str(err), base.EXIT_USAGE)
+    svc = Analyzer(settings=settings, control=args.control, **base._service_kw(args))
+    return svc.run()
+
+
+def _row(f: dict[str, Any]) -> str:
+    def num(v, fmt):
+        return "—" if v is None else format(v, fmt)
+
+    state = f"rejected: {f['reject_reason']}" if f["rejected"] else ("present" if f["present"] else "absent")
+    return (f"{f['stimulus_index']:>6} {f['stim_time_s']:>9.3f} {f['direction']:<3} {f['channel']:<10} "
+            f"{f['p2p_uv']:>9.1f} {num(f['onset_latency_ms'], '>6.2f')} {num(f['peak_latency_ms'], '>6.2f')} "
+            f"{f['noise_uv']:>6.2f} {num(f['snr'], '>6.1f')} {num(f['pct_of_baseline'], '>6.0f')} "
+            f"{(f['stage'] or '—'):<20} {state}")
+
+
+HEADER = (f"{'stim':>6} {'time_s':>9} {'dir':<3} {'channel':<10} {'p2p_uV':>9} {'onset':>6} {'peak':>6} "
+          f"{'noise':>6} {'snr':>6} {'%base':>6} {'stage':<20} result")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from ..acquirer.source import SourceError
+    from ..recorder.integrity import ArchiveError
+    from .offline import analyze_edf, analyze_messages, analyze_source
+
+    try:
+        settings = _settings(args)
+    except ValueError as err:
+        return base.fail(str(err), base.EXIT_USAGE)
+    path = Path(args.file)
+    if not path.exists():
+        return base.fail(f"analyze: no such file {str(path)!r}; give an EDF/EDF+/BDF recording or an "
+                         "archived session's directory (DATA/sessions/ID)", base.EXIT_USAGE)
+    if not path.is_dir() and path.suffix.lower() not in EDF_SUFFIXES:
+        return base.fail(
+            f"analyze: {path.name} is neither an EDF/EDF+/BDF file ({', '.join(EDF_SUFFIXES)}) nor an "
+            "archived session's directory (DATA/sessions/ID)",
+            base.EXIT_USAGE,
+        )
+    body = set(AmrMeasurement.body_fields())
+    summary: Counter[str] = Counter()
+    others: list[tuple[str, dict]] = []
+    try:
+        if path.is_dir():
+            outputs = analyze_messages(archived_messages(path), settings)
+        elif args.frames:
+            from ..acquirer.edf import EdfSource
+
+            outputs = analyze_source(EdfSource(str(path)), settings)
+        else:
+            outputs = analyze_edf(str(path), settings)
+        if not args.json:
+            print(HEADER)
+        for kind, fields in outputs:
+            if kind != "amr_measurement":
+                others.append((kind, fields))
+                continue
+            summary["rejected" if fields["rejected"] else "present" if fields["present"] else "absent"] += 1
+            if args.json:
+                print(json.dumps({k: v for k, v in fields.items() if k in body}), flush=False)
+            else:
+                print(_row(fields))
+    except (SourceError, ArchiveError) as err:
+        return base.fail(f"analyze: {err}")
+    except ValueError as err:  # settings the file cannot honour (e.g. Nyquist)
+        return base.fail(f"analyze: {err}")
+    except BrokenPipeError:  # `amrwatch analyze x.edf | head`
+        sys.stderr.close()
+        return base.EXIT_OK
+    _summarise(summary, others)
+    return base.EXIT_OK
+
+
+def archived_messages(session_dir: Path):
+    """The bus messages of an archived session, decoded, in archive order."""
+    from ...proto.codec import decode
+    from ..recorder.archive import ArchiveReader
+
+    for _record_no, frames in ArchiveReader(session_dir).messages():
+        yield decode(frames)
+
+
+def _summarise(summary: Counter, others: list[tuple[str, dict]]) -> None:
+    """What is not a measurement goes to stderr, so stdout stays one measurement per line."""
+    err = sys.stderr
+    n = sum(summary.values())
+    print(f"analyze: {n} measurements: {summary['present']} present, {summary['absent']} absent, "
+          f"{summary['rejected']} rejected", file=err)
+    for kind, f in others:
+        if kind == "baseline":
+            print(f"analyze: baseline {f['channel']} {f['baseline_uv']:.1f} µV over {f['n_sweeps']} sweeps", file=err)
+        elif kind == "amr_state":
+            print(f"analyze: {f['channel']} {f['previous_state'] or '—'} → {f['state']} at stimulus "
+                  f"#{f['stimulus_index']} [{f['stage'] or '—'}]", file=err)
+        elif kind == "amr_course":
+            base_uv = "—" if f["baseline_uv"] is None else f"{f['baseline_uv']:.1f} µV"
+            final = "—" if f["final_pct_of_baseline"] is None else f"{f['final_pct_of_baseline']:.0f}%"
+            print(f"analyze: course {f['course']} (baseline {base_uv}, final {final} of baseline"
+                  f"{', gone during ' + f['disappeared_at_stage'] if f['disappeared_at_stage'] else ''})", file=err)
+        elif kind == "alarm":
+            print(f"analyze: {f['kind']}: {f['message']}", file=err)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    base.SERVICE_COMMANDS["analyzer"] = cmd_analyzer
+    settings_help = ("override one analysis setting, e.g. --set bandpass_hz=10,2000 --set disappear_k=5 "
+                     "(repeatable; names in services/analyzer/settings.py)")
+
+    a = sub.add_parser("analyzer", help="run the analyzer service in the foreground")
+    base.add_service_endpoints(a)
+    a.add_argument("--control", metavar="ENDPOINT",
+                   help="acquirer control socket, asked for the session when joining late "
+                        "(env AMRWATCH_CONTROL)")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings_help)
+    a.set_defaults(func=cmd_analyzer)
+
+    z = sub.add_parser("analyze", help="analyse a recorded EDF/EDF+/BDF file offline: one measurement "
+                                       "per stimulus and channel")
+    z.add_argument("file", metavar="FILE", help="EDF/EDF+/BDF with stimulus annotations or trigger channels")
+    z.add_argument("--json", action="store_true", help="one JSON object (amr_measurement body) per line")
+    z.add_argument("--frames", action="store_true",
+                   help="feed the whole signal in 5 ms frames as the live service sees it "
+                        "(slower; the numbers are identical)")
+    z.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings_help)
+    z.set_defaults(func=cmd_analyze)
