@@ -166,7 +166,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.data:
         env["AMRWATCH_DATA"] = args.data
     children = [Child("bus", exe + ["bus"])]
-    others = [name for name in ("recorder", "analyzer", "predictor") if name in SERVICE_COMMANDS]
+    others = [name for name in ("recorder", "analyzer", "predictor", "monitor") if name in SERVICE_COMMANDS]
     children += [Child(name, exe + [name]) for name in others]
     children.append(Child("acquirer", exe + ["acquirer", *source_argv(args), "--wait-for", ",".join(others)]))
     logging.getLogger("amrwatch.up").info(
@@ -510,6 +510,7 @@ def _extensions():
         "amrwatch.services.analyzer.cli",
         "amrwatch.services.predictor.cli",
         "amrwatch.services.recorder.cli",
+        "amrwatch.services.monitor.cli",
     ):
         try:
             m = importlib.import_module(mod)

@@ -1,0 +1,166 @@
+"""Operator inputs from the page, checked before anything is published.
+
+The page sends what the operator typed, as text; this module turns it into a
+proto `FactorValues` (or a stage name) or refuses it with one line per
+field: which factor, the allowed range with its unit, and what was typed.
+The form's labels, units and ranges come from here (and the ranges from
+proto's `FACTOR_RANGES`), so the page and the contract cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from ...proto.codec import describe
+from ...proto.messages import FACTOR_RANGES, STAGE_ORDER, FactorValues
+
+
+class FormError(ValueError):
+    """Refused input; `problems` has one line per field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class FactorField:
+    name: str
+    label: str
+    kind: str  # "float" | "int" | "bool"
+    unit: str
+    min: float | None
+    max: float | None
+    step: float | None
+    help: str
+
+
+_LABELS: dict[str, tuple[str, str, float | None, str]] = {
+    # name: (label, kind, step, help)
+    "duration_years": ("Disease duration", "float", 0.1, "years since the spasm began"),
+    "cohen_grade": ("Preoperative severity", "int", 1,
+                    "Cohen grade: 1 blinking on provocation, 2 mild, 3 moderate, 4 severe/disabling"),
+    "carbamazepine": ("Carbamazepine use", "bool", None, "takes carbamazepine: yes or no"),
+    "vessels": ("Responsible vessels", "int", 1, "number of offending vessels"),
+    "amr_amplitude_uv": ("Preoperative AMR amplitude", "float", 1,
+                         "normally measured by the analyzer from the baseline"),
+    "retraction_mm": ("Cerebellar retraction depth", "float", 0.5, "entered by the surgeon"),
+    "displacement": ("Vessel displacement", "int", 1, "1 slight, 2 moderate, 3 marked"),
+}
+
+_UNITS = {"duration_years": "years", "cohen_grade": "grade", "vessels": "vessels", "amr_amplitude_uv": "µV",
+          "retraction_mm": "mm", "displacement": "grade", "carbamazepine": ""}
+
+
+def factor_fields() -> list[FactorField]:
+    """The seven factors in the order the form shows them."""
+    out = []
+    for name in FactorValues.model_fields:
+        label, kind, step, help_ = _LABELS[name]
+        lo, hi, _ = FACTOR_RANGES.get(name, (None, None, ""))
+        out.append(FactorField(name, label, kind, _UNITS[name], lo, hi, step, help_))
+    return out
+
+
+def form_spec() -> list[dict]:
+    return [asdict(f) for f in factor_fields()]
+
+
+def _range_text(f: FactorField) -> str:
+    unit = f" {f.unit}" if f.unit else ""
+    fmt = (lambda v: f"{v:g}") if f.kind == "float" else (lambda v: f"{int(v)}")
+    return f"between {fmt(f.min)} and {fmt(f.max)}{unit}"
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    s = str(value).strip()
+    return s or None
+
+
+def parse_factors(form: Mapping[str, Any]) -> FactorValues:
+    """What the operator typed → FactorValues; empty fields are 'not given'."""
+    fields = {f.name: f for f in factor_fields()}
+    problems: list[str] = []
+    unknown = sorted(set(form) - set(fields))
+    if unknown:
+        problems.append(f"unknown field(s) {unknown}; the factors are {list(fields)}")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        raw = _text(form.get(name))
+        if raw is None:
+            continue
+        who = f"{f.label} ({name})"
+        if f.kind == "bool":
+            v = raw.lower()
+            if v in ("yes", "y", "true", "1"):
+                values[name] = True
+            elif v in ("no", "n", "false", "0"):
+                values[name] = False
+            else:
+                problems.append(f"{who}: must be yes or no; got {raw!r}")
+            continue
+        try:
+            number = float(raw.replace(",", "."))
+        except ValueError:
+            problems.append(f"{who}: must be a number {_range_text(f)}; got {raw!r}")
+            continue
+        if not math.isfinite(number):
+            problems.append(f"{who}: must be a finite number {_range_text(f)}; got {raw!r}")
+            continue
+        if f.kind == "int":
+            if number != int(number):
+                problems.append(f"{who}: must be a whole number {_range_text(f)}; got {raw!r}")
+                continue
+            number = int(number)
+        if not (f.min <= number <= f.max):
+            problems.append(f"{who}: must be {_range_text(f)}; got {raw!r}")
+            continue
+        values[name] = number
+    if problems:
+        raise FormError(problems)
+    if not values:
+        raise FormError(["enter at least one of the seven factors; empty fields are left unchanged"])
+    try:
+        return FactorValues(**values)
+    except ValidationError as err:  # the contract's own check, should the ranges above ever be wider
+        raise FormError([describe(err, FactorValues)]) from None
+
+
+def parse_stage(value: Any) -> str:
+    if not isinstance(value, str) or value not in STAGE_ORDER:
+        raise FormError([f"stage: must be one of {', '.join(STAGE_ORDER)}; got {value!r}"])
+    return value
+
+
+def parse_ack(body: Mapping[str, Any]) -> dict:
+    """The body of an `alarm_ack`: alarm_key, operator (optional), note (optional)."""
+    from ...proto.messages import AlarmAck
+
+    problems = []
+    key = body.get("alarm_key")
+    if not isinstance(key, str) or not key or len(key) > 256:
+        problems.append(f"alarm_key: must be the key of a raised alarm (1-256 characters); got {key!r}")
+    operator = _text(body.get("operator"))
+    note = _text(body.get("note"))
+    out = {"alarm_key": key, "operator": operator, "note": note}
+    if not problems:
+        try:
+            AlarmAck.model_validate(
+                {"type": "alarm_ack", "schema_version": 1, "session_id": None, "seq": 0, "publisher": "monitor",
+                 "instance": "00000000", "ts_utc": "2000-01-01T00:00:00Z", **out},
+                strict=False,
+            )
+        except ValidationError as err:
+            problems.append(describe(err, AlarmAck))
+    if problems:
+        raise FormError(problems)
+    return out
