@@ -106,7 +106,7 @@ class AnalyzerEngine:
             return out
         if not np.isfinite(arr).all():
             bad = int(np.count_nonzero(~np.isfinite(arr)))
-            self._alarm(out, "nan_samples", "input_rejected", "medium",
+            self._alarm(out, "nan", "input_rejected", "medium",
                         f"emg_frame at sample {first_sample_index} carries {bad} NaN/infinite sample(s): "
                         "sweeps containing them are rejected")
         res = self.buffer.write(int(first_sample_index), arr)

@@ -172,7 +172,7 @@ class Analyzer(Service):
         e = self.dispatcher.engine
         if e is not None:
             for key, n in e.counters.items():
-                if key.startswith("rejected_") or key.endswith("_samples"):
+                if key.startswith("rejected_") or key == "gap_samples":
                     continue
                 seen = self._counted.get(key, 0)
                 if n > seen:

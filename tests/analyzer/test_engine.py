@@ -150,7 +150,7 @@ def test_nan_samples_mark_only_their_channel():
         return e.on_frame(pos, frame, s.fs)
 
     e, out = run_with(s, deliver)
-    assert "1 NaN/infinite sample(s)" in alarms(out, "nan_samples")[0]["message"]
+    assert "1 NaN/infinite sample(s)" in alarms(out, "nan")[0]["message"]
     m = by_key(out)
     assert m[(k, chans[0])]["reject_reason"] == "nan"
     if len(chans) > 1:
