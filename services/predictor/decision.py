@@ -380,6 +380,9 @@ class DecisionEngine:
             )]
         if self._rejecting and frac <= self.settings.recovery_fraction:
             self._rejecting = False
+            if self._never_detected_said and not self._ever_present:
+                # The sweeps are usable again, but there is still no AMR in them: say so again.
+                return self._say_never_detected()
             return [self._emit(
                 self.MONITORING, "indeterminate", "low",
                 f"Monitoring has recovered ({bad} of the last {w} stimuli unusable); the AMR can be followed again.",

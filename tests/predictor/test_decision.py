@@ -294,3 +294,28 @@ def test_settings_are_validated():
         DecisionSettings(evaluation_sweeps=0)
     with pytest.raises(ValueError, match="recovery_fraction must be below rejection_fraction"):
         DecisionSettings(rejection_fraction=0.3, recovery_fraction=0.4)
+
+
+def test_recovery_from_rejected_sweeps_does_not_forget_an_absent_amr():
+    """Never detected, then diathermy, then clean sweeps again: still not monitorable."""
+    from amrwatch.services.predictor.decision import DecisionEngine, DecisionSettings
+
+    eng = DecisionEngine(DecisionSettings())
+    eng.on_stage("baseline")
+    i = 0
+    for _ in range(30):
+        eng.on_measurement(i, "MENT", rejected=False, present=False)
+        i += 1
+    out = eng.on_stage("incision")
+    assert [d["kind"] for d in out] == ["amr_not_monitorable"]
+    kinds = []
+    for _ in range(20):
+        kinds += [d["kind"] for d in eng.on_measurement(i, "MENT", rejected=True)]
+        i += 1
+    for _ in range(20):
+        kinds += [(d["kind"], d["evidence"].get("reason")) for d in eng.on_measurement(i, "MENT", rejected=False,
+                                                                                       present=False)]
+        i += 1
+    assert kinds[0] == "amr_not_monitorable"
+    assert kinds[-1] == ("amr_not_monitorable", "never_detected")
+    assert [d["kind"] for d in eng.active() if d["kind"] != "prognosis"] == ["amr_not_monitorable"]
