@@ -11,6 +11,11 @@ Stage attribution is by sample index, never by arrival order. Bad input
 out-of-order frames, gaps, stale stimuli) is counted in `counters`, reported
 as an `alarm` with a message that says what happened, and the sweeps it
 touches are published as rejected — the engine never raises on input.
+
+`reject_reason` values: gap (samples missing in the sweep), nan, saturated,
+diathermy, stale (older than the buffer), incomplete (the session ended
+first), before_recording (a late joiner's first sweeps), not_fed (signal the
+offline driver skipped; never expected).
 """
 
 from __future__ import annotations
@@ -38,19 +43,6 @@ _SCALE = np.array([1e3, 1e4, 1e3, 1e3, 1e4, 1e4])[:, None]
 #: Rejected sweeps whose samples are all there: their p2p and noise are still
 #: reported, so the size of the interference is on record.
 MEASURED_WHEN_REJECTED = ("diathermy", "saturated")
-
-#: What each refusal means, for the operator (alarm text) and the record (reject_reason).
-REASONS = {
-    "gap": "samples missing in the sweep",
-    "nan": "NaN or infinite samples",
-    "saturated": "amplifier saturated",
-    "diathermy": "diathermy (electrocautery) interference",
-    "stale": "stimulus older than the analyzer's buffer",
-    "incomplete": "recording ended before the sweep was complete",
-    "before_recording": "sweep starts before the first sample received",
-    "not_fed": "sweep falls in signal that was not analysed",
-}
-
 
 class AnalyzerEngine:
     def __init__(self, montage: Montage, settings: AnalyzerSettings | None = None, *, source: str = "analyzer"):

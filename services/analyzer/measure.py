@@ -136,11 +136,6 @@ class Measurer:
         )
 
 
-def measure(y: np.ndarray, g: SweepGeometry) -> SweepMeasures:
-    """Measures of conditioned sweeps `y` (channels, samples)."""
-    return Measurer(g)(y)
-
-
 def reject_reasons(raw: np.ndarray, g: SweepGeometry) -> list[str | None]:
     """Why each channel's raw sweep cannot be measured as a response (None: it can).
 

@@ -155,7 +155,9 @@ class AnalyzerSettings(BaseModel):
                 f"the Nyquist frequency {nyquist:g} Hz; got {self.mains_hz * self.mains_harmonics:g} Hz"
             )
         if self.sweep_ms[1] - self.sweep_ms[0] < 10 * 1000.0 / sampling_rate_hz:
-            raise ValueError(f"sweep_ms must span at least 10 samples at {sampling_rate_hz:g} Hz; got {self.sweep_ms!r}")
+            raise ValueError(
+                f"sweep_ms must span at least 10 samples at {sampling_rate_hz:g} Hz; got {self.sweep_ms!r}"
+            )
 
 
 def parse_overrides(items: list[str]) -> AnalyzerSettings:
