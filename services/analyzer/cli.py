@@ -121,6 +121,8 @@ def _summarise(summary: Counter, others: list[tuple[str, dict]]) -> None:
     """What is not a measurement goes to stderr, so stdout stays one measurement per line."""
     err = sys.stderr
     n = sum(summary.values())
+    alarm_count = Counter(f["alarm_key"] for kind, f in others if kind == "alarm")
+    shown: set[str] = set()
     print(f"analyze: {n} measurements: {summary['present']} present, {summary['absent']} absent, "
           f"{summary['rejected']} rejected", file=err)
     for kind, f in others:
@@ -134,8 +136,10 @@ def _summarise(summary: Counter, others: list[tuple[str, dict]]) -> None:
             final = "—" if f["final_pct_of_baseline"] is None else f"{f['final_pct_of_baseline']:.0f}%"
             print(f"analyze: course {f['course']} (baseline {base_uv}, final {final} of baseline"
                   f"{', gone during ' + f['disappeared_at_stage'] if f['disappeared_at_stage'] else ''})", file=err)
-        elif kind == "alarm":
-            print(f"analyze: {f['kind']}: {f['message']}", file=err)
+        elif kind == "alarm" and f["alarm_key"] not in shown:
+            shown.add(f["alarm_key"])
+            more = alarm_count[f["alarm_key"]] - 1
+            print(f"analyze: {f['kind']}: {f['message']}{f' (and {more} more like it)' if more else ''}", file=err)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -44,7 +44,10 @@ _SCALE = np.array([1e3, 1e4, 1e3, 1e3, 1e4, 1e4])[:, None]
 #: reported, so the size of the interference is on record.
 MEASURED_WHEN_REJECTED = ("diathermy", "saturated")
 
+
 class AnalyzerEngine:
+    """One session: its montage fixes the channels, the rate and who records which direction."""
+
     def __init__(self, montage: Montage, settings: AnalyzerSettings | None = None, *, source: str = "analyzer"):
         self.montage = montage
         self.settings = settings or AnalyzerSettings()
