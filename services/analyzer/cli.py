@@ -145,7 +145,7 @@ def _summarise(summary: Counter, others: list[tuple[str, dict]]) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     base.SERVICE_COMMANDS["analyzer"] = cmd_analyzer
     settings_help = ("override one analysis setting, e.g. --set bandpass_hz=10,2000 --set disappear_k=5 "
-                     "(repeatable; names in services/analyzer/settings.py)")
+                     "(repeatable; pairs as LOW,HIGH; names in services/analyzer/settings.py)")
 
     a = sub.add_parser("analyzer", help="run the analyzer service in the foreground")
     base.add_service_endpoints(a)
@@ -157,7 +157,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     z = sub.add_parser("analyze", help="analyse a recorded EDF/EDF+/BDF file offline: one measurement "
                                        "per stimulus and channel")
-    z.add_argument("file", metavar="FILE", help="EDF/EDF+/BDF with stimulus annotations or trigger channels")
+    z.add_argument("file", metavar="FILE", help="EDF/EDF+/BDF with stimulus annotations or trigger channels, "
+                                                "or an archived session's directory (DATA/sessions/ID)")
     z.add_argument("--json", action="store_true", help="one JSON object (amr_measurement body) per line")
     z.add_argument("--frames", action="store_true",
                    help="feed the whole signal in 5 ms frames as the live service sees it "
