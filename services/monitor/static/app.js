@@ -270,11 +270,18 @@ function renderPrediction() {
     el("div", { class: "marker", style: `left:calc(${p.probability * 100}% - 2px)` }));
   box.replaceChildren(
     el("h2", { text: "Predicted persistence" }),
-    el("div", { class: "prob", id: "probability", text: `${(p.probability * 100).toFixed(0)} %` }),
+    el("div", { class: "prob", id: "probability", text: probText(p.probability) }),
     el("span", { class: `band ${p.band}`, id: "band", text: p.band }),
     bar,
     el("div", { class: "small", text: `low below ${(p.cutoff_low * 100).toFixed(0)} % · high from ${(p.cutoff_high * 100).toFixed(0)} % · model ${p.model_sha256.slice(0, 10)}…` }),
     p.notice ? el("div", { class: "notice", text: p.notice }) : null);
+}
+
+function probText(p) {
+  if (p >= 0.995) return "> 99 %";
+  if (p >= 0.1) return `${(p * 100).toFixed(0)} %`;
+  if (p >= 0.01) return `${(p * 100).toFixed(1)} %`;
+  return "< 1 %";
 }
 
 function renderDecision() {
@@ -319,7 +326,8 @@ function sweepBoxes() {
   if (want.join("|") !== have.join("|")) {
     box.replaceChildren(...channels().map((c) =>
       el("div", { class: "panel sweep-box", "data-channel": c.name },
-        el("h3", { text: `${c.name} · ${words(c.muscle)} · ${c.direction || ""}` }),
+        el("h3", {}, el("span", { text: `${c.name} · ${words(c.muscle)} · ${c.direction || ""}` }),
+          el("span", { class: "fig", id: `fig-${c.name}` })),
         el("canvas", { id: `sweeps-${c.name}`, height: "420", "aria-label": `sweeps of ${c.name}` }))));
   }
   return want;
@@ -377,7 +385,7 @@ function renderSweeps() {
       g.fillText(`${ms} ms`, x(ms), h - 8);
     }
     g.fillStyle = "#58a6ff"; g.textAlign = "left";
-    g.fillText(`analysis ${wlo}–${whi} ms`, x(wlo) + 3, T + 12);
+    g.fillText(`analysis ${wlo}–${whi} ms`, x(wlo) + 3, h - B - 6);
     const sweeps = S.sweeps[name] || [];
     const base = S.baseline_sweeps[name];
     const n = disp.waterfall_sweeps, lane = (h - T - B) / (n + 2);
@@ -399,9 +407,10 @@ function renderSweeps() {
       }
       const rejected = sw.m && sw.m.rejected;
       const age = laneNo / Math.max(1, n - 1);
-      g.strokeStyle = rejected ? "rgba(248,81,73,0.5)" : laneNo === 0 ? "#ffffff" : `rgba(230,237,243,${0.85 - 0.6 * age})`;
+      g.strokeStyle = rejected ? "rgba(248,81,73,0.35)" : laneNo === 0 ? "#ffffff" : `rgba(230,237,243,${0.85 - 0.6 * age})`;
       g.lineWidth = laneNo === 0 ? 2 : 1;
-      drawTrace(g, sw, x, y0, uvPerPx, top, bottom);
+      // a rejected sweep (diathermy, saturation) is drawn squeezed into its own lane
+      drawTrace(g, sw, x, y0, uvPerPx, rejected ? y0 - lane * 0.45 : top, rejected ? y0 + lane * 0.45 : bottom);
       if (sw.m && sw.m.present && !rejected && sw.m.peak_latency_ms != null) {
         const v = valueAt(sw, sw.m.peak_latency_ms);
         if (v != null) {
@@ -416,14 +425,16 @@ function renderSweeps() {
     g.beginPath(); g.moveTo(12, T + 20); g.lineTo(12, T + 20 + bar / uvPerPx); g.stroke();
     g.fillStyle = "#e6edf3"; g.textAlign = "left"; g.font = "12px system-ui, sans-serif";
     g.fillText(`${bar} µV`, 16, T + 24 + bar / uvPerPx / 2);
-    const newest = sweeps[sweeps.length - 1];
-    g.font = "15px system-ui, sans-serif"; g.textAlign = "right";
+    const newest = sweeps[sweeps.length - 1], fig = $(`fig-${name}`);
     if (newest && newest.m) {
       const m = newest.m;
-      g.fillStyle = m.rejected ? "#f85149" : m.present ? "#f0883e" : "#8b949e";
-      g.fillText(m.rejected ? "rejected" : `p2p ${Math.round(m.p2p_uv)} µV${m.peak_latency_ms != null ? ` · peak ${m.peak_latency_ms.toFixed(1)} ms` : ""}`, w - R - 4, T + 14);
+      fig.className = `fig${m.rejected ? " rejected" : ""}`;
+      fig.textContent = m.rejected ? "newest sweep rejected"
+        : `p2p ${Math.round(m.p2p_uv)} µV${m.present && m.peak_latency_ms != null ? ` · peak ${m.peak_latency_ms.toFixed(1)} ms` : " · no AMR"}`;
+    } else {
+      fig.textContent = "";
     }
-    g.fillStyle = "#9aa0a6"; g.font = "12px system-ui, sans-serif";
+    g.textAlign = "right"; g.fillStyle = "#9aa0a6"; g.font = "12px system-ui, sans-serif";
     g.fillText(base ? "grey: baseline sweep" : "baseline sweep: not yet", w - R - 4, h - B - 6);
   }
 }
@@ -446,7 +457,9 @@ function drawTrend(c, height, title, key, refLine) {
   g.fillStyle = "#8b949e"; g.font = "13px system-ui, sans-serif"; g.textAlign = "left";
   g.fillText(title, L, 14);
   if (!S) return;
-  const tMax = Math.max(10, S.now_s || 0, ...Object.values(S.trend).map((t) => (t.t.length ? t.t[t.t.length - 1] : 0)));
+  // live: the axis grows with the session; replay: it spans the whole archive, with a cursor at the slider
+  const tMax = page.mode === "replay" && page.replay.duration ? page.replay.duration
+    : Math.max(10, S.now_s || 0, ...Object.values(S.trend).map((t) => (t.t.length ? t.t[t.t.length - 1] : 0)));
   let yMax = refLine ? 130 : 50;
   for (const t of Object.values(S.trend)) {
     for (let k = 0; k < t[key].length; k++) if (!t.rejected[k] && t[key][k] != null) yMax = Math.max(yMax, t[key][k] * 1.1);
@@ -506,6 +519,10 @@ function drawTrend(c, height, title, key, refLine) {
     g.fillStyle = col; g.font = "bold 13px system-ui, sans-serif"; g.textAlign = "right";
     g.fillText(`${tr.channel} ${tr.state}`, px - 4, h - B - 6);
   }
+  if (page.mode === "replay") {
+    g.strokeStyle = "#d2a8ff"; g.lineWidth = 2;
+    g.beginPath(); g.moveTo(x(S.now_s), T); g.lineTo(x(S.now_s), h - B); g.stroke();
+  }
   // legend
   g.textAlign = "right"; g.font = "13px system-ui, sans-serif";
   let lx = w - R;
@@ -540,14 +557,19 @@ function renderStageButtons() {
 
 function renderFactorsCurrent() {
   const S = page.S;
+  const measured = S ? Object.values(S.baselines).map((b) => b.amr_amplitude_uv) : [];
   for (const span of document.querySelectorAll(".factor-fields .current")) {
     const v = S && S.factors[span.dataset.field];
-    span.textContent = v == null ? "not entered" : `current: ${v === true ? "yes" : v === false ? "no" : v}`;
+    if (v != null) span.textContent = `current: ${v === true ? "yes" : v === false ? "no" : v}`;
+    else if (span.dataset.field === "amr_amplitude_uv" && measured.length) {
+      span.textContent = `measured by the analyzer: ${Math.round(Math.max(...measured))} µV`;
+    } else span.textContent = "not entered";
   }
 }
 
 function renderServices() {
   const st = page.status, box = $("services");
+  if (page.mode === "replay") { box.textContent = "— (archived session)"; return; }
   if (!st) { box.textContent = "—"; return; }
   box.replaceChildren(...Object.entries(st.services).sort().map(([name, s]) =>
     el("span", { class: s.status === "ok" ? "" : "bad", text: `${name}: ${s.status}` })));
