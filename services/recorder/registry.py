@@ -4,7 +4,7 @@ model, for which pseudonymous patient — and who changed what, when.
 SQLite in WAL mode with synchronous=FULL: a registry row that says a
 session exists survives a power cut as surely as the session's archive.
 Every change writes an `audit` row in the same transaction; audit rows
-(and outcome rows) can never be updated or deleted — triggers forbid it,
+(and outcome and session-summary rows) can never be updated or deleted — triggers forbid it,
 so a correction is a new row pointing at the one it corrects.
 
 No hospital record number, name or birth date is ever stored here: patients
@@ -22,12 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REGISTRY_FILE = "registry.sqlite"
 
 STATUSES = ("recording", "closed", "corrupt")
 TIMEPOINTS = ("1w", "3m", "6m", "1y")
 OUTCOME_CLASSES = ("cured", "improved", "unchanged", "worse")
+#: Complications an outcome may record (DOMAIN.md); stored as {name: true}.
+COMPLICATIONS = ("facial_palsy_immediate", "facial_palsy_delayed", "hearing_loss", "csf_leak")
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -96,6 +98,26 @@ WHEN NEW.session_id IS NOT OLD.session_id OR NEW.started_at IS NOT OLD.started_a
   OR NEW.source IS NOT OLD.source OR NEW.replay_of IS NOT OLD.replay_of
 BEGIN SELECT RAISE(ABORT, 'a session''s id, start time, source and replay_of never change'); END;
 """
+
+#: Schema changes by the version they lead to; a registry is upgraded in place, in one transaction.
+_MIGRATIONS: dict[int, str] = {
+    2: """
+CREATE TABLE session_summaries (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id  TEXT NOT NULL REFERENCES sessions(session_id),
+    summary     TEXT NOT NULL CHECK (json_valid(summary)),
+    recorded_at TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    supersedes  INTEGER UNIQUE REFERENCES session_summaries(id)
+);
+CREATE INDEX summaries_session ON session_summaries(session_id);
+
+CREATE TRIGGER summaries_no_update BEFORE UPDATE ON session_summaries
+BEGIN SELECT RAISE(ABORT, 'summary rows are append-only: a correction is a new row that supersedes the old one'); END;
+CREATE TRIGGER summaries_no_delete BEFORE DELETE ON session_summaries
+BEGIN SELECT RAISE(ABORT, 'summary rows are append-only: a correction is a new row that supersedes the old one'); END;
+""",
+}
 
 
 class RegistryError(ValueError):
@@ -183,6 +205,16 @@ class AuditRow:
 
 
 @dataclass(frozen=True)
+class SummaryRow:
+    id: int
+    session_id: str
+    summary: dict
+    recorded_at: str
+    actor: str
+    supersedes: int | None
+
+
+@dataclass(frozen=True)
 class OutcomeRow:
     id: int
     session_id: str
@@ -240,18 +272,32 @@ class Registry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = connect_durable(self.path)
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            with self._tx():
-                for stmt in _split_sql(_SCHEMA):
-                    self.conn.execute(stmt)
-                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             raise RegistryError(f"{self.path} has registry schema version {version}; this amrwatch reads "
                                 f"version {SCHEMA_VERSION}. Upgrade amrwatch")
+        if version < SCHEMA_VERSION:
+            with self._tx():
+                if version == 0:
+                    for stmt in _split_sql(_SCHEMA):
+                        self.conn.execute(stmt)
+                    version = 1
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for stmt in _split_sql(_MIGRATIONS[target]):
+                        self.conn.execute(stmt)
+                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> Registry:
         return cls(Path(data_dir) / REGISTRY_FILE)
+
+    @classmethod
+    def existing(cls, data_dir: Path) -> Registry:
+        """DATA_DIR's registry, which must exist: a typo in --data is an error, not a new empty registry."""
+        path = Path(data_dir) / REGISTRY_FILE
+        if not path.is_file():
+            raise RegistryError(f"no registry at {path}; give the data directory with --data DIR (the recorder "
+                                "creates the registry with the first session)")
+        return cls(path)
 
     def close(self) -> None:
         self.conn.close()
@@ -261,6 +307,10 @@ class Registry:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def batch(self) -> Transaction:
+        """Many changes in one transaction (all or none, one fsync): `with reg.batch(): ...`."""
+        return self._tx()
 
     # --------------------------------------------------------------- sessions
 
@@ -357,7 +407,7 @@ class Registry:
         cohen_grade: int,
         outcome_class: str | None = None,
         relief_date: dt.date | str | None = None,
-        complications: dict | None = None,
+        complications: dict | list | None = None,
         supersedes: int | None = None,
     ) -> OutcomeRow:
         """A follow-up outcome; with `supersedes`, a correction of an earlier row (which stays, marked superseded)."""
@@ -368,16 +418,25 @@ class Registry:
             raise RegistryError(f"cohen_grade must be an integer from 0 (no spasm) to 4; got {cohen_grade!r}")
         if outcome_class is not None and outcome_class not in OUTCOME_CLASSES:
             raise RegistryError(f"outcome_class must be one of {list(OUTCOME_CLASSES)}; got {outcome_class!r}")
+        if outcome_class is not None and (cohen_grade == 0) != (outcome_class == "cured"):
+            raise RegistryError(
+                f"outcome_class {outcome_class!r} contradicts cohen_grade {cohen_grade}: grade 0 (no spasm) is "
+                "'cured' and 'cured' is grade 0; correct one of them")
         relief = None
         if relief_date is not None:
             try:
                 relief = dt.date.fromisoformat(str(relief_date)).isoformat()
             except ValueError:
                 raise RegistryError(f"relief_date must be a date YYYY-MM-DD; got {relief_date!r}") from None
-        comp = _json(complications or {}, "complications")
+        comp = _json(_complications(complications), "complications")
         with self._tx():
-            if self._row(session_id) is None:
+            session = self._row(session_id)
+            if session is None:
                 raise UnknownSession(f"no session {session_id!r} in the registry; `amrwatch sessions` lists them")
+            surgery = session["started_at"][:10]
+            if relief is not None and relief < surgery:
+                raise RegistryError(f"relief_date {relief} is before the operation (session {session_id} started on "
+                                    f"{surgery}); the spasm cannot stop before surgery — check the date")
             old = None
             if supersedes is not None:
                 prev = self.conn.execute("SELECT * FROM outcomes WHERE id = ?", (supersedes,)).fetchone()
@@ -387,6 +446,16 @@ class Registry:
                 if self.conn.execute("SELECT 1 FROM outcomes WHERE supersedes = ?", (supersedes,)).fetchone():
                     raise RegistryError(f"outcome {supersedes} was already corrected; correct the newest row instead")
                 old = _outcome(prev)
+                if prev["timepoint"] != timepoint:
+                    raise RegistryError(f"outcome {supersedes} is the {prev['timepoint']} follow-up; a correction keeps "
+                                        f"the timepoint (got {timepoint!r}); add the {timepoint} outcome instead")
+            else:
+                current = self.conn.execute(
+                    "SELECT id FROM outcomes o WHERE session_id = ? AND timepoint = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM outcomes n WHERE n.supersedes = o.id)", (session_id, timepoint)).fetchone()
+                if current is not None:
+                    raise RegistryError(f"session {session_id} already has a {timepoint} outcome (id {current['id']}); "
+                                        "correct it (`amrwatch outcome edit`) instead of adding a second one")
             cur = self.conn.execute(
                 "INSERT INTO outcomes (session_id, timepoint, cohen_grade, outcome_class, relief_date, complications,"
                 " recorded_at, actor, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -402,6 +471,59 @@ class Registry:
         if not include_superseded:
             sql += " AND NOT EXISTS (SELECT 1 FROM outcomes n WHERE n.supersedes = o.id)"
         return [_outcome(r) for r in self.conn.execute(sql + " ORDER BY id", (session_id,))]
+
+    def current_outcomes(self) -> dict[str, list[OutcomeRow]]:
+        """Every session's current (not superseded) outcomes, in one query, for cohort tables."""
+        out: dict[str, list[OutcomeRow]] = {}
+        for r in self.conn.execute("SELECT * FROM outcomes o WHERE NOT EXISTS "
+                                   "(SELECT 1 FROM outcomes n WHERE n.supersedes = o.id) ORDER BY id"):
+            row = _outcome(r)
+            out.setdefault(row.session_id, []).append(row)
+        return out
+
+    # -------------------------------------------------------------- summaries
+
+    def set_summary(self, session_id: str, summary: dict, *, actor: str) -> SummaryRow:
+        """Store what the session contributes to the cohort (summary.summarize); a later call supersedes."""
+        from .summary import SummaryError, check_summary
+
+        actor = check_actor(actor)
+        try:
+            body = check_summary(summary)
+        except SummaryError as err:
+            raise RegistryError(str(err)) from None
+        text = _json(body, "summary")
+        with self._tx():
+            if self._row(session_id) is None:
+                raise UnknownSession(f"no session {session_id!r} in the registry; `amrwatch sessions` lists them")
+            prev = self._current_summary(session_id)
+            cur = self.conn.execute(
+                "INSERT INTO session_summaries (session_id, summary, recorded_at, actor, supersedes) "
+                "VALUES (?, ?, ?, ?, ?)", (session_id, text, utc_now_iso(), actor, prev.id if prev else None))
+            row = _summary(self.conn.execute("SELECT * FROM session_summaries WHERE id = ?",
+                                             (cur.lastrowid,)).fetchone())
+            self._audit(actor, "correct" if prev else "create", "session_summaries", session_id,
+                        prev.summary if prev else None, row.summary)
+        return row
+
+    def summary(self, session_id: str) -> SummaryRow | None:
+        """The session's current summary, or None if none was stored."""
+        return self._current_summary(session_id)
+
+    def summary_history(self, session_id: str) -> list[SummaryRow]:
+        return [_summary(r) for r in self.conn.execute(
+            "SELECT * FROM session_summaries WHERE session_id = ? ORDER BY id", (session_id,))]
+
+    def current_summaries(self) -> dict[str, SummaryRow]:
+        """Every session's current summary, in one query."""
+        return {row.session_id: row for row in map(_summary, self.conn.execute(
+            "SELECT * FROM session_summaries s WHERE NOT EXISTS "
+            "(SELECT 1 FROM session_summaries n WHERE n.supersedes = s.id) ORDER BY id"))}
+
+    def _current_summary(self, session_id: str) -> SummaryRow | None:
+        r = self.conn.execute("SELECT * FROM session_summaries s WHERE session_id = ? AND NOT EXISTS "
+                              "(SELECT 1 FROM session_summaries n WHERE n.supersedes = s.id)", (session_id,)).fetchone()
+        return None if r is None else _summary(r)
 
     # ------------------------------------------------------------------ audit
 
@@ -477,17 +599,27 @@ class Registry:
 
 
 class Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception.
+
+    Inside an open transaction (Registry.batch) it is a SAVEPOINT instead, so a
+    refused change rolls back alone and the batch commits, with one fsync, at its end.
+    """
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self.nested = False
 
     def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.nested = self.conn.in_transaction
+        self.conn.execute("SAVEPOINT registry_change" if self.nested else "BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
+        if self.nested:
+            if exc_type is not None:
+                self.conn.execute("ROLLBACK TO registry_change")
+            self.conn.execute("RELEASE registry_change")
+        elif exc_type is None:
             self.conn.execute("COMMIT")
         else:
             self.conn.execute("ROLLBACK")
@@ -503,6 +635,29 @@ def _split_sql(script: str) -> list[str]:
             out.append(text)
             buf = []
     return out
+
+
+def _complications(value: Any) -> dict:
+    """{name: true} for names from COMPLICATIONS; a list of names is accepted too."""
+    if value is None:
+        return {}
+    if isinstance(value, (list, tuple)):
+        value = {name: True for name in value}
+    if not isinstance(value, dict):
+        raise RegistryError(f"complications must be a list of names from {list(COMPLICATIONS)}; got {value!r}")
+    unknown = [k for k in value if k not in COMPLICATIONS]
+    if unknown:
+        raise RegistryError(f"complications must be among {list(COMPLICATIONS)}; got {unknown}")
+    bad = [k for k, v in value.items() if v is not True]
+    if bad:
+        raise RegistryError(f"complications are recorded as present (true); got {{{', '.join(f'{k!r}: {value[k]!r}' for k in bad)}}}")
+    return dict(sorted(value.items()))
+
+
+def _summary(r: sqlite3.Row) -> SummaryRow:
+    d = dict(r)
+    d["summary"] = json.loads(d["summary"])
+    return SummaryRow(**d)
 
 
 def _outcome(r: sqlite3.Row) -> OutcomeRow:

@@ -1,0 +1,243 @@
+"""The registry as one table: a row per patient, the factors, the AMR course,
+the prediction made in the operating room, and the follow-up.
+
+Why one builder for the CSV and the report: `amrwatch export cohort` writes
+what `amrwatch train --csv` reads, and `amrwatch report` analyses the same
+rows, so a model retrained on the export and the report's figures describe
+the same patients.
+
+Who is a patient here: closed sessions with a classified AMR course (a
+session still recording has none; a corrupt one is listed as excluded),
+never a replay (it repeats an operation already counted), and one operation
+per patient token — a re-operation of a patient already in the table is
+excluded and counted.
+
+What leaves the registry: the random session id and clinical values only.
+No patient token, no date: the spasm-free date becomes `days_to_relief`
+(days after surgery), and follow-up is `followup_days`, the nominal day of
+the last follow-up point recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...proto.codec import DecodeError, decode
+from ..predictor.cohortcsv import COHORT_COLUMNS, LABEL, UNLABELLED_COURSES
+from ..predictor.features import BY_NAME, FEATURE_NAMES
+from .archive import ArchiveReader, session_path
+from .integrity import ArchiveError
+from .outcomes import FollowUpSettings
+from .registry import COMPLICATIONS, TIMEPOINTS, OutcomeRow, Registry, SessionRow
+from .summary import SUMMARY_TOPICS, SummaryError, summarize
+
+OUTCOME_COLUMNS: tuple[str, ...] = (
+    *(f"{what}_{tp}" for tp in TIMEPOINTS for what in ("grade", "class")),
+    "days_to_relief",
+    "relief_dated_by",
+    "followup_days",
+    "complications",
+)
+EXTRA_COLUMNS: tuple[str, ...] = ("predicted_band", "prediction_model_sha256", "prediction_synthetic")
+#: The export's columns: the trainer's layout first, then context, then follow-up.
+CSV_COLUMNS: tuple[str, ...] = (*COHORT_COLUMNS, *EXTRA_COLUMNS, *OUTCOME_COLUMNS)
+SYNTHETIC_SOURCE = "synthetic"
+
+
+@dataclass(frozen=True)
+class CohortRow:
+    session_id: str
+    factors: dict[str, Any]
+    """The seven factors by name; None where the registry has no value."""
+    course: str | None
+    final_pct_of_baseline: float | None
+    predicted_probability: float | None
+    predicted_band: str | None
+    prediction_model_sha256: str | None
+    prediction_synthetic: bool | None
+    grades: dict[str, int | None]
+    classes: dict[str, str | None]
+    days_to_relief: int | None
+    relief_dated_by: str | None
+    """'spasm_free_date', or 'first_cured_followup' when only a visit without spasm dates the relief."""
+    followup_days: int | None
+    complications: tuple[str, ...]
+    synthetic: bool
+
+    @property
+    def label(self) -> int | None:
+        """1 persisted, 0 disappeared, None when the course carries no label."""
+        if self.course is None or self.course in UNLABELLED_COURSES:
+            return None
+        return int(self.course == "persisted")
+
+    @property
+    def complete(self) -> bool:
+        return all(self.factors.get(n) is not None for n in FEATURE_NAMES)
+
+
+@dataclass
+class Cohort:
+    rows: list[CohortRow]
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+    """(session id, reason) for every registry session not in `rows`."""
+    from_archive: int = 0
+    """Rows whose summary was re-derived from the archive (no summary row stored)."""
+    synthetic_settings: dict[str, Any] | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        return any(r.synthetic for r in self.rows)
+
+    def labelled(self) -> list[CohortRow]:
+        return [r for r in self.rows if r.label is not None]
+
+
+def summary_from_archive(data_dir: Path, session_id: str) -> dict | None:
+    """Re-derive a summary from the session's archive; None if there is no archive."""
+    d = session_path(data_dir, session_id)
+    if not d.is_dir():
+        return None
+
+    def wanted() -> Iterator:
+        for _, frames in ArchiveReader(d).messages():
+            if bytes(frames[0]).decode("ascii", "replace") in SUMMARY_TOPICS:
+                yield decode(frames)
+
+    return summarize(wanted(), session_id=session_id)
+
+
+def _outcome_fields(session: SessionRow, outcomes: list[OutcomeRow], follow_up: FollowUpSettings) -> dict[str, Any]:
+    by_tp = {o.timepoint: o for o in outcomes}
+    days = follow_up.timepoint_days
+    grades = {tp: (by_tp[tp].cohen_grade if tp in by_tp else None) for tp in TIMEPOINTS}
+    classes = {tp: (by_tp[tp].outcome_class if tp in by_tp else None) for tp in TIMEPOINTS}
+    surgery = dt.date.fromisoformat(session.started_at[:10])
+    dated = [o for o in sorted(outcomes, key=lambda o: o.id) if o.relief_date]
+    relief, dated_by = None, None
+    if dated:
+        relief = (dt.date.fromisoformat(dated[-1].relief_date) - surgery).days
+        dated_by = "spasm_free_date"
+    else:
+        cured = [days[tp] for tp in TIMEPOINTS if grades[tp] == 0]
+        if cured:
+            relief, dated_by = cured[0], "first_cured_followup"
+    seen = [days[tp] for tp in TIMEPOINTS if tp in by_tp]
+    comps: set[str] = set()
+    for o in outcomes:
+        comps.update(o.complications)
+    return {"grades": grades, "classes": classes, "days_to_relief": relief, "relief_dated_by": dated_by,
+            "followup_days": max(seen) if seen else None,
+            "complications": tuple(c for c in COMPLICATIONS if c in comps)}
+
+
+def build_cohort(registry: Registry, data_dir: Path | None = None,
+                 follow_up: FollowUpSettings | None = None) -> Cohort:
+    """Every eligible session of the registry as a CohortRow (see the module docstring for who is eligible)."""
+    follow_up = follow_up or FollowUpSettings()
+    summaries = registry.current_summaries()
+    outcomes = registry.current_outcomes()
+    cohort = Cohort(rows=[])
+    patients: set[str] = set()
+    for s in registry.list():
+        if s.replay_of is not None:
+            cohort.excluded.append((s.session_id, f"replay of {s.replay_of}"))
+            continue
+        if s.status != "closed":
+            cohort.excluded.append((s.session_id, f"status {s.status}"))
+            continue
+        if s.patient_token is not None and s.patient_token in patients:
+            cohort.excluded.append((s.session_id, "re-operation of a patient already in the table"))
+            continue
+        row = summaries.get(s.session_id)
+        summary = row.summary if row is not None else None
+        if summary is None and data_dir is not None:
+            try:
+                summary = summary_from_archive(data_dir, s.session_id)
+            except (ArchiveError, DecodeError, SummaryError, OSError) as err:
+                cohort.excluded.append((s.session_id, f"no summary and the archive cannot be read: {err}"))
+                continue
+            if summary is not None:
+                cohort.from_archive += 1
+        if summary is None:
+            cohort.excluded.append((s.session_id, "no summary stored and no archive"))
+            continue
+        if summary.get("course") is None:
+            cohort.excluded.append((s.session_id, "no AMR course (the analyzer did not classify the session)"))
+            continue
+        if s.patient_token is not None:
+            patients.add(s.patient_token)
+        synthetic = s.source == SYNTHETIC_SOURCE
+        if synthetic and cohort.synthetic_settings is None:
+            cohort.synthetic_settings = s.settings.get("synthetic_registry")
+        pred = summary.get("prediction") or {}
+        factors = summary.get("factors", {})
+        cohort.rows.append(CohortRow(
+            session_id=s.session_id,
+            factors={n: factors.get(n) for n in FEATURE_NAMES},
+            course=summary.get("course"),
+            final_pct_of_baseline=summary.get("final_pct_of_baseline"),
+            predicted_probability=pred.get("probability"),
+            predicted_band=pred.get("band"),
+            prediction_model_sha256=pred.get("model_sha256"),
+            prediction_synthetic=pred.get("synthetic"),
+            synthetic=synthetic,
+            **_outcome_fields(s, outcomes.get(s.session_id, []), follow_up),
+        ))
+    return cohort
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back to the same float
+    return str(value)
+
+
+def csv_text(cohort: Cohort) -> str:
+    """The cohort as CSV text (UTF-8, header + one line per row, '\\n' line ends)."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in cohort.rows:
+        cells: dict[str, Any] = {"session_id": r.session_id, LABEL: r.label, "course": r.course,
+                                 "final_pct_of_baseline": r.final_pct_of_baseline,
+                                 "predicted_probability": r.predicted_probability,
+                                 "predicted_band": r.predicted_band,
+                                 "prediction_model_sha256": r.prediction_model_sha256,
+                                 "prediction_synthetic": r.prediction_synthetic,
+                                 "days_to_relief": r.days_to_relief, "relief_dated_by": r.relief_dated_by,
+                                 "followup_days": r.followup_days, "complications": ";".join(r.complications)}
+        for name in FEATURE_NAMES:
+            v = r.factors[name]
+            cells[name] = (float(v) if BY_NAME[name].kind == "float" else v) if v is not None else None
+        for tp in TIMEPOINTS:
+            cells[f"grade_{tp}"] = r.grades[tp]
+            cells[f"class_{tp}"] = r.classes[tp]
+        w.writerow([_cell(cells[c]) for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def write_csv(cohort: Cohort, path: Path) -> str:
+    """Write the export atomically (temporary file, fsync, rename); returns its SHA-256."""
+    import os
+
+    text = csv_text(cohort).encode("utf-8")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return hashlib.sha256(text).hexdigest()

@@ -1,0 +1,178 @@
+"""The report's figures, drawn from the numbers in cohort_stats (never recomputed here).
+
+Matplotlib's object API with the Agg canvas: no pyplot state, no display,
+safe in a service or a test. Every figure has the same pixel size (the
+settings' inches × dpi, no tight cropping) so a test can check it, and a
+synthetic registry is stamped on every figure, since figures travel alone.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from .cohort_stats import COURSES, GROUPS, ReportSettings
+from .registry import TIMEPOINTS
+
+COLOURS = {"persisted": "#c0392b", "disappeared": "#2471a3"}
+COURSE_LABELS = {
+    "never_detected": "never detected",
+    "disappeared_before_decompression": "disappeared before\ndecompression",
+    "disappeared_after_decompression": "disappeared after\ndecompression",
+    "persisted": "persisted",
+}
+STAMP = "SYNTHETIC REGISTRY — not patient data"
+#: File stem → caption; the report writes FIGURE_DIR/<stem>.png for each figure it could draw.
+FIGURE_TITLES = {
+    "courses": "AMR course of every patient analysed",
+    "model_roc": "ROC curve of the seven-factor logistic model (apparent)",
+    "model_calibration": "Calibration of the seven-factor logistic model (apparent)",
+    "outcomes": "Persistent spasm at each follow-up point by AMR status",
+    "km": "Time to relief of spasm by AMR status (Kaplan–Meier)",
+    "validation": "The current model on this registry: ROC and calibration",
+}
+
+
+def _figure(s: ReportSettings, synthetic: bool, ncols: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=s.figure_size_in, dpi=s.dpi)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    if synthetic:
+        fig.text(0.5, 0.985, STAMP, ha="center", va="top", color="#b03a2e", fontsize=8, fontweight="bold")
+    return fig, axes
+
+
+def _png(fig, s: ReportSettings) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=s.dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def courses(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    counts = [result["counts"][c] for c in COURSES]
+    n = max(1, result["n_sessions"])
+    colours = ["#7f8c8d", "#5dade2", COLOURS["disappeared"], COLOURS["persisted"]]
+    bars = ax.barh(range(len(COURSES)), counts, color=colours)
+    ax.set_yticks(range(len(COURSES)), [COURSE_LABELS[c] for c in COURSES], fontsize=8)
+    ax.invert_yaxis()
+    for bar, k in zip(bars, counts):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {k} ({100 * k / n:.0f}%)",
+                va="center", fontsize=8)
+    ax.set_xlim(0, max(counts + [1]) * 1.25)
+    ax.set_xlabel("patients")
+    ax.set_title(f"AMR course (n = {result['n_sessions']})", fontsize=10)
+    fig.subplots_adjust(left=0.3, right=0.97, top=0.88, bottom=0.13)
+    return _png(fig, s)
+
+
+def _roc(ax, roc: dict, auc: dict, label: str, colour: str) -> None:
+    lo, hi = auc["ci"]
+    ax.plot(roc["fpr"], roc["tpr"], drawstyle="steps-post", color=colour,
+            label=f"{label}: AUC {auc['value']:.3f} ({lo:.3f}–{hi:.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("1 − specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(loc="lower right", fontsize=7)
+
+
+def _calibration(ax, bins: list[dict], colour: str) -> None:
+    x = [b["mean_predicted"] for b in bins]
+    y = [b["observed"] for b in bins]
+    # Wilson bounds at 0 or 1 observed can miss the point by rounding (1e-17); bars are never negative.
+    err = [[max(0.0, b["observed"] - b["ci"][0]) for b in bins], [max(0.0, b["ci"][1] - b["observed"]) for b in bins]]
+    ax.errorbar(x, y, yerr=err, fmt="o", color=colour, ms=4, capsize=2, label="groups of similar risk (95% CI)")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="perfect calibration")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("predicted probability of persistence")
+    ax.set_ylabel("observed proportion persisted")
+    ax.legend(loc="upper left", fontsize=7)
+
+
+def model_roc(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    _roc(ax, result["roc"], result["auc"], "seven-factor model (apparent)", COLOURS["persisted"])
+    ax.set_title(f"ROC, multivariable model (n = {result['n']}, {result['events']} persisted)", fontsize=10)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
+    return _png(fig, s)
+
+
+def model_calibration(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    _calibration(ax, result["calibration"], COLOURS["persisted"])
+    ax.set_title("Calibration, multivariable model (apparent)", fontsize=10)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
+    return _png(fig, s)
+
+
+def outcomes(result: list[dict[str, Any]], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    width = 0.38
+    for j, g in enumerate(GROUPS):
+        xs, ys, lo, hi = [], [], [], []
+        for i, entry in enumerate(result):
+            grp = entry[g]
+            if grp["n"]:
+                xs.append(i + (j - 0.5) * width)
+                ys.append(100 * grp["rate"])
+                lo.append(max(0.0, 100 * (grp["rate"] - grp["ci"][0])))
+                hi.append(max(0.0, 100 * (grp["ci"][1] - grp["rate"])))
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, color=COLOURS[g], label=f"AMR {g}")
+    ax.set_xticks(range(len(TIMEPOINTS)), list(TIMEPOINTS))
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("patients with spasm (%)")
+    ax.set_xlabel("follow-up")
+    ax.set_title("Persistent spasm by AMR status (95% CI)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
+    return _png(fig, s)
+
+
+def km(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    last = max(s.follow_up.timepoint_days.values())
+    for g in GROUPS:
+        c = result["curves"][g]
+        if not c["available"]:
+            continue
+        t = c["time"] + [last]
+        v = c["survival"] + [c["survival"][-1]]
+        ax.step(t, v, where="post", color=COLOURS[g], label=f"AMR {g} (n = {c['n']}, {c['events']} relieved)")
+        cens = c["censored_times"]
+        if cens:
+            import numpy as np
+
+            times = np.asarray(c["time"])
+            idx = np.searchsorted(times, cens, side="right") - 1
+            ax.plot(cens, [c["survival"][i] for i in idx], "|", color=COLOURS[g], ms=7)
+    ax.set_xscale("symlog", linthresh=7)
+    ticks = [0, *s.follow_up.timepoint_days.values()]
+    ax.set_xticks(ticks, ["0", *TIMEPOINTS])
+    ax.set_xlim(0, last * 1.05)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("time after surgery (symmetric log scale; | censored)")
+    ax.set_ylabel("proportion still with spasm")
+    ax.set_title("Time to relief by AMR status (Kaplan–Meier)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
+    return _png(fig, s)
+
+
+def validation(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (a, b) = _figure(s, synthetic, ncols=2)
+    _roc(a, result["roc"], result["auc"], "current model", "#7d3c98")
+    a.set_title("ROC on this registry", fontsize=9)
+    _calibration(b, result["calibration"], "#7d3c98")
+    b.set_title("Calibration on this registry", fontsize=9)
+    for ax in (a, b):
+        ax.xaxis.label.set_size(7)
+        ax.yaxis.label.set_size(7)
+        ax.tick_params(labelsize=7)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.86, bottom=0.14, wspace=0.3)
+    return _png(fig, s)

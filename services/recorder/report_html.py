@@ -1,0 +1,300 @@
+"""The report as one self-contained HTML page: tables, sentences, figures inlined as PNG.
+
+Why self-contained: the page is mailed, archived and opened on machines with
+no network; an external stylesheet or image is a broken report later. Every
+number passes through `num`/`pval`, which refuse NaN and infinity, so a
+value that could not be computed can only appear as the sentence saying why.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from typing import Any
+
+from ..predictor.features import FEATURES
+from .registry import OUTCOME_CLASSES, TIMEPOINTS
+from .report_figures import FIGURE_TITLES
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:980px;margin:1.5em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left}
+th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.banner{background:#b03a2e;color:#fff;padding:.8em 1em;font-weight:bold;font-size:1.1em;border-radius:4px}
+.warn{background:#fdf2e9;border-left:4px solid #e67e22;padding:.5em .8em}
+.na{color:#7b241c;font-style:italic}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
+img{max-width:100%;border:1px solid #ddd}
+"""
+
+
+def esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def num(x: float, digits: int = 2) -> str:
+    """A finite number with fixed decimals; anything else is a bug upstream, not a cell to print."""
+    if x is None or isinstance(x, bool) or not math.isfinite(float(x)):
+        raise ValueError(f"refusing to print a non-finite number ({x!r}) in the report")
+    return f"{float(x):.{digits}f}"
+
+
+def pct(x: float, digits: int = 1) -> str:
+    return num(100.0 * x, digits) + "%"
+
+
+def pval(p: float) -> str:
+    if p is None or not math.isfinite(p):
+        raise ValueError(f"refusing to print a non-finite p-value ({p!r}) in the report")
+    return "&lt; 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_is(p: float) -> str:
+    """'= 0.012' or '&lt; 0.001', to follow a 'p' in a sentence."""
+    text = pval(p)
+    return text if text.startswith("&lt;") else f"= {text}"
+
+
+def ci(pair: list[float], digits: int = 2, as_pct: bool = False) -> str:
+    f = (lambda v: pct(v)) if as_pct else (lambda v: num(v, digits))
+    return f"{f(pair[0])}–{f(pair[1])}"
+
+
+def na(result: dict[str, Any]) -> str:
+    return f'<p class="na">Not computed: {esc(result["reason"])}</p>'
+
+
+def figure(name: str, png: bytes | None) -> str:
+    if png is None:
+        return ""
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{esc(FIGURE_TITLES[name])}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{esc(FIGURE_TITLES[name])}</figcaption></figure>")
+
+
+def _table(head: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for r in rows:
+        out.append("<tr>" + "".join(f'<td{" class=n" if i >= numeric_from else ""}>{c}</td>'
+                                    for i, c in enumerate(r)) + "</tr>")
+    return "\n".join(out) + "</table>"
+
+
+# --------------------------------------------------------------------------- #
+
+
+def data_section(meta: dict[str, Any]) -> str:
+    parts = ["<h2>1. Data</h2>"]
+    if meta["synthetic"]:
+        parts.append('<p class="warn"><b>This registry is synthetic.</b> Its sessions were written by '
+                     "<code>amrwatch registry synthetic</code>; no patient was operated on, and every figure below "
+                     "illustrates the method, not a clinical result. The generator's assumptions:</p><ul>"
+                     + "".join(f"<li>{esc(a)}</li>" for a in meta["synthetic_assumptions"]) + "</ul>")
+    parts.append(f"<p>Registry sessions: {meta['sessions_in_registry']}; patients analysed: {meta['patients']} "
+                 f"(one operation per patient, closed sessions with a classified AMR course, no replays).</p>")
+    if meta["excluded"]:
+        parts.append("<p>Sessions not analysed:</p>" + _table(
+            ["reason", "sessions"], [[esc(k), str(v)] for k, v in meta["excluded"].items()]))
+    if meta["from_archive"]:
+        parts.append(f"<p>{meta['from_archive']} session summaries were re-derived from the archive "
+                     "(no summary row was stored).</p>")
+    fu = meta["follow_up"]
+    parts.append("<p>Follow-up recorded:</p>" + _table(
+        ["time point", "patients with an outcome", "of patients analysed"],
+        [[tp, str(fu[tp]), pct(fu[tp] / meta["patients"]) if meta["patients"] else "—"] for tp in TIMEPOINTS]))
+    missing = {k: v for k, v in meta["missing_factors"].items() if v}
+    if missing:
+        parts.append("<p>Labelled patients missing a factor (left out of the multivariable model and of that "
+                     "factor's comparison): " + ", ".join(f"{esc(k)} {v}" for k, v in missing.items()) + ".</p>")
+    if meta["relief_by_visit"]:
+        parts.append(f"<p>{meta['relief_by_visit']} relief times have no spasm-free date and are dated by the first "
+                     "follow-up visit without spasm (an upper bound).</p>")
+    return "\n".join(parts)
+
+
+def course_section(res: dict[str, Any], png: bytes | None) -> str:
+    parts = ["<h2>2. AMR disappearance and course</h2>"]
+    d = res["disappearance"]
+    if d["available"]:
+        parts.append(f"<p>The AMR disappeared during MVD in <b>{d['disappeared']} of {d['n']}</b> patients in whom it "
+                     f"was detected: <b>{pct(d['rate'])}</b> ({num(100 * d['ci_level'], 0)}% CI "
+                     f"{ci(d['ci'], as_pct=True)}, Wilson); it persisted in {d['persisted']}.</p>")
+        if "early_share" in d:
+            e = d["early_share"]
+            parts.append(f"<p>Of the disappearances, {e['k']} ({pct(e['rate'])}, CI {ci(e['ci'], as_pct=True)}) happened "
+                         "before decompression, when the AMR can no longer confirm it.</p>")
+    else:
+        parts.append(na(d))
+    n = res["n_sessions"]
+    parts.append(_table(["course", "patients", "%"],
+                        [[esc(c.replace("_", " ")), str(k), pct(k / n) if n else "—"] for c, k in res["counts"].items()]))
+    parts.append(figure("courses", png))
+    return "\n".join(parts)
+
+
+def _desc(d: dict[str, Any], kind: str) -> str:
+    if d["n"] == 0:
+        return "no values"
+    if kind == "bool":
+        return f"{d['yes']}/{d['n']} ({num(d['percent'], 1)}%)"
+    if d.get("shown") == "mean_sd":
+        return f"{num(d['mean'])} ± {num(d['sd'])} (n={d['n']})"
+    return f"{num(d['median'])} [{num(d['q1'])}–{num(d['q3'])}] (n={d['n']})"
+
+
+def factor_section(res: list[dict[str, Any]]) -> str:
+    rows = []
+    for f in res:
+        t = f["test"]
+        test = (esc(t["test"]), pval(t["p_value"])) if t["available"] else (f'<span class="na">{esc(t["reason"])}</span>', "—")
+        rows.append([f"{esc(f['label'])} ({esc(f['unit'])})", _desc(f["persisted"], f["kind"]),
+                     _desc(f["disappeared"], f["kind"]), test[0], test[1]])
+    return ("<h2>3. The seven factors, persisted vs disappeared</h2>"
+            "<p>Continuous factors: mean ± SD where both groups look normal (Shapiro–Wilk), else median [IQR]; "
+            "ordinal factors median [IQR]; carbamazepine n/N (%).</p>"
+            + _table(["factor", "AMR persisted", "AMR disappeared", "test", "p"], rows))
+
+
+def model_section(res: dict[str, Any], roc_png: bytes | None, cal_png: bytes | None) -> str:
+    parts = ["<h2>4. Multivariable logistic model of persistence</h2>"]
+    if not res["available"]:
+        parts.append(na(res))
+        return "\n".join(parts)
+    parts.append(f"<p>n = {res['n']} patients with all seven factors, {res['events']} persisted "
+                 f"({num(res['events_per_variable'], 1)} events per variable).</p>")
+    if res["events_per_variable"] < 10:
+        parts.append('<p class="warn">Fewer than 10 events per variable: odds ratios are imprecise and the '
+                     "apparent AUC is optimistic; the optimism-corrected figure is the one to quote.</p>")
+    rows = [[f"{esc(o['label'])} ({esc(o['per_label'])})", num(o["odds_ratio"], 3), ci(o["ci"], 3), pval(o["p_value"])]
+            for o in res["odds_ratios"]]
+    parts.append(_table(["factor", "odds ratio", "95% CI (Wald)", "p"], rows))
+    a = res["auc"]
+    text = f"<p>AUC (apparent) <b>{num(a['value'], 3)}</b> (95% CI {ci(a['ci'], 3)}, DeLong)"
+    if "corrected" in a:
+        text += (f"; optimism-corrected <b>{num(a['corrected'], 3)}</b> (Harrell's bootstrap, "
+                 f"{a['resamples']} resamples, optimism {num(a['optimism'], 3)})")
+    parts.append(text + ".</p>")
+    parts.append(figure("model_roc", roc_png))
+    parts.append(figure("model_calibration", cal_png))
+    return "\n".join(parts)
+
+
+def outcome_section(res: list[dict[str, Any]], ttr: dict[str, Any], out_png: bytes | None,
+                    km_png: bytes | None) -> str:
+    parts = ["<h2>5. Outcome by AMR status</h2>",
+             "<p>Persistent spasm = Cohen grade above 0 at the follow-up point.</p>"]
+    rows = []
+    for e in res:
+        cells = [e["timepoint"]]
+        for g in ("persisted", "disappeared"):
+            grp = e[g]
+            cells.append(f"{grp['spasm']}/{grp['n']} ({pct(grp['rate'])}; {ci(grp['ci'], as_pct=True)})"
+                         if grp["n"] else "no follow-up")
+        t = e["test"]
+        cells += ([esc(t["test"]), pval(t["p_value"])] if t["available"]
+                  else [f'<span class="na">{esc(t["reason"])}</span>', "—"])
+        rows.append(cells)
+    parts.append(_table(["follow-up", "spasm, AMR persisted", "spasm, AMR disappeared", "test", "p"], rows))
+    cls_rows = []
+    for e in res:
+        for g in ("persisted", "disappeared"):
+            if e[g]["n"]:
+                cls_rows.append([e["timepoint"], g] + [str(e[g]["classes"][c]) for c in OUTCOME_CLASSES])
+    if cls_rows:
+        parts.append("<p>Outcome class by AMR status:</p>"
+                     + _table(["follow-up", "AMR", *OUTCOME_CLASSES], cls_rows, numeric_from=2))
+    parts.append(figure("outcomes", out_png))
+    parts.append("<h3>Time to relief</h3>")
+    rows = []
+    for g in ("persisted", "disappeared"):
+        c = ttr["curves"][g]
+        if not c["available"]:
+            rows.append([g, f'<span class="na">{esc(c["reason"])}</span>', "", *["" for _ in TIMEPOINTS]])
+            continue
+        med = "not reached" if c["median_days"] is None else f"{num(c['median_days'], 0)} days"
+        rows.append([g, f"{c['n']} ({c['events']} relieved)", med] + [pct(c["relieved_by"][tp]) for tp in TIMEPOINTS])
+    parts.append(_table(["AMR", "patients", "median time to relief",
+                         *[f"relieved by {tp}" for tp in TIMEPOINTS]], rows))
+    lr = ttr["logrank"]
+    parts.append(f"<p>Log-rank test: χ² = {num(lr['statistic'], 2)}, p {p_is(lr['p_value'])}. "
+                 f"{esc(ttr['censoring'].capitalize())}.</p>" if lr["available"] else na(lr))
+    parts.append(figure("km", km_png))
+    return "\n".join(parts)
+
+
+def validation_section(res: dict[str, Any], png: bytes | None) -> str:
+    parts = ["<h2>6. The current model on this registry</h2>"]
+    if "model_sha256" in res:
+        who = "the shipped synthetic model" if res["synthetic"] else "a model trained on an institution's registry"
+        parts.append(f"<p>Model <code>{esc(res['model_sha256'][:16])}…</code> ({esc(who)}"
+                     + (f"; <b>{esc(res['notice'])}</b>" if res.get("notice") else "")
+                     + f"), cut-offs low {num(res['cutoffs'][0], 3)} / high {num(res['cutoffs'][1], 3)}. "
+                     f"{res['same_model_in_or']} of the analysed operations were predicted by this same model in the "
+                     "operating room.</p>")
+        if res["trained_on_this_export"]:
+            parts.append('<p class="warn">This model was trained on exactly this registry\'s export: the figures '
+                         "below are its apparent performance, not a validation.</p>")
+        elif res["trained_on"] == "csv":
+            parts.append('<p class="warn">This model was trained on an exported registry that differs from the '
+                         "current export. If that export came from this registry (before later changes), the "
+                         "patients overlap and the figures below are closer to apparent performance than to an "
+                         "external validation.</p>")
+        else:
+            parts.append("<p>The model was fitted on a synthetic cohort, not on these patients, so this is an "
+                         "external validation.</p>")
+    if not res["available"]:
+        parts.append(na(res))
+        return "\n".join(parts)
+    a = res["auc"]
+    parts.append(f"<p>n = {res['n']} ({res['events']} persisted). AUC <b>{num(a['value'], 3)}</b> "
+                 f"(95% CI {ci(a['ci'], 3)}, DeLong); Brier score {num(res['brier'], 3)}; sensitivity for "
+                 f"persistence at the low cut-off {pct(res['sensitivity_at_low'])}, specificity at the high cut-off "
+                 f"{pct(res['specificity_at_high'])}.</p>")
+    cf = res["calibration_fit"]
+    parts.append(f"<p>Calibration intercept {num(cf['intercept'], 3)}, slope {num(cf['slope'], 3)} (ideal 0 and 1).</p>"
+                 if cf.get("available", True) else na(cf))
+    parts.append(_table(["band", "patients", "AMR persisted"],
+                        [[b, str(v["n"]), str(v["persisted"])] for b, v in res["bands"].items()]))
+    parts.append(figure("validation", png))
+    return "\n".join(parts)
+
+
+def methods_section(meta: dict[str, Any]) -> str:
+    features = ", ".join(f"{f.label} ({f.unit})" for f in FEATURES)
+    return (
+        "<h2>7. Methods</h2><ul>"
+        "<li>Proportions: Wilson score 95% intervals.</li>"
+        "<li>Continuous factors: Welch's t-test if Shapiro–Wilk does not reject normality (p &gt; "
+        f"{num(meta['settings']['normality_alpha'], 2)}) in either group, else the two-sided Mann–Whitney U test; "
+        "ordinal factors: Mann–Whitney U.</li>"
+        "<li>Binary factors and outcome tables: Pearson's chi-square with Yates' correction if every expected count "
+        f"is at least {num(meta['settings']['min_expected_count'], 0)}, else Fisher's exact test.</li>"
+        f"<li>Multivariable model: unpenalised logistic regression on {esc(features)} (statsmodels); "
+        "Wald intervals; AUC with DeLong's interval; optimism by Harrell's bootstrap using the same model as "
+        "<code>amrwatch train</code>.</li>"
+        "<li>Time to relief: Kaplan–Meier (statsmodels), log-rank test; no relief = censored at the last "
+        "follow-up point; follow-up points at " + ", ".join(
+            f"{tp} = day {d}" for tp, d in meta["settings"]["follow_up"]["timepoint_days"].items()) + ".</li>"
+        f"<li>Software: {esc(', '.join(f'{k} {v}' for k, v in meta['software'].items()))}.</li></ul>"
+    )
+
+
+def render(results: dict[str, Any], meta: dict[str, Any], pngs: dict[str, bytes | None]) -> str:
+    title = "amrwatch cohort report" + (" — SYNTHETIC REGISTRY" if meta["synthetic"] else "")
+    banner = ('<p class="banner">SYNTHETIC REGISTRY — not patient data. Nothing in this report is a clinical '
+              "finding.</p>" if meta["synthetic"] else "")
+    body = "\n".join([
+        f"<h1>{esc(title)}</h1>", banner,
+        f"<p>Generated {esc(meta['generated_at'])} by amrwatch {esc(meta['version'])} from the registry in "
+        f"<code>{esc(meta['data_dir_name'])}</code>.</p>",
+        data_section(meta),
+        course_section(results["courses"], pngs.get("courses")),
+        factor_section(results["factors"]),
+        model_section(results["multivariable"], pngs.get("model_roc"), pngs.get("model_calibration")),
+        outcome_section(results["outcomes"], results["time_to_relief"], pngs.get("outcomes"), pngs.get("km")),
+        validation_section(results["validation"], pngs.get("validation")),
+        methods_section(meta),
+    ])
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")

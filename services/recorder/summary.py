@@ -1,0 +1,146 @@
+"""What a session contributes to the cohort: its factors, AMR course and prediction.
+
+Why a summary at all: the cohort table and the report need, per operation,
+a dozen numbers that are scattered over thousands of archived messages. The
+recorder derives them once at session close (`summarize`) and stores them in
+the registry (`Registry.set_summary`, audited; a correction is a new row);
+`amrwatch export cohort` falls back to re-deriving them from the archive when
+no summary row exists. The same pure function serves both, so a summary is
+always what the archive says.
+
+Which value wins for a factor: the last one given, except the preoperative
+AMR amplitude, where the analyzer's measured baseline replaces values from a
+scenario or file, and only an amplitude the operator typed in replaces the
+analyzer's (the operator may know the baseline was taken under partial
+neuromuscular block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ...proto.messages import (
+    AmrCourse,
+    Baseline,
+    Course,
+    Factors,
+    FactorValues,
+    Message,
+    Prediction,
+    SessionStart,
+    Stage,
+)
+
+#: Message types a summary is derived from (the archive fallback decodes only these).
+SUMMARY_TOPICS: frozenset[str] = frozenset({"session_start", "factors", "baseline", "amr_course", "prediction"})
+
+FactorSource = Literal["operator", "scenario", "replay", "file", "analyzer"]
+#: Higher wins for the AMR amplitude, whatever the order of arrival.
+_AMPLITUDE_PRIORITY = {"operator": 3, "analyzer": 2, "scenario": 1, "replay": 1, "file": 1}
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class SummaryError(ValueError):
+    """A summary that cannot be stored or derived; the text names the field."""
+
+
+class PredictionSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    probability: Probability
+    band: Literal["low", "intermediate", "high"]
+    cutoff_low: Probability
+    cutoff_high: Probability
+    model_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    synthetic: bool
+
+
+class SessionSummary(BaseModel):
+    """One session's row in the cohort (before follow-up)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factors: FactorValues = Field(default_factory=FactorValues)
+    factor_sources: dict[str, FactorSource] = Field(default_factory=dict)
+    course: Course | None = None
+    baseline_uv: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    final_pct_of_baseline: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    disappeared_at_stage: Stage | None = None
+    prediction: PredictionSummary | None = None
+    derived_from: Literal["messages", "synthetic", "manual"] = "messages"
+
+
+def check_summary(summary: Any) -> dict:
+    """The summary validated and in canonical JSON-able form; SummaryError names every bad field."""
+    if isinstance(summary, SessionSummary):
+        model = summary
+    else:
+        if not isinstance(summary, dict):
+            raise SummaryError(f"summary must be a JSON object (dict); got {type(summary).__name__}")
+        try:
+            model = SessionSummary.model_validate(summary)
+        except ValidationError as err:
+            problems = []
+            for e in err.errors(include_url=False):
+                loc = ".".join(str(x) for x in e["loc"]) or "(summary)"
+                problems.append(f"summary.{loc}: {e['msg']}; got {e.get('input')!r}")
+            raise SummaryError("; ".join(problems)) from None
+    unknown = set(model.factor_sources) - set(FactorValues.model_fields)
+    if unknown:
+        raise SummaryError(f"summary.factor_sources names unknown factors {sorted(unknown)}; "
+                           f"the factors are {list(FactorValues.model_fields)}")
+    return model.model_dump(mode="json")
+
+
+def summarize(messages: Iterable[Message], session_id: str | None = None) -> dict:
+    """The summary of one session from its decoded messages, in archive order.
+
+    Messages of other sessions are ignored when `session_id` is given; without
+    it, all messages carrying a session id must carry the same one.
+    """
+    factors: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    course: AmrCourse | None = None
+    prediction: Prediction | None = None
+    seen_session = session_id
+    for msg in messages:
+        if msg.session_id is None:
+            continue
+        if seen_session is None:
+            seen_session = msg.session_id
+        elif msg.session_id != seen_session:
+            if session_id is not None:
+                continue
+            raise SummaryError(f"messages of two sessions ({seen_session!r} and {msg.session_id!r}) were given; "
+                               "summarize one session at a time or pass session_id")
+        if isinstance(msg, Factors):
+            for name, value in msg.factors.given().items():
+                _offer(factors, sources, name, value, msg.source)
+        elif isinstance(msg, Baseline):
+            _offer(factors, sources, "amr_amplitude_uv", msg.amr_amplitude_uv, "analyzer")
+        elif isinstance(msg, AmrCourse):
+            course = msg
+        elif isinstance(msg, Prediction):
+            prediction = msg
+        elif isinstance(msg, SessionStart):
+            continue
+    out: dict[str, Any] = {"factors": factors, "factor_sources": sources, "derived_from": "messages"}
+    if course is not None:
+        out.update(course=course.course, baseline_uv=course.baseline_uv,
+                   final_pct_of_baseline=course.final_pct_of_baseline,
+                   disappeared_at_stage=course.disappeared_at_stage)
+    if prediction is not None:
+        out["prediction"] = {k: getattr(prediction, k) for k in PredictionSummary.model_fields}
+    return check_summary(out)
+
+
+def _offer(factors: dict, sources: dict, name: str, value: Any, source: str) -> None:
+    if name == "amr_amplitude_uv" and name in sources:
+        if _AMPLITUDE_PRIORITY[source] < _AMPLITUDE_PRIORITY[sources[name]]:
+            return
+    factors[name] = value
+    sources[name] = source
