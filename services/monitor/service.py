@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 CLIENTS = Gauge("amrwatch_monitor_clients", "Browsers following the live stream")
 RESYNCS = Counter("amrwatch_monitor_client_resyncs_total",
                   "Browsers disconnected for falling behind (they resynchronise from a snapshot)")
-PAGE_MESSAGES = Counter("amrwatch_monitor_page_messages_total", "Messages sent to the page stream", ["kind"])
+PAGE_MESSAGES = Counter("amrwatch_monitor_page_messages_total", "Page messages caused by bus messages of a type",
+                        ["type"])
 
 #: How long the page waits for the acquirer or the bus thread to act on an input.
 ACTION_TIMEOUT_S = 3.0

@@ -107,6 +107,7 @@ class SSE:
                     event = line[7:]
                 elif line.startswith("data: "):
                     data = json.loads(line[6:])
+                    data["_received"] = time.time()
                     if event:
                         self.named.append((event, data))
                     else:

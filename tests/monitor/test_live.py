@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ from amrwatch.proto.messages import Alarm, EVENT_TYPES
 
 from .conftest import SSE, base_url, http, wait_for, wait_http
 
-ACQ_FAST = ["--scenario", "persists-unexpected", "--speed", "10", "--time-scale", "0.15", "--wait-for", "monitor"]
+SPEED = 10
+ACQ_FAST = ["--scenario", "persists-unexpected", "--speed", str(SPEED), "--time-scale", "0.15", "--wait-for", "monitor",
+            "--sample-index-channel"]  # 20 kHz x 4 channels
 
 
 def start_monitor(procs, env, *extra):
@@ -74,6 +77,13 @@ def test_the_page_stream_carries_every_event_and_a_sweep_for_every_stimulus(proc
     assert len(sweeps) == len(expected) and len(stimuli) > 40
     for s in sweeps:  # 2 kHz peak-detect bins over -5..+50 ms
         assert len(s["values"]) == 220 and s["dt_ms"] == 0.25
+    # keeping up: each sweep reaches the page soon after its last sample was acquired
+    start = next(m for m in on_bus if m.type == "session_start").started_at.timestamp()
+    lags = sorted(i["_received"] - (start + (i["sweep"]["stim_time_s"] + 0.05) / SPEED) for i in items
+                  if i["kind"] == "sweep")
+    print(f"\nsweep latency at {SPEED}x real time, 20 kHz x 4 channels: median {statistics.median(lags) * 1000:.0f} ms, "
+          f"max {lags[-1] * 1000:.0f} ms over {len(lags)} sweeps")
+    assert statistics.median(lags) < 0.5 and lags[-1] < 2.0
     # the snapshot a newcomer gets holds the whole trend axis: every stage, the last 30 sweeps
     snap = http("GET", base_url(env) + "/api/snapshot").json()["snapshot"]
     assert [s["stage"] for s in snap["stages"]] == [m.stage for m in on_bus if m.type == "stage"]

@@ -14,7 +14,7 @@ from amrwatch.services.monitor.settings import SweepSettings
 from amrwatch.services.monitor.sweeps import SampleRing, SweepCutter, peak_decimate
 from amrwatch.services.monitor.view import SessionView
 
-from .build import CHANNELS, FS, Stream, montage, response, session_messages, session_signal
+from .build import CHANNELS, FS, Stream, montage, session_messages, session_signal
 
 
 def test_peak_decimation_keeps_the_true_peak_to_peak_where_plain_decimation_loses_it():
