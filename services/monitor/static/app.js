@@ -171,7 +171,12 @@ function connect() {
     if (src.readyState === EventSource.CLOSED) setTimeout(connect, 1000);
   };
 }
-function reconnect() { page.connected = false; schedule(); setTimeout(connect, 200); }
+function reconnect() {
+  if (page.source) { page.source.close(); page.source = null; } // nothing more from the stale stream
+  page.connected = false;
+  schedule();
+  setTimeout(connect, 200);
+}
 
 // ---------------------------------------------------------------- rendering
 function schedule() {
@@ -233,6 +238,7 @@ function renderHeader() {
     const bits = [`session ${sess.session_id}`];
     if (sess.source) bits.push(`source ${sess.source}`);
     if (sess.ended) bits.push(`ended (${words(sess.ended.reason)})`);
+    if (S.course) bits.push(`AMR course: ${words(S.course.course)}`);
     $("session").textContent = bits.join(" · ");
   }
   $("stage-now").textContent = S && S.stage ? words(S.stage) : "—";
@@ -487,7 +493,8 @@ function drawTrend(c, height, title, key, refLine) {
     g.strokeStyle = "#6e7681"; g.setLineDash([4, 4]);
     g.beginPath(); g.moveTo(px, T); g.lineTo(px, h - B); g.stroke(); g.setLineDash([]);
     g.fillStyle = "#c9d1d9";
-    g.fillText(words(st.stage), px + 3, T + 11 + (k % 2) * 13);
+    const label = words(st.stage), lw = g.measureText(label).width;
+    g.fillText(label, Math.min(px + 3, w - R - lw), T + 11 + (k % 2) * 13); // the newest stage stays readable
   });
   // measurements per channel
   channels().forEach((ch) => {
