@@ -32,7 +32,7 @@ METRICS_PORTS: dict[str, int] = {
     "monitor": 9105,
 }
 
-SERVICES = ("bus", "recorder", "analyzer", "predictor", "acquirer")
+SERVICES = ("bus", "recorder", "analyzer", "predictor", "monitor", "acquirer")
 
 
 def get(name: str) -> str:

@@ -35,6 +35,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         AMRWATCH_CONTROL=f"tcp://127.0.0.1:{p_ctl}",
         AMRWATCH_CONTROL_BIND=f"tcp://127.0.0.1:{p_ctl}",
         AMRWATCH_DATA=str(tmp_path / "data"),
+        AMRWATCH_MONITOR_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
     )
     for svc in ("bus", "acquirer", "analyzer", "predictor", "recorder", "monitor"):
