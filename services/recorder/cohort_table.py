@@ -148,7 +148,7 @@ def build_cohort(registry: Registry, data_dir: Path | None = None,
     patients: set[str] = set()
     for s in registry.list():
         if s.replay_of is not None:
-            cohort.excluded.append((s.session_id, f"replay of {s.replay_of}"))
+            cohort.excluded.append((s.session_id, f"replay of an archived session: {s.replay_of}"))
             continue
         if s.status != "closed":
             cohort.excluded.append((s.session_id, f"status {s.status}"))

@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import COMPLICATIONS, OUTCOME_CLASSES, TIMEPOINTS, OutcomeRow, Registry, RegistryError
+from .registry import COMPLICATIONS, OUTCOME_CLASSES, TIMEPOINTS, OutcomeRow, Registry
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,12 @@ def _preop_grade(registry: Registry, session_id: str) -> int | None:
 
 
 def _surgery_date(registry: Registry, session_id: str) -> dt.date:
-    return dt.date.fromisoformat(registry.get(session_id).started_at[:10])
+    """The operation's date; a replay is not an operation, so its outcomes belong to the original."""
+    session = registry.get(session_id)
+    if session.replay_of is not None:
+        raise OutcomeInputError(f"session {session_id} is a replay of {session.replay_of}; record the outcome on "
+                                f"the original operation ({session.replay_of})")
+    return dt.date.fromisoformat(session.started_at[:10])
 
 
 def add_outcome(registry: Registry, session_id: str, *, actor: str, timepoint: str, cohen_grade: int,
@@ -175,5 +180,5 @@ def outcome_dict(row: OutcomeRow) -> dict[str, Any]:
             "supersedes": row.supersedes}
 
 
-__all__ = ["FollowUpSettings", "OutcomeInputError", "RegistryError", "add_outcome", "edit_outcome",
-           "derive_class", "resolve_class", "parse_complications", "check_relief_date", "outcome_dict"]
+__all__ = ["FollowUpSettings", "KEEP", "OutcomeInputError", "add_outcome", "edit_outcome", "derive_class",
+           "resolve_class", "parse_complications", "check_relief_date", "outcome_dict"]

@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from ...cli import EXIT_FAILED, EXIT_OK, add_data, fail
+from ...cli import EXIT_OK, add_data, fail
 
 _ACTOR = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
@@ -287,4 +287,4 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_registry_synthetic)
 
 
-__all__ = ["register", "EXIT_FAILED"]
+__all__ = ["register"]

@@ -73,10 +73,12 @@ def figure(name: str, png: bytes | None) -> str:
             f"<figcaption>{esc(FIGURE_TITLES[name])}</figcaption></figure>")
 
 
-def _table(head: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+def _table(head: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
+    """Columns in `numeric` (default: all but the first) are right-aligned."""
+    numeric = set(range(1, len(head))) if numeric is None else numeric
     out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for r in rows:
-        out.append("<tr>" + "".join(f'<td{" class=n" if i >= numeric_from else ""}>{c}</td>'
+        out.append("<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{c}</td>'
                                     for i, c in enumerate(r)) + "</tr>")
     return "\n".join(out) + "</table>"
 
@@ -153,7 +155,7 @@ def factor_section(res: list[dict[str, Any]]) -> str:
     return ("<h2>3. The seven factors, persisted vs disappeared</h2>"
             "<p>Continuous factors: mean ± SD where both groups look normal (Shapiro–Wilk), else median [IQR]; "
             "ordinal factors median [IQR]; carbamazepine n/N (%).</p>"
-            + _table(["factor", "AMR persisted", "AMR disappeared", "test", "p"], rows))
+            + _table(["factor", "AMR persisted", "AMR disappeared", "test", "p"], rows, numeric={1, 2, 4}))
 
 
 def model_section(res: dict[str, Any], roc_png: bytes | None, cal_png: bytes | None) -> str:
@@ -195,7 +197,8 @@ def outcome_section(res: list[dict[str, Any]], ttr: dict[str, Any], out_png: byt
         cells += ([esc(t["test"]), pval(t["p_value"])] if t["available"]
                   else [f'<span class="na">{esc(t["reason"])}</span>', "—"])
         rows.append(cells)
-    parts.append(_table(["follow-up", "spasm, AMR persisted", "spasm, AMR disappeared", "test", "p"], rows))
+    parts.append(_table(["follow-up", "spasm, AMR persisted", "spasm, AMR disappeared", "test", "p"], rows,
+                        numeric={1, 2, 4}))
     cls_rows = []
     for e in res:
         for g in ("persisted", "disappeared"):
@@ -203,7 +206,7 @@ def outcome_section(res: list[dict[str, Any]], ttr: dict[str, Any], out_png: byt
                 cls_rows.append([e["timepoint"], g] + [str(e[g]["classes"][c]) for c in OUTCOME_CLASSES])
     if cls_rows:
         parts.append("<p>Outcome class by AMR status:</p>"
-                     + _table(["follow-up", "AMR", *OUTCOME_CLASSES], cls_rows, numeric_from=2))
+                     + _table(["follow-up", "AMR", *OUTCOME_CLASSES], cls_rows, numeric={2, 3, 4, 5}))
     parts.append(figure("outcomes", out_png))
     parts.append("<h3>Time to relief</h3>")
     rows = []
@@ -215,7 +218,7 @@ def outcome_section(res: list[dict[str, Any]], ttr: dict[str, Any], out_png: byt
         med = "not reached" if c["median_days"] is None else f"{num(c['median_days'], 0)} days"
         rows.append([g, f"{c['n']} ({c['events']} relieved)", med] + [pct(c["relieved_by"][tp]) for tp in TIMEPOINTS])
     parts.append(_table(["AMR", "patients", "median time to relief",
-                         *[f"relieved by {tp}" for tp in TIMEPOINTS]], rows))
+                         *[f"relieved by {tp}" for tp in TIMEPOINTS]], rows, numeric={2, 3, 4, 5, 6}))
     lr = ttr["logrank"]
     parts.append(f"<p>Log-rank test: χ² = {num(lr['statistic'], 2)}, p {p_is(lr['p_value'])}. "
                  f"{esc(ttr['censoring'].capitalize())}.</p>" if lr["available"] else na(lr))

@@ -93,7 +93,9 @@ def check_summary(summary: Any) -> dict:
     if unknown:
         raise SummaryError(f"summary.factor_sources names unknown factors {sorted(unknown)}; "
                            f"the factors are {list(FactorValues.model_fields)}")
-    return model.model_dump(mode="json")
+    out = model.model_dump(mode="json")
+    out["factors"] = {k: v for k, v in out["factors"].items() if v is not None}  # only what was given
+    return out
 
 
 def summarize(messages: Iterable[Message], session_id: str | None = None) -> dict:
