@@ -9,9 +9,9 @@ computed from nothing. The report prints the sentence.
 Test choice, stated once here and in the report's methods:
 
 - continuous factors: Welch's t-test when the Shapiro–Wilk test does not
-  reject normality (p > `normality_alpha`) in either group, otherwise the
-  two-sided Mann–Whitney U test; ordinal factors (grades, counts): always
-  Mann–Whitney U;
+  reject normality (p > `normality_alpha`) in either group and both groups
+  vary, otherwise the two-sided Mann–Whitney U test; ordinal factors
+  (grades, counts): always Mann–Whitney U;
 - binary factors and 2×2 outcome tables: Pearson's chi-square with Yates'
   continuity correction when every expected count is ≥ `min_expected_count`,
   otherwise Fisher's exact test (two-sided);
@@ -189,7 +189,9 @@ def factor_comparison(rows: list[CohortRow], s: ReportSettings) -> list[dict[str
                     warnings.simplefilter("ignore")  # constant group: Shapiro warns, p = 1
                     p_a = float(stats.shapiro(a).pvalue)
                     p_b = float(stats.shapiro(b).pvalue)
-                normal = _finite(p_a, p_b) and p_a > s.normality_alpha and p_b > s.normality_alpha
+                # A group without spread is not "normal" (Shapiro says p = 1, a t statistic would be infinite).
+                normal = (_finite(p_a, p_b) and p_a > s.normality_alpha and p_b > s.normality_alpha
+                          and a.std() > 0 and b.std() > 0)
                 entry["shapiro_p"] = {"persisted": p_a if _finite(p_a) else None,
                                       "disappeared": p_b if _finite(p_b) else None}
             if normal:
@@ -199,8 +201,8 @@ def factor_comparison(rows: list[CohortRow], s: ReportSettings) -> list[dict[str
                 r = stats.mannwhitneyu(a, b, alternative="two-sided")
                 test = {"test": "Mann-Whitney U", "statistic": float(r.statistic), "p_value": float(r.pvalue)}
             test["available"] = True
-            if not _finite(test["p_value"]):
-                test = unavailable(f"{test['test']} gave no finite p-value on these values")
+            if not _finite(test["p_value"], test["statistic"]):
+                test = unavailable(f"{test['test']} gave no finite result on these values")
         entry["persisted"] = _describe(a, feat.kind, normal)
         entry["disappeared"] = _describe(b, feat.kind, normal)
         entry["test"] = test

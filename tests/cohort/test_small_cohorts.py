@@ -119,3 +119,31 @@ def test_a_session_still_recording_a_replay_and_a_reoperation_are_not_patients(s
     assert meta["patients"] == 2 and meta["sessions_in_registry"] == 5
     assert meta["excluded"] == {"re-operation of a patient already in the table": 1, "status recording": 1,
                                 "replay of an archived session": 1}
+
+
+def test_a_factor_that_separates_the_groups_perfectly_gives_no_odds_ratios(study, tmp_path: Path):
+    copy_registry(study.data, tmp_path / "data", keep=lambda r: r.label is not None)
+    with Registry.in_data_dir(tmp_path / "data") as reg, reg.batch():
+        for s in reg.list():
+            summary = reg.summary(s.session_id).summary
+            high = summary["course"] == "persisted"
+            summary["factors"]["amr_amplitude_uv"] = (600.0 if high else 150.0) + int(s.session_id[-6:], 16) % 50
+            reg.set_summary(s.session_id, summary, actor="dr_lee")
+    res, page = _report(tmp_path / "data", tmp_path / "r")
+    assert res["multivariable"]["events"] >= 10 and not res["multivariable"]["available"]
+    assert "separates persisted from disappeared perfectly" in res["multivariable"]["reason"]
+    amplitude = next(f for f in res["factors"] if f["feature"] == "amr_amplitude_uv")
+    assert amplitude["test"]["available"] and amplitude["test"]["p_value"] < 1e-6
+    assert "odds ratios would be infinite" in page
+
+
+def test_groups_without_spread_are_compared_by_ranks_not_an_infinite_t(study, tmp_path: Path):
+    copy_registry(study.data, tmp_path / "data", keep=lambda r: r.label is not None, limit=40)
+    with Registry.in_data_dir(tmp_path / "data") as reg, reg.batch():
+        for s in reg.list():
+            summary = reg.summary(s.session_id).summary
+            summary["factors"]["retraction_mm"] = 12.0 if summary["course"] == "persisted" else 8.0
+            reg.set_summary(s.session_id, summary, actor="dr_lee")
+    res, _ = _report(tmp_path / "data", tmp_path / "r")
+    retraction = next(f for f in res["factors"] if f["feature"] == "retraction_mm")
+    assert retraction["test"]["test"] == "Mann-Whitney U" and retraction["test"]["p_value"] < 0.001
