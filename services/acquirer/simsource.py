@@ -25,7 +25,7 @@ class SimSource:
         fs = self.config.sampling_rate_hz
         channels = []
         for ch in self.sim.channels:
-            if ch.direction is None:
+            if ch.kind == "sample_index":
                 channels.append(dict(name=ch.name, muscle="none", direction=None, kind="sample_index", unit="index"))
             else:
                 channels.append(dict(name=ch.name, muscle=ch.muscle, direction=ch.direction))

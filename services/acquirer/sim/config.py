@@ -107,6 +107,9 @@ class SimConfig(BaseModel):
     sampling_rate_hz: Annotated[float, _within(1000.0, 50000.0, "Hz")] = 20000.0
     sample_index_channel: bool = False
     """Adds a channel SAMPLE_INDEX = absolute sample index mod 2**24 (exact in float32)."""
+    extra_channels: Annotated[int, _within(0, 240, "channels")] = 0
+    """Adds EMG channels EXTRA01.. on no AMR pathway (background only), e.g. to load the chain
+    with a 16-channel montage; the three default channels are unchanged by them."""
     amplifier_limit_uv: Annotated[float, _within(100.0, 1_000_000.0, "µV")] = 5000.0
     """The amplifier saturates here (diathermy clips to ± this)."""
 

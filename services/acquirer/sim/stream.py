@@ -29,6 +29,7 @@ from .waveform import (
 
 _TAG_STIMULUS = 2
 _TAG_CHANNEL = 3
+_TAG_EXTRA = 7
 
 #: Stimulus events kept rendered (an event can straddle two blocks).
 _EVENT_CACHE = 64
@@ -103,8 +104,9 @@ class Simulator:
             raise ValueError(f"seed must be an integer between 0 and 2**63-1; got {seed!r}")
         self.config = config
         self.seed = int(seed)
-        self.channels: list[SimChannel] = sim_channels(config.sample_index_channel)
+        self.channels: list[SimChannel] = sim_channels(config.sample_index_channel, config.extra_channels)
         self._emg = [c for c in self.channels if c.direction is not None]
+        self._n_extra = config.extra_channels
         self._scenario = get_scenario(config.scenario)
         self.timeline: Timeline = build_timeline(config)
         self.total_samples: int | None = self.timeline.total_samples
@@ -201,9 +203,15 @@ class Simulator:
         np.clip(emg, -limit, limit, out=emg)
         block = np.empty((len(self.channels), BLOCK_SAMPLES), dtype=np.float32)
         block[: len(self._emg)] = emg
-        if len(self.channels) > len(self._emg):
+        if self._n_extra:
+            # Their own generator: the default channels' signal does not depend on how many extras there are.
+            rng = np.random.default_rng([self.seed, _TAG_EXTRA, b])
+            extra = rng.standard_normal((self._n_extra, BLOCK_SAMPLES), dtype=np.float32)
+            extra *= np.float32(self.config.noise_uv)
+            block[len(self._emg):len(self._emg) + self._n_extra] = extra
+        if self.config.sample_index_channel:
             idx = np.arange(start, start + BLOCK_SAMPLES, dtype=np.int64) % SAMPLE_INDEX_MODULUS
-            block[len(self._emg)] = idx.astype(np.float32)
+            block[-1] = idx.astype(np.float32)
         self._block_index, self._block = b, block
         return block
 
