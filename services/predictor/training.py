@@ -177,23 +177,37 @@ def _scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def bootstrap_optimism(X: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> dict[str, float]:
-    """Harrell's optimism: mean over resamples of (score on the resample − score on the original)."""
+    """Harrell's optimism: mean over resamples of (score on the resample − score on the original).
+
+    A resample whose outcomes the factors separate perfectly has no maximum-
+    likelihood fit (the coefficients run off to infinity and the calibration
+    intercept with them); such resamples are skipped and counted
+    (`separated_skipped`) rather than averaged into nonsense."""
     rng = np.random.default_rng(seed)
     n = len(y)
     diffs: dict[str, list[float]] = {}
-    done = 0
+    done = separated = 0
     while done < resamples:
         idx = rng.integers(0, n, n)
         yb = y[idx]
         if yb.min() == yb.max():
             continue  # one outcome only: nothing to fit
         pipe = fit_pipeline(X[idx], yb)
-        on_boot = _scores(yb, predict_proba(pipe, X[idx]))
+        pb = predict_proba(pipe, X[idx])
+        if pb[yb == 1].min() > pb[yb == 0].max():
+            separated += 1
+            if separated > 10 * resamples:
+                raise TrainingError("nearly every bootstrap resample separates the outcomes perfectly; "
+                                    "the data are too few or too clean for an optimism correction")
+            continue
+        on_boot = _scores(yb, pb)
         on_orig = _scores(y, predict_proba(pipe, X))
         for k in on_boot:
             diffs.setdefault(k, []).append(on_boot[k] - on_orig[k])
         done += 1
-    return {k: float(np.mean(v)) for k, v in diffs.items()}
+    out = {k: float(np.mean(v)) for k, v in diffs.items()}
+    out["separated_skipped"] = float(separated)
+    return out
 
 
 def odds_ratios(X: np.ndarray, y: np.ndarray, level: float = 0.95) -> list[dict[str, Any]]:
@@ -395,6 +409,7 @@ def fit_and_describe(X: np.ndarray, y: np.ndarray, settings: TrainingSettings, s
             "auc_se": _sig(se),
             "optimism_corrected_auc": _sig(corrected["auc"]),
             "auc_optimism": _sig(optimism["auc"]),
+            "bootstrap_separated_skipped": int(optimism["separated_skipped"]),
             "brier": _sig(apparent["brier"]),
             "optimism_corrected_brier": _sig(corrected["brier"]),
             "calibration_apparent": {"intercept": round(apparent["cal_intercept"], 4) + 0.0, "slope": round(apparent["cal_slope"], 4)},
@@ -495,7 +510,8 @@ def format_summary(card: dict[str, Any]) -> str:
     lo, hi = perf["apparent_auc_ci"]
     lines.append(
         f"AUC apparent {perf['apparent_auc']:.3f} ({perf['auc_ci_level']:.0%} CI {lo:.3f}–{hi:.3f}, DeLong); "
-        f"optimism-corrected {perf['optimism_corrected_auc']:.3f} ({card['settings']['bootstrap_resamples']} bootstrap resamples)"
+        f"optimism-corrected {perf['optimism_corrected_auc']:.3f} ({card['settings']['bootstrap_resamples']} bootstrap resamples"
+        f"{'; ' + str(perf['bootstrap_separated_skipped']) + ' perfectly separated resample(s) skipped' if perf.get('bootstrap_separated_skipped') else ''})"
     )
     cal = perf["calibration_optimism_corrected"]
     lines.append(

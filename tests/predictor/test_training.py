@@ -191,3 +191,14 @@ def test_unusable_data_is_refused(tmp_path):
     x[:, 3] = 1.0
     with pytest.raises(TrainingError, match="factor vessels has the same value"):
         fit_and_describe(x, y, TrainingSettings(bootstrap_resamples=10), 0)
+
+
+def test_separated_bootstrap_resamples_are_skipped_not_averaged():
+    """A tiny, cleanly separable cohort: the optimism must stay finite and say what it skipped."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 7))
+    y = (x[:, 0] > 0.3).astype(int)  # one factor separates the outcomes perfectly
+    y[:3] = 1 - y[:3]  # ...almost: the full data have an MLE, many resamples do not
+    opt = bootstrap_optimism(x, y, 30, seed=0)
+    assert opt["separated_skipped"] >= 1
+    assert all(np.isfinite(v) and abs(v) < 50 for v in opt.values())
