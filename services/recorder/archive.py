@@ -217,9 +217,11 @@ class ArchiveWriter:
         """One bus message, as the multipart frames it travelled in."""
         return self.append(Kind.MESSAGE, encode_message(frames))
 
-    def append_gap(self, publisher: str, instance: str, from_seq: int, to_seq: int, reason: str) -> int:
-        """Messages from_seq..to_seq of one publisher instance that never arrived and could not be refetched."""
-        return self.append(Kind.GAP, Gap(publisher, instance, from_seq, to_seq, reason).encode())
+    def append_gap(self, publisher: str, instance: str, from_seq: int, to_seq: int, reason: str,
+                   type_: str | None = None) -> int:
+        """Messages from_seq..to_seq of one publisher instance (and message type, whose seqs they are)
+        that never arrived and could not be refetched."""
+        return self.append(Kind.GAP, Gap(publisher, instance, from_seq, to_seq, reason, type_).encode())
 
     # ---------------------------------------------------------------- commits
 

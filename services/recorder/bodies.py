@@ -78,19 +78,27 @@ def decode_json(body: bytes | memoryview, kind: str) -> dict:
 
 @dataclass(frozen=True)
 class Gap:
-    """Messages of one publisher instance that never arrived and could not be refetched."""
+    """Messages of one publisher instance that never arrived and could not be refetched.
+
+    Seqs count per publisher instance *and* message type, so `type` names the
+    stream; a gap body without it (written before the field existed) says
+    only which publisher instance lost them.
+    """
 
     publisher: str
     instance: str
     from_seq: int
     to_seq: int
     reason: str
+    type: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.publisher, str) or not _PUBLISHER.match(self.publisher):
             raise BodyError(f"publisher must match {_PUBLISHER.pattern}; got {self.publisher!r}")
         if not isinstance(self.instance, str) or not _INSTANCE.match(self.instance):
             raise BodyError(f"instance must be 8-32 lowercase hex digits; got {self.instance!r}")
+        if self.type is not None and (not isinstance(self.type, str) or not _PUBLISHER.match(self.type)):
+            raise BodyError(f"type must match {_PUBLISHER.pattern} (a message type) or be absent; got {self.type!r}")
         for name in ("from_seq", "to_seq"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not (0 <= v <= MAX_SEQ):
@@ -100,16 +108,24 @@ class Gap:
         if not isinstance(self.reason, str) or not (1 <= len(self.reason) <= MAX_REASON):
             raise BodyError(f"reason must be 1 to {MAX_REASON} characters; got {self.reason!r}")
 
+    @property
+    def count(self) -> int:
+        return self.to_seq - self.from_seq + 1
+
     def encode(self) -> bytes:
-        return canonical_json({"publisher": self.publisher, "instance": self.instance,
-                               "from_seq": self.from_seq, "to_seq": self.to_seq, "reason": self.reason})
+        obj = {"publisher": self.publisher, "instance": self.instance,
+               "from_seq": self.from_seq, "to_seq": self.to_seq, "reason": self.reason}
+        if self.type is not None:
+            obj["type"] = self.type
+        return canonical_json(obj)
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Gap:
         obj = decode_json(body, "gap")
         expected = {"publisher", "instance", "from_seq", "to_seq", "reason"}
-        if set(obj) != expected:
-            raise BodyError(f"gap body must have exactly the fields {sorted(expected)}; got {sorted(obj)}")
+        if set(obj) not in (expected, expected | {"type"}):
+            raise BodyError(f"gap body must have exactly the fields {sorted(expected)} and optionally 'type'; "
+                            f"got {sorted(obj)}")
         return cls(**obj)
 
 

@@ -1,0 +1,313 @@
+"""`amrwatch verify`: is the archive intact, and does the analysis give today what it gave live?
+
+Two independent checks, run side by side on two cores:
+
+1. integrity — every record's CRCs, the SHA-256 chain, the structure and
+   checkpoint.json (integrity.analyse, in a child process);
+2. re-run — the archived signal, stimuli and stage markers go through the
+   analyzer's own AnalyzerEngine in the order the acquirer published them;
+   the archived factors, stage markers and analyzer events go through the
+   predictor's own PredictorCore in the order the bus delivered them; every
+   field of every amr_measurement, amr_state, baseline, amr_course,
+   prediction and decision is compared with the archived one (compare.py).
+
+Identical, or every difference is listed with its record number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...proto.messages import BY_TYPE, Montage
+from ..analyzer.engine import AnalyzerEngine
+from ..analyzer.settings import AnalyzerSettings
+from ..predictor.core import INPUT_TYPES, PredictorCore
+from ..predictor.decision import DecisionSettings
+from ..predictor.model import ModelInvalid
+from .archive import session_path
+from .compare import Alignment, Difference, align
+from .index import ArchiveIndex, Event
+from .integrity import Problem, analyse
+from .order import SignalOrder, bus_order
+from .settings import read_hmac_key
+from .seqset import SeqSet
+
+ANALYZER_TYPES = ("amr_measurement", "amr_state", "baseline", "amr_course")
+PREDICTOR_TYPES = ("prediction", "decision")
+#: Frames are handed to the engine in blocks of at most this long (never across a stimulus,
+#: stage or gap): the engine's results do not depend on how the signal is split.
+BLOCK_S = 1.0
+
+
+class VerifyError(Exception):
+    """Verification cannot run as asked (no such session, wrong model...)."""
+
+
+@dataclass
+class VerifyReport:
+    session_id: str
+    problems: list[Problem] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+    compared: dict[str, int] = field(default_factory=dict)
+    stood_in: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    rerun: bool = False
+    seconds: float = 0.0
+    signal_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.differences and self.rerun
+
+    def lines(self) -> Iterator[str]:
+        yield f"session {self.session_id}"
+        if self.problems:
+            yield f"INTEGRITY: {len(self.problems)} problem(s)"
+            for p in self.problems:
+                yield f"  {p}"
+        else:
+            yield "integrity: every record's CRCs, the hash chain and checkpoint.json are intact"
+        if self.rerun:
+            done = ", ".join(f"{n} {t}" for t, n in self.compared.items())
+            yield f"re-run: compared {done}"
+            for t, n in self.stood_in.items():
+                if n:
+                    yield f"  {n} {t} event(s) recomputed where the archive records them as lost (gap records)"
+        for n in self.notes:
+            yield f"note: {n}"
+        if self.differences:
+            yield f"DIFFERENCES: {len(self.differences)}"
+            for d in self.differences:
+                yield f"  {d}"
+        speed = f" ({self.signal_seconds / self.seconds:.0f}x real time)" if self.seconds and self.signal_seconds else ""
+        yield (f"{'IDENTICAL' if self.ok else 'FAILED'}: verified in {self.seconds:.1f} s{speed}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "ok": self.ok, "rerun": self.rerun,
+                "problems": [str(p) for p in self.problems], "differences": [d.as_dict() for d in self.differences],
+                "compared": self.compared, "stood_in": self.stood_in, "notes": self.notes,
+                "seconds": round(self.seconds, 3), "signal_seconds": self.signal_seconds}
+
+
+def _integrity(session_dir: str, key: bytes | None) -> list[Problem]:
+    return analyse(Path(session_dir), key).problems
+
+
+def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = None,
+                   hmac_key_file: str | None = None, analyzer_settings: AnalyzerSettings | None = None,
+                   decision_settings: DecisionSettings | None = None, parallel: bool = True) -> VerifyReport:
+    t0 = time.perf_counter()
+    try:
+        d = session_path(Path(data_dir), session_id)
+    except ValueError as err:
+        raise VerifyError(str(err)) from None
+    if not d.is_dir():
+        raise VerifyError(f"no archived session {session_id!r} in {data_dir} (`amrwatch sessions` lists them)")
+    try:
+        key = read_hmac_key(Path(hmac_key_file)) if hmac_key_file else None
+    except ValueError as err:
+        raise VerifyError(str(err)) from None
+    report = VerifyReport(session_id)
+    pool = None
+    if parallel:
+        pool = multiprocessing.get_context("fork").Pool(1)
+        pending = pool.apply_async(_integrity, (str(d), key))
+    try:
+        with ArchiveIndex.build(d) as idx:
+            _rerun(idx, report, model_dir, analyzer_settings, decision_settings)
+    finally:
+        if pool is not None:
+            report.problems = pending.get()
+            pool.close()
+            pool.join()
+    if pool is None:
+        report.problems = _integrity(str(d), key)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+# --------------------------------------------------------------------------- #
+# re-run
+
+
+def _rerun(idx: ArchiveIndex, report: VerifyReport, model_dir: str | None,
+           analyzer_settings: AnalyzerSettings | None, decision_settings: DecisionSettings | None) -> None:
+    sid = idx.session_id
+    start = idx.session_start()
+    if start is None:
+        report.notes.append("the archive holds no session_start for this session: nothing to re-run")
+        return
+    if idx.stopped_at is not None:
+        report.notes.append(f"the log could not be read past {idx.stopped_at[0]} byte {idx.stopped_at[1]}; "
+                            "the re-run covers the records before it")
+    montage = Montage.model_validate(start.header["montage"])
+    sig = SignalOrder(idx)
+    fs = float(montage.sampling_rate_hz)
+    report.signal_seconds = float(sig.hi[-1]) / fs if sig.hi.size else 0.0
+    if sig.duplicates:
+        report.notes.append(f"{sig.duplicates} emg_frame(s) archived twice were read once")
+    lost = _lost(idx)
+    analyzer_out = _run_analyzer(idx, sig, montage, analyzer_settings or AnalyzerSettings(), report)
+    for t in ANALYZER_TYPES:
+        archived = [e for e in idx.events_of(t) if e.session_id == sid and e.publisher == "analyzer"]
+        res = _align_streams(t, archived, analyzer_out[t], lost, report,
+                             key=(lambda b: (b["stimulus_index"], b["channel"])) if t == "amr_measurement" else None)
+        report.compared[t] = res.compared
+        report.stood_in[t] = res.stood_in
+    model = _model(idx, model_dir)
+    predictor_out = _run_predictor(idx, model, decision_settings or DecisionSettings(), analyzer_out, lost)
+    for t in PREDICTOR_TYPES:
+        archived = [e for e in idx.events_of(t) if e.session_id == sid and e.publisher == "predictor"]
+        res = _align_streams(t, archived, predictor_out[t], lost, report)
+        report.compared[t] = res.compared
+        report.stood_in[t] = res.stood_in
+    report.rerun = True
+
+
+def _lost(idx: ArchiveIndex) -> dict[tuple[str, str, str], SeqSet]:
+    out: dict[tuple[str, str, str], SeqSet] = {}
+    for _no, g in idx.gaps:
+        if g.type is not None:
+            out.setdefault((g.publisher, g.instance, g.type), SeqSet()).add_range(g.from_seq, g.to_seq)
+    return out
+
+
+def _align_streams(type_: str, archived: list[Event], recomputed: list[dict], lost, report: VerifyReport,
+                   key=None) -> Alignment:
+    instances = list(dict.fromkeys(e.instance for e in sorted(archived, key=lambda e: e.record_no)))
+    gap_instances = [k[1] for k in lost if k[2] == type_ and k[0] == (archived[0].publisher if archived else "")]
+    if len(instances) > 1:
+        report.notes.append(f"{type_}: events from {len(instances)} instances of the service (it restarted "
+                            "during the session); they are compared as one stream in the order they were sent")
+    if not instances and gap_instances:
+        instances = gap_instances[:1]
+    if len(instances) <= 1:
+        inst = instances[0] if instances else ""
+        pub = archived[0].publisher if archived else ""
+        return align(type_, archived, recomputed, lost.get((pub, inst, type_), SeqSet()), report.differences, key)
+    # A restarted service: renumber its events into one stream, in the order the instances spoke.
+    renumbered, seq = [], 0
+    for inst in instances:
+        for e in sorted((e for e in archived if e.instance == inst), key=lambda e: e.seq):
+            renumbered.append(e._replace(seq=seq))
+            seq += 1
+    return align(type_, renumbered, recomputed, SeqSet(), report.differences, key)
+
+
+def _run_analyzer(idx: ArchiveIndex, sig: SignalOrder, montage: Montage, settings: AnalyzerSettings,
+                  report: VerifyReport) -> dict[str, list[dict]]:
+    engine = AnalyzerEngine(montage, settings, source="analyzer")
+    out: dict[str, list[dict]] = {t: [] for t in ANALYZER_TYPES}
+    fs = engine.fs
+    ends = [e.header["sample_index"] for e in sig.events if e.type == "stage" and e.header["stage"] == "end"
+            and e.header.get("sample_index") is not None]
+    end_sample = min(ends) if ends else None
+    block = max(1, min(int(BLOCK_S * fs), engine.buffer.capacity // 2))
+    pending: list[np.ndarray] = []
+    first = hi = 0
+    n = 0
+
+    def collect(outputs) -> None:
+        for kind, body in outputs:
+            if kind in out:
+                out[kind].append(body)
+
+    def flush() -> None:
+        nonlocal pending, n
+        if pending:
+            x = pending[0] if len(pending) == 1 else np.concatenate(pending, axis=1)
+            collect(engine.on_frame(first, x, fs))
+            pending, n = [], 0
+
+    for kind, item in sig:
+        if kind == "frame":
+            lo = idx.frames.first_sample[item]
+            x = idx.samples(item)
+            mergeable = (pending and lo == hi and n + x.shape[1] <= block
+                         and (end_sample is None or lo + x.shape[1] < end_sample))
+            if not mergeable:
+                flush()
+                first = lo
+            pending.append(x)
+            n += x.shape[1]
+            hi = lo + x.shape[1]
+            if end_sample is not None and hi >= end_sample:
+                flush()
+            continue
+        flush()
+        h = item.header
+        if kind == "stimulus":
+            collect(engine.on_stimulus(h["stimulus_index"], h["sample_index"], h["stim_time_s"], h["direction"]))
+        elif kind == "stage":
+            collect(engine.on_stage(h["stage"], h.get("sample_index")))
+    flush()
+    if idx.session_end() is not None:
+        collect(engine.on_end())
+    else:
+        report.notes.append("the session has no session_end in the archive: the analyzer's end-of-session "
+                            "events (pending sweeps, final course) were not recomputed")
+    return out
+
+
+def _model(idx: ArchiveIndex, model_dir: str | None):
+    from ..predictor.service import load_or_explain
+
+    try:
+        model = load_or_explain(model_dir)
+    except ModelInvalid as err:
+        raise VerifyError(f"cannot load the model to re-run the predictions: {err}") from None
+    used = {e.header["model_sha256"] for e in idx.events_of("prediction") if e.session_id == idx.session_id}
+    if used and used != {model.sha256}:
+        raise VerifyError(
+            f"session {idx.session_id} was predicted with model {', '.join(sorted(used))}, but the model at "
+            f"{model.model_path.parent} is {model.sha256}: give the model it used with --model DIR "
+            "(model.onnx + model_card.json) to re-run its predictions")
+    return model
+
+
+def _run_predictor(idx: ArchiveIndex, model, settings: DecisionSettings, analyzer_out: dict[str, list[dict]],
+                   lost: dict) -> dict[str, list[dict]]:
+    sid = idx.session_id
+    items: list[tuple[int | None, tuple[str, str, str], int, Any]] = []
+    for e in idx.events:
+        if e.session_id == sid and e.type in INPUT_TYPES:
+            items.append((e.record_no, e.stream, e.seq, e.header))
+    # The analyzer's events a recorded gap lost: the recomputed ones take their place (and position).
+    for (pub, inst, t), seqs in lost.items():
+        if pub != "analyzer" or t not in INPUT_TYPES:
+            continue
+        archived = [e for e in idx.events_of(t) if e.session_id == sid and e.instance == inst]
+        recomputed = analyzer_out.get(t, [])
+        if not archived or not recomputed:
+            continue
+        base = min(min(e.seq for e in archived), seqs.min)
+        for a, b in seqs.ranges():
+            for seq in range(a, b + 1):
+                i = seq - base
+                if 0 <= i < len(recomputed):
+                    items.append((None, (pub, inst, t), seq, {"type": t, "session_id": sid, "seq": seq,
+                                                               "publisher": pub, "instance": inst,
+                                                               **recomputed[i]}))
+    core = PredictorCore(model, settings)
+    out: dict[str, list[dict]] = {t: [] for t in PREDICTOR_TYPES}
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    for header in bus_order(items):
+        t = header["type"]
+        body = {k: v for k, v in header.items() if k not in ("type", "schema_version", "session_id", "seq",
+                                                             "publisher", "instance", "ts_utc")}
+        msg = BY_TYPE[t].model_validate_json(json.dumps(
+            {"type": t, "schema_version": 1, "session_id": sid, "seq": header["seq"], "publisher": header["publisher"],
+             "instance": header["instance"], "ts_utc": header.get("ts_utc", now), **body}))
+        for kind, fields in core.on_message(msg):
+            if kind in out:
+                out[kind].append(fields)
+    return out
