@@ -45,6 +45,21 @@ def add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="DIR", help=f"archive directory (default {config.data_dir()}, env AMRWATCH_DATA)")
 
 
+#: The simulator's montage: its three AMR channels, plus up to 240 extra ones (SimConfig.extra_channels).
+MIN_SIM_CHANNELS, MAX_SIM_CHANNELS = 3, 243
+
+
+def _emg_channels(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = None
+    if n is None or not MIN_SIM_CHANNELS <= n <= MAX_SIM_CHANNELS:
+        raise argparse.ArgumentTypeError(
+            f"--channels must be a whole number from {MIN_SIM_CHANNELS} to {MAX_SIM_CHANNELS}; got {value!r}")
+    return n
+
+
 def add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="sim", metavar="SPEC", help="sim (default), edf:PATH or lsl:STREAM_NAME")
     p.add_argument("--scenario", default="disappears-after-decompression", metavar="NAME",
@@ -59,6 +74,10 @@ def add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-uv", type=float, help="simulator: noise RMS in µV")
     p.add_argument("--sample-index-channel", action="store_true",
                    help="add a SAMPLE_INDEX channel (index mod 2^24) for end-to-end loss checks")
+    p.add_argument("--channels", type=_emg_channels, metavar="N",
+                   help=f"simulator: EMG channels in the montage, {MIN_SIM_CHANNELS} to {MAX_SIM_CHANNELS} (default "
+                   f"{MIN_SIM_CHANNELS}: mentalis, orbicularis oris and oculi; more add EXTRA channels of "
+                   "background EMG on no AMR pathway, e.g. to load the chain with 64 channels)")
 
 
 def source_factory(args: argparse.Namespace):
@@ -71,6 +90,8 @@ def source_factory(args: argparse.Namespace):
                                     "sample_index_channel": args.sample_index_channel}
             if args.noise_uv is not None:
                 opts["noise_uv"] = args.noise_uv
+            if args.channels is not None:
+                opts["extra_channels"] = args.channels - MIN_SIM_CHANNELS
             return open_source("sim", **opts)
         return open_source(args.source)
 
@@ -88,6 +109,8 @@ def source_argv(args: argparse.Namespace) -> list[str]:
         out += ["--noise-uv", str(args.noise_uv)]
     if args.sample_index_channel:
         out.append("--sample-index-channel")
+    if args.channels is not None:
+        out += ["--channels", str(args.channels)]
     return out
 
 
