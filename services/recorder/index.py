@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .bodies import Gap, decode_json
+from .bodies import BodyError, Gap, decode_json
 from .integrity import list_segments
 from .segment import RECORD_HEAD, RECORD_HEADER_SIZE, RECORD_MAGIC, RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, Kind
 from .seqset import SeqSet
@@ -98,6 +98,8 @@ class ArchiveIndex:
     record_count: int = 0
     #: The walk met bytes it could not frame (a torn tail, or damage `verify` will name).
     stopped_at: tuple[str, int] | None = None
+    #: Records whose body could not be read (damaged content; the integrity check names them).
+    unreadable: list[int] = field(default_factory=list)
     _maps: list[mmap.mmap | bytes] = field(default_factory=list, repr=False)
 
     @property
@@ -113,7 +115,7 @@ class ArchiveIndex:
             raise FileNotFoundError(f"no archived session at {idx.session_dir}")
         stream_no: dict[tuple[str, str, str | None, float], int] = {}
         fr = idx.frames
-        for seg, path in list_segments(idx.session_dir):
+        for _seg, path in list_segments(idx.session_dir):
             data = _map(path)
             idx._maps.append(data)
             pos, total = SEGMENT_HEADER_SIZE, len(data)
@@ -128,32 +130,38 @@ class ArchiveIndex:
                     break
                 body = pos + RECORD_HEADER_SIZE
                 idx.record_count = record_no + 1
-                if kind == Kind.MESSAGE:
-                    idx._message(data, seg, record_no, body, n, stream_no)
-                elif kind == Kind.GAP:
-                    idx.gaps.append((record_no, Gap.decode(data[body:body + n])))
-                elif kind == Kind.OPEN:
-                    idx.open_meta = decode_json(data[body:body + n], "open")
-                elif kind == Kind.RESUME:
-                    idx.resumes.append((record_no, decode_json(data[body:body + n], "resume")))
-                elif kind == Kind.CLOSE:
-                    idx.close = (record_no, decode_json(data[body:body + n], "close"))
+                try:
+                    idx._record(data, kind, record_no, body, n, stream_no)
+                except (BodyError, ValueError, KeyError, TypeError, struct.error):
+                    idx.unreadable.append(record_no)  # damaged content: the integrity check names it
                 pos = end
             if idx.stopped_at is not None:
                 break
         fr.streams = [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])]
         return idx
 
-    def _message(self, data, seg: int, record_no: int, pos: int, n: int, stream_no: dict) -> None:
+    def _record(self, data, kind: int, record_no: int, body: int, n: int, stream_no: dict) -> None:
+        if kind == Kind.MESSAGE:
+            self._message(data, record_no, body, n, stream_no)
+        elif kind == Kind.GAP:
+            self.gaps.append((record_no, Gap.decode(data[body:body + n])))
+        elif kind == Kind.OPEN:
+            self.open_meta = decode_json(data[body:body + n], "open")
+        elif kind == Kind.RESUME:
+            self.resumes.append((record_no, decode_json(data[body:body + n], "resume")))
+        elif kind == Kind.CLOSE:
+            self.close = (record_no, decode_json(data[body:body + n], "close"))
+
+    def _message(self, data, record_no: int, pos: int, n: int, stream_no: dict) -> None:
         end = pos + n
         parts: list[tuple[int, int]] = []
         while pos < end:
             (ln,) = _LEN.unpack_from(data, pos)
             parts.append((pos + 4, ln))
             pos += 4 + ln
-        if len(parts) != 3:
-            return  # not a bus message of proto/README.md; verify reports the record
-        (t0, tl), (h0, hl), (p0, pl) = parts
+        if len(parts) != 3 or pos != end:
+            raise ValueError("not a bus message of three frames")
+        (t0, tl), (h0, hl), (p0, _pl) = parts
         topic = bytes(data[t0:t0 + tl]).decode("ascii", "replace")
         header = json.loads(data[h0:h0 + hl])
         if topic == "emg_frame":

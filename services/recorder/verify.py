@@ -149,6 +149,9 @@ def _rerun(idx: ArchiveIndex, report: VerifyReport, model_dir: str | None,
     if idx.stopped_at is not None:
         report.notes.append(f"the log could not be read past {idx.stopped_at[0]} byte {idx.stopped_at[1]}; "
                             "the re-run covers the records before it")
+    if idx.unreadable:
+        report.notes.append(f"{len(idx.unreadable)} record(s) could not be read and were left out of the re-run "
+                            f"(records {', '.join(map(str, idx.unreadable[:10]))}{' ...' if len(idx.unreadable) > 10 else ''})")
     montage = Montage.model_validate(start.header["montage"])
     sig = SignalOrder(idx)
     fs = float(montage.sampling_rate_hz)

@@ -36,12 +36,13 @@ def sessions(data: Path) -> list[SessionRow]:
         return reg.list()
 
 
-def wait_closed(data: Path, n: int, timeout: float = 60.0, procs: Procs | None = None) -> list[SessionRow]:
-    """The first `n` sessions, once all of them are closed."""
+def wait_closed(data: Path, n: int, timeout: float = 60.0, procs: Procs | None = None,
+                skip_corrupt: bool = False) -> list[SessionRow]:
+    """The first `n` sessions (not counting corrupt ones, with `skip_corrupt`), once all are closed."""
     deadline = time.monotonic() + timeout
     rows: list[SessionRow] = []
     while time.monotonic() < deadline:
-        rows = sessions(data)
+        rows = [r for r in sessions(data) if not (skip_corrupt and r.status == "corrupt")]
         if len(rows) >= n and all(r.status == "closed" for r in rows[:n]):
             return rows[:n]
         time.sleep(0.3)

@@ -47,7 +47,7 @@ def recorded(tmp_path_factory):
 
 
 def test_every_message_type_is_archived_gap_free_and_the_signal_whole(recorded):
-    env, data, live, _, _ = recorded
+    _env, data, live, _, _ = recorded
     d = session_path(data, live.session_id)
     assert ArchiveReader(d).verify() == []
     with ArchiveIndex.build(d) as idx:
@@ -94,7 +94,7 @@ def test_sessions_lists_newest_last_and_show_describes_one(recorded):
 
 
 def test_replay_is_a_new_tagged_session_whose_analysis_gives_the_same_numbers(recorded):
-    env, data, live, replay, result = recorded
+    _env, data, live, replay, result = recorded
     assert replay.replay_of == live.session_id and replay.source == f"replay:{live.session_id}"
     assert replay.patient_token == live.patient_token  # the same patient's operation, replayed
     assert f"as session {replay.session_id}" in result.stdout
@@ -115,7 +115,7 @@ def test_replay_is_a_new_tagged_session_whose_analysis_gives_the_same_numbers(re
 
 
 def test_verify_finds_both_sessions_identical(recorded):
-    env, data, live, replay, _ = recorded
+    env, _data, live, replay, _ = recorded
     for sid in (live.session_id, replay.session_id):
         r = cli(env, "verify", sid)
         assert r.returncode == 0, r.stdout + r.stderr
