@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 SECTIONS = ["bench.bus"]
-OPTIONAL = ["bench.analyzer_speed", "bench.archive_throughput", "bench.predictor_speed"]
+OPTIONAL = ["bench.analyzer_speed", "bench.archive_throughput", "bench.predictor_speed", "bench.verify_speed"]
 HERE = Path(__file__).resolve().parent
 
 
