@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 #: sysexits.h EX_IOERR: the archive could not be written; the supervisor restarts the recorder.
 EXIT_ARCHIVE_FATAL = 74
 #: Messages of sessions the recorder has not seen start, held while it asks the acquirer.
-HOLD_MESSAGES = 20_000
+HOLD_MESSAGES = 4000
 #: Types never archived: a session's archive holds its events, not the services' pulse.
 NOT_ARCHIVED = ("heartbeat",)
 

@@ -1,7 +1,8 @@
-"""`python -m tests.recorder.faulty_recorder N`: the real recorder whose (N+1)-th fsync fails with EIO.
+"""`python -m tests.recorder.faulty_recorder eio N` / `slow N SECONDS`: the real recorder with a disk
+that fails or stalls after N good fsyncs.
 
-No device here fails on demand, so the failure is injected through the
-archive's ArchiveIO hook; every other call (and the first N fsyncs) is real.
+No device here fails or stalls on demand, so the fault is injected through
+the archive's ArchiveIO hook; every other call (and the first N fsyncs) is real.
 """
 
 from __future__ import annotations
@@ -9,19 +10,23 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 
 from amrwatch.service import setup_logging
 from amrwatch.services.recorder.durable import ArchiveIO
 from amrwatch.services.recorder.service import Recorder
 
 
-def failing_after(n: int):
+def faulty_fsync(mode: str, n: int, seconds: float):
     calls = {"n": 0}
 
     def fsync(fd: int) -> None:
         calls["n"] += 1
         if calls["n"] > n:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
+            if mode == "eio":
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            if calls["n"] == n + 1:
+                time.sleep(seconds)  # one fsync that takes this long
         os.fsync(fd)
 
     return fsync
@@ -29,7 +34,9 @@ def failing_after(n: int):
 
 def main() -> int:
     setup_logging("recorder")
-    return Recorder(io=ArchiveIO(fsync=failing_after(int(sys.argv[1])))).run()
+    mode, n = sys.argv[1], int(sys.argv[2])
+    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    return Recorder(io=ArchiveIO(fsync=faulty_fsync(mode, n, seconds))).run()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
   corrupt, raises `archive_corrupt`, leaves every byte as it was, and records the next session.
 - The disk fills (ENOSPC, for real on a small tmpfs) or an fsync fails (EIO, injected through the
   ArchiveIO hook): `archive_fatal` alarm and exit 74, never a retry.
+- An fsync that hangs for seconds: `recorder_stalled`, and recording goes on.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def test_an_fsync_error_raises_archive_fatal_and_exits_non_zero(procs, stack_env
     try:
         sub = Subscriber(ctx, stack_env["AMRWATCH_BUS_OUT"], ("alarm",))
         time.sleep(0.5)
-        rec = start_python_module(procs, "tests.recorder.faulty_recorder", "40", name="recorder")
+        rec = start_python_module(procs, "tests.recorder.faulty_recorder", "eio", "40", name="recorder")
         procs.start("acquirer", "--speed", "5", "--time-scale", "0.1", "--wait-for", "recorder")
         alarm = _alarm(sub, "archive_fatal", timeout=60)
         assert rec.wait(timeout=30) == EXIT_ARCHIVE_FATAL
@@ -141,3 +142,19 @@ def test_an_fsync_error_raises_archive_fatal_and_exits_non_zero(procs, stack_env
             break
         time.sleep(0.3)
     assert "resumed" in procs.log("recorder")
+
+
+def test_a_stalled_disk_raises_recorder_stalled_and_recording_goes_on(procs, stack_env):
+    procs.start("bus")
+    ctx = zmq.Context()
+    try:
+        sub = Subscriber(ctx, stack_env["AMRWATCH_BUS_OUT"], ("alarm",))
+        time.sleep(0.5)
+        rec = start_python_module(procs, "tests.recorder.faulty_recorder", "slow", "5", "2.5", name="recorder")
+        procs.start("acquirer", "--speed", "10", "--time-scale", "0.05", "--wait-for", "recorder")
+        alarm = _alarm(sub, "recorder_stalled", timeout=60)
+    finally:
+        ctx.destroy(linger=0)
+    assert alarm.priority == "high" and "stalled for 2." in alarm.message
+    [row] = wait_closed(Path(stack_env["AMRWATCH_DATA"]), 1, procs=procs)
+    assert rec.poll() is None and row.status == "closed"

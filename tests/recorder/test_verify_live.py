@@ -118,30 +118,60 @@ def test_a_changed_byte_anywhere_fails_verify_and_names_the_record(scenarios, tm
     assert r.returncode == 1 and "FAILED" in r.stdout and f"record {sp.record_no}" in r.stdout
 
 
-def test_a_forged_measurement_passes_integrity_but_not_the_rerun(scenarios, tmp_path):
-    _env, data, by_scenario = scenarios
-    sid = by_scenario["disappears-after-decompression"]
-    forged = session_path(tmp_path / "data", sid)
-    w = ArchiveWriter(forged, meta={"forged": True})
-    target = None
-    for rec in ArchiveReader(session_path(data, sid)).records():
+def forge(src: Path, dst: Path, change) -> dict:
+    """Rewrite an archive as a forger would: every message through `change(topic, header) -> bool`
+    (True: changed), CRCs, chain and checkpoint recomputed. Returns {record_no: header} of the changed."""
+    w = ArchiveWriter(dst, meta={"forged": True})
+    changed = {}
+    for rec in ArchiveReader(src).records():
         if rec.kind == Kind.MESSAGE:
             frames = decode_message(rec.body)
-            head = json.loads(frames[1]) if frames[0] == b"amr_measurement" else None
-            forge = target is None and head is not None and head["present"]
-            if forge:
-                head["p2p_uv"] = round(head["p2p_uv"] * 1.5, 3)  # a bigger AMR than the signal holds
+            head = json.loads(frames[1])
+            hit = change(frames[0].decode(), head)
+            if hit:
                 frames[1] = json.dumps(head).encode()
             no = w.append_message(frames)
-            if forge:
-                target = (head["stimulus_index"], head["channel"], no)
+            if hit:
+                changed[no] = head
         elif rec.kind == Kind.GAP:
             w.append(Kind.GAP, rec.body)
     w.close()
-    assert target is not None
+    return changed
+
+
+def test_a_forged_measurement_passes_integrity_but_not_the_rerun(scenarios, tmp_path):
+    _env, data, by_scenario = scenarios
+    sid = by_scenario["disappears-after-decompression"]
+
+    def bigger_amr(topic: str, head: dict) -> bool:
+        if topic != "amr_measurement" or not head["present"] or bigger_amr.done:
+            return False
+        head["p2p_uv"] = round(head["p2p_uv"] * 1.5, 3)  # a bigger AMR than the signal holds
+        bigger_amr.done = True
+        return True
+
+    bigger_amr.done = False
+    [(no, head)] = forge(session_path(data, sid), session_path(tmp_path / "data", sid), bigger_amr).items()
     rep = verify_session(tmp_path / "data", sid, parallel=False)
     assert rep.problems == []  # CRCs, chain and checkpoint were recomputed: integrity alone cannot tell
     assert not rep.ok
     [diff] = [x for x in rep.differences if x.field == "p2p_uv"]
-    assert diff.record_no == target[2] and diff.what == f"stimulus {target[0]} {target[1]}"
+    assert diff.record_no == no and diff.what == f"stimulus {head['stimulus_index']} {head['channel']}"
     assert diff.archived == pytest.approx(diff.recomputed * 1.5, abs=0.002)
+
+
+def test_verify_refuses_a_session_predicted_with_another_model(scenarios, tmp_path):
+    env, data, by_scenario = scenarios
+    sid = by_scenario["persists-expected"]
+    other = "ab" * 32
+
+    def other_model(topic: str, head: dict) -> bool:
+        if topic == "prediction":
+            head["model_sha256"] = other
+            return True
+        return False
+
+    assert forge(session_path(data, sid), session_path(tmp_path / "data", sid), other_model)
+    r = cli(dict(env, AMRWATCH_DATA=str(tmp_path / "data")), "verify", sid)
+    assert r.returncode == 1 and r.stdout == ""
+    assert f"predicted with model {other}" in r.stderr and "--model DIR" in r.stderr
