@@ -80,6 +80,10 @@ class Acquirer(Service):
         self.source: Source = make_source()
         self.speed = speed
         self.frame_ms = frame_ms
+        # Wake once per frame period (at most every 1 ms): a frame leaves when its last sample is due,
+        # not in the service's default 50 ms batches (10 frames at speed 1, 400 at speed 40), which
+        # queued behind each other on the bus and in every subscriber (bench/RESULTS.md).
+        self.tick_s = min(Service.tick_s, max(0.001, frame_ms / 1000.0 / speed))
         self.loop = loop
         self.wait_for = set(wait_for)
         self.wait_timeout_s = wait_timeout_s
