@@ -36,6 +36,18 @@ AUTH_REFUSED = Counter(
 SERVICE = Info("amrwatch_service", "Service name and version")
 
 
+class PerType(dict):
+    """A labelled metric's children by message type, created on first use (labels() costs a lock and a tuple)."""
+
+    def __init__(self, metric) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, type_: str):
+        child = self[type_] = self.metric.labels(type_)
+        return child
+
+
 def serve(port: int, addr: str) -> None:
     """Start the /metrics endpoint; a port already taken is logged, not fatal."""
     if port <= 0:
