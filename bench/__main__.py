@@ -14,8 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ["bench.bus"]
+import bench
+
+SECTIONS = ["bench.bus", "bench.e2e", "bench.offline"]
 OPTIONAL = ["bench.analyzer_speed", "bench.archive_throughput", "bench.predictor_speed", "bench.verify_speed"]
+#: Runs last: its soak takes what is left of the time budget (BENCH_BUDGET_S).
+LAST = ["bench.throughput"]
+#: Sections whose figures another section already measures on the same data in the same run.
+COVERED_BY = {"bench.verify_speed": "bench.offline"}
 HERE = Path(__file__).resolve().parent
 
 
@@ -42,11 +48,46 @@ def machine() -> str:
             "- shared machine: absolute times are noisy; compare the ratios, measured in the same run\n")
 
 
+def summary(ran: dict) -> str:
+    """The headline figures and the issue's targets, met or missed."""
+    rows = ["## Summary", "", "| figure | measured | target | |", "|---|---|---|---|"]
+    e2e, off, thr = (getattr(ran.get(f"bench.{n}"), "SUMMARY", None) for n in ("e2e", "offline", "throughput"))
+    if e2e:
+        m, d, b = e2e["measurement"], e2e["decision"], e2e["bare"]
+        rows += [
+            f"| frame → amr_measurement p50 / p99 / max ({e2e['stimuli']:,} stimuli at {e2e['rate']:g}/s) | "
+            f"{m['p50']:.2f} / {m['p99']:.2f} / {m['max']:.2f} ms | | |",
+            f"| frame → decision p50 / p99 / max (n = {d['n']}) | {d['p50']:.2f} / {d['p99']:.2f} / {d['max']:.2f} ms"
+            " | | |",
+            f"| p99 / bare pyzmq 4 hops ({b['p99']:.2f} ms) | {e2e['ratio']:.1f}x | ≤ 3x | "
+            f"{'met' if e2e['ratio'] <= 3 else 'missed'} |",
+            f"| processing overhead at p99 (ours − bare) | {e2e['overhead']:.2f} ms | ≤ 1 ms | "
+            f"{'met' if e2e['overhead'] <= 1 else 'missed'} |",
+            f"| LSL (pylsl) same traffic p50 / p99 | {e2e['lsl']['p50']:.2f} / {e2e['lsl']['p99']:.2f} ms | | |",
+            f"| lost during the latency run (all checks) | {e2e['lost']} | 0 | {'met' if not e2e['lost'] else 'missed'} |",
+        ]
+    if thr:
+        ok = not thr["soak_lost"] and thr["soak_sustained"]
+        rows += [
+            f"| 64 ch x 20 kHz soak, {thr['soak_s']:.0f} s: lost | {thr['soak_lost']} (CPU {thr['soak_cpu']:.0f}%) | "
+            f"0 | {'met' if ok else 'missed'} |",
+            f"| largest ramp step with no loss | {thr['max_ok']} | | {thr['stopped'] or ''} |",
+        ]
+    if off:
+        rows += [f"| `amrwatch analyze`, {off['minutes']} min session | {off['analyze_x']:.0f}x real time | | |",
+                 f"| `amrwatch verify`, {off['minutes']} min session | {off['verify_x']:.0f}x real time | | "
+                 f"{'identical' if off['verify_ok'] else 'FAILED'} |"]
+    return "\n".join(rows) + "\n"
+
+
 def main() -> int:
     only = sys.argv[1:]
     parts = ["# amrwatch benchmark results", "", "Re-run with `make bench`.", "", machine()]
-    for name in SECTIONS + OPTIONAL:
+    ran: dict = {}
+    for name in SECTIONS + OPTIONAL + LAST:
         if only and name.split(".")[-1] not in only:
+            continue
+        if COVERED_BY.get(name) in ran:
             continue
         try:
             mod = importlib.import_module(name)
@@ -59,9 +100,18 @@ def main() -> int:
         t = time.monotonic()
         print(f"== {name} ...", file=sys.stderr, flush=True)
         section = mod.run()
+        ran[name] = mod
         print(section, flush=True)
         parts.append(section)
         parts.append(f"_({name} took {time.monotonic() - t:.0f} s)_\n")
+    head = summary(ran)
+    from bench.stack import service_registered
+
+    if not service_registered("recorder"):
+        head += "\nThe recorder (`amrwatch recorder`) was absent from this checkout: nothing was archived.\n"
+    head += f"\nWhole run: {time.monotonic() - bench.STARTED_AT:.0f} s.\n"
+    print(head, flush=True)
+    parts.insert(5, head)
     if not only:
         (HERE / "RESULTS.md").write_text("\n".join(parts))
         print(f"wrote {HERE / 'RESULTS.md'}", file=sys.stderr)

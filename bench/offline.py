@@ -1,0 +1,89 @@
+"""Offline speed: `amrwatch analyze` and `amrwatch verify` on a 2-hour session, as multiples of real time.
+
+The session is bench/verify_speed.py's synthetic 2-hour, 3 EMG + SAMPLE_INDEX
+channel, 20 kHz archive (1.44 million 5 ms frames, the analyzer's and
+predictor's events computed by their own engines), written once here. The
+two commands run as a user runs them (a fresh `python -m amrwatch`, output
+read through a pipe); verify_speed's in-process rows are measured on the
+same archive in the same run, with its read + SHA-256 baseline.
+Setting: BENCH_OFFLINE_MIN (120).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from amrwatch.services.recorder.archive import session_path
+from amrwatch.services.recorder.integrity import analyse
+
+from . import verify_speed as vs
+
+MINUTES = int(os.environ.get("BENCH_OFFLINE_MIN", "120"))
+ROOT = Path(__file__).resolve().parents[1]
+
+SUMMARY: dict = {}
+
+
+def _cli(*argv: str) -> tuple[float, int, int]:
+    """(wall seconds, exit code, lines printed) of one `amrwatch` command."""
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "amrwatch", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       cwd=ROOT)
+    return time.perf_counter() - t, p.returncode, p.stdout.count(b"\n")
+
+
+def run() -> str:
+    root = Path(tempfile.mkdtemp(prefix="amrwatch-bench-offline-"))
+    seconds = MINUTES * 60
+    try:
+        data = root / "data"
+        t = time.perf_counter()
+        counts = vs.write_session(data, seconds)
+        t_write = time.perf_counter() - t
+        d = session_path(data, vs.SID)
+        size = sum(p.stat().st_size for p in d.iterdir())
+        t_base, nbytes = vs.baseline_read(d)
+        t_analyze, rc_a, lines_a = _cli("analyze", str(d), "--json")
+        t_verify, rc_v, _ = _cli("verify", vs.SID, "--data", str(data))
+        t = time.perf_counter()
+        problems = analyse(d).problems
+        t_integrity = time.perf_counter() - t
+        t_replay, n_replay = vs.replay_readout(d)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    rt = float(seconds)
+    SUMMARY.update(minutes=MINUTES, analyze_x=rt / t_analyze, verify_x=rt / t_verify, verify_ok=rc_v == 0, analyze_ok=rc_a == 0)
+    rows = [
+        ("baseline: sequential read + SHA-256 of the segment files", t_base, f"{nbytes / t_base / 1e6:.0f} MB/s"),
+        ("`amrwatch analyze SESSION_DIR --json` (command line, whole process)", t_analyze,
+         f"exit {rc_a}, {lines_a:,} measurement lines"),
+        ("`amrwatch verify ID` (command line, whole process)", t_verify,
+         "exit 0: identical, archive intact" if rc_v == 0 else f"exit {rc_v}: DIFFERENCES or damage"),
+        ("integrity alone, in process (CRCs, hash chain, checkpoint)", t_integrity,
+         "intact" if not problems else f"{len(problems)} problems"),
+        ("replay read-out, in process: every message rebuilt and encoded (no pacing, no socket)", t_replay,
+         f"{n_replay:,} messages"),
+    ]
+    out = [
+        f"## Offline: analyze and verify a {MINUTES} min session",
+        "",
+        f"Archive: {counts['frames']:,} emg_frames of 5 ms (3 EMG + SAMPLE_INDEX, 20 kHz), {seconds - 1:,} stimuli, "
+        f"{counts['analyzer']:,} analyzer and {counts['predictor']:,} predictor events, {size / 1e9:.2f} GB, "
+        f"written by bench/verify_speed.py in {t_write:.0f} s.",
+        "",
+        "| step | seconds | x real time | note |",
+        "|---|---:|---:|---|",
+    ]
+    out += [f"| {name} | {secs:.1f} | {rt / secs:.0f}x | {note} |" for name, secs, note in rows]
+    out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(run())
