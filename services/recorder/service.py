@@ -93,13 +93,17 @@ class Recorder(Service):
     # ---------------------------------------------------------------- lifecycle
 
     def setup(self) -> None:
-        self.registry = Registry.in_data_dir(self.data_dir)
         self._new_dealer()
         try:
-            for row in self.registry.list(status="recording"):
-                self._resume(row.session_id)
+            try:
+                self.registry = Registry.in_data_dir(self.data_dir)
+                for row in self.registry.list(status="recording"):
+                    self._resume(row.session_id)
+            except (sqlite3.Error, RegistryError) as err:
+                raise ArchiveFatal(f"registry in {self.data_dir}: {err}", None) from err
         except ArchiveFatal as err:
             self._setup_fatal = err  # raised from the first tick, where the alarm can be published
+            return
         log.info("recorder ready: data %s, %d session(s) resumed", self.data_dir, len(self.sessions))
 
     def teardown(self) -> None:
