@@ -18,9 +18,8 @@ about order therefore sort, and there are two right answers:
 
 from __future__ import annotations
 
-import bisect
 import heapq
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -139,7 +138,3 @@ def bus_order(items: Iterable[tuple[int | None, tuple[str, str, str], int, Any]]
     keyed.sort(key=lambda t: (t[0], t[1], t[2]))
     return [t[3] for t in keyed]
 
-
-def stage_at(stages: Sequence[tuple[int, str]], sample: int) -> str | None:
-    i = bisect.bisect_right(stages, (sample, "\uffff"))
-    return stages[i - 1][1] if i else None

@@ -162,7 +162,7 @@ def _rerun(idx: ArchiveIndex, report: VerifyReport, model_dir: str | None,
     analyzer_out = _run_analyzer(idx, sig, montage, analyzer_settings or AnalyzerSettings(), report)
     for t in ANALYZER_TYPES:
         archived = [e for e in idx.events_of(t) if e.session_id == sid and e.publisher == "analyzer"]
-        res = _align_streams(t, archived, analyzer_out[t], lost, report,
+        res = _align_streams(t, "analyzer", archived, analyzer_out[t], lost, report,
                              key=(lambda b: (b["stimulus_index"], b["channel"])) if t == "amr_measurement" else None)
         report.compared[t] = res.compared
         report.stood_in[t] = res.stood_in
@@ -170,7 +170,7 @@ def _rerun(idx: ArchiveIndex, report: VerifyReport, model_dir: str | None,
     predictor_out = _run_predictor(idx, model, decision_settings or DecisionSettings(), analyzer_out, lost)
     for t in PREDICTOR_TYPES:
         archived = [e for e in idx.events_of(t) if e.session_id == sid and e.publisher == "predictor"]
-        res = _align_streams(t, archived, predictor_out[t], lost, report)
+        res = _align_streams(t, "predictor", archived, predictor_out[t], lost, report)
         report.compared[t] = res.compared
         report.stood_in[t] = res.stood_in
     report.rerun = True
@@ -184,20 +184,17 @@ def _lost(idx: ArchiveIndex) -> dict[tuple[str, str, str], SeqSet]:
     return out
 
 
-def _align_streams(type_: str, archived: list[Event], recomputed: list[dict], lost, report: VerifyReport,
-                   key=None) -> Alignment:
+def _align_streams(type_: str, publisher: str, archived: list[Event], recomputed: list[dict], lost,
+                   report: VerifyReport, key=None) -> Alignment:
     instances = list(dict.fromkeys(e.instance for e in sorted(archived, key=lambda e: e.record_no)))
-    gap_instances = [k[1] for k in lost if k[2] == type_ and k[0] == (archived[0].publisher if archived else "")]
-    if len(instances) > 1:
-        report.notes.append(f"{type_}: events from {len(instances)} instances of the service (it restarted "
-                            "during the session); they are compared as one stream in the order they were sent")
-    if not instances and gap_instances:
-        instances = gap_instances[:1]
+    if not instances:  # every event of the type lost: the gap records still name the stream
+        instances = [k[1] for k in lost if k[0] == publisher and k[2] == type_][:1]
     if len(instances) <= 1:
         inst = instances[0] if instances else ""
-        pub = archived[0].publisher if archived else ""
-        return align(type_, archived, recomputed, lost.get((pub, inst, type_), SeqSet()), report.differences, key)
-    # A restarted service: renumber its events into one stream, in the order the instances spoke.
+        return align(type_, archived, recomputed, lost.get((publisher, inst, type_), SeqSet()), report.differences,
+                     key)
+    report.notes.append(f"{type_}: events from {len(instances)} instances of the {publisher} (it restarted during "
+                        "the session); they are compared as one stream in the order they were sent")
     renumbered, seq = [], 0
     for inst in instances:
         for e in sorted((e for e in archived if e.instance == inst), key=lambda e: e.seq):

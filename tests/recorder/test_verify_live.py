@@ -14,7 +14,8 @@ import pytest
 
 from amrwatch.services.acquirer.sim.scenario import scenario_names
 from amrwatch.services.recorder.archive import ArchiveReader, ArchiveWriter, session_path
-from amrwatch.services.recorder.bodies import decode_message
+from amrwatch.services.recorder.bodies import Gap, decode_message
+from amrwatch.services.recorder.index import ArchiveIndex
 from amrwatch.services.recorder.segment import SEGMENT_HEADER_SIZE, Kind, record_size
 from amrwatch.services.recorder.verify import verify_session
 
@@ -118,9 +119,10 @@ def test_a_changed_byte_anywhere_fails_verify_and_names_the_record(scenarios, tm
     assert r.returncode == 1 and "FAILED" in r.stdout and f"record {sp.record_no}" in r.stdout
 
 
-def forge(src: Path, dst: Path, change) -> dict:
-    """Rewrite an archive as a forger would: every message through `change(topic, header) -> bool`
-    (True: changed), CRCs, chain and checkpoint recomputed. Returns {record_no: header} of the changed."""
+def forge(src: Path, dst: Path, change, gaps=()) -> dict:
+    """Rewrite an archive as a forger would: every message through `change(topic, header)` (True: changed,
+    None: left out), CRCs, chain and checkpoint recomputed; `gaps` (Gap bodies) appended. Returns
+    {record_no: header} of the changed messages."""
     w = ArchiveWriter(dst, meta={"forged": True})
     changed = {}
     for rec in ArchiveReader(src).records():
@@ -128,6 +130,8 @@ def forge(src: Path, dst: Path, change) -> dict:
             frames = decode_message(rec.body)
             head = json.loads(frames[1])
             hit = change(frames[0].decode(), head)
+            if hit is None:
+                continue
             if hit:
                 frames[1] = json.dumps(head).encode()
             no = w.append_message(frames)
@@ -135,6 +139,8 @@ def forge(src: Path, dst: Path, change) -> dict:
                 changed[no] = head
         elif rec.kind == Kind.GAP:
             w.append(Kind.GAP, rec.body)
+    for g in gaps:
+        w.append(Kind.GAP, g.encode())
     w.close()
     return changed
 
@@ -175,3 +181,24 @@ def test_verify_refuses_a_session_predicted_with_another_model(scenarios, tmp_pa
     r = cli(dict(env, AMRWATCH_DATA=str(tmp_path / "data")), "verify", sid)
     assert r.returncode == 1 and r.stdout == ""
     assert f"predicted with model {other}" in r.stderr and "--model DIR" in r.stderr
+
+
+def test_events_a_gap_record_says_were_lost_are_recomputed_and_unrecorded_losses_are_differences(scenarios,
+                                                                                                 tmp_path):
+    _env, data, by_scenario = scenarios
+    sid = by_scenario["early-disappearance"]
+    with ArchiveIndex.build(session_path(data, sid)) as idx:
+        ms = sorted((e for e in idx.events_of("amr_measurement")), key=lambda e: e.seq)
+    lost = ms[20:26]  # six measurements the recorder never got (and said so)
+    unsaid = ms[40]  # one it never got and did not say
+
+    def drop(topic: str, head: dict):
+        return None if topic == "amr_measurement" and head["seq"] in {e.seq for e in lost} | {unsaid.seq} else False
+
+    gap = Gap("analyzer", lost[0].instance, lost[0].seq, lost[-1].seq, "lost on the bus", "amr_measurement")
+    forge(session_path(data, sid), session_path(tmp_path / "data", sid), drop, gaps=[gap])
+    rep = verify_session(tmp_path / "data", sid, parallel=False)
+    assert rep.problems == [] and rep.stood_in["amr_measurement"] == 6
+    [diff] = rep.differences
+    assert diff.what == f"stimulus {unsaid.header['stimulus_index']} {unsaid.header['channel']}"
+    assert diff.record_no is None and diff.archived == "missing from the archive"
