@@ -9,6 +9,10 @@ samples` where the archive has no signal (written as 0 µV).
 
 EDF stores 16-bit integers: each channel's physical range is taken from its
 own data, so the quantisation step is range / 65535 (0.15 µV for ±5 mV).
+Annotation onsets are kept to 100 µs (EDFlib's resolution: an event on an
+odd sample at 20 kHz moves by half a sample), relative to the first sample;
+the header's start time is the session's start to the second, the exact
+start is in the recording field.
 EDFlib keeps at most `number of annotation signals` annotations per data
 record, so the writer sizes that (and the record length) to the session:
 no annotation is dropped silently.
@@ -163,9 +167,12 @@ def export_edf(data_dir: Path, session_id: str, out: Path) -> ExportInfo:
                 w.setDatarecordDuration(record_s)
                 w.set_number_of_annotation_signals(n_annot)
                 started = dt.datetime.fromisoformat(start.header["started_at"].replace("Z", "+00:00"))
-                w.setStartdatetime(started.astimezone(dt.timezone.utc).replace(tzinfo=None))
+                started = started.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                # To the second: EDFlib adds a sub-second start to every onset and keeps onsets only to
+                # 100 µs, which would move events by a sample; the exact start goes in the recording field.
+                w.setStartdatetime(started.replace(microsecond=0))
                 w.setEquipment("amrwatch")
-                w.setRecordingAdditional(f"session {session_id}"[:80])
+                w.setRecordingAdditional(f"session {session_id} start {started:%H:%M:%S.%f} UTC"[:80])
                 for t, text in notes:
                     w.writeAnnotation(t, -1, text)
                 _write_signal(w, idx, sig, len(channels), spr, n_total)

@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 from prometheus_client import Counter, Gauge, Histogram
 
-from ... import __version__, config, metrics, security
+from ... import __version__, config, security
 from ...bus import harden
 from ...proto.codec import DecodeError, decode
 from ...proto.control import ControlReply
@@ -152,7 +152,7 @@ class Recorder(Service):
             if msg is None:
                 continue
             self.receiving = True
-            metrics.RECEIVED.labels(msg.type).inc()
+            self._received[msg.type].inc()
             self._on_wire(msg, [f.buffer for f in frames])
 
     def _on_wire(self, msg: Message, frames: list) -> None:

@@ -30,7 +30,7 @@ from amrwatch.services.recorder.integrity import list_segments
 from amrwatch.services.recorder.order import SignalOrder
 from amrwatch.services.recorder.segment import RECORD_MAGIC
 
-from .stack import start_python_module, wait_closed
+from .stack import wait_closed
 
 FULL = os.environ.get("AMRWATCH_FULL") == "1"
 KILLS = 60 if FULL else 20
@@ -85,8 +85,10 @@ def test_recorder_killed_at_random_keeps_every_sample_exactly_once(procs, stack_
     watch.start()
     assert watch.ready.wait(10)
     rec = procs.start("recorder")
-    start_python_module(procs, "tests.recorder.wide_acquirer", "--extra-channels", str(CHANNELS - 4),
-                        "--time-scale", str(TIME_SCALE), "--loop", "--wait-for", "recorder", name="acquirer")
+    # 15 EMG channels + the sample-index channel; --loop keeps the acquirer (and its retransmit buffer) up
+    # after the session so a recorder restarted late can still catch up.
+    procs.start("acquirer", "--channels", str(CHANNELS - 1), "--sample-index-channel", "--time-scale",
+                str(TIME_SCALE), "--loop", "--wait-for", "recorder")
     deadline = time.monotonic() + 60
     while watch.first(SessionStart) is None:
         assert time.monotonic() < deadline, procs.log("acquirer")[-2000:]
