@@ -61,7 +61,7 @@ def http(method: str, url: str, body: dict | None = None, headers: dict[str, str
         return Reply(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
 
 
-def wait_http(url: str, timeout: float = 20.0, **kw) -> Reply:
+def wait_http(url: str, timeout: float = 60.0, **kw) -> Reply:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
