@@ -40,6 +40,7 @@ from .live import LiveSession
 from .recorder_settings import RecorderSettings
 from .registry import Registry, RegistryError, UnknownSession, new_patient_token
 from .seqset import SeqSet
+from .summary import SummaryError, summarize
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 EXIT_ARCHIVE_FATAL = 74
 #: Messages of sessions the recorder has not seen start, held while it asks the acquirer.
 HOLD_MESSAGES = 4000
+#: Message types the registry's session summary is built from.
+SUMMARY_TYPES = frozenset({"factors", "baseline", "amr_course", "prediction"})
 #: Types never archived: a session's archive holds its events, not the services' pulse.
 NOT_ARCHIVED = ("heartbeat",)
 
@@ -191,6 +194,8 @@ class Recorder(Service):
         if session is None:
             return False  # a message outside any session (e.g. an alarm between sessions): accounted, not archived
         session.append(frames, msg.type, now)
+        if msg.type in SUMMARY_TYPES:
+            session.summary_inputs.append(msg)
         RECORDS.labels("message").inc()
         BYTES.inc(sum(len(f) for f in frames))
         self._follow(session, msg, now)
@@ -326,6 +331,7 @@ class Recorder(Service):
         live.writer.close(live.end_reason, records=live.records, gap_messages=live.gap_messages)
         RECORDS.labels("close").inc()
         self._registry(lambda r: r.close_session(sid, actor=self.settings.actor))
+        self._store_summary(live)
         del self.sessions[sid]
         self.closed[sid] = now
         SESSIONS.set(len(self.sessions))
@@ -334,6 +340,19 @@ class Recorder(Service):
             self.session_id = newest.session_id if newest else None
         log.info("session %s closed (%s): %d records, %d message(s) recorded as lost", sid, live.end_reason,
                  live.records, live.gap_messages)
+
+    def _store_summary(self, live: LiveSession) -> None:
+        """What the session contributes to the cohort table. A resumed session
+        saw only part of its messages live: it gets no summary here, and the
+        cohort export reads its archive instead."""
+        if live.resumed or not live.summary_inputs:
+            return
+        try:
+            summary = summarize(live.summary_inputs, live.session_id)
+            self._registry(lambda r: r.set_summary(live.session_id, summary, actor=self.settings.actor))
+        except SummaryError as err:
+            log.error("session %s: no cohort summary stored (%s); `amrwatch export cohort` will read the archive",
+                      live.session_id, err)
 
     # --------------------------------------------------------------- unknown sessions
 

@@ -1,0 +1,43 @@
+"""A session recorded live leaves its cohort summary in the registry, and `export cohort` uses it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from amrwatch.services.recorder.registry import Registry
+
+
+def test_live_session_summary_feeds_the_cohort_table(stack_env, tmp_path):
+    up = subprocess.run([sys.executable, "-m", "amrwatch", "up", "--json", "--scenario", "persists-expected",
+                         "--speed", "40", "--time-scale", "0.5"], env=stack_env, capture_output=True, text=True,
+                        timeout=300)
+    assert up.returncode == 0, up.stderr[-2000:]
+    events = [json.loads(line) for line in up.stdout.splitlines() if line.startswith("{")]
+    sid = next(e["session_id"] for e in events if e["type"] == "session_start")
+    last_pred = [e for e in events if e["type"] == "prediction"][-1]
+    data = Path(stack_env["AMRWATCH_DATA"])
+    reg = Registry.existing(data)
+    try:
+        row = reg.summary(sid)
+    finally:
+        reg.close()
+    assert row is not None and row.actor == "recorder"
+    s = row.summary
+    text = json.dumps(s)
+    for factor in ("duration_years", "cohen_grade", "carbamazepine", "vessels", "amr_amplitude_uv",
+                   "retraction_mm", "displacement"):
+        assert factor in text, factor
+    assert "persisted" in text
+    assert str(round(last_pred["probability"], 6))[:6] in text
+    out = tmp_path / "cohort.csv"
+    r = subprocess.run([sys.executable, "-m", "amrwatch", "export", "cohort", str(out)], env=stack_env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(out.open()))
+    mine = [row for row in rows if row["session_id"] == sid]
+    assert len(mine) == 1 and mine[0]["course"] == "persisted" and mine[0]["amr_persisted"] == "1"
+    assert float(mine[0]["retraction_mm"]) == 14.0 and mine[0]["vessels"] == "3"
