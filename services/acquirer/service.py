@@ -48,9 +48,10 @@ from .source import Chunk, Source
 log = logging.getLogger(__name__)
 
 
-def new_session_id(now: dt.datetime | None = None) -> str:
-    now = now or utc_now()
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+def new_session_id() -> str:
+    """Random, so that an exported cohort row cannot be matched to the operating
+    list by its time (sessions keep `started_at` in the registry instead)."""
+    return secrets.token_hex(8)
 
 
 class Acquirer(Service):
@@ -137,7 +138,7 @@ class Acquirer(Service):
     # -- session ---------------------------------------------------------------
     def _start_session(self) -> None:
         now = utc_now()
-        sid = new_session_id(now)
+        sid = new_session_id()
         self.session_id = sid
         settings = dict(self.source.settings())
         settings.update({"speed": self.speed, "frame_ms": self.frame_ms})

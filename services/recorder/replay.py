@@ -149,7 +149,7 @@ def replay_session(data_dir: Path, session_id: str, *, speed: float = 1.0, bus_i
                 pub.close()
                 raise ReplayError(f"nobody subscribes on {bus_in}; is the bus running?")
             now = utc_now()
-            sid = new_session_id(now)
+            sid = new_session_id()
             res = ReplayResult(sid)
             pub.publish(SessionStart, sid, **session_start_body(start.header, session_id, now, speed))
             log(f"replaying {session_id} as {sid} at {speed:g}x")
