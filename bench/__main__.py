@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import inspect
 import os
 import platform
 import sys
@@ -46,6 +47,15 @@ def machine() -> str:
             f"- python {platform.python_version()}, numpy {numpy.__version__}, pyzmq {zmq.__version__}, "
             f"libzmq {zmq.zmq_version()}\n"
             "- shared machine: absolute times are noisy; compare the ratios, measured in the same run\n")
+
+
+def _is_section(mod) -> bool:
+    """A section has `run() -> str` callable without arguments (some modules' `run` is a helper)."""
+    fn = getattr(mod, "run", None)
+    if not callable(fn):
+        return False
+    params = inspect.signature(fn).parameters.values()
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
 def summary(ran: dict) -> str:
@@ -95,7 +105,7 @@ def main() -> int:
             if err.name == name and name in OPTIONAL:
                 continue
             raise
-        if not hasattr(mod, "run"):
+        if not _is_section(mod):
             continue
         t = time.monotonic()
         print(f"== {name} ...", file=sys.stderr, flush=True)

@@ -187,6 +187,9 @@ def _subscriber(bus_out: str, n_frames: int, results, ready, stop) -> None:
 
 
 def bare_chain(traffic: Traffic) -> dict:
+    from .stack import MachineCpu
+
+    machine = MachineCpu()
     frame_len, meas_len = wire_sizes(traffic.channels)
     mpc = mp.get_context("spawn")
     p_in, p_out = _port(), _port()
@@ -230,7 +233,7 @@ def bare_chain(traffic: Traffic) -> dict:
     return {"measurement_ms": np.array(res["meas_ns"]) / 1e6, "transport_ms": np.array(res["frame_ns"]) / 1e6,
             "frames_sent": traffic.n_frames, "frames_received": res["frames"],
             "measurements_expected": expected_meas, "measurements_received": len(res["meas_ns"]),
-            "frame_header_bytes": frame_len, "measurement_header_bytes": meas_len}
+            "frame_header_bytes": frame_len, "measurement_header_bytes": meas_len, "machine_pct": machine.pct()}
 
 
 # --------------------------------------------------------------------------- Lab Streaming Layer
@@ -315,6 +318,9 @@ def _lsl_subscriber(uid: str, n_channels: int, ready, stop, results) -> None:
 def lsl_chain(traffic: Traffic) -> dict:
     import pylsl
 
+    from .stack import MachineCpu
+
+    machine = MachineCpu()
     _, meas_len = wire_sizes(traffic.channels)
     uid = f"amrwatch-bench-{os.getpid()}-{time.monotonic_ns()}"
     n_ch = traffic.channels
@@ -358,4 +364,5 @@ def lsl_chain(traffic: Traffic) -> dict:
             "frames_sent": traffic.n_frames, "samples_sent": traffic.n_frames * N_SAMPLES,
             "samples_received": got.get("samples", 0), "lost_samples": got.get("lost_samples", 0),
             "stand_in_lost_samples": got.get("stand_in_lost_samples", 0),
-            "measurements_expected": expected_meas, "measurements_received": len(got.get("meas_ns", []))}
+            "measurements_expected": expected_meas, "measurements_received": len(got.get("meas_ns", [])),
+            "machine_pct": machine.pct()}

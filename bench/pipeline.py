@@ -50,7 +50,7 @@ def pct(values, qs=(50, 99)) -> dict[str, float]:
     return {**{f"p{q}": float(np.percentile(a, q)) for q in qs}, "max": float(a.max()), "n": int(a.size)}
 
 
-@dataclass
+@dataclass(eq=False)
 class PipelineResult:
     seconds: float
     channels: int
@@ -73,6 +73,8 @@ class PipelineResult:
     archive: dict | None
     sessions: int
     achieved_hz: float
+    machine_pct: float
+    """Whole-machine busy % (of one core) during the window; minus cpu_total(True) = other work."""
     loadavg: tuple[float, float, float]
     """The machine's load average at the end of the window (other work on a shared machine shows here)."""
     """Samples per second per channel the acquirer published during the window (nominal: 20 kHz x speed)."""
@@ -85,6 +87,11 @@ class PipelineResult:
 
     def cpu_total(self, probes: bool = False) -> float:
         return sum(u["cpu_pct"] for n, u in self.usage.items() if probes or not n.startswith("probe"))
+
+    @property
+    def others_pct(self) -> float:
+        """CPU used by processes not of this run (other work on a shared machine), % of one core."""
+        return max(0.0, self.machine_pct - self.cpu_total(True))
 
     @property
     def probe_lost(self) -> int:
@@ -304,6 +311,7 @@ def run_pipeline(*, seconds: float, speed: float = 1.0, channels: int = 3, scena
             samples_per_s=channels * 20000.0 * speed, probe=lat["info"], probes_extra=extra, usage=used,
             metrics_loss=loss, archive=archive, sessions=len(pub["sessions"]),
             achieved_hz=in_window * frame_samples / ((window[1] - window[0]) / 1e9), loadavg=load,
+            machine_pct=usage.machine_pct,
             extra_latency=extra_lat)
     finally:
         stack.cleanup()

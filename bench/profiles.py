@@ -64,6 +64,18 @@ def hottest_self(path: Path, top: int = 6) -> list[tuple[str, float]]:
     return [(f, c / total) for f, c in own.most_common(top)] if total else []
 
 
+def share(path: Path, *prefixes: str) -> float:
+    """Share of busy samples whose stack passes through a function starting with any of `prefixes`."""
+    if not path.exists():
+        return float("nan")
+    hit = total = 0
+    for frames, n in _stacks(path):
+        total += n
+        if any(f.startswith(prefixes) for f in frames):
+            hit += n
+    return hit / total if total else float("nan")
+
+
 def markdown(outdir: Path, services: list[str], top: int = 6) -> str:
     if (outdir / "MISSING").exists():
         return f"No profile: {(outdir / 'MISSING').read_text()}.\n"

@@ -46,6 +46,23 @@ def rss_bytes(pid: int) -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores; idle and iowait excluded)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / TICKS
+
+
+class MachineCpu:
+    """Busy % (of one core) of the whole machine over a window: ours plus whatever else runs."""
+
+    def __init__(self) -> None:
+        self.t0, self.b0 = time.monotonic(), machine_busy_s()
+
+    def pct(self) -> float:
+        return 100.0 * (machine_busy_s() - self.b0) / (time.monotonic() - self.t0)
+
+
 def service_registered(name: str) -> bool:
     from amrwatch.cli import SERVICE_COMMANDS, build_parser
 
@@ -77,6 +94,7 @@ class Usage:
             self._sample()
 
     def start(self) -> Usage:
+        self.machine = MachineCpu()
         self._t0 = time.monotonic()
         self._cpu0 = {n: cpu_seconds(p) for n, p in self.pids.items()}
         self._sample()
@@ -90,6 +108,7 @@ class Usage:
         if self._thread:
             self._thread.join()
         wall = time.monotonic() - self._t0
+        self.machine_pct = self.machine.pct()
         out = {}
         for name, pid in self.pids.items():
             try:
