@@ -211,7 +211,12 @@ class Service:
                 continue
             self.receiving = True
             self._received[msg.type].inc()
-            self.on_message(msg)
+            self.on_wire(msg, frames)
+
+    def on_wire(self, msg: Message, frames: list) -> None:
+        """A valid message with the frames it travelled in; services that keep
+        the bytes (the recorder) override this, the others get `on_message`."""
+        self.on_message(msg)
 
     def _watchdog(self) -> None:
         """Docker does not restart an 'unhealthy' container, and a supervisor

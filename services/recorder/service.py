@@ -144,19 +144,9 @@ class Recorder(Service):
 
     # ---------------------------------------------------------------- messages
 
-    def _drain(self) -> None:
-        """As Service._drain, but the archive needs the frames as they travelled, not a re-encoding."""
-        assert self.sub is not None
-        for _ in range(2000):
-            frames = self.sub.recv_frames(0)
-            if frames is None:
-                return
-            msg = self.sub.accept(frames)
-            if msg is None:
-                continue
-            self.receiving = True
-            self._received[msg.type].inc()
-            self._on_wire(msg, [f.buffer for f in frames])
+    def on_wire(self, msg: Message, frames: list) -> None:
+        """The archive keeps the frames as they travelled, not a re-encoding."""
+        self._on_wire(msg, [f.buffer for f in frames])
 
     def _on_wire(self, msg: Message, frames: list) -> None:
         if msg.type in NOT_ARCHIVED:
