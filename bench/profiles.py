@@ -11,8 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
-#: Leaf frames that are waiting, not working (py-spy counts a thread in poll() as active).
-_WAITING = ("Poller.poll (", "Socket.poll (", "select (", "wait (", "sleep (")
+#: Leaf frames that are waiting, not working (py-spy counts a thread blocked in poll(), select() or a C-level
+#: sleep as active): poll/select/wait/sleep functions, and the services' watchdog thread, which sleeps.
+_WAITING = re.compile(r"^(?:[\w.<>]*\.)?(?:poll|select|wait|sleep|_watchdog) \(")
 
 
 def _stacks(path: Path):
@@ -22,7 +23,7 @@ def _stacks(path: Path):
         if not stack or not count.isdigit():
             continue
         frames = [_short(f) for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
-        if frames and not frames[-1].startswith(_WAITING):
+        if frames and not _WAITING.match(frames[-1]):
             yield frames, int(count)
 
 

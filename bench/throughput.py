@@ -206,8 +206,9 @@ def plot(scaling: dict[int, PipelineResult], subs: dict[int, PipelineResult]) ->
         a.plot(xs, [t["p99"] for t, _ in lat], "o--", label="frame publish → subscriber, p99")
         a.plot(xs, [m["p50"] for _, m in lat], "s-", label="frame → amr_measurement, p50")
         a.set_xscale("log", base=2)
+        a.set_yscale("log")
         a.set_xticks(xs, [str(x) for x in xs])
-        a.set_ylabel("latency (ms)")
+        a.set_ylabel("latency (ms, log)")
         a.set_xlabel(xlabel)
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
@@ -219,6 +220,9 @@ def plot(scaling: dict[int, PipelineResult], subs: dict[int, PipelineResult]) ->
             v = np.array([data[x].usage[n]["cpu_pct"] for x in xs])
             b.bar([str(x) for x in xs], v, bottom=bottom, label=n)
             bottom += v
+        others = np.array([data[x].others_pct for x in xs])
+        b.bar([str(x) for x in xs], others, bottom=bottom, label="other work on the machine", color="0.85",
+              hatch="//", edgecolor="0.6")
         b.set_ylabel("CPU (% of one core)")
         b.set_xlabel(xlabel)
         b.grid(alpha=0.3, axis="y")
