@@ -196,6 +196,7 @@ def plot(scaling: dict[int, PipelineResult], subs: dict[int, PipelineResult]) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     for col, (data, xlabel) in enumerate(((scaling, "EMG channels (20 kHz)"), (subs, "outside subscribers (64 ch)"))):
@@ -207,6 +208,9 @@ def plot(scaling: dict[int, PipelineResult], subs: dict[int, PipelineResult]) ->
         a.plot(xs, [m["p50"] for _, m in lat], "s-", label="frame → amr_measurement, p50")
         a.set_xscale("log", base=2)
         a.set_yscale("log")
+        a.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        a.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        a.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         a.set_xticks(xs, [str(x) for x in xs])
         a.set_ylabel("latency (ms, log)")
         a.set_xlabel(xlabel)
@@ -221,12 +225,13 @@ def plot(scaling: dict[int, PipelineResult], subs: dict[int, PipelineResult]) ->
             b.bar([str(x) for x in xs], v, bottom=bottom, label=n)
             bottom += v
         others = np.array([data[x].others_pct for x in xs])
-        b.bar([str(x) for x in xs], others, bottom=bottom, label="other work on the machine", color="0.85",
+        b.bar([str(x) for x in xs], others, bottom=bottom, label="rest of the machine (other work, extra subscribers)", color="0.85",
               hatch="//", edgecolor="0.6")
         b.set_ylabel("CPU (% of one core)")
         b.set_xlabel(xlabel)
         b.grid(alpha=0.3, axis="y")
-        b.legend(fontsize=8)
+        b.set_ylim(0, max(1.0, float((bottom + others).max())) * 1.45)
+        b.legend(fontsize=7, loc="upper left", ncol=2)
     fig.suptitle("amrwatch scaling (same machine, same run)")
     fig.tight_layout()
     fig.savefig(PLOT, dpi=110)
