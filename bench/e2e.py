@@ -20,6 +20,7 @@ short extra run).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def run() -> str:
                      read_archive=False, profile=outdir, profile_s=14.0)
         prof_md = profile_markdown(outdir, ["acquirer", "bus", "analyzer", "recorder", "predictor"])
         prof_md += "\n" + _causes(outdir) + "\n"
+        shutil.rmtree(outdir, ignore_errors=True)
 
     meas, dec, dmeas = pct(res.measurement_ms), pct(dres.decision_ms), pct(dres.measurement_ms)
     b_meas, l_meas = pct(bare["measurement_ms"]), pct(lsl["measurement_ms"])

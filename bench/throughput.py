@@ -17,6 +17,7 @@ at most 600 s).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -146,6 +147,7 @@ def run() -> str:
         "",
         profile_markdown(prof, ["acquirer", "bus", "analyzer", "recorder", "monitor", "predictor"]),
     ]
+    shutil.rmtree(prof, ignore_errors=True)
     lines += scaling_section(scaling, subs)
     return "\n".join(lines)
 
