@@ -10,30 +10,11 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
-def _within(lo: float, hi: float, unit: str = ""):
-    suffix = f" {unit}" if unit else ""
-
-    def check(value, info: ValidationInfo):
-        if not (lo <= value <= hi):
-            raise ValueError(f"{info.field_name} must be between {lo:g} and {hi:g}{suffix}; got {value!r}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _pair_within(lo: float, hi: float, unit: str):
-    def check(value, info: ValidationInfo):
-        a, b = value
-        if not (lo <= a < b <= hi):
-            raise ValueError(
-                f"{info.field_name} must be (start, end) with {lo:g} <= start < end <= {hi:g} {unit}; got {value!r}"
-            )
-        return value
-
-    return AfterValidator(check)
+from ...ranges import pair_within as _pair_within
+from ...ranges import within as _within
 
 
 class SweepSettings(BaseModel):

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...proto.control import MAX_RETRANSMIT
 from .settings import ArchiveSettings
 
 
-def _within(lo: float, hi: float, unit: str = ""):
-    suffix = f" {unit}" if unit else ""
-
-    def check(value, info: ValidationInfo):
-        if not (lo <= value <= hi):
-            raise ValueError(f"{info.field_name} must be between {lo:g} and {hi:g}{suffix}; got {value!r}")
-        return value
-
-    return AfterValidator(check)
+from ...ranges import within as _within
 
 
 class RecorderSettings(BaseModel):

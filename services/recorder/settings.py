@@ -10,20 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import BaseModel, ConfigDict
 
 MIB = 1024 * 1024
 
 
-def _within(lo: float, hi: float, unit: str = ""):
-    suffix = f" {unit}" if unit else ""
-
-    def check(value, info: ValidationInfo):
-        if not (lo <= value <= hi):
-            raise ValueError(f"{info.field_name} must be between {lo:g} and {hi:g}{suffix}; got {value!r}")
-        return value
-
-    return AfterValidator(check)
+from ...ranges import within as _within
 
 
 class ArchiveSettings(BaseModel):
