@@ -16,7 +16,9 @@ RUN groupadd --system --gid 10001 amrwatch \
  && mkdir -p /var/lib/amrwatch \
  && chown amrwatch:amrwatch /var/lib/amrwatch
 COPY --from=build /install /usr/local
+# The analyzer's compiled kernels are cached on the tmpfs: the image is read-only at run time.
 ENV AMRWATCH_DATA=/var/lib/amrwatch \
+    NUMBA_CACHE_DIR=/tmp/numba \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 10001:10001

@@ -60,6 +60,9 @@ class ChannelCourse:
         self.disappeared_at: SweepMark | None = None
         """Start of the absent run behind the current (latest) disappearance."""
         self.recent = deque(maxlen=settings.final_sweeps)
+        self._confirm_k = settings.confirm_k
+        self._disappear_k = settings.disappear_k
+        self._diminished_pct = settings.diminished_pct
 
     def rejected(self) -> None:
         self.n_rejected += 1
@@ -72,7 +75,7 @@ class ChannelCourse:
             self._absent_run = 0
             self._absent_since = None
             self._present_run += 1
-            if pct is not None and pct < self.settings.diminished_pct:
+            if pct is not None and pct < self._diminished_pct:
                 self._low_run += 1
                 self._full_run = 0
             else:
@@ -95,17 +98,17 @@ class ChannelCourse:
         return Transition(self.channel, new, old, mark.stimulus_index, mark.stage, pct)
 
     def _next_state(self) -> str | None:
-        s = self.settings
         st = self.state
+        k = self._confirm_k
         if st is None:
-            return "present" if self._present_run >= s.confirm_k else None
+            return "present" if self._present_run >= k else None
         if st == "disappeared":
-            return "reappeared" if self._present_run >= s.confirm_k else None
-        if self._absent_run >= s.disappear_k:
+            return "reappeared" if self._present_run >= k else None
+        if self._absent_run >= self._disappear_k:
             return "disappeared"
-        if st in ("present", "reappeared") and self._low_run >= s.confirm_k:
+        if self._low_run >= k and st != "diminished":
             return "diminished"
-        if st == "diminished" and self._full_run >= s.confirm_k:
+        if st == "diminished" and self._full_run >= k:
             return "present"
         return None
 

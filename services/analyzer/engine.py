@@ -37,12 +37,20 @@ from .settings import AnalyzerSettings
 
 Output = tuple[str, dict[str, Any]]
 
-#: Published precision: 0.001 µV, 0.0001 µV noise, 0.001 SNR, 0.001 µV·ms, 0.1 µs latencies.
+#: Published precision of the rows of measure.TABLE_ROWS: 0.001 µV, 0.0001 µV noise, 0.001 SNR,
+#: 0.001 µV·ms, 0.1 µs latencies.
 _SCALE = np.array([1e3, 1e4, 1e3, 1e3, 1e4, 1e4])[:, None]
 
 #: Rejected sweeps whose samples are all there: their p2p and noise are still
 #: reported, so the size of the interference is on record.
 MEASURED_WHEN_REJECTED = ("diathermy", "saturated")
+
+
+def _rows(indices: list[int]) -> np.ndarray | slice:
+    """Channel rows to read from the ring buffer: a slice when they are adjacent (a view, not a copy)."""
+    if indices == list(range(indices[0], indices[0] + len(indices))):
+        return slice(indices[0], indices[0] + len(indices))
+    return np.array(indices)
 
 
 class AnalyzerEngine:
@@ -58,11 +66,11 @@ class AnalyzerEngine:
         self.measurer = Measurer(self.geometry)
         names = montage.channel_names()
         self.n_channels = len(names)
-        self.recording: dict[str, tuple[list[str], np.ndarray]] = {}
+        self.recording: dict[str, tuple[list[str], np.ndarray | slice]] = {}
         for stim in montage.stimulation:
             chans = montage.recording_channels(stim.direction)
             if chans:
-                self.recording[stim.direction] = (chans, np.array([names.index(c) for c in chans]))
+                self.recording[stim.direction] = (chans, _rows([names.index(c) for c in chans]))
         capacity = max(int(round(self.settings.buffer_s * self.fs)), self.geometry.n + 1)
         self.buffer = RingBuffer(self.n_channels, capacity)
         self.epocher = Epocher(self.geometry.pre, self.geometry.post)
@@ -205,8 +213,7 @@ class AnalyzerEngine:
                     self.counters[f"rejected_{r}"] += 1
         mark = SweepMark(sweep.stimulus_index, sweep.sample_index, stage)
         if m is not None:
-            table = np.stack([m.p2p_uv, m.noise_uv, m.snr, m.area_uv_ms, m.onset_ms, m.peak_ms])
-            p2p, noise, snr, area, onset, peak = (np.rint(table * _SCALE) / _SCALE).tolist()
+            p2p, noise, snr, area, onset, peak = (np.rint(m.table * _SCALE) / _SCALE).tolist()
             present, phases = m.present.tolist(), m.n_phases.tolist()
         courses, baselines = self.courses, self.baselines
         established = baselines.established
@@ -251,7 +258,6 @@ class AnalyzerEngine:
                     "rejected": True, "reject_reason": reason, "stage": stage,
                 }
             out.append(("amr_measurement", fields))
-            self.n_measurements += 1
             if transition is not None:
                 out.append(("amr_state", {
                     "channel": ch,
@@ -262,6 +268,7 @@ class AnalyzerEngine:
                     "stimulus_index": transition.stimulus_index,
                     "pct_of_baseline": transition.pct_of_baseline,
                 }))
+        self.n_measurements += n
 
     def _baseline_output(self, channel: str) -> Output:
         b = self.baselines.established[channel]

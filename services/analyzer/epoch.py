@@ -124,8 +124,11 @@ class RingBuffer:
             return self.state[a : a + n]
         return np.concatenate([self.state[a:], self.state[: a + n - self.capacity]])
 
-    def read(self, lo: int, hi: int, rows: np.ndarray) -> tuple[str, np.ndarray | None]:
+    def read(self, lo: int, hi: int, rows: np.ndarray | slice) -> tuple[str, np.ndarray | None]:
         """Samples [lo, hi) of channels `rows`: ("ok", array) or (reason, None).
+
+        With a slice of rows and no wrap-around the array is a view into the
+        buffer: read it, do not write it (it is overwritten as signal arrives).
 
         Reasons: before_recording, stale, incomplete, gap, not_fed."""
         if self.hwm is None or self.start is None or hi > self.hwm:

@@ -15,125 +15,178 @@ Definitions (DOMAIN.md "Measurements per stimulus and channel"):
 - phases: alternations of sign among excursions beyond `phase_fraction` of
   the largest one and `phase_noise_factor` x noise.
 
-Everything is computed for all channels of a sweep at once (numpy over rows).
+Each channel's sweep is walked by a compiled loop (see jit.py for why); the
+straightforward numpy formulation of the same definitions is kept in
+tests/analyzer/reference.py, and the two are checked against each other.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .condition import SweepGeometry
+from .jit import compiled
 
-_SQRT8 = 2.0 * np.sqrt(2.0)
+_SQRT8 = 2.0 * math.sqrt(2.0)
+
+#: Rows of `SweepMeasures.table`, in the order the engine publishes them.
+TABLE_ROWS = ("p2p_uv", "noise_uv", "snr", "area_uv_ms", "onset_ms", "peak_ms")
 
 
 @dataclass(frozen=True)
 class SweepMeasures:
-    """One entry per channel (float64); latencies are NaN where nothing is present."""
+    """One column per channel; latencies are NaN where nothing is present."""
 
-    p2p_uv: np.ndarray
-    noise_uv: np.ndarray
-    snr: np.ndarray
+    table: np.ndarray
+    """(6, channels) float64, rows named by TABLE_ROWS."""
     present: np.ndarray
-    onset_ms: np.ndarray
-    peak_ms: np.ndarray
-    area_uv_ms: np.ndarray
     n_phases: np.ndarray
 
+    @property
+    def p2p_uv(self) -> np.ndarray:
+        return self.table[0]
 
-def _crossing(sw: np.ndarray, rows: np.ndarray, q: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """Fractional index where sw rises through `level` between samples q and q + 1."""
-    y0 = sw[rows, q]
-    step = np.maximum(sw[rows, q + 1] - y0, 1e-12)
-    return q + np.minimum(np.maximum((level - y0) / step, 0.0), 1.0)
+    @property
+    def noise_uv(self) -> np.ndarray:
+        return self.table[1]
+
+    @property
+    def snr(self) -> np.ndarray:
+        return self.table[2]
+
+    @property
+    def area_uv_ms(self) -> np.ndarray:
+        return self.table[3]
+
+    @property
+    def onset_ms(self) -> np.ndarray:
+        return self.table[4]
+
+    @property
+    def peak_ms(self) -> np.ndarray:
+        return self.table[5]
+
+
+@compiled("void(float32[:, :], int64, int64, int64, int64, float64[:], float64[:], float64[:, :], boolean[:], "
+          "int64[:])")
+def _measure_rows(y, a0, a1, n0, n1, t_line, p, out, present, n_phases):  # pragma: no cover - compiled
+    """Measures of each row of conditioned sweeps `y`; p = (present_noise_factor, present_floor_uv,
+    onset low fraction, onset high fraction, phase_fraction, phase_noise_factor, first analysis sample
+    in ms after the stimulus, ms per sample)."""
+    present_factor, floor_uv, f_lo, f_hi, phase_fraction, phase_noise_factor, t0_ms, dt_ms = (
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7])
+    width = a1 - a0
+    n_noise = n1 - n0
+    tt = 0.0
+    for i in range(n_noise):
+        tt += t_line[i] * t_line[i]
+    for r in range(y.shape[0]):
+        row = y[r, a0:a1]
+        hi = row[0]
+        lo = row[0]
+        best = -1.0
+        peak_i = 0
+        area = 0.0
+        for i in range(width):
+            v = row[i]
+            if v > hi:
+                hi = v
+            if v < lo:
+                lo = v
+            a = abs(np.float64(v))
+            if a > best:
+                best = a
+                peak_i = i
+            area += a
+        hi64 = np.float64(hi)
+        lo64 = np.float64(lo)
+        p2p = hi64 - lo64
+        # Noise: RMS about the window's own line (orthogonal constant and slope).
+        s0 = 0.0
+        s1 = 0.0
+        total = 0.0
+        for i in range(n_noise):
+            v = np.float64(y[r, n0 + i])
+            s0 += v
+            s1 += v * t_line[i]
+            total += v * v
+        noise = math.sqrt(max(total - s0 * s0 / n_noise - s1 * s1 / tt, 0.0) / n_noise)
+        out[0, r] = p2p
+        out[1, r] = noise
+        out[2, r] = p2p / (2.0 * math.sqrt(2.0) * noise) if noise > 0.0 else np.nan
+        out[3, r] = area * dt_ms
+        out[4, r] = np.nan
+        out[5, r] = np.nan
+        n_phases[r] = 0
+        present[r] = p2p >= present_factor * noise and p2p >= floor_uv
+        if not present[r] or width < 2:
+            continue
+        big = max(hi64, -lo64)
+        # First phase: the first sample at the high level; its sign is the phase's.
+        level_hi = f_hi * big
+        i1 = 0
+        while abs(np.float64(row[i1])) < level_hi:
+            i1 += 1
+        sign = 1.0 if row[i1] > 0 else (-1.0 if row[i1] < 0 else 0.0)
+        q = max(i1 - 1, 0)
+        y0 = np.float64(row[q]) * sign
+        step = max(np.float64(row[q + 1]) * sign - y0, 1e-12)
+        t_hi = q + min(max((level_hi - y0) / step, 0.0), 1.0)
+        # Back along the rise: the last sample before it under the low level.
+        level_lo = f_lo * big
+        t_lo = 0.0
+        for j in range(i1 - 1, -1, -1):
+            if np.float64(row[j]) * sign < level_lo:
+                q = min(j, width - 2)
+                y0 = np.float64(row[q]) * sign
+                step = max(np.float64(row[q + 1]) * sign - y0, 1e-12)
+                t_lo = q + min(max((level_lo - y0) / step, 0.0), 1.0)
+                break
+        onset_i = t_lo - f_lo * (t_hi - t_lo) / (f_hi - f_lo)
+        out[4, r] = max(t0_ms + onset_i * dt_ms, 0.0)
+        out[5, r] = t0_ms + peak_i * dt_ms
+        # Phases: sign alternations among excursions beyond the phase threshold.
+        thr = max(phase_fraction * big, phase_noise_factor * noise)
+        count = 1 if big >= thr else 0
+        seen = False
+        last = False
+        for i in range(width):
+            v = np.float64(row[i])
+            if abs(v) >= thr:
+                positive = v > 0.0
+                if seen and positive != last:
+                    count += 1
+                seen = True
+                last = positive
+        n_phases[r] = count
 
 
 class Measurer:
-    """`measure()` with everything that depends only on the settings computed once."""
+    """Measures of conditioned sweeps, with everything that depends only on the settings computed once."""
 
     def __init__(self, g: SweepGeometry) -> None:
-        self.settings = g.settings
+        s = g.settings
+        self.settings = s
         self.g = g
         n0, n1 = g.noise
-        t = np.linspace(-1.0, 1.0, n1 - n0)
-        self._tt = float(t @ t)
-        self._line = np.stack([np.ones_like(t), t], axis=1).astype(np.float32)  # (n, 2): mean, slope
-        width = g.analysis[1] - g.analysis[0]
-        self._idx = np.arange(width)
-        self._before = self._idx[None, :] < self._idx[:, None]  # row i: samples before i
+        self._t_line = np.linspace(-1.0, 1.0, n1 - n0)
+        f_lo, f_hi = s.onset_levels
+        self._params = np.array([s.present_noise_factor, s.present_floor_uv, f_lo, f_hi, s.phase_fraction,
+                                 s.phase_noise_factor, float(g.time_ms(g.analysis[0])), g.dt_ms])
 
     def __call__(self, y: np.ndarray) -> SweepMeasures:
         """Measures of conditioned sweeps `y` (channels, samples)."""
-        s, g = self.settings, self.g
-        a0, a1 = g.analysis
-        n0, n1 = g.noise
+        y = np.asarray(y, dtype=np.float32)
         n_rows = y.shape[0]
-        w = y[:, a0:a1]
-        width = w.shape[1]
-
-        hi = w.max(axis=1)
-        lo = w.min(axis=1)
-        p2p = hi.astype(np.float64) - lo
-        nw = y[:, n0:n1]
-        n_noise = nw.shape[1]
-        total = np.einsum("ij,ij->i", nw, nw, dtype=np.float64)
-        sums = (nw @ self._line).astype(np.float64)
-        resid = total - sums[:, 0] ** 2 / n_noise - sums[:, 1] ** 2 / self._tt
-        noise = np.sqrt(np.maximum(resid, 0.0) / n_noise)
-        snr = np.divide(p2p, _SQRT8 * noise, out=np.full(n_rows, np.nan), where=noise > 0)
-        present = (p2p >= s.present_noise_factor * noise) & (p2p >= s.present_floor_uv)
-
-        absw = np.abs(w)
-        big = np.maximum(hi, -lo)
-        peak_i = np.argmax(absw, axis=1)
-        area = absw.sum(axis=1).astype(np.float64) * g.dt_ms
-
-        onset_ms = np.full(n_rows, np.nan)
-        peak_ms = np.full(n_rows, np.nan)
-        n_phases = np.zeros(n_rows, dtype=np.int64)
-        sel = np.flatnonzero(present)
-        if sel.size:
-            if sel.size < n_rows:
-                w, absw, big = w[sel], absw[sel], big[sel]
-            r = np.arange(sel.size)
-            f_lo, f_hi = s.onset_levels
-            # First phase: the first sample at the high level; its sign is the phase's.
-            level_hi = f_hi * big
-            i1 = np.argmax(absw >= level_hi[:, None], axis=1)
-            sw = w * np.sign(w[r, i1])[:, None]
-            t_hi = _crossing(sw, r, np.maximum(i1 - 1, 0), level_hi)
-            # Back along the rise: the last sample before it under the low level.
-            level_lo = f_lo * big
-            below = sw < level_lo[:, None]
-            below &= self._before[i1]
-            q = width - 1 - np.argmax(below[:, ::-1], axis=1)
-            found = below[r, q]
-            t_lo = np.where(found, _crossing(sw, r, np.minimum(q, width - 2), level_lo), 0.0)
-            onset_i = t_lo - f_lo * (t_hi - t_lo) / (f_hi - f_lo)
-            onset_ms[sel] = np.maximum(g.time_ms(a0 + onset_i), 0.0)
-            peak_ms[sel] = g.time_ms(a0 + peak_i[sel])
-
-            # Phases: sign alternations among excursions beyond the phase threshold,
-            # counted on the flattened (row, sample) list of those excursions.
-            thr = np.maximum(s.phase_fraction * big, s.phase_noise_factor * noise[sel])
-            beyond = absw >= thr[:, None]
-            row_of = np.repeat(r, np.count_nonzero(beyond, axis=1))
-            positive = w[beyond] > 0
-            change = (positive[1:] != positive[:-1]) & (row_of[1:] == row_of[:-1])
-            n_phases[sel] = np.bincount(row_of[1:][change], minlength=sel.size) + (big >= thr)
-
-        return SweepMeasures(
-            p2p_uv=p2p,
-            noise_uv=noise,
-            snr=snr,
-            present=present,
-            onset_ms=onset_ms,
-            peak_ms=peak_ms,
-            area_uv_ms=area,
-            n_phases=n_phases,
-        )
+        table = np.empty((len(TABLE_ROWS), n_rows))
+        present = np.empty(n_rows, dtype=np.bool_)
+        n_phases = np.empty(n_rows, dtype=np.int64)
+        (a0, a1), (n0, n1) = self.g.analysis, self.g.noise
+        _measure_rows(y, a0, a1, n0, n1, self._t_line, self._params, table, present, n_phases)
+        return SweepMeasures(table, present, n_phases)
 
 
 def reject_reasons(raw: np.ndarray, g: SweepGeometry) -> list[str | None]:
@@ -142,7 +195,8 @@ def reject_reasons(raw: np.ndarray, g: SweepGeometry) -> list[str | None]:
     Checked on the raw samples: NaN/inf, saturation at the amplifier's range,
     and diathermy — broadband interference whose sample-to-sample differences,
     in some block of the sweep outside the artifact blank, exceed what EMG and
-    ordinary noise produce."""
+    ordinary noise produce. (Whole-sweep array arithmetic, which numpy does
+    well: these stay numpy, unlike the measures.)"""
     settings = g.settings
     x = np.asarray(raw, dtype=np.float32)
     hi = x.max(axis=1)
@@ -160,10 +214,12 @@ def reject_reasons(raw: np.ndarray, g: SweepGeometry) -> list[str | None]:
     nb = d.shape[1] // block
     if nb:
         blocks = d[:, : nb * block].reshape(d.shape[0], nb, block)
-        hf = np.sqrt(np.einsum("ijk,ijk->ij", blocks, blocks).max(axis=1) / block)
+        hf = np.sqrt(np.vecdot(blocks, blocks).max(axis=1) / block)
     else:
-        hf = np.sqrt(np.einsum("ij,ij->i", d, d) / d.shape[1])
+        hf = np.sqrt(np.vecdot(d, d) / d.shape[1])
     diathermy = hf >= settings.diathermy_diff_rms_uv
+    if finite.all() and not (diathermy.any() or saturated.any()):
+        return [None] * len(finite)
     out: list[str | None] = []
     for ok, dia, sat in zip(finite.tolist(), diathermy.tolist(), saturated.tolist()):
         out.append("nan" if not ok else "diathermy" if dia else "saturated" if sat else None)

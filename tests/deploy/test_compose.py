@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -84,6 +85,11 @@ def test_hardening_and_health():
     assert set(wait.split(",")) == set(config.SERVICES) - {"bus", "acquirer", "monitor"}  # the page never holds up acquisition
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "USER 10001" in dockerfile and 'ENTRYPOINT ["amrwatch"]' in dockerfile
+    # The analyzer's kernels need a writable cache on the read-only root: the tmpfs.
+    cache = re.search(r"NUMBA_CACHE_DIR=(\S+)", dockerfile)
+    assert cache, "the Dockerfile must point NUMBA_CACHE_DIR at a writable place"
+    for name in ("analyzer", "recorder"):  # the recorder's verify re-runs the analyzer
+        assert any(cache.group(1).startswith(t.split(":")[0]) for t in SERVICES[name]["tmpfs"]), name
 
 
 def test_health_command_follows_the_heartbeat(procs, stack_env):
