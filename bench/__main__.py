@@ -83,6 +83,11 @@ def summary(ran: dict) -> str:
             f"0 | {'met' if ok else 'missed'} |",
             f"| largest ramp step with no loss | {thr['max_ok']} | | {thr['stopped'] or ''} |",
         ]
+    an = getattr(ran.get("bench.analyzer_speed"), "SUMMARY", None)
+    if an:
+        rows.append(f"| analyzer, one stimulus, 16 channels measured, median / p99 (sosfiltfilt alone "
+                    f"{an['sosfiltfilt']:.0f} µs) | {an['median']:.0f} / {an['p99']:.0f} µs | ≤ 200 / ≤ 1000 µs | "
+                    f"{'met' if an['median'] <= 200 and an['p99'] <= 1000 else 'missed'} |")
     if off:
         rows += [f"| `amrwatch analyze`, {off['minutes']} min session | {off['analyze_x']:.0f}x real time | | |",
                  f"| `amrwatch verify`, {off['minutes']} min session | {off['verify_x']:.0f}x real time | | "

@@ -6,8 +6,10 @@
    buffer, rejection checks, conditioning, measures, baseline and course,
    message bodies), with every channel recording the stimulated direction
    (16 measurements per stimulus, the worst case) and with an 8 + 8 montage.
-   Baselines in the same run: a bare numpy copy of the sweep, and
-   scipy.signal.sosfiltfilt alone on the same 16-channel sweep.
+   Baselines in the same run: a bare numpy copy of the sweep,
+   scipy.signal.sosfiltfilt alone on the same 16-channel sweep, and the
+   measures written as numpy expressions (the test reference) against the
+   compiled loop the analyzer runs.
 2. Offline `analyze` of a 2-hour, 4-channel, 20 kHz EDF+ (simulated, written
    once and cached): wall time of the sweeps-only path, in process and
    through the command line, as a multiple of real time.
@@ -35,7 +37,9 @@ from amrwatch.proto.messages import Montage  # noqa: E402
 from amrwatch.services.acquirer.sim import SimConfig, Simulator  # noqa: E402
 from amrwatch.services.analyzer.engine import AnalyzerEngine  # noqa: E402
 from amrwatch.services.analyzer.offline import analyze_edf  # noqa: E402
+from amrwatch.services.analyzer.measure import reject_reasons  # noqa: E402
 from amrwatch.services.analyzer.settings import AnalyzerSettings  # noqa: E402
+from tests.analyzer.reference import ReferenceMeasurer  # noqa: E402
 
 FS = 20_000.0
 
@@ -101,11 +105,16 @@ def baselines(data: np.ndarray, engine: AnalyzerEngine) -> dict[str, np.ndarray]
     rows = np.arange(16)
     sos = engine.conditioner.sos
     x64 = sweep.astype(np.float64)
+    y = engine.conditioner(sweep)
+    reference = ReferenceMeasurer(g)
     return {
         "numpy copy of the 16-channel sweep": timings(lambda: data[rows, 100_000 - g.pre : 100_000 + g.post], 3000),
         "scipy sosfiltfilt alone (same band-pass, 16 channels)": timings(
             lambda: signal.sosfiltfilt(sos, x64, axis=-1), 3000),
         "conditioning alone (blank, fit, fft band-pass)": timings(lambda: engine.conditioner(sweep), 3000),
+        "rejection checks alone (numpy)": timings(lambda: reject_reasons(sweep, g), 3000),
+        "measures alone (compiled loop)": timings(lambda: engine.measurer(y), 3000),
+        "measures as numpy expressions (tests/analyzer/reference.py)": timings(lambda: reference(y), 3000),
     }
 
 
@@ -137,6 +146,40 @@ def offline(path: Path) -> dict:
     return {"duration": duration, "channels": n_channels, "measurements": n, "in_process": in_process, "cli": cli}
 
 
+SUMMARY: dict = {}
+
+
+def per_stimulus_section() -> str:
+    """Markdown: the per-stimulus table, with its baselines (also fills SUMMARY)."""
+    lines = ["## Analyzer: per-stimulus processing (20 kHz, 16-channel montage)", ""]
+    worst = per_stimulus(split=False)
+    split = per_stimulus(split=True)
+    ref = baselines(worst["data"], worst["engine"])
+    filt = np.median(ref["scipy sosfiltfilt alone (same band-pass, 16 channels)"])
+    lines += ["| what | median µs | p99 µs (wall) | p99 µs (CPU) | median / sosfiltfilt alone |", "|---|---|---|---|---|"]
+    for name, r in (("analyzer, 16 measured channels per stimulus", worst),
+                    ("analyzer, 8 + 8 montage (8 measured per stimulus)", split)):
+        t = r["t"]
+        lines.append(f"| {name} | {np.median(t):.0f} | {np.percentile(t, 99):.0f} | "
+                     f"{np.percentile(r['cpu'], 99):.0f} | {np.median(t) / filt:.2f} |")
+    for name, t in ref.items():
+        lines.append(f"| {name} | {np.median(t):.0f} | {np.percentile(t, 99):.0f} | | {np.median(t) / filt:.2f} |")
+    fr = worst["frame"]
+    lines.append(f"| on_frame, one 5 ms frame of 16 channels (ring buffer write) | {np.median(fr):.0f} | "
+                 f"{np.percentile(fr, 99):.0f} | | {np.median(fr) / filt:.2f} |")
+    lines += ["", f"{len(worst['t'])} stimuli timed per row; targets: median ≤ 200 µs, p99 ≤ 1000 µs. "
+              f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs. The offline "
+              "analysis of a 2-hour EDF+ runs with `python bench/analyzer_speed.py` (it writes a 1.2 GB file)."]
+    SUMMARY.update(median=float(np.median(worst["t"])), p99=float(np.percentile(worst["t"], 99)),
+                   sosfiltfilt=float(filt))
+    return "\n".join(lines) + "\n"
+
+
+def run() -> str:
+    """Section of `make bench`: the per-stimulus figures (the offline part needs its long file)."""
+    return per_stimulus_section()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--edf", type=Path, default=Path("/tmp/amrwatch-bench-analyzer.edf"),
@@ -145,25 +188,7 @@ def main() -> None:
     p.add_argument("--skip-offline", action="store_true")
     args = p.parse_args()
 
-    print("## Analyzer: per-stimulus processing (20 kHz, 16-channel montage)\n")
-    worst = per_stimulus(split=False)
-    split = per_stimulus(split=True)
-    ref = baselines(worst["data"], worst["engine"])
-    filt = np.median(ref["scipy sosfiltfilt alone (same band-pass, 16 channels)"])
-    print("| what | median µs | p99 µs (wall) | p99 µs (CPU) | median / sosfiltfilt alone |")
-    print("|---|---|---|---|---|")
-    for name, r in (("analyzer, 16 measured channels per stimulus", worst),
-                    ("analyzer, 8 + 8 montage (8 measured per stimulus)", split)):
-        t = r["t"]
-        print(f"| {name} | {np.median(t):.0f} | {np.percentile(t, 99):.0f} | {np.percentile(r['cpu'], 99):.0f} | "
-              f"{np.median(t) / filt:.2f} |")
-    for name, t in ref.items():
-        print(f"| {name} | {np.median(t):.0f} | {np.percentile(t, 99):.0f} | | {np.median(t) / filt:.2f} |")
-    fr = worst["frame"]
-    print(f"| on_frame, one 5 ms frame of 16 channels (ring buffer write) | {np.median(fr):.0f} | "
-          f"{np.percentile(fr, 99):.0f} | | {np.median(fr) / filt:.2f} |")
-    print(f"\n{len(worst['t'])} stimuli timed per row; targets: median ≤ 200 µs, p99 ≤ 1000 µs. "
-          f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.")
+    print(per_stimulus_section())
 
     if args.skip_offline:
         return
