@@ -49,6 +49,8 @@ def line(msg: Message) -> str:
                 f"final {_fmt(d['final_pct_of_baseline'], '%', 0)} of baseline")
     if k == "baseline":
         return f"{head} {d['channel']:<6} baseline {d['baseline_uv']:.1f} µV over {d['n_sweeps']} sweeps"
+    if k == "service_settings":
+        return f"{head} {d['service']} settings {d['settings_sha256'][:12]} ({len(d['settings'])} values)"
     if k == "stimulus":
         return f"{head} #{d['stimulus_index']} {d['direction']} at {d['stim_time_s']:.3f} s"
     body = {a: b for a, b in d.items() if a not in ("type", "schema_version", "seq", "publisher", "instance", "ts_utc")}

@@ -13,6 +13,8 @@ The envelope fields (`type`, `schema_version`, `session_id`, `seq`,
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import math
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
@@ -45,6 +47,9 @@ ShortText = Annotated[str, StringConstraints(max_length=256)]
 Scalar = Union[bool, int, FiniteFloat, ShortText, None]
 #: Free-form but bounded maps (settings, evidence, inputs): at most 64 keys of scalars.
 ScalarMap = Annotated[dict[Name, Scalar], Field(max_length=64)]
+#: A service's settings: scalars, or short lists of numbers (windows such as [6.0, 25.0]).
+SettingValue = Union[Scalar, Annotated[list[Union[int, FiniteFloat]], Field(max_length=16)]]
+SettingsMap = Annotated[dict[Name, SettingValue], Field(max_length=128)]
 
 
 def utc_now() -> _dt.datetime:
@@ -482,6 +487,42 @@ class AlarmAck(Message):
     operator: Name | None = Field(description="Who acknowledged it, as typed on the page; null if not given.")
     note: ShortText | None
 
+class ServiceSettings(Message):
+    """The settings a service analyses a session with, sent when it takes the session up.
+
+    Archived with the session, so that an audit re-run (`amrwatch verify`,
+    `amrwatch analyze` of the archive) uses the settings the session ran
+    with rather than whatever the defaults are on the auditor's machine."""
+
+    TOPIC: ClassVar[str] = "service_settings"
+    type: Literal["service_settings"]
+    session_id: SessionId
+    service: Name = Field(description="Whose settings: 'analyzer' or 'predictor'.")
+    settings: SettingsMap = Field(description="Every setting by name, as JSON values.")
+    settings_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="SHA-256 of the settings as canonical JSON (sorted keys, no spaces): "
+        "equal hashes, equal settings."
+    )
+
+    @classmethod
+    def body_for(cls, service: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """The body of the message announcing `settings` (JSON values) of `service`."""
+        return {"service": service, "settings": settings, "settings_sha256": cls.digest(settings)}
+
+    @staticmethod
+    def digest(settings: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":"),
+                                         ensure_ascii=False).encode()).hexdigest()
+
+    @model_validator(mode="after")
+    def _hash_matches(self) -> ServiceSettings:
+        got = self.digest(self.settings)
+        if got != self.settings_sha256:
+            raise ValueError(f"settings_sha256 {self.settings_sha256} is not the SHA-256 of the settings "
+                             f"({got})")
+        return self
+
+
 class Heartbeat(Message):
     TOPIC: ClassVar[str] = "heartbeat"
     type: Literal["heartbeat"]
@@ -510,6 +551,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Decision,
     Alarm,
     AlarmAck,
+    ServiceSettings,
     Heartbeat,
 )
 BY_TYPE: dict[str, type[Message]] = {cls.TOPIC: cls for cls in MESSAGE_TYPES}

@@ -15,14 +15,14 @@ from ...proto.messages import AmrMeasurement
 EDF_SUFFIXES = (".edf", ".bdf", ".rec")
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace, base=None):
     from pydantic import ValidationError
 
     from ...proto.codec import describe
     from .settings import AnalyzerSettings, parse_overrides
 
     try:
-        return parse_overrides(args.set or [])
+        return parse_overrides(args.set or [], base)
     except ValidationError as err:
         raise ValueError(f"--set refused: {describe(err, AnalyzerSettings)}") from None
 
@@ -79,6 +79,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     others: list[tuple[str, dict]] = []
     try:
         if path.is_dir():
+            settings = _archive_settings(path, args)
             outputs = analyze_messages(archived_messages(path), settings)
         elif args.frames:
             from ..acquirer.edf import EdfSource
@@ -115,6 +116,42 @@ def archived_messages(session_dir: Path):
 
     for _record_no, frames in ArchiveReader(session_dir).messages():
         yield decode(frames)
+
+
+#: How far into an archive its analyzer settings are looked for (they come right after session_start).
+SETTINGS_SCAN_RECORDS = 20_000
+
+
+def archived_settings(session_dir: Path, service: str = "analyzer") -> dict | None:
+    """The settings `service` announced for the archived session (first `service_settings`), or None."""
+    from ...proto.messages import ServiceSettings
+
+    for n, msg in enumerate(archived_messages(session_dir)):
+        if isinstance(msg, ServiceSettings) and msg.publisher == service:
+            return {"settings": dict(msg.settings), "sha256": msg.settings_sha256}
+        if n >= SETTINGS_SCAN_RECORDS or (msg.publisher == service and msg.type == "amr_measurement"):
+            return None  # announced before any measurement, or never
+    return None
+
+
+def _archive_settings(path: Path, args: argparse.Namespace):
+    """An archived session is re-analysed with the settings it was analysed with live, `--set` on top."""
+    from .settings import AnalyzerSettings
+
+    found = archived_settings(path)
+    if found is None:
+        print("analyze: no analyzer settings archived with this session: using the defaults"
+              f"{' with --set' if args.set else ''}", file=sys.stderr)
+        return _settings(args)
+    try:
+        archived = AnalyzerSettings.model_validate(found["settings"])
+    except ValueError as err:
+        print(f"analyze: the archived analyzer settings are not accepted by this version ({err}); using the "
+              "defaults", file=sys.stderr)
+        return _settings(args)
+    print(f"analyze: using the analyzer settings archived with the session ({found['sha256'][:12]})"
+          f"{', with --set on top' if args.set else ''}", file=sys.stderr)
+    return _settings(args, archived)
 
 
 def _summarise(summary: Counter, others: list[tuple[str, dict]]) -> None:

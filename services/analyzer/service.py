@@ -21,7 +21,7 @@ from ... import config, metrics, security
 from ...bus import harden
 from ...proto.codec import DecodeError, decode
 from ...proto.control import ControlReply
-from ...proto.messages import BY_TYPE, Heartbeat, Message, SessionStart
+from ...proto.messages import BY_TYPE, Heartbeat, Message, ServiceSettings, SessionStart
 from ...service import Service
 from .engine import Output
 from .offline import MessageDispatcher
@@ -112,6 +112,9 @@ class Analyzer(Service):
             self.alarms.raise_("input_rejected", f"{self.name}:session", "high",
                                f"{self.name} cannot analyse session {msg.session_id}: {err}")
             return
+        # What this session is analysed with goes into its archive, for `amrwatch verify`.
+        self.pub.publish(ServiceSettings, msg.session_id,
+                         **ServiceSettings.body_for(self.name, self.settings.model_dump(mode="json")))
         self._publish(outputs, self.session_id)
         self.session_id = msg.session_id
         self._counted = {}

@@ -160,8 +160,9 @@ class AnalyzerSettings(BaseModel):
             )
 
 
-def parse_overrides(items: list[str]) -> AnalyzerSettings:
-    """`KEY=VALUE` strings (command line) → settings; pairs are written `LOW,HIGH`."""
+def parse_overrides(items: list[str], base: AnalyzerSettings | None = None) -> AnalyzerSettings:
+    """`KEY=VALUE` strings (command line) → settings, over `base` (the defaults if None); pairs are
+    written `LOW,HIGH`."""
     import json
 
     values: dict[str, object] = {}
@@ -180,4 +181,4 @@ def parse_overrides(items: list[str]) -> AnalyzerSettings:
                 values[key] = json.loads(text)
             except json.JSONDecodeError:
                 values[key] = text
-    return AnalyzerSettings(**values)
+    return AnalyzerSettings(**{**(base.model_dump() if base is not None else {}), **values})

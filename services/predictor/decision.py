@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from amrwatch.proto.messages import STAGE_ORDER
@@ -87,6 +87,19 @@ class DecisionSettings:
             raise ValueError(
                 f"recovery_fraction must be below rejection_fraction ({self.rejection_fraction}); got {self.recovery_fraction}"
             )
+
+
+    def to_wire(self) -> dict[str, Any]:
+        """The settings as JSON values for `service_settings` (the literature figures are code, not settings)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "literature"}
+
+    @classmethod
+    def from_wire(cls, values: dict[str, Any]) -> DecisionSettings:
+        known = {f.name for f in fields(cls)} - {"literature"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown decision setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
 
 
 def _p(x: float) -> str:

@@ -60,6 +60,8 @@ class VerifyReport:
     compared: dict[str, int] = field(default_factory=dict)
     stood_in: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)
+    """Per service, which settings the re-run used (archived, given, or defaults)."""
     rerun: bool = False
     seconds: float = 0.0
     signal_seconds: float = 0.0
@@ -79,6 +81,8 @@ class VerifyReport:
         if self.rerun:
             done = ", ".join(f"{n} {t}" for t, n in self.compared.items())
             yield f"re-run: compared {done}"
+            if self.settings:
+                yield "  settings: " + ", ".join(f"{k} {v}" for k, v in self.settings.items())
             for t, n in self.stood_in.items():
                 if n:
                     yield f"  {n} {t} event(s) recomputed where the archive records them as lost (gap records)"
@@ -94,7 +98,7 @@ class VerifyReport:
     def as_dict(self) -> dict[str, Any]:
         return {"session_id": self.session_id, "ok": self.ok, "rerun": self.rerun,
                 "problems": [str(p) for p in self.problems], "differences": [d.as_dict() for d in self.differences],
-                "compared": self.compared, "stood_in": self.stood_in, "notes": self.notes,
+                "compared": self.compared, "stood_in": self.stood_in, "notes": self.notes, "settings": self.settings,
                 "seconds": round(self.seconds, 3), "signal_seconds": self.signal_seconds}
 
 
@@ -159,6 +163,14 @@ def _rerun(idx: ArchiveIndex, report: VerifyReport, model_dir: str | None,
     if sig.duplicates:
         report.notes.append(f"{sig.duplicates} emg_frame(s) archived twice were read once")
     lost = _lost(idx)
+    if analyzer_settings is None:
+        analyzer_settings = _archived_settings(idx, "analyzer", AnalyzerSettings.model_validate, report)
+    else:
+        report.settings["analyzer"] = "given by the caller"
+    if decision_settings is None:
+        decision_settings = _archived_settings(idx, "predictor", DecisionSettings.from_wire, report)
+    else:
+        report.settings["predictor"] = "given by the caller"
     analyzer_out = _run_analyzer(idx, sig, montage, analyzer_settings or AnalyzerSettings(), report)
     for t in ANALYZER_TYPES:
         archived = [e for e in idx.events_of(t) if e.session_id == sid and e.publisher == "analyzer"]
@@ -174,6 +186,34 @@ def _rerun(idx: ArchiveIndex, report: VerifyReport, model_dir: str | None,
         report.compared[t] = res.compared
         report.stood_in[t] = res.stood_in
     report.rerun = True
+
+
+def _archived_settings(idx: ArchiveIndex, service: str, parse, report: VerifyReport):
+    """The settings `service` announced for this session (`service_settings`), or None for the defaults.
+
+    The re-run must use what the session ran with: an analyzer started with
+    `--set` measures differently from the defaults."""
+    announced = [e for e in idx.events_of("service_settings")
+                 if e.session_id == idx.session_id and e.publisher == service]
+    if not announced:
+        report.notes.append(f"no {service} settings archived with this session: the {service} is re-run with "
+                            "today's defaults")
+        report.settings[service] = "defaults (none archived)"
+        return None
+    first = announced[0].body
+    changed = [e.record_no for e in announced[1:] if e.body["settings_sha256"] != first["settings_sha256"]]
+    if changed:
+        report.notes.append(f"the {service} restarted with other settings (record {changed[0]}); the re-run "
+                            f"uses the first ones ({first['settings_sha256'][:12]}), so what followed may differ")
+    try:
+        settings = parse(first["settings"])
+    except ValueError as err:
+        report.notes.append(f"the archived {service} settings are not accepted by this version ({err}); the "
+                            f"{service} is re-run with today's defaults")
+        report.settings[service] = "defaults (archived ones refused)"
+        return None
+    report.settings[service] = f"archived {first['settings_sha256'][:12]}"
+    return settings
 
 
 def _lost(idx: ArchiveIndex) -> dict[tuple[str, str, str], SeqSet]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 
 import numpy as np
 
@@ -20,6 +22,7 @@ MONTAGE = {
     ],
 }
 
+SETTINGS = {"sweep_ms": [-20.0, 50.0], "disappear_k": 5, "mains_mode": "fit", "present_floor_uv": 20.0}
 BODIES: dict[str, dict] = {
     "session_start": dict(started_at=T0, source="sim", scenario="persists-unexpected", replay_of=None,
                           manual=False, montage=MONTAGE, settings={"speed": 1.0, "seed": 3}, ground_truth=True),
@@ -49,6 +52,9 @@ BODIES: dict[str, dict] = {
     "alarm": dict(kind="sequence_gap", priority="medium", state="raised", message="3 messages lost",
                   source="analyzer", alarm_key="gap:acquirer:emg_frame"),
     "alarm_ack": dict(alarm_key="gap:acquirer:emg_frame", operator="dr_lee", note=None),
+    # The hash as proto/README.md defines it: SHA-256 of the JSON with sorted keys and no spaces.
+    "service_settings": dict(service="analyzer", settings=SETTINGS, settings_sha256=hashlib.sha256(
+        json.dumps(SETTINGS, sort_keys=True, separators=(",", ":")).encode()).hexdigest()),
     "heartbeat": dict(service="analyzer", version="0.1.0", status="ok", uptime_s=3.0, interval_s=1.0,
                       active_alarms=[], info={"receiving": True}),
 }

@@ -155,3 +155,12 @@ def test_recording_channels_follow_direction():
     assert m.recording_channels("MAR") == ["OOCUL"]
     assert not math.isnan(m.sampling_rate_hz)
     assert isinstance(example("stage").ts_utc, dt.datetime)
+
+
+def test_service_settings_hash_must_match_the_settings():
+    data = json.loads(example("service_settings").model_dump_json())
+    data["settings"]["disappear_k"] = 3  # edited after hashing
+    with pytest.raises(ValidationError) as e:
+        BY_TYPE["service_settings"].model_validate_json(json.dumps(data))
+    text = describe(e.value, BY_TYPE["service_settings"])
+    assert "settings_sha256" in text and "is not the SHA-256 of the settings" in text, text

@@ -202,3 +202,43 @@ def test_events_a_gap_record_says_were_lost_are_recomputed_and_unrecorded_losses
     [diff] = rep.differences
     assert diff.what == f"stimulus {unsaid.header['stimulus_index']} {unsaid.header['channel']}"
     assert diff.record_no is None and diff.archived == "missing from the archive"
+
+
+def test_verify_and_analyze_use_the_settings_the_session_ran_with(procs, stack_env, tmp_path):
+    """An analyzer started with `--set` and a predictor with another evaluation window measure and
+    decide differently from the defaults; their `service_settings` are archived, and the audit
+    re-runs (verify, analyze of the archive) use them rather than today's defaults."""
+    from amrwatch.services.analyzer.settings import AnalyzerSettings
+    from amrwatch.services.predictor.decision import DecisionSettings
+
+    data = Path(stack_env["AMRWATCH_DATA"])
+    for svc in ("bus", "recorder"):
+        procs.start(svc)
+    procs.start("analyzer", "--set", "disappear_k=3", "--set", "present_noise_factor=7")
+    procs.start("predictor", "--evaluation-sweeps", "8")
+    acq = procs.start("acquirer", "--scenario", "disappears-after-decompression", "--speed", SPEED, "--time-scale",
+                      "0.1", "--seed", "3", "--wait-for", "recorder,analyzer,predictor")
+    assert acq.wait(timeout=120) == 0, procs.log("acquirer")[-2000:]
+    sid = wait_closed(data, 1, procs=procs)[0].session_id
+
+    with ArchiveIndex.build(session_path(data, sid)) as idx:
+        announced = {e.publisher: e.body["settings"] for e in idx.events_of("service_settings")}
+        archived = sorted((e.body for e in idx.events_of("amr_measurement")),
+                          key=lambda b: (b["stimulus_index"], b["channel"]))
+    assert announced["analyzer"]["disappear_k"] == 3 and announced["analyzer"]["present_noise_factor"] == 7
+    assert announced["predictor"]["evaluation_sweeps"] == 8
+
+    r = cli(stack_env, "verify", sid, "--json")
+    rep = json_lines(r.stdout)[0]
+    assert r.returncode == 0 and rep["ok"], (rep["differences"][:5], rep["notes"])
+    assert rep["settings"]["analyzer"].startswith("archived") and rep["settings"]["predictor"].startswith("archived")
+    # The same archive re-run with the defaults differs: the archived settings are what made it identical.
+    with_defaults = verify_session(data, sid, analyzer_settings=AnalyzerSettings(),
+                                   decision_settings=DecisionSettings(), parallel=False)
+    assert not with_defaults.ok and with_defaults.differences
+
+    r = cli(stack_env, "analyze", str(session_path(data, sid)), "--json")
+    assert r.returncode == 0, r.stderr
+    assert "using the analyzer settings archived with the session" in r.stderr
+    offline = sorted(json_lines(r.stdout), key=lambda b: (b["stimulus_index"], b["channel"]))
+    assert offline == [{k: b[k] for k in offline[0]} for b in archived]
