@@ -46,7 +46,7 @@ class PredictorCore:
             return self._decisions(self.engine.on_amr_state(msg.channel, msg.state, msg.pct_of_baseline))
         if isinstance(msg, AmrMeasurement):
             return self._decisions(self.engine.on_measurement(msg.stimulus_index, msg.channel, msg.rejected,
-                                                              msg.present))
+                                                              msg.present, msg.stage))
         if isinstance(msg, AmrCourse):
             return self._decisions(self.engine.on_course(msg.course))
         return []

@@ -198,9 +198,15 @@ class DecisionEngine:
             out += self._evaluate("amr_disappeared")
         return out
 
-    def on_measurement(self, stimulus_index: int, channel: str, rejected: bool, present: bool | None = None) -> list[dict]:
+    def on_measurement(self, stimulus_index: int, channel: str, rejected: bool, present: bool | None = None,
+                       stage: str | None = None) -> list[dict]:
+        """One measurement; `stage` is the one its sweep was recorded in (the analyzer dates sweeps by
+        sample index), so a sweep from before the decompression mark that arrives after it never counts
+        towards the evaluation window. Without it, arrival order decides."""
         if not isinstance(stimulus_index, int) or stimulus_index < 0:
             raise ValueError(f"stimulus_index must be a whole number >= 0; got {stimulus_index!r}")
+        if stage is not None:
+            _check("stage", stage, STAGE_ORDER)
         if self._ended:
             return []
         out: list[dict] = []
@@ -213,7 +219,8 @@ class DecisionEngine:
         if not rejected and not self._recent[stimulus_index]:
             self._recent[stimulus_index] = True
             self._total_good += 1
-            if self._window_open and not self._evaluated:
+            if self._window_open and not self._evaluated and (stage is None or
+                                                              STAGE_ORDER.index(stage) >= _DECOMPRESSION):
                 self._window_good += 1
         if present and not rejected and not self._ever_present:
             self._present_sweeps += 1

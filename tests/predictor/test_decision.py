@@ -21,11 +21,11 @@ class Run:
         self.channels = channels
         self.log: list[dict] = []
 
-    def sweeps(self, n, rejected=False, present=True):
+    def sweeps(self, n, rejected=False, present=True, stage=None):
         out = []
         for _ in range(n):
             for ch in self.channels:
-                out += self.e.on_measurement(self.i, ch, rejected, present)
+                out += self.e.on_measurement(self.i, ch, rejected, present, stage)
             self.i += 1
         self.log += out
         return out
@@ -87,6 +87,22 @@ def test_window_counts_good_sweeps_only_and_is_a_setting():
     assert r.sweeps(8, rejected=True) == [], "diathermy sweeps do not count"
     assert r.sweeps(4, present=False) == []
     only(r.sweeps(1, present=False), "decompression_confirmed")
+
+
+def test_sweeps_recorded_before_the_decompression_mark_do_not_count_however_late_they_arrive():
+    """The analyzer publishes a sweep's measurement ~50 ms after its stimulus, so sweeps recorded just
+    before the mark arrive after it: their own stage (by sample index) keeps them out of the window."""
+    r = Run()
+    r.to_decompression(HIGH)
+    assert r.sweeps(3, stage="arachnoid_dissection") == [], "recorded before the mark"
+    assert r.sweeps(19, stage="decompression") == [], "19 good sweeps of the window"
+    d = only(r.sweeps(1, stage="decompression"), "termination_acceptable")
+    assert d["evidence"]["good_sweeps"] == 20
+    # Without the stage (an older publisher), arrival decides: the same 3 + 17 arrivals would have sufficed.
+    old = Run()
+    old.to_decompression(HIGH)
+    old.sweeps(3)
+    only(old.sweeps(17), "termination_acceptable")
 
 
 def test_persistence_with_a_low_prediction_means_explore_further():
@@ -282,6 +298,7 @@ def test_every_decision_is_a_valid_decision_message():
     (lambda e: e.on_prediction(1.5, "low", 0.1, 0.3), r"probability must be in \[0, 1\]; got 1.5"),
     (lambda e: e.on_prediction(0.5, "medium", 0.1, 0.3), "band must be one of low, intermediate, high"),
     (lambda e: e.on_measurement(-1, "m", False), "stimulus_index must be a whole number >= 0; got -1"),
+    (lambda e: e.on_measurement(1, "m", False, True, "lunch"), "stage must be one of baseline, .*; got 'lunch'"),
     (lambda e: e.on_course("vanished"), "course must be one of never_detected"),
 ])
 def test_bad_inputs_are_refused_by_name(call, match):
