@@ -503,11 +503,16 @@ class ServiceSettings(Message):
         description="SHA-256 of the settings as canonical JSON (sorted keys, no spaces): "
         "equal hashes, equal settings."
     )
+    platform: ScalarMap = Field(
+        description="What the numbers are computed on: python, numpy, scipy, numba, onnxruntime versions, "
+        "machine and cpu (float results are exact only on the same platform)."
+    )
 
     @classmethod
-    def body_for(cls, service: str, settings: dict[str, Any]) -> dict[str, Any]:
+    def body_for(cls, service: str, settings: dict[str, Any], platform: dict[str, Any]) -> dict[str, Any]:
         """The body of the message announcing `settings` (JSON values) of `service`."""
-        return {"service": service, "settings": settings, "settings_sha256": cls.digest(settings)}
+        return {"service": service, "settings": settings, "settings_sha256": cls.digest(settings),
+                "platform": platform}
 
     @staticmethod
     def digest(settings: dict[str, Any]) -> str:

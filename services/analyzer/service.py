@@ -17,7 +17,7 @@ from typing import Any
 import zmq
 from prometheus_client import Counter
 
-from ... import config, metrics, security
+from ... import config, metrics, provenance, security
 from ...bus import harden
 from ...proto.codec import DecodeError, decode
 from ...proto.control import ControlReply
@@ -114,7 +114,8 @@ class Analyzer(Service):
             return
         # What this session is analysed with goes into its archive, for `amrwatch verify`.
         self.pub.publish(ServiceSettings, msg.session_id,
-                         **ServiceSettings.body_for(self.name, self.settings.model_dump(mode="json")))
+                         **ServiceSettings.body_for(self.name, self.settings.model_dump(mode="json"),
+                                                   provenance.platform()))
         self._publish(outputs, self.session_id)
         self.session_id = msg.session_id
         self._counted = {}

@@ -11,6 +11,7 @@ import logging
 
 from prometheus_client import Counter, Histogram, Info
 
+from ... import provenance
 from ...proto.messages import Decision, Heartbeat, Message, Prediction, ServiceSettings, SessionStart
 from ...service import Service
 from .core import PredictorCore
@@ -51,7 +52,8 @@ class Predictor(Service):
         self.session_id = session_id
         self.core = self._core()
         # What this session's decisions are made with goes into its archive, for `amrwatch verify`.
-        self.pub.publish(ServiceSettings, session_id, **ServiceSettings.body_for(self.name, self.settings.to_wire()))
+        self.pub.publish(ServiceSettings, session_id,
+                         **ServiceSettings.body_for(self.name, self.settings.to_wire(), provenance.platform()))
 
     def on_message(self, msg: Message) -> None:
         # A heartbeat's session_id is whatever its sender last saw (the bus's can lag a session behind):

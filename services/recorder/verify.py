@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ... import provenance
 from ...proto.messages import BY_TYPE, Montage
 from ..analyzer.engine import AnalyzerEngine
 from ..analyzer.settings import AnalyzerSettings
@@ -213,6 +214,12 @@ def _archived_settings(idx: ArchiveIndex, service: str, parse, report: VerifyRep
         report.settings[service] = "defaults (archived ones refused)"
         return None
     report.settings[service] = f"archived {first['settings_sha256'][:12]}"
+    moved = provenance.differences(first.get("platform", {}))
+    if moved:
+        report.notes.append(f"the {service} ran on another platform than this re-run ({'; '.join(moved)}): "
+                            "BLAS and FFT kernels differ by CPU and version, so a value can then differ in its "
+                            "last published digit with the archive unchanged (the integrity check is what "
+                            "proves it unaltered)")
     return settings
 
 

@@ -54,7 +54,8 @@ BODIES: dict[str, dict] = {
     "alarm_ack": dict(alarm_key="gap:acquirer:emg_frame", operator="dr_lee", note=None),
     # The hash as proto/README.md defines it: SHA-256 of the JSON with sorted keys and no spaces.
     "service_settings": dict(service="analyzer", settings=SETTINGS, settings_sha256=hashlib.sha256(
-        json.dumps(SETTINGS, sort_keys=True, separators=(",", ":")).encode()).hexdigest()),
+        json.dumps(SETTINGS, sort_keys=True, separators=(",", ":")).encode()).hexdigest(),
+        platform={"python": "3.11.7", "numpy": "2.4.6", "machine": "x86_64", "cpu": "AMD EPYC"}),
     "heartbeat": dict(service="analyzer", version="0.1.0", status="ok", uptime_s=3.0, interval_s=1.0,
                       active_alarms=[], info={"receiving": True}),
 }

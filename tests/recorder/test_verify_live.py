@@ -208,6 +208,7 @@ def test_verify_and_analyze_use_the_settings_the_session_ran_with(procs, stack_e
     """An analyzer started with `--set` and a predictor with another evaluation window measure and
     decide differently from the defaults; their `service_settings` are archived, and the audit
     re-runs (verify, analyze of the archive) use them rather than today's defaults."""
+    from amrwatch import provenance
     from amrwatch.services.analyzer.settings import AnalyzerSettings
     from amrwatch.services.predictor.decision import DecisionSettings
 
@@ -223,15 +224,18 @@ def test_verify_and_analyze_use_the_settings_the_session_ran_with(procs, stack_e
 
     with ArchiveIndex.build(session_path(data, sid)) as idx:
         announced = {e.publisher: e.body["settings"] for e in idx.events_of("service_settings")}
+        platforms = {e.publisher: e.body["platform"] for e in idx.events_of("service_settings")}
         archived = sorted((e.body for e in idx.events_of("amr_measurement")),
                           key=lambda b: (b["stimulus_index"], b["channel"]))
     assert announced["analyzer"]["disappear_k"] == 3 and announced["analyzer"]["present_noise_factor"] == 7
     assert announced["predictor"]["evaluation_sweeps"] == 8
+    assert platforms["analyzer"] == platforms["predictor"] == provenance.platform()
 
     r = cli(stack_env, "verify", sid, "--json")
     rep = json_lines(r.stdout)[0]
     assert r.returncode == 0 and rep["ok"], (rep["differences"][:5], rep["notes"])
     assert rep["settings"]["analyzer"].startswith("archived") and rep["settings"]["predictor"].startswith("archived")
+    assert not any("another platform" in n for n in rep["notes"]), rep["notes"]  # recorded and re-run here
     # The same archive re-run with the defaults differs: the archived settings are what made it identical.
     with_defaults = verify_session(data, sid, analyzer_settings=AnalyzerSettings(),
                                    decision_settings=DecisionSettings(), parallel=False)
@@ -242,3 +246,33 @@ def test_verify_and_analyze_use_the_settings_the_session_ran_with(procs, stack_e
     assert "using the analyzer settings archived with the session" in r.stderr
     offline = sorted(json_lines(r.stdout), key=lambda b: (b["stimulus_index"], b["channel"]))
     assert offline == [{k: b[k] for k in offline[0]} for b in archived]
+
+
+def test_settings_from_another_platform_are_used_and_the_move_is_named(tmp_path):
+    """An archive analysed on another CPU with other library versions: its settings still apply, and
+    the report says where it was computed, so a last-digit difference is not read as tampering."""
+    import datetime as dt
+
+    from amrwatch import provenance
+    from amrwatch.proto.codec import encode
+    from amrwatch.proto.messages import ServiceSettings
+    from amrwatch.services.analyzer.settings import AnalyzerSettings
+    from amrwatch.services.recorder.settings import ArchiveSettings
+    from amrwatch.services.recorder.verify import VerifyReport, _archived_settings
+
+    elsewhere = {**provenance.platform(), "cpu": "Intel(R) Xeon(R) Gold 6130", "numpy": "2.3.5"}
+    settings = AnalyzerSettings(disappear_k=4).model_dump(mode="json")
+    msg = ServiceSettings(type="service_settings", schema_version=1, session_id="S1", seq=0, publisher="analyzer",
+                          instance="0123abcd", ts_utc=dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc),
+                          **ServiceSettings.body_for("analyzer", settings, elsewhere))
+    d = tmp_path / "sessions" / "S1"
+    w = ArchiveWriter(d, ArchiveSettings())
+    w.append_message(encode(msg))
+    w.close()
+    report = VerifyReport("S1")
+    with ArchiveIndex.build(d) as idx:
+        got = _archived_settings(idx, "analyzer", AnalyzerSettings.model_validate, report)
+    assert got == AnalyzerSettings(disappear_k=4)
+    assert report.settings["analyzer"] == f"archived {ServiceSettings.digest(settings)[:12]}"
+    moved = [n for n in report.notes if "another platform" in n]
+    assert len(moved) == 1 and "cpu Intel(R) Xeon(R) Gold 6130 → " in moved[0] and "numpy 2.3.5 → " in moved[0]
