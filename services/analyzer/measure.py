@@ -30,6 +30,7 @@ import numpy as np
 from .condition import SweepGeometry
 from .jit import compiled
 
+#: SNR = p2p / (2·√2·noise): the RMS of a sine of that peak-to-peak over the noise RMS.
 _SQRT8 = 2.0 * math.sqrt(2.0)
 
 #: Rows of `SweepMeasures.table`, in the order the engine publishes them.
@@ -116,7 +117,7 @@ def _measure_rows(y, a0, a1, n0, n1, t_line, p, out, present, n_phases):  # prag
         noise = math.sqrt(max(total - s0 * s0 / n_noise - s1 * s1 / tt, 0.0) / n_noise)
         out[0, r] = p2p
         out[1, r] = noise
-        out[2, r] = p2p / (2.0 * math.sqrt(2.0) * noise) if noise > 0.0 else np.nan
+        out[2, r] = p2p / (_SQRT8 * noise) if noise > 0.0 else np.nan
         out[3, r] = area * dt_ms
         out[4, r] = np.nan
         out[5, r] = np.nan
