@@ -500,8 +500,8 @@ class ServiceSettings(Message):
     service: Name = Field(description="Whose settings: 'analyzer' or 'predictor'.")
     settings: SettingsMap = Field(description="Every setting by name, as JSON values.")
     settings_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
-        description="SHA-256 of the settings as canonical JSON (sorted keys, no spaces): "
-        "equal hashes, equal settings."
+        description="SHA-256 of the settings as canonical UTF-8 JSON (sorted keys, no spaces, "
+        "non-ASCII unescaped): equal hashes, equal settings."
     )
     platform: ScalarMap = Field(
         description="What the numbers are computed on: python, numpy, scipy, numba, onnxruntime versions, "

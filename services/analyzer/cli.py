@@ -122,14 +122,14 @@ def archived_messages(session_dir: Path):
 SETTINGS_SCAN_RECORDS = 20_000
 
 
-def archived_settings(session_dir: Path, service: str = "analyzer") -> dict | None:
-    """The settings `service` announced for the archived session (first `service_settings`), or None."""
+def archived_settings(session_dir: Path):
+    """The analyzer's `service_settings` for the archived session (the first one), or None."""
     from ...proto.messages import ServiceSettings
 
     for n, msg in enumerate(archived_messages(session_dir)):
-        if isinstance(msg, ServiceSettings) and msg.publisher == service:
-            return {"settings": dict(msg.settings), "sha256": msg.settings_sha256}
-        if n >= SETTINGS_SCAN_RECORDS or (msg.publisher == service and msg.type == "amr_measurement"):
+        if isinstance(msg, ServiceSettings) and msg.publisher == "analyzer":
+            return msg
+        if n >= SETTINGS_SCAN_RECORDS or (msg.publisher == "analyzer" and msg.type == "amr_measurement"):
             return None  # announced before any measurement, or never
     return None
 
@@ -144,12 +144,12 @@ def _archive_settings(path: Path, args: argparse.Namespace):
               f"{' with --set' if args.set else ''}", file=sys.stderr)
         return _settings(args)
     try:
-        archived = AnalyzerSettings.model_validate(found["settings"])
+        archived = AnalyzerSettings.model_validate(found.settings)
     except ValueError as err:
         print(f"analyze: the archived analyzer settings are not accepted by this version ({err}); using the "
               "defaults", file=sys.stderr)
         return _settings(args)
-    print(f"analyze: using the analyzer settings archived with the session ({found['sha256'][:12]})"
+    print(f"analyze: using the analyzer settings archived with the session ({found.settings_sha256[:12]})"
           f"{', with --set on top' if args.set else ''}", file=sys.stderr)
     return _settings(args, archived)
 
