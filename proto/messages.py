@@ -64,10 +64,13 @@ Stage = Literal[
     "retraction",
     "arachnoid_dissection",
     "decompression",
+    "decompression_complete",
     "closure",
     "end",
 ]
-"""Surgical stages marked by the operator (DOMAIN.md)."""
+"""Surgical stages marked by the operator (docs/domain.md). `decompression_complete` is the
+surgeon's word that the decompression is done: the verdict on the AMR is given over a window
+that starts there (at `closure` if it never comes), never while the surgeon is still working."""
 
 #: The order stages normally happen in.
 STAGE_ORDER: tuple[str, ...] = get_args(Stage)
@@ -77,6 +80,16 @@ Direction = Literal["ZYG", "MAR"]
 MAR: marginal mandibular branch stimulated, recorded at orbicularis oculi."""
 
 AmrStateName = Literal["present", "diminished", "disappeared", "reappeared"]
+Assessment = Literal["present", "absent", "not_assessable", "rejected"]
+"""What one sweep of one channel says about the AMR:
+
+- present: a response clearly above the noise, in the AMR's latency range, after a delivered stimulus;
+- absent: no response although an AMR of `detectability_fraction` x the channel's baseline would
+  have been seen at this sweep's noise, and the stimulus was confirmed delivered;
+- not_assessable: the sweep cannot tell (noise too high for the baseline AMR to be seen, stimulus
+  not confirmed delivered, or a direct response from current spread masking the window); it never
+  counts for or against a disappearance;
+- rejected: not measured as a response at all (gap, NaN, saturation, diathermy...)."""
 Course = Literal[
     "never_detected",
     "disappeared_before_decompression",
@@ -89,6 +102,9 @@ DecisionKind = Literal[
     "decompression_confirmed",
     "explore_further",
     "termination_acceptable",
+    "check_decompression",
+    "amr_reappeared",
+    "evaluating",
     "indeterminate",
     "early_disappearance",
     "amr_not_monitorable",
@@ -105,6 +121,9 @@ AlarmKind = Literal[
     "archive_fatal",
     "data_gap",
     "saturation",
+    "stimulation_failure",
+    "recording_quality",
+    "direct_response",
 ]
 InputSource = Literal["operator", "scenario", "replay", "file"]
 
@@ -385,6 +404,22 @@ class AmrMeasurement(Message):
     rejected: bool = Field(description="Not measured as a response: saturated, diathermy, gap, NaN.")
     reject_reason: ShortText | None
     stage: Stage | None
+    assessment: Assessment = Field(
+        description="present | absent | not_assessable | rejected: whether this sweep counts for the course "
+        "(only present and absent do)."
+    )
+    assessment_reason: ShortText | None = Field(
+        description="Why not_assessable ('noise_too_high', 'stimulus_unconfirmed', 'direct_response') or "
+        "rejected (the reject_reason); null for present and absent."
+    )
+    detection_limit_uv: NonNegFloat | None = Field(
+        description="Smallest peak-to-peak that would have counted as present at this sweep's noise "
+        "(max of present_noise_factor x noise and present_floor_uv); null when not measured."
+    )
+    stimulus_confirmed: bool | None = Field(
+        description="The stimulus was seen to reach the nerve (artifact, direct response of the stimulated "
+        "branch's muscle, or the AMR itself); null when the sweep could not be read."
+    )
 
 
 class AmrState(Message):
@@ -446,6 +481,10 @@ class Prediction(Message):
     synthetic: bool = Field(description="The model was trained on a synthetic cohort.")
     notice: ShortText | None = Field(description="'synthetic — not for clinical use' when synthetic.")
     inputs: ScalarMap
+    extrapolated: Annotated[list[Name], Field(max_length=16)] = Field(
+        description="Inputs outside the range the model was trained on (the model card's clips): "
+        "the band is not trusted where this is not empty."
+    )
 
 
 class Decision(Message):
@@ -460,6 +499,12 @@ class Decision(Message):
     supersedes: Annotated[int, Field(ge=1)] | None = Field(
         description="decision_id of the earlier decision this one replaces."
     )
+    provisional: bool = Field(
+        description="True for status while the surgeon is still working (kind 'evaluating', before "
+        "`decompression_complete`); false for a verdict."
+    )
+    synthetic: bool = Field(description="The model behind this decision was trained on a synthetic cohort.")
+    notice: ShortText | None = Field(description="'synthetic — not for clinical use' when synthetic.")
 
 
 # --------------------------------------------------------------------------- #

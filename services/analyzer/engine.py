@@ -240,6 +240,10 @@ class AnalyzerEngine:
                     "present": ok,
                     "pct_of_baseline": pct,
                     "rejected": False, "reject_reason": None, "stage": stage,
+                    "assessment": "present" if ok else "absent", "assessment_reason": None,
+                    "detection_limit_uv": round(max(self.settings.present_noise_factor * noise[i],
+                                                    self.settings.present_floor_uv), 3),
+                    "stimulus_confirmed": None,
                 }
                 transition = course.update(mark, ok, v, pct)
             else:
@@ -256,6 +260,8 @@ class AnalyzerEngine:
                     "snr": sn if sn == sn else None,
                     "present": False, "pct_of_baseline": None,
                     "rejected": True, "reject_reason": reason, "stage": stage,
+                    "assessment": "rejected", "assessment_reason": reason,
+                    "detection_limit_uv": None, "stimulus_confirmed": None,
                 }
             out.append(("amr_measurement", fields))
             if transition is not None:

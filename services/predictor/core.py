@@ -31,7 +31,7 @@ class PredictorCore:
         self.model = model
         self.settings = settings or DecisionSettings()
         self.factors = FactorCollector()
-        self.engine = DecisionEngine(self.settings)
+        self.engine = DecisionEngine(self.settings, synthetic=model.synthetic, notice=model.notice)
         self.on_inference = on_inference
 
     def on_message(self, msg: Message) -> list[Output]:

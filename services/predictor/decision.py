@@ -121,8 +121,12 @@ class DecisionEngine:
 
     COURSE, MONITORING, PROGNOSIS = "course", "monitoring", "prognosis"
 
-    def __init__(self, settings: DecisionSettings | None = None) -> None:
+    def __init__(self, settings: DecisionSettings | None = None, *, synthetic: bool = True,
+                 notice: str | None = "synthetic — not for clinical use") -> None:
         self.settings = settings or DecisionSettings()
+        #: Every decision carries whether the model behind it is synthetic (stated even before a prediction).
+        self.synthetic = synthetic
+        self.notice = notice
         self.stage: str | None = None
         self._channels: dict[str, tuple[str, float | None]] = {}
         self._present_sweeps = 0
@@ -322,6 +326,9 @@ class DecisionEngine:
             "rationale": rationale,
             "evidence": self._evidence(**extra),
             "supersedes": prev["decision_id"] if prev else None,
+            "provisional": False,
+            "synthetic": self.synthetic,
+            "notice": self.notice,
         }
         self._next_id += 1
         self._active[chain] = d

@@ -273,6 +273,7 @@ class LoadedModel:
             "synthetic": self.synthetic,
             "notice": self.notice,
             "inputs": {n: inputs[n] for n in FEATURE_NAMES},
+            "extrapolated": [],
         }
 
     def describe(self) -> str:
