@@ -232,7 +232,7 @@ def montage_from_labels(labels: list[str], sampling_rate_hz: float, *, units: li
     return Montage(sampling_rate_hz=sampling_rate_hz, channels=unique, stimulation=stimulation)
 
 
-def describe(montage: Montage) -> list[str]:
+def describe_channels(montage: Montage) -> list[str]:
     """One line per channel: what it was taken as and why (logged at session start, printed by analyze)."""
     width = max(len(c.label or c.name) for c in montage.channels)
     return [f"channel {c.label or c.name:<{width}}  {c.taken_as or _default_taken_as(c)}" for c in montage.channels]

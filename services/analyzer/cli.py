@@ -84,12 +84,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             outputs = analyze_messages(archived_messages(path), settings)
         else:
             from ..acquirer.edf import EdfSource
-            from ..acquirer.labels import describe, load_montage_file
+            from ..acquirer.labels import describe_channels, load_montage_file
 
             montage = load_montage_file(args.montage) if args.montage else None
             src = EdfSource(str(path), montage=montage)
             # What each channel was taken as, before any number: nothing is analysed silently.
-            for line in describe(src.montage):
+            for line in describe_channels(src.montage):
                 print(f"# {line}", file=sys.stderr if args.json else sys.stdout)
             outputs = analyze_source(src, settings) if args.frames else analyze_edf(src, settings)
         if not args.json:
