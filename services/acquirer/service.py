@@ -159,7 +159,8 @@ class Acquirer(Service):
         self.last_data = self.t0
         self.sent_samples = self.n_frames = self.n_stimuli = 0
         log.info("session %s started (%s, scenario %s)", sid, self.source.spec, self.source.scenario)
-        for line in describe_channels(self.source.montage):  # what each channel was taken as, and why
+        # The reader, annotations it did not understand, what each channel was taken as and why.
+        for line in [*getattr(self.source, "notes", []), *describe_channels(self.source.montage)]:
             log.info("%s", line)
 
     def _end_session(self, reason: str) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 from ... import cli as base
 from ...proto.messages import AmrMeasurement
 
-EDF_SUFFIXES = (".edf", ".bdf", ".rec")
 
 
 def _settings(args: argparse.Namespace, base=None):
@@ -69,12 +68,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not path.exists():
         return base.fail(f"analyze: no such file {str(path)!r}; give an EDF/EDF+/BDF recording or an "
                          "archived session's directory (DATA/sessions/ID)", base.EXIT_USAGE)
-    if not path.is_dir() and path.suffix.lower() not in EDF_SUFFIXES:
-        return base.fail(
-            f"analyze: {path.name} is neither an EDF/EDF+/BDF file ({', '.join(EDF_SUFFIXES)}) nor an "
-            "archived session's directory (DATA/sessions/ID)",
-            base.EXIT_USAGE,
-        )
+    if not path.is_dir():
+        from ..acquirer.files import reader_name
+
+        try:
+            reader_name(path)
+        except SourceError as err:
+            return base.fail(f"analyze: {err}, or an archived session's directory (DATA/sessions/ID)",
+                             base.EXIT_USAGE)
     body = set(AmrMeasurement.body_fields())
     summary: Counter[str] = Counter()
     others: list[tuple[str, dict]] = []
@@ -83,13 +84,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             settings = _archive_settings(path, args)
             outputs = analyze_messages(archived_messages(path), settings)
         else:
-            from ..acquirer.edf import EdfSource
+            from ..acquirer.files import open_file
             from ..acquirer.labels import describe_channels, load_montage_file
 
             montage = load_montage_file(args.montage) if args.montage else None
-            src = EdfSource(str(path), montage=montage)
-            # What each channel was taken as, before any number: nothing is analysed silently.
-            for line in describe_channels(src.montage):
+            src = open_file(str(path), montage=montage)
+            # Which reader, and what each channel was taken as, before any number: nothing is silent.
+            for line in [*getattr(src, "notes", []), *describe_channels(src.montage)]:
                 print(f"# {line}", file=sys.stderr if args.json else sys.stdout)
             outputs = analyze_source(src, settings) if args.frames else analyze_edf(src, settings)
         if not args.json:

@@ -53,11 +53,11 @@ def analyze_source(source: Source, settings: AnalyzerSettings | None = None, *,
 
 
 def analyze_edf(path: str | Any, settings: AnalyzerSettings | None = None) -> Iterator[Output]:
-    """Only the sweeps of an EDF/EDF+/BDF file (a path, or an EdfSource already opened, e.g. with a
-    montage file): one measurement per stimulus and channel."""
-    from ..acquirer.edf import EdfSource
+    """Only the sweeps of a recording (a path — any format `file:` reads — or a file source already
+    opened, e.g. with a montage file): one measurement per stimulus and channel."""
+    from ..acquirer.files import open_file
 
-    src = EdfSource(path) if isinstance(path, str) else path
+    src = open_file(path) if isinstance(path, str) else path
     try:
         engine = AnalyzerEngine(src.montage, settings, source="analyze")
         g = engine.geometry
@@ -74,22 +74,13 @@ def analyze_edf(path: str | Any, settings: AnalyzerSettings | None = None) -> It
                 yield from engine.skip_to(lo)
             start = max(lo, engine.buffer.hwm or 0)
             if hi > start:
-                yield from engine.on_frame(start, read_edf_samples(src, start, hi))
+                yield from engine.on_frame(start, src.samples(start, hi))
             yield from engine.on_stimulus(k, stim.sample_index, stim.sample_index / engine.fs, stim.direction)
         for idx, stage in stages[si:]:
             yield from engine.on_stage(stage, idx)
         yield from engine.on_end()
     finally:
         src.close()
-
-
-def read_edf_samples(src: Any, lo: int, hi: int) -> np.ndarray:
-    """Samples [lo, hi) of every signal, converted exactly as `EdfSource.read` does."""
-    n = hi - lo
-    out = np.empty((src.reader.signals_in_file, n), dtype="<f4")
-    for i in range(src.reader.signals_in_file):
-        out[i] = src.reader.readSignal(i, start=lo, n=n) * src.scale[i]
-    return out
 
 
 def analyze_messages(messages: Iterable[Message], settings: AnalyzerSettings | None = None) -> Iterator[Output]:
