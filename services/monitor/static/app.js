@@ -276,11 +276,19 @@ function renderStates() {
     }
     return el("div", { class: `tile tone-${r.tone}`, "data-channel": c.name, "data-tone": r.tone },
       el("div", { class: "ch", text: `${c.name} · ${words(c.muscle)} · ${c.direction || ""}` }),
-      el("div", { class: "state", text: r.word }),
+      stateWord(r.word),
       el("div", { class: "pct", text: r.detail }),
       r.state_line ? el("div", { class: "course", text: r.state_line }) : null);
   });
   box.replaceChildren(...tiles);
+}
+
+// "NOT ASSESSABLE: NOISE" on two lines, the reason on its own, so neither word breaks
+function stateWord(word) {
+  const i = word.indexOf(": ");
+  if (i < 0) return el("div", { class: "state", text: word });
+  return el("div", { class: "state" }, el("span", { class: "lead", text: word.slice(0, i + 1) }),
+    el("span", { class: "reason", text: word.slice(i + 2) }));
 }
 
 function renderPrediction() {
@@ -353,7 +361,7 @@ function renderVerdict() {
   box.dataset.kind = v.kind;
   box.replaceChildren(
     el("div", { class: "verdict-head" },
-      el("span", { class: "verdict-label", text: `VERDICT · ${v.priority.toUpperCase()}${PRIO_MARK[v.priority] ? " " + PRIO_MARK[v.priority] : ""}` }),
+      el("span", { class: "verdict-label", text: `VERDICT · ${v.priority.toUpperCase()} PRIORITY` }),
       el("span", { class: "verdict-word", id: "verdict-word", text: v.headline }),
       el("span", { class: "verdict-time", text: fmtTime(v.t_s) })),
     el("div", { class: "verdict-why", text: v.rationale }),
@@ -559,12 +567,16 @@ function drawTrend(c, height, title, key, refLine) {
     g.fillText(label, Math.min(px + 3, w - R - lw), T + 11 + (k % 2) * 13); // the newest stage stays readable
   });
   // stretches where sweeps could not tell: shaded across the plot, so they never read as a disappearance
-  g.fillStyle = "rgba(242,204,96,0.10)";
+  // (a run of them is one band, from its first sweep to the sweep after its last)
+  g.fillStyle = "rgba(242,204,96,0.07)";
   for (const t of Object.values(S.trend)) {
     for (let k = 0; k < t.t.length; k++) {
       if (assessmentAt(t, k) !== "not_assessable") continue;
-      const x0 = x(t.t[k]) - 3, x1 = k + 1 < t.t.length ? Math.min(x(t.t[k + 1]), x0 + 24) : x0 + 6;
-      g.fillRect(x0, T, Math.max(6, x1 - x0), h - T - B);
+      let j = k;
+      while (j + 1 < t.t.length && assessmentAt(t, j + 1) === "not_assessable") j++;
+      const x0 = x(t.t[k]) - 4, x1 = j + 1 < t.t.length ? x(t.t[j + 1]) - 4 : x(t.t[j]) + 4;
+      g.fillRect(x0, T, Math.max(8, x1 - x0), h - T - B);
+      k = j;
     }
   }
   // measurements per channel: the line joins only sweeps that count (present, absent)
@@ -598,13 +610,15 @@ function drawTrend(c, height, title, key, refLine) {
     }
   });
   // disappearance (and reappearance) points
+  const chIndex = Object.fromEntries(channels().map((c, i) => [c.name, i]));
   for (const tr of S.transitions) {
     if (tr.state !== "disappeared" && tr.state !== "reappeared") continue;
     const px = x(tr.t_s), col = COLORS[tr.state];
     g.strokeStyle = col; g.lineWidth = 2;
     g.beginPath(); g.moveTo(px, T); g.lineTo(px, h - B); g.stroke();
     g.fillStyle = col; g.font = "bold 13px system-ui, sans-serif"; g.textAlign = "right";
-    g.fillText(`${tr.channel} ${tr.state}`, px - 4, h - B - 6);
+    // one line per channel, so two channels changing together stay readable
+    g.fillText(`${tr.channel} ${tr.state}`, px - 4, h - B - 6 - 15 * (chIndex[tr.channel] || 0));
   }
   if (page.mode === "replay") {
     g.strokeStyle = "#d2a8ff"; g.lineWidth = 2;
