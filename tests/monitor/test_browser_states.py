@@ -245,6 +245,7 @@ def test_the_new_states_read_from_3_m(page, procs, monitor_env):  # noqa: F811
                                      message="cleared", source="analyzer", alarm_key=key)
         publish_until(28)
         wait_word(page, "MENT", "ABSENT…")
+        page.wait_for_function("() => window.amrwatch.S.readout.channels.MENT.run === 3", timeout=20_000)  # 22, 24, 26
         page.wait_for_function("() => window.amrwatch.S.stage === 'decompression_complete'")
         settled(page)
         assert page.inner_text("#stage-now") == "DECOMPRESSION COMPLETE"
