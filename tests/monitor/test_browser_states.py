@@ -37,6 +37,37 @@ COLOR_JS = """([id, rgb, tol]) => {
 }"""
 
 
+#: Legibility: a 24-inch 1920 x 1080 display (pixel pitch 0.2767 mm), its cap height taken as 0.729 em
+#: (DejaVu Sans, the page's font on Debian). ISO 9241-303 asks at least 16 arcmin of character height;
+#: IEC 60601-1-8 asks alarm text legible from 1 m (the priority, by colour and !!!, from further).
+PITCH_MM, CAP_EM, MIN_ARCMIN = 0.2767, 0.729, 16.0
+
+SIZES_JS = """(sels) => sels.map(sel => [...document.querySelectorAll(sel)].map(e => {
+  const cs = getComputedStyle(e);
+  return [parseFloat(cs.fontSize), e.scrollWidth <= e.clientWidth + 1, e.textContent];
+}))"""
+
+
+def arcmin(font_px: float, distance_m: float) -> float:
+    import math
+
+    return math.degrees(math.atan(font_px * CAP_EM * PITCH_MM / (distance_m * 1000.0))) * 60.0
+
+
+def legible(page, sel: str, distance_m: float) -> list[float]:
+    """Character heights (arcmin at distance_m) of every element matching sel; each must fit its box."""
+    found = page.evaluate(SIZES_JS, [sel])[0]
+    assert found, f"nothing matches {sel}"
+    out = []
+    for px, fits, text in found:
+        a = arcmin(px, distance_m)
+        print(f"{sel} {text!r}: {px:.0f} px = {a:.1f} arcmin at {distance_m:g} m")
+        assert fits, f"{sel} {text!r} overflows its box"
+        assert a >= MIN_ARCMIN, f"{sel} {text!r}: {a:.1f} arcmin at {distance_m} m (< {MIN_ARCMIN})"
+        out.append(a)
+    return out
+
+
 def plan() -> list[tuple[str, int, str]]:
     """(channel, stimulus, what) for every measured sweep; what is the assessment or the reason."""
     out = []
@@ -143,6 +174,7 @@ def test_the_new_states_read_from_3_m(page, procs, monitor_env):  # noqa: F811
     procs.start("bus")
     procs.start("monitor")
     wait_http(url + "/api/config")
+    page.set_viewport_size({"width": 1920, "height": 1080})  # a common operating-room display
     page.goto(url + "/")
     page.wait_for_function("() => window.amrwatch.config && document.querySelector('#stage-buttons button')")
     # the new stage's button, between Decompression and Closure, reads as a phrase
@@ -237,6 +269,9 @@ def test_the_new_states_read_from_3_m(page, procs, monitor_env):  # noqa: F811
         # the trend marks the noisy stretch with hollow rings of its own colour
         assert page.evaluate(COLOR_JS, ["trend-p2p", list(NA_RGB), 30]) > 50, "no not-assessable marks on the trend"
         assert "NOT ASSESSABLE" in page.inner_text("#fig-MENT")
+        legible(page, ".tile .state .reason", 3.0)
+        legible(page, ".strip-alarm .alarm-kind", 1.0)
+        legible(page, ".strip-alarm .strip-msg", 1.0)
         shot(page, "states-not-assessable")
 
         # -- decompression complete, sweeps absent: ABSENT… first, then the analyzer's disappearance and a verdict
@@ -259,6 +294,8 @@ def test_the_new_states_read_from_3_m(page, procs, monitor_env):  # noqa: F811
         page.wait_for_selector('#verdict[data-kind="decompression_confirmed"]', timeout=10_000)
         settled(page)
         assert page.inner_text("#verdict-word") == "DECOMPRESSION CONFIRMED"
+        legible(page, "#verdict-word", 3.0)
+        legible(page, ".tile .state", 3.0)  # DISAPPEARED, DISAPPEARED, PRESENT
         assert page.inner_text("#verdict-notice") == "SYNTHETIC — NOT FOR CLINICAL USE"
         assert page.get_attribute("#decision-kind", "data-provisional") == "false"
         assert tile_word(page, "OOCUL") == "PRESENT"
