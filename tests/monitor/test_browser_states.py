@@ -232,8 +232,16 @@ def test_the_new_states_read_from_3_m(page, procs, monitor_env):  # noqa: F811
         publish_until(14)
         republish(pubs, pr.decision(1, "evaluating", "info", provisional=True,
                                     rationale="Decompression under way: the verdict is given once it is complete."))
+        # a prediction from inputs outside the model's training range: its band is not shown as trusted
+        pubs["predictor"].publish(BY_TYPE["prediction"], SID, probability=1.0, band="high", cutoff_low=0.2,
+                                  cutoff_high=0.6, model_sha256="0" * 64, synthetic=True,
+                                  notice="synthetic — not for clinical use", inputs={"displacement": 1},
+                                  extrapolated=["displacement"])
         for ch in ("MENT", "OORIS", "OOCUL"):
             wait_word(page, ch, "PRESENT")
+        page.wait_for_selector("#extrapolated", timeout=10_000)
+        assert page.inner_text("#band").lower() == "band not trusted"
+        assert page.inner_text("#extrapolated") == "outside the training range: displacement"
         page.wait_for_selector('#decision-kind[data-kind="evaluating"]', timeout=10_000)
         settled(page)
         assert page.inner_text("#decision-kind") == "EVALUATING — NOT A VERDICT"  # uppercase on the page

@@ -302,10 +302,16 @@ function renderPrediction() {
     el("div", { style: `width:${(p.cutoff_high - p.cutoff_low) * 100}%;background:#7d5a00` }),
     el("div", { style: `width:${(1 - p.cutoff_high) * 100}%;background:#8e1519` }),
     el("div", { class: "marker", style: `left:calc(${p.probability * 100}% - 2px)` }));
+  // inputs outside the training range: the band is not trusted, and the page says so instead of showing it
+  const ex = p.extrapolated || [];
+  box.classList.toggle("extrapolated", ex.length > 0);
   box.replaceChildren(
     el("h2", { text: "Predicted persistence" }),
     el("div", { class: "prob", id: "probability", text: probText(p.probability) }),
-    el("span", { class: `band ${p.band}`, id: "band", text: p.band }),
+    ex.length ? el("span", { class: "band untrusted", id: "band", text: "band not trusted" })
+      : el("span", { class: `band ${p.band}`, id: "band", text: p.band }),
+    ex.length ? el("div", { class: "extrapolated-why", id: "extrapolated",
+      text: `outside the training range: ${ex.map(words).join(", ")}` }) : null,
     bar,
     el("div", { class: "small", text: `low below ${(p.cutoff_low * 100).toFixed(0)} % · high from ${(p.cutoff_high * 100).toFixed(0)} % · model ${p.model_sha256.slice(0, 10)}…` }),
     p.notice ? el("div", { class: "notice", text: p.notice }) : null);
