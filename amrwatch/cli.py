@@ -17,6 +17,7 @@ from typing import Any
 from . import __version__, config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SOURCE = config.EXIT_SOURCE
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> int:
@@ -181,7 +182,7 @@ def cmd_acquirer(args: argparse.Namespace) -> int:
             **_service_kw(args),
         )
     except (SourceError, ValueError) as err:
-        return fail(str(err))
+        return fail(str(err), EXIT_SOURCE)
     return svc.run()
 
 
