@@ -14,7 +14,8 @@ STIM_RE = re.compile(
     r"^(?:stim(?:ulus)?[ :_-]*)?(ZYG|MAR)(?:[ ,]+(?P<ma>[0-9.]+)\s*mA)?(?:[ ,]+(?P<ms>[0-9.]+)\s*ms)?$",
     re.IGNORECASE,
 )
-STAGE_RE = re.compile(r"^(?:stage[ :_-]*)?(?P<stage>[a-z_]+)$", re.IGNORECASE)
+#: "stage decompression_complete", "Decompression complete", "stage: dural-opening", "CSF release"...
+STAGE_RE = re.compile(r"^(?:stage[ :_-]+)?(?P<stage>[a-z][a-z_ -]*[a-z])$", re.IGNORECASE)
 
 
 def stim_text(direction: str, intensity_ma: float | None = None, width_ms: float | None = None) -> str:
@@ -41,6 +42,8 @@ def parse(text: str) -> tuple[str, dict] | None:
             "width_ms": float(m.group("ms")) if m.group("ms") else None,
         }
     m = STAGE_RE.match(t)
-    if m and m.group("stage").lower() in STAGE_ORDER:
-        return "stage", {"stage": m.group("stage").lower()}
+    if m:
+        stage = re.sub(r"[ _-]+", "_", m.group("stage").lower())
+        if stage in STAGE_ORDER:
+            return "stage", {"stage": stage}
     return None
