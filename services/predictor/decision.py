@@ -255,7 +255,11 @@ class DecisionEngine:
             ))
         elif gone and not was_gone:
             self._gone_after_decompression = True
-            out += self._reevaluate("amr_disappeared") if self._evaluated else self._status("amr_disappeared")
+            if self._evaluated:
+                # After a verdict on a persisting AMR: this disappearance was not in the window judged, so it
+                # is confirmed only over a new one (a new decompression_complete mark, or closure).
+                self._window_open, self._evaluated, self._pending = False, False, None
+            out += self._status("amr_disappeared")
         elif not gone and was_gone and was_known:
             early, self._gone_before_decompression = self._gone_before_decompression, False
             after, self._gone_after_decompression = self._gone_after_decompression, False
@@ -526,8 +530,11 @@ class DecisionEngine:
         if self._window_open:
             phase = (f"{'closure began without a decompression_complete mark' if self._window_mark == 'closure' else 'decompression marked complete'}, "
                      f"evaluation window {n} of {big_n} assessable sweeps")
-        else:
+        elif self.stage == "decompression":
             phase = "decompression under way" + (" again after the AMR's reappearance" if self._reappeared else "")
+        else:
+            phase = (f"{self._stage_text()}, waiting for a new decompression_complete mark (or closure) to open "
+                     "an evaluation window")
         live = [(ch, s, p) for ch, (s, p) in self._channels.items() if s != "disappeared"]
         m = len(self._channels)
         if not live:

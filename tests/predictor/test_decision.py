@@ -548,3 +548,16 @@ def test_recovery_from_rejected_sweeps_does_not_forget_an_absent_amr():
     assert kinds[0] == "amr_not_monitorable"
     assert kinds[-1] == ("amr_not_monitorable", "never_detected")
     assert [d["kind"] for d in eng.active() if d["kind"] != "prognosis"] == ["amr_not_monitorable"]
+
+
+def test_a_disappearance_after_a_persisting_verdict_is_judged_over_a_new_window():
+    """The window judged a persisting AMR; a later disappearance was not in it, so it is not confirmed at once."""
+    r = Run()
+    r.to_decompression(LOW)
+    r.complete()
+    first = only(r.sweeps(20), "explore_further")
+    d = only(r.state("disappeared", 0.0), "evaluating")
+    assert d["supersedes"] == first["decision_id"] and "waiting for a new decompression_complete mark" in d["rationale"]
+    assert r.sweeps(30, present=False) == []
+    r.complete()
+    only(r.sweeps(20, present=False), "decompression_confirmed")
