@@ -38,6 +38,7 @@ COURSES = ("never_detected", "disappeared_before_decompression", "disappeared_af
 BANDS = ("low", "intermediate", "high")
 ASSESSMENTS = ("present", "absent", "not_assessable", "rejected")
 _DECOMPRESSION = STAGE_ORDER.index("decompression")
+_CLOSURE = STAGE_ORDER.index("closure")
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,10 @@ class DecisionEngine:
         self._window_n = 0
         self._window_pcts: dict[str, list[float]] = {}
         self._pending: dict[str, Any] | None = None
+        #: Measurements carry the stage their sweep was recorded in (so a marker can wait for them).
+        self._dated = False
+        #: `closure` has been marked; the window closes at the first sweep recorded in closure.
+        self._cut_pending = False
         self._total_good = 0
         self._recent: OrderedDict[int, bool] = OrderedDict()
         self._rejecting = False
@@ -210,14 +215,19 @@ class DecisionEngine:
         if stage == "decompression":
             self._decompressing = True
             self._window_open, self._evaluated, self._window_mark, self._pending = False, False, None, None
+            self._cut_pending = False
         elif stage == "decompression_complete":
             self._decompressing = True
             self._open_window(stage)
+        elif stage == "closure" and self._window_open and not self._evaluated and self._dated:
+            # Sweeps recorded before closure are still on their way (the analyzer lags the markers): the
+            # window is cut short by the first sweep recorded in closure, not by the marker's arrival.
+            self._cut_pending = True
         elif stage in ("closure", "end"):
             if self._window_open and not self._evaluated:
                 out += self._count_pending()
                 if not self._evaluated:
-                    out += self._close_window(stage)
+                    out += self._close_window("closure" if self._cut_pending else stage)
             elif stage == "closure" and not self._evaluated:
                 self._decompressing = True
                 self._open_window(stage)  # decompression_complete never came: the window starts here
@@ -228,7 +238,7 @@ class DecisionEngine:
         if stage == "end":
             self._ended = True
             out += self._prognosis()
-        else:
+        elif not self._cut_pending:
             out += self._status("stage_changed")
         return out
 
@@ -311,6 +321,13 @@ class DecisionEngine:
         if not rejected and not self._recent[stimulus_index]:
             self._recent[stimulus_index] = True
             self._total_good += 1
+        if stage is not None:
+            self._dated = True
+        if (self._cut_pending and stage is not None and STAGE_ORDER.index(stage) >= _CLOSURE
+                and self._window_open and not self._evaluated):
+            out += self._count_pending()
+            if not self._evaluated:
+                out += self._close_window("closure")
         if self._pending is None or self._pending["index"] != stimulus_index:
             out += self._count_pending()
             self._pending = {"index": stimulus_index, "assessable": False, "blocked": False, "pcts": {},
@@ -415,7 +432,7 @@ class DecisionEngine:
         return STAGE_ORDER.index(stage) >= STAGE_ORDER.index(self._window_mark)
 
     def _open_window(self, mark: str) -> None:
-        self._window_open, self._evaluated, self._window_end = True, False, None
+        self._window_open, self._evaluated, self._window_end, self._cut_pending = True, False, None, False
         self._window_mark, self._window_n, self._window_pcts, self._pending = mark, 0, {}, None
         self._after_reappearance = self._reappeared
         self._reappeared_standing = False
@@ -436,7 +453,7 @@ class DecisionEngine:
         return []
 
     def _close_window(self, why: str) -> list[dict]:
-        self._window_end = why
+        self._window_end, self._cut_pending = why, False
         return self._evaluate(why)
 
     def _window_ratio(self) -> float | None:
@@ -545,7 +562,7 @@ class DecisionEngine:
                 p, ch = max(with_pct)
                 amr = f"AMR at {p:.0f}% of baseline ({ch}), {len(live)} of {m} channels present"
             else:
-                amr = f"AMR {self._amr_state()}, {len(live)} of {m} channels present"
+                amr = f"AMR present on {len(live)} of {m} channel{'' if m == 1 else 's'}"
         parts = [phase, amr]
         if not self._window_open:
             parts.append(f"the verdict follows {big_n} assessable sweeps after decompression_complete is marked")
@@ -562,7 +579,7 @@ class DecisionEngine:
     def _say_reappeared(self) -> list[dict]:
         """The AMR came back after disappearing after decompression (or after a confirmation)."""
         self._reappeared = self._reappeared_standing = True
-        self._window_open, self._evaluated, self._pending = False, False, None
+        self._window_open, self._evaluated, self._pending, self._cut_pending = False, False, None, False
         d = self._emit(
             self.COURSE, "amr_reappeared", "high",
             f"The AMR has come back during {self._stage_text()} after it had disappeared: the prosthesis may have "

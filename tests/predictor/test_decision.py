@@ -561,3 +561,24 @@ def test_a_disappearance_after_a_persisting_verdict_is_judged_over_a_new_window(
     assert r.sweeps(30, present=False) == []
     r.complete()
     only(r.sweeps(20, present=False), "decompression_confirmed")
+
+
+def test_closure_waits_for_the_sweeps_recorded_before_it():
+    """The analyzer's measurements lag the stage markers (at 40x replay by ~12 stimuli): sweeps recorded
+    before closure that arrive after its marker still count; the first sweep recorded in closure cuts."""
+    r = Run()
+    r.to_decompression(LOW)
+    r.complete()
+    r.sweeps(5, stage="decompression_complete")
+    assert r.stage("closure") == [], "not yet: sweeps of the window are on their way"
+    assert r.sweeps(3, stage="decompression_complete") == []
+    d = only(r.sweeps(1, stage="closure"), "explore_further")
+    assert d["evidence"]["assessable_sweeps"] == 8 and d["evidence"]["window_to"] == "closure"
+    # and a window that fills with the late sweeps is complete, not cut short
+    r2 = Run(DecisionSettings(evaluation_sweeps=6))
+    r2.to_decompression(LOW)
+    r2.complete()
+    r2.sweeps(5, stage="decompression_complete")
+    r2.stage("closure")
+    d2 = only(r2.sweeps(1, stage="decompression_complete"), "explore_further")
+    assert d2["evidence"]["window_to"] == "window_complete"
