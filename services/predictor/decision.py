@@ -1,16 +1,22 @@
 """What the AMR and the prediction mean for the surgeon, as a pure state machine.
 
-The rules are the study's proposal (DOMAIN.md): after decompression the
-engine waits for an evaluation window of good sweeps, then
+The rules are the study's proposal (DOMAIN.md), with the safeguards of issue 13:
 
-- AMR gone                              → ``decompression_confirmed``
-- AMR persists, predicted low           → ``explore_further`` (a missed vessel?)
-- AMR persists, predicted high          → ``termination_acceptable``
-- AMR persists, intermediate or unknown → ``indeterminate`` (says which input is missing)
+- while the surgeon decompresses, only provisional status (``evaluating``, info) on stage and AMR
+  state changes; the verdict is given over an evaluation window of ``evaluation_sweeps`` assessable
+  sweeps recorded from the ``decompression_complete`` mark (from ``closure`` if it never comes;
+  closure or end cut it short, and the rationale names the window really used):
 
-plus ``early_disappearance`` (gone before decompression: it can no longer
-confirm it), ``amr_not_monitorable`` (never detected, or too many rejected
-sweeps) and a ``prognosis`` at ``end``.
+  - AMR gone (or, with ``reduction_criterion_pct``, reduced enough) → ``decompression_confirmed``
+  - AMR persists, predicted low                 → ``explore_further`` (a missed vessel?)
+  - AMR persists, predicted high                → ``termination_acceptable``, but only if the prediction
+    stays high with the intraoperative factors of an adequate decompression (else
+    ``check_decompression``) and the AMR never came back after disappearing in this session
+  - intermediate, unknown, or resting on factors outside the training range → ``indeterminate``
+
+- a reappearance after a post-decompression disappearance → ``amr_reappeared`` (high);
+- ``early_disappearance`` (gone before decompression: it can no longer confirm it),
+  ``amr_not_monitorable`` (never detected, or too many rejected sweeps) and a ``prognosis`` at ``end``.
 
 Decisions form chains, one per question (what the AMR says about the
 decompression; whether it can be monitored; the prognosis). When an input
@@ -18,7 +24,7 @@ changes the answer — the AMR reappears, a factor is entered, the surgeon
 decompresses again — the new decision names the one it replaces in
 ``supersedes``; nothing is withdrawn silently. The engine has no clock and no
 sockets: it is fed events and returns decision dicts (the body of a
-``decision`` message), so live service, replay and tests run the same code.
+``decision`` message), so live service, replay, verify and tests run the same code.
 """
 
 from __future__ import annotations

@@ -78,8 +78,8 @@ def test_a_disappearance_during_decompression_is_only_evaluating_until_the_windo
     """The hazard: a true disappearance 15 s into decompression used to be confirmed 20 sweeps later, while
     the surgeon was still working. Now the verdict waits for decompression_complete + the window."""
     r = Run()
-    r.to_decompression()
-    r.sweeps(8, present=False, stage="decompression")
+    r.to_decompression(HIGH)  # old rule: 20 sweeps after the decompression *start* → termination_acceptable
+    r.sweeps(25, present=True, stage="decompression")
     status = only(r.state("disappeared", 0.0)[-1:], "evaluating")
     assert status["provisional"] and status["priority"] == "info" and status["synthetic"] is True
     assert "decompression under way" in status["rationale"] and "AMR absent on all 2 channels" in status["rationale"]
@@ -91,7 +91,7 @@ def test_a_disappearance_during_decompression_is_only_evaluating_until_the_windo
     ev = d["evidence"]
     assert ev["assessable_sweeps"] == 20 and ev["window_sweeps"] == 20 and ev["amr_state"] == "disappeared"
     assert ev["window_from"] == "decompression_complete" and ev["window_to"] == "window_complete"
-    assert ev["stage"] == "decompression_complete" and ev["pct_of_baseline"] == 0.0 and ev["probability"] == 0.03
+    assert ev["stage"] == "decompression_complete" and ev["pct_of_baseline"] == 0.0 and ev["probability"] == 0.93
     assert "over an evaluation window of 20 assessable sweeps from the decompression_complete mark" in d["rationale"]
     assert "criterion: complete disappearance" in d["rationale"]
     kinds = [x["kind"] for x in r.log]
