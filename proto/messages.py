@@ -497,7 +497,7 @@ class Prediction(Message):
     notice: ShortText | None = Field(description="'synthetic — not for clinical use' when synthetic.")
     inputs: ScalarMap
     extrapolated: Annotated[list[Name], Field(max_length=16)] = Field(
-        description="Inputs outside the range the model was trained on (the model card's clips): "
+        description="Inputs outside the range the model was trained on (the model card's training_range): "
         "the band is not trusted where this is not empty."
     )
 

@@ -22,7 +22,7 @@ _TOKEN = re.compile(
 )
 #: What some readers put before a marker's text (MNE's BrainVision reader: `Comment/…`, `Stimulus/…`).
 _TYPE_PREFIX = re.compile(r"^(?:comment|stimulus|response|marker|markers|annotation|event)/", re.IGNORECASE)
-STAGE_RE = re.compile(r"^(?:stage\b[\s:_\-]*)?(?P<stage>[a-z][a-z _\-]*?)[\s.]*$", re.IGNORECASE)
+STAGE_RE = re.compile(r"^(?:stage(?=[\s:_\-])[\s:_\-]*)?(?P<stage>[a-z][a-z _\-]*?)[\s.]*$", re.IGNORECASE)
 #: Other spellings of stages that systems write.
 STAGE_SYNONYMS = {
     "decompression_completed": "decompression_complete",

@@ -22,7 +22,7 @@ from typing import Any
 from .course import ChannelCourse
 
 #: Stages at or after which the vessel has been (or is being) moved.
-DECOMPRESSION_STAGES = ("decompression", "closure")
+DECOMPRESSION_STAGES = ("decompression", "decompression_complete", "closure")
 
 
 def decompression_start(stages: list[tuple[int, str]]) -> int | None:
