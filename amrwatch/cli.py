@@ -168,6 +168,7 @@ def cmd_acquirer(args: argparse.Namespace) -> int:
             wait_for=tuple(w for w in (args.wait_for or "").split(",") if w),
             wait_timeout_s=args.wait_timeout,
             control_bind=args.control_bind,
+            keep_state=not args.no_state,
             **_service_kw(args),
         )
     except (SourceError, ValueError) as err:
@@ -468,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--control-bind", help="control socket (env AMRWATCH_CONTROL_BIND)")
     a.add_argument("--wait-for", default="", help="comma-separated services to wait for before starting")
     a.add_argument("--wait-timeout", type=float, default=20.0, help="seconds to wait for them")
+    a.add_argument("--no-state", action="store_true",
+                   help="keep no session state for restarted services (they then report their state as unknown)")
     a.set_defaults(func=cmd_acquirer)
 
     e = sub.add_parser("events", help="print the live event stream")
