@@ -42,7 +42,8 @@ def cmd_predictor(args: argparse.Namespace) -> int:
         log.warning("THIS MODEL IS %s: it was fitted on a synthetic cohort and must not guide clinical decisions",
                     (model.notice or "synthetic").upper())
     settings = DecisionSettings(evaluation_sweeps=args.evaluation_sweeps)
-    svc = Predictor(model, settings, bus_in=args.bus_in, bus_out=args.bus_out, metrics_port=args.metrics_port)
+    svc = Predictor(model, settings, control=args.control, bus_in=args.bus_in, bus_out=args.bus_out,
+                    metrics_port=args.metrics_port)
     return svc.run()
 
 
@@ -64,6 +65,9 @@ def register(sub) -> None:
                    "(default: the shipped synthetic model; env AMRWATCH_MODEL_DIR)")
     p.add_argument("--evaluation-sweeps", type=int, default=20,
                    help="good sweeps after decompression before the AMR is judged (default 20)")
+    p.add_argument("--control", metavar="ENDPOINT",
+                   help="acquirer control socket, asked for the session's state when the predictor restarts "
+                   "mid-session (env AMRWATCH_CONTROL)")
     p.set_defaults(func=cmd_predictor)
     SERVICE_COMMANDS["predictor"] = cmd_predictor
 
