@@ -69,11 +69,13 @@ class Predictor(Service):
         self._held: deque[Message] = deque(maxlen=HOLD_MESSAGES)
         self._seen: set[tuple] = set()
         self._asked_at = float("-inf")
+        self.state = "idle"
+        """How it holds the session: idle, live (saw it start), waiting (for its state), rebuilt, unknown."""
         MODEL.info({"sha256": model.sha256, "synthetic": str(model.synthetic).lower(),
                     "notice": model.notice or ""})
 
     def heartbeat_info(self) -> dict:
-        return {"model_sha256": self.model.sha256, "synthetic": self.model.synthetic}
+        return {"model_sha256": self.model.sha256, "synthetic": self.model.synthetic, "state": self.state}
 
     def setup(self) -> None:
         self.dealer = self.ctx.socket(zmq.DEALER)
@@ -91,10 +93,12 @@ class Predictor(Service):
         self._seen = set()
         self._held.clear()
         self._resuming = None
+        self.state = "live"
         if joined:
             # A session this predictor did not see start (a restart): rebuild it before saying anything.
             log.info("session %s is running already; asking %s for its state", session_id, self.control_endpoint)
             self._resuming = time.monotonic()
+            self.state = "waiting"
             self._ask_state(force=True)
         # What this session's decisions are made with goes into its archive, for `amrwatch verify`.
         self.pub.publish(ServiceSettings, session_id,
@@ -172,6 +176,7 @@ class Predictor(Service):
                     self._feed(m)
             return
         self._resuming = None
+        self.state = "unknown" if reply.unknown is not None else "rebuilt"
         if reply.unknown is not None:
             log.warning("session %s taken up without its state: %s", sid, reply.unknown)
             # Numbered from the Unix time in seconds: above any id the lost instance can have used.

@@ -1,8 +1,11 @@
 """Restarts do not rewrite history: kill -9 of the analyzer and the predictor mid-session, on a real stack.
 
-The simulator plays `disappears-after-decompression`; once the predictor has
-said `decompression_confirmed`, the analyzer and the predictor are killed
-with SIGKILL and started again while the session runs on. They take the
+The simulator plays `disappears-after-decompression` with a long
+decompression stage; once the predictor has said `decompression_confirmed`,
+the analyzer and the predictor are killed with SIGKILL and started again
+while the session runs on (however long they take to start on a loaded
+machine); once they have taken it up and measured on, the test marks `end`
+and stops the acquirer, which ends the session. They take the
 session up from the acquirer's state (`{"op": "state"}`): no 0 µV baseline,
 no `never_detected`, no `amr_not_monitorable` from a lost state, decision ids
 going on increasing in the same chains, and the session's course what an
@@ -13,6 +16,7 @@ instead, and the predictor passes that on.
 
 from __future__ import annotations
 
+import json
 import time
 
 import zmq
@@ -25,15 +29,25 @@ from amrwatch.proto.messages import (
     Baseline,
     Decision,
     Heartbeat,
+    AmrMeasurement,
     Message,
     SessionEnd,
     SessionStart,
+    StageMarker,
 )
 from amrwatch.services.acquirer.simsource import SimSource
-from amrwatch.services.analyzer.offline import analyze_source
+from amrwatch.services.analyzer.engine import AnalyzerEngine
+from amrwatch.services.analyzer.offline import feed_chunk
 
-SCENARIO, SEED, TIME_SCALE, SPEED = "disappears-after-decompression", 4, 0.6, "6"
-TOPICS = ("session_start", "session_end", "baseline", "amr_state", "amr_course", "decision", "alarm", "heartbeat")
+SCENARIO, SEED, TIME_SCALE, SPEED = "disappears-after-decompression", 4, 0.3, "8"
+#: A decompression stage far longer than the test needs (15 min simulated): the test ends the session itself,
+#: so the restarted services have all the time a loaded machine needs to start (it can take 30 s).
+DECOMPRESSION_S = 3000.0
+SIM = {"seed": SEED, "scenario": SCENARIO, "time_scale": TIME_SCALE, "stage_durations_s": {"decompression": DECOMPRESSION_S}}
+#: Measurements the restarted analyzer publishes before the test ends the session.
+MEASURED_AFTER_RESTART = 30
+TOPICS = ("session_start", "session_end", "baseline", "amr_state", "amr_course", "decision", "alarm", "heartbeat",
+          "amr_measurement", "stage")
 
 
 class Watch:
@@ -66,9 +80,39 @@ def ready(watch: Watch, service: str, not_instance: str | None = None) -> Heartb
                        and m.status == "ok" and m.instance != not_instance)
 
 
-def uninterrupted_course() -> dict:
-    return [f for t, f in analyze_source(SimSource(seed=SEED, scenario=SCENARIO, time_scale=TIME_SCALE))
-            if t == "amr_course"][-1]
+def uninterrupted_course(end_sample: int, n_samples: int) -> dict:
+    """The course an analyzer that never stopped gives the same session: the simulation up to the session's last
+    sample, with the operator's `end` where it was marked (5 ms frames, as the acquirer sends them)."""
+    src = SimSource(**SIM)
+    engine = AnalyzerEngine(src.montage)
+    out, k, marked = [], 0, False
+    while (chunk := src.read(100)) is not None and chunk.first_sample_index < n_samples:
+        if not marked and chunk.first_sample_index + chunk.n_samples > end_sample:
+            out += engine.on_stage("end", end_sample)
+            marked = True
+        got, k = feed_chunk(engine, chunk, k)
+        out += got
+    out += engine.on_end()
+    return [f for t, f in out if t == "amr_course"][-1]
+
+
+def end_session(procs, env, watch: Watch) -> StageMarker:
+    """The operator marks `end`; then the acquirer is stopped, which ends the session."""
+    ctx = zmq.Context()
+    try:
+        req = ctx.socket(zmq.REQ)
+        req.connect(env["AMRWATCH_CONTROL"])
+        req.send(json.dumps({"op": "mark", "stage": "end"}).encode())
+        assert req.poll(30_000), "the acquirer did not answer 'mark'"
+        assert json.loads(req.recv())["ok"]
+    finally:
+        ctx.destroy(linger=0)
+    marker = watch.until("the end marker", lambda m: isinstance(m, StageMarker) and m.stage == "end")
+    for n, p in procs.procs:
+        if n == "acquirer" and p.poll() is None:
+            p.terminate()
+    watch.until("session_end", lambda m: isinstance(m, SessionEnd))
+    return marker
 
 
 def start_session(procs, env, *acquirer_args) -> tuple[Watch, zmq.Context]:
@@ -80,9 +124,22 @@ def start_session(procs, env, *acquirer_args) -> tuple[Watch, zmq.Context]:
     ready(watch, "analyzer")
     ready(watch, "predictor")
     procs.start("acquirer", "--source", "sim", "--scenario", SCENARIO, "--seed", str(SEED), "--speed", SPEED,
-                "--time-scale", str(TIME_SCALE), "--wait-for", "analyzer,predictor", "--metrics-port", "0",
-                *acquirer_args)
+                "--time-scale", str(TIME_SCALE), "--stage-seconds", f"decompression={DECOMPRESSION_S:g}",
+                "--wait-for", "analyzer,predictor", "--metrics-port", "0", *acquirer_args, name="acquirer")
     return watch, ctx
+
+
+def measured_after(watch: Watch, old_analyzer: str) -> None:
+    """Wait until the restarted analyzer has measured on for a while."""
+    n = 0
+
+    def enough(m: Message) -> bool:
+        nonlocal n
+        n += isinstance(m, AmrMeasurement) and m.instance != old_analyzer
+        return n >= MEASURED_AFTER_RESTART
+
+    watch.msgs = [m for m in watch.msgs if not isinstance(m, AmrMeasurement)]
+    watch.until(f"{MEASURED_AFTER_RESTART} measurements from the restarted analyzer", enough, timeout=180)
 
 
 def kill(procs, name: str) -> None:
@@ -108,10 +165,12 @@ def test_kill_9_of_analyzer_and_predictor_after_the_verdict_changes_nothing(proc
         old_predictor = confirmed.instance
         kill(procs, "analyzer")
         kill(procs, "predictor")
-        assert not watch.of(SessionEnd), "the session ended before the kill: the test proves nothing (too fast)"
         procs.start("analyzer", "--metrics-port", "0", name="analyzer")
         procs.start("predictor", "--metrics-port", "0", name="predictor")
-        watch.until("session_end", lambda m: isinstance(m, SessionEnd))
+        watch.until("the restarted predictor rebuilt", lambda m: isinstance(m, Heartbeat) and m.service == "predictor"
+                    and m.instance != old_predictor and m.info.get("state") == "rebuilt", timeout=180)
+        measured_after(watch, old_analyzer)
+        end = end_session(procs, stack_env, watch)
         watch.until("the restarted analyzer's course", lambda m: isinstance(m, AmrCourse))
         watch.until("the restarted predictor's prognosis", lambda m: isinstance(m, Decision) and m.kind == "prognosis"
                     and any(isinstance(c, AmrCourse) for c in watch.msgs))
@@ -126,10 +185,10 @@ def test_kill_9_of_analyzer_and_predictor_after_the_verdict_changes_nothing(proc
     assert again == [], [(b.channel, b.baseline_uv) for b in again]
     # The course: what an uninterrupted analysis of the same simulation says, never `never_detected`.
     courses = watch.of(AmrCourse, session_id=sid)
-    assert [c.course for c in courses] == ["disappeared_after_decompression"]
-    (course,) = courses
-    assert course.instance != old_analyzer
-    reference = uninterrupted_course()
+    assert courses and {c.course for c in courses} == {"disappeared_after_decompression"}
+    course = courses[-1]
+    assert {c.instance for c in courses} == {course.instance} != {old_analyzer}
+    reference = uninterrupted_course(end.sample_index, watch.of(SessionEnd)[0].n_samples)
     assert course.course == reference["course"]
     assert course.baseline_uv == reference["baseline_uv"]
     assert course.disappeared_at_stage == reference["disappeared_at_stage"]
@@ -164,10 +223,12 @@ def test_without_the_state_the_restarted_analyzer_says_the_course_is_unknown(pro
         kill(procs, "analyzer")
         assert not watch.of(SessionEnd), "the session ended before the kill: the test proves nothing (too fast)"
         procs.start("analyzer", "--metrics-port", "0", name="analyzer")
-        alarm = watch.until("the state_unknown alarm", lambda m: isinstance(m, Alarm) and m.kind == "state_unknown")
+        alarm = watch.until("the state_unknown alarm", lambda m: isinstance(m, Alarm) and m.kind == "state_unknown",
+                            timeout=180)
         unknown = watch.until("the predictor's 'course unknown'", lambda m: isinstance(m, Decision)
                               and m.evidence.get("trigger") == "state_unknown")
-        watch.until("session_end", lambda m: isinstance(m, SessionEnd))
+        measured_after(watch, old_analyzer)
+        end_session(procs, stack_env, watch)
         # The restarted analyzer has finished the session when it says it is no longer analysing.
         watch.until("the restarted analyzer idle", lambda m: isinstance(m, Heartbeat) and m.service == "analyzer"
                     and m.instance != old_analyzer and m.info.get("analysing") is False
