@@ -75,6 +75,8 @@ class Analyzer(Service):
         """(session, asked at) while a late joiner waits for the session's state; its messages are held."""
         self._stage_keys: set[tuple] = set()
         self._state_asked_at = float("-inf")
+        self._refetch = False
+        """A lost stage marker made it ask for the session's state (a reply otherwise is stale)."""
 
     # -- lifecycle ---------------------------------------------------------------
     def setup(self) -> None:
@@ -129,6 +131,7 @@ class Analyzer(Service):
         self._publish(outputs, msg.session_id, course_unknown=unknown)
         if msg.type == "session_end":
             log.info("session %s ended", msg.session_id)
+            self.alarms.clear(STATE_ALARM, "the session ended")
             self.session_id = None
             self._counted = {}
 
@@ -220,6 +223,7 @@ class Analyzer(Service):
     def _on_seq(self, ev: SeqEvent) -> None:
         super()._on_seq(ev)
         if ev.kind == "gap" and ev.type == "stage" and self.dispatcher.engine is not None:
+            self._refetch = True
             self._ask_state()  # the markers it missed are in the session's state
 
     def _on_state(self, reply: sessionstate.StateReply) -> None:
@@ -229,6 +233,9 @@ class Analyzer(Service):
             return
         stages = [m for m in reply.of("stage") if m.session_id == sid]
         if self._resuming is None or self._resuming[0] != sid:
+            if not self._refetch:
+                return  # a reply that came after the restart had gone on without it
+            self._refetch = False
             # A live session that lost a stage marker on the bus: add the ones it has not seen.
             for m in stages:
                 if sessionstate.StateReply.key(m) not in self._stage_keys:

@@ -69,6 +69,8 @@ class Predictor(Service):
         self._held: deque[Message] = deque(maxlen=HOLD_MESSAGES)
         self._seen: set[tuple] = set()
         self._asked_at = float("-inf")
+        self._refetch = False
+        """An input lost on the bus made it ask for the session's state (a reply otherwise is stale)."""
         self.state = "idle"
         """How it holds the session: idle, live (saw it start), waiting (for its state), rebuilt, unknown."""
         MODEL.info({"sha256": model.sha256, "synthetic": str(model.synthetic).lower(),
@@ -93,6 +95,7 @@ class Predictor(Service):
         self._seen = set()
         self._held.clear()
         self._resuming = None
+        self._refetch = False
         self.state = "live"
         if joined:
             # A session this predictor did not see start (a restart): rebuild it before saying anything.
@@ -145,6 +148,7 @@ class Predictor(Service):
         super()._on_seq(ev)
         if ev.kind == "gap" and ev.type in RECOVERED_TYPES and self._resuming is None:
             log.warning("%s lost on the bus: asking for the session's state", ev.describe())
+            self._refetch = True
             self._ask_state()
 
     def tick(self, now: float) -> None:
@@ -168,6 +172,9 @@ class Predictor(Service):
             return
         mine = [m for m in reply.messages if m.session_id == sid]
         if self._resuming is None:
+            if not self._refetch:
+                return  # a reply that came after it had gone on without the state
+            self._refetch = False
             # A live session that lost an input on the bus: feed the ones it has not seen, in order.
             for m in mine:
                 if m.type in RECOVERED_TYPES and sessionstate.StateReply.key(m) not in self._seen:
