@@ -68,3 +68,41 @@ def parse(parts: list[bytes]) -> StateReply:
     incomplete = reply.detail.get("incomplete")
     return StateReply(reply.session_id, out,
                       unknown=f"the acquirer's snapshot is incomplete: {incomplete}" if incomplete else None)
+
+
+class SentCounts:
+    """Notices a stage marker or factors message lost on the bus within one heartbeat.
+
+    A seq gap shows a loss only when the next message of the type arrives —
+    for stage markers that can be the next stage, minutes later. So the
+    acquirer's heartbeat says how many of each it has sent (`info.stage_sent`,
+    `info.factors_sent`: its publisher's next seq); a subscriber that has seen
+    fewer asks for the session's state at once."""
+
+    def __init__(self, types: tuple[str, ...] = ("stage", "factors"), publisher: str = "acquirer") -> None:
+        self.types = types
+        self.publisher = publisher
+        self._last: dict[tuple[str, str], int] = {}
+
+    def seen(self, msg: Message) -> None:
+        if msg.type in self.types and msg.publisher == self.publisher:
+            key = (msg.instance, msg.type)
+            self._last[key] = max(self._last.get(key, -1), msg.seq)
+
+    def behind(self, heartbeat: Message) -> list[str]:
+        """The types of which the heartbeat's sender has sent more than this subscriber saw (each reported once)."""
+        if heartbeat.type != "heartbeat" or getattr(heartbeat, "service", None) != self.publisher:
+            return []
+        out = []
+        for t in self.types:
+            sent = heartbeat.info.get(f"{t}_sent")  # type: ignore[attr-defined]
+            if not isinstance(sent, int) or isinstance(sent, bool):
+                continue
+            key = (heartbeat.instance, t)
+            if key in self._last and self._last[key] < sent - 1:
+                out.append(t)
+            if key not in self._last or self._last[key] < sent - 1:
+                # First word from this instance (what it sent before we listened is not ours to miss), or
+                # reported now: either way caught up to here.
+                self._last[key] = sent - 1
+        return out

@@ -162,6 +162,9 @@ class Acquirer(Service):
             "stimuli": self.n_stimuli,
             "retransmit_bytes": self.buffer.nbytes,
             "state_messages": len(self.snapshot) if self.snapshot is not None else 0,
+            # How many stage markers and factors it has sent: a subscriber that saw fewer lost one (sessionstate).
+            "stage_sent": self.pub.next_seq("stage"),
+            "factors_sent": self.pub.next_seq("factors"),
         }
 
     # -- session ---------------------------------------------------------------

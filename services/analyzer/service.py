@@ -77,6 +77,7 @@ class Analyzer(Service):
         self._state_asked_at = float("-inf")
         self._refetch = False
         """A lost stage marker made it ask for the session's state (a reply otherwise is stale)."""
+        self._sent = sessionstate.SentCounts(("stage",))
 
     # -- lifecycle ---------------------------------------------------------------
     def setup(self) -> None:
@@ -104,7 +105,12 @@ class Analyzer(Service):
     # -- messages ------------------------------------------------------------------
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, Heartbeat):
+            if self._sent.behind(msg) and self.dispatcher.engine is not None and self._resuming is None:
+                log.warning("the acquirer has sent more stage markers than reached this analyzer; asking for them")
+                self._refetch = True
+                self._ask_state()
             return
+        self._sent.seen(msg)
         if isinstance(msg, SessionStart):
             self._start(msg)
             return
@@ -250,6 +256,8 @@ class Analyzer(Service):
         known = reply.unknown is None
         unknown = e.resume([(m.sample_index, m.stage) for m in stages], baselines, states, known=known)
         self._stage_keys.update(sessionstate.StateReply.key(m) for m in stages)
+        for m in stages:
+            self._sent.seen(m)
         log.info("resumed session %s: %d stage marker(s), baselines %s, states %s%s", sid, len(stages),
                  {ch: uv for ch, (uv, _) in baselines.items()}, {ch: st for ch, (st, _, _) in states.items()},
                  f"; unknown: {', '.join(unknown)}" if unknown else "")

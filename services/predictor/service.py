@@ -71,6 +71,7 @@ class Predictor(Service):
         self._asked_at = float("-inf")
         self._refetch = False
         """An input lost on the bus made it ask for the session's state (a reply otherwise is stale)."""
+        self._sent = sessionstate.SentCounts(("stage", "factors"))
         self.state = "idle"
         """How it holds the session: idle, live (saw it start), waiting (for its state), rebuilt, unknown."""
         MODEL.info({"sha256": model.sha256, "synthetic": str(model.synthetic).lower(),
@@ -110,7 +111,15 @@ class Predictor(Service):
     def on_message(self, msg: Message) -> None:
         # A heartbeat's session_id is whatever its sender last saw (the bus's can lag a session behind):
         # letting it switch sessions would wipe the running session's factors and decisions.
-        if msg.session_id is None or isinstance(msg, Heartbeat):
+        if isinstance(msg, Heartbeat):
+            if self._sent.behind(msg) and self.session_id is not None and self._resuming is None:
+                log.warning("the acquirer has sent more stage markers or factors than reached this predictor; "
+                            "asking for them")
+                self._refetch = True
+                self._ask_state()
+            return
+        self._sent.seen(msg)
+        if msg.session_id is None:
             return
         if isinstance(msg, Alarm) and msg.session_id != self.session_id:
             return  # like heartbeats, alarms never switch sessions
@@ -190,6 +199,8 @@ class Predictor(Service):
             self._publish(self.core.state_unknown(reply.unknown, first_id=int(time.time())))
         else:
             n = self.core.rebuild(mine)
+            for m in mine:
+                self._sent.seen(m)
             self._seen.update(sessionstate.StateReply.key(m) for m in mine if m.type in RECOVERED_TYPES)
             active = {c: (d["decision_id"], d["kind"]) for c, d in self.core.engine.active_by_chain().items()}
             log.info("rebuilt session %s from %d message(s) of its state: %d decision(s) adopted, in force %s", sid,

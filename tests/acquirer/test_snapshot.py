@@ -145,3 +145,25 @@ def test_client_reports_refusal_and_malformed_replies_as_unknown():
     bad = ControlReply(ok=True, session_id=SID, n_messages=1)
     got = sessionstate.parse([sessionstate.TAG, b"", bad.model_dump_json().encode(), b"stage", b"{}", b""])
     assert got.unknown and "invalid message" in got.unknown
+
+
+def heartbeat(stage_sent, factors_sent=0, instance="aaaa0001"):
+    from amrwatch.proto.messages import Heartbeat
+
+    return msg(Heartbeat, "acquirer", instance, service="acquirer", version="t", status="ok", uptime_s=1.0,
+               interval_s=0.5, active_alarms=[], info={"stage_sent": stage_sent, "factors_sent": factors_sent})
+
+
+def test_sent_counts_report_a_lost_marker_once_and_not_what_came_before_listening():
+    counts = sessionstate.SentCounts()
+    assert counts.behind(heartbeat(5)) == []  # sent before we listened: not ours to miss
+    for i in (5, 6):
+        counts.seen(stage("incision", i).model_copy(update={"seq": i, "instance": "aaaa0001"}))
+    assert counts.behind(heartbeat(7)) == []
+    assert counts.behind(heartbeat(9)) == ["stage"]  # seq 7 and 8 never came
+    assert counts.behind(heartbeat(9)) == []  # said once
+    assert counts.behind(heartbeat(9, 2)) == ["factors"]  # two sent since we listened, none came
+    counts.seen(msg(Factors, "acquirer", "aaaa0001", factors=FactorValues(vessels=1), source="operator")
+                .model_copy(update={"seq": 2}))
+    assert counts.behind(heartbeat(9, 3)) == []
+    assert counts.behind(heartbeat(1, instance="bbbb0002")) == []  # a restarted acquirer starts afresh
