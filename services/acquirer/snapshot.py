@@ -22,6 +22,7 @@ asking reports its state as unknown rather than trusting a partial one.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,8 +116,6 @@ class SessionSnapshot:
         del self._kept[victim]
 
     def _decision_id(self, key: tuple) -> int | None:
-        import json
-
         try:
             return int(json.loads(self._kept[key].frames[1])["decision_id"])
         except (ValueError, KeyError, TypeError):
