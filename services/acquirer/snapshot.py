@@ -9,7 +9,9 @@ serves it on the control socket (`{"op": "state"}`):
 
 - every `stage` marker and every `factors` message, in order;
 - the latest `baseline` and `amr_state` of each channel (per publisher);
-- the latest `amr_course`, `prediction` and `service_settings` (per publisher);
+- the latest `amr_course` and `prediction` (per publisher);
+- the `service_settings` of each publisher instance (a restarted service can
+  tell whether the session ran with other settings before);
 - every `decision` (the newest one of each chain is the active one).
 
 Each as the frames it travelled in (so the reply is the original wire
@@ -36,7 +38,9 @@ EVERY = ("stage", "factors", "decision")
 #: Only the latest of each channel (per publisher) matters.
 PER_CHANNEL = ("baseline", "amr_state")
 #: Only the latest (per publisher) matters.
-LATEST = ("amr_course", "prediction", "service_settings")
+LATEST = ("amr_course", "prediction")
+#: The latest per publisher instance.
+PER_INSTANCE = ("service_settings",)
 #: Most messages kept of each EVERY type; beyond it the oldest go and the snapshot is incomplete
 #: (decisions drop superseded ones first, which a rebuild does not need).
 MAX_EVERY = 256
@@ -86,6 +90,8 @@ class SessionSnapshot:
             if key not in self._kept and sum(1 for k in self._kept if k[:2] == key[:2]) >= MAX_CHANNELS:
                 self._note(f"more than {MAX_CHANNELS} channels of {msg.publisher} {t}: the rest not kept")
                 return False
+        elif t in PER_INSTANCE:
+            key = (t, msg.publisher, msg.instance)
         else:
             key = (t, msg.publisher)
         self._order += 1
@@ -94,7 +100,7 @@ class SessionSnapshot:
                                (_bytes(frames[0]), _bytes(frames[1]), _bytes(frames[2])))
         if t == "decision" and getattr(msg, "supersedes", None) is not None:
             self._superseded.add(msg.supersedes)  # type: ignore[attr-defined]
-        if t in EVERY:
+        if t in EVERY or t in PER_INSTANCE:
             self._bound(t, msg)
         return True
 

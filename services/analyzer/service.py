@@ -254,6 +254,12 @@ class Analyzer(Service):
         baselines = {m.channel: (m.baseline_uv, m.n_sweeps) for m in mine if m.type == "baseline"}
         states = {m.channel: (m.state, m.stimulus_index, m.stage) for m in mine if m.type == "amr_state"}
         known = reply.unknown is None
+        mine_settings = ServiceSettings.digest(self.settings.model_dump(mode="json"))
+        for m in mine:
+            if m.type == "service_settings" and m.instance != self.pub.instance and m.settings_sha256 != mine_settings:
+                log.warning("this session was analysed with other settings (%s) before the restart; its baselines "
+                            "and course states are taken up as they were (verify names the change)",
+                            m.settings_sha256[:12])
         unknown = e.resume([(m.sample_index, m.stage) for m in stages], baselines, states, known=known)
         self._stage_keys.update(sessionstate.StateReply.key(m) for m in stages)
         for m in stages:

@@ -167,3 +167,15 @@ def test_sent_counts_report_a_lost_marker_once_and_not_what_came_before_listenin
                 .model_copy(update={"seq": 2}))
     assert counts.behind(heartbeat(9, 3)) == []
     assert counts.behind(heartbeat(1, instance="bbbb0002")) == []  # a restarted acquirer starts afresh
+
+
+def test_settings_kept_per_instance_so_a_restart_can_compare():
+    from amrwatch.proto.messages import ServiceSettings
+
+    def settings(instance, value):
+        return msg(ServiceSettings, "analyzer", instance, **ServiceSettings.body_for("analyzer", {"k": value}, {}))
+
+    snap = SessionSnapshot(SID)
+    keep(snap, settings("0123abcd", 1), settings("0123abcd", 2), settings("feedbeef", 3))
+    kept = [(k.instance, __import__("json").loads(k.frames[1])["settings"]["k"]) for k in snap.messages()]
+    assert kept == [("0123abcd", 2), ("feedbeef", 3)]
