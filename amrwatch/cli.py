@@ -62,6 +62,15 @@ def _emg_channels(value: str) -> int:
     return n
 
 
+def _stage_seconds(value: str) -> tuple[str, float]:
+    stage, _, seconds = value.partition("=")
+    try:
+        return stage, float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--stage-seconds must be STAGE=SECONDS (e.g. decompression=600); "
+                                         f"got {value!r}") from None
+
+
 def add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="sim", metavar="SPEC", help="sim (default), edf:PATH or lsl:STREAM_NAME")
     p.add_argument("--scenario", default="disappears-after-decompression", metavar="NAME",
@@ -74,6 +83,9 @@ def add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="simulator: multiply every stage's duration (e.g. 0.2 for a short operation)")
     p.add_argument("--noise-uv", type=float, help="simulator: noise RMS in µV")
+    p.add_argument("--stage-seconds", action="append", type=_stage_seconds, metavar="STAGE=SECONDS", default=[],
+                   help="simulator: the duration of one stage before --time-scale (repeatable), e.g. "
+                   "decompression=600 for a long decompression")
     p.add_argument("--sample-index-channel", action="store_true",
                    help="add a SAMPLE_INDEX channel (index mod 2^24) for end-to-end loss checks")
     p.add_argument("--montage", metavar="FILE",
@@ -95,6 +107,8 @@ def source_factory(args: argparse.Namespace):
                                     "sample_index_channel": args.sample_index_channel}
             if args.noise_uv is not None:
                 opts["noise_uv"] = args.noise_uv
+            if args.stage_seconds:
+                opts["stage_durations_s"] = dict(args.stage_seconds)
             if args.channels is not None:
                 opts["extra_channels"] = args.channels - MIN_SIM_CHANNELS
             return open_source("sim", **opts)
@@ -116,6 +130,8 @@ def source_argv(args: argparse.Namespace) -> list[str]:
         out.append("--loop")
     if args.noise_uv is not None:
         out += ["--noise-uv", str(args.noise_uv)]
+    for stage, seconds in args.stage_seconds:
+        out += ["--stage-seconds", f"{stage}={seconds:g}"]
     if args.sample_index_channel:
         out.append("--sample-index-channel")
     if args.channels is not None:
@@ -179,6 +195,7 @@ def cmd_acquirer(args: argparse.Namespace) -> int:
             wait_for=tuple(w for w in (args.wait_for or "").split(",") if w),
             wait_timeout_s=args.wait_timeout,
             control_bind=args.control_bind,
+            keep_state=not args.no_state,
             **_service_kw(args),
         )
     except (SourceError, ValueError) as err:
@@ -479,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--control-bind", help="control socket (env AMRWATCH_CONTROL_BIND)")
     a.add_argument("--wait-for", default="", help="comma-separated services to wait for before starting")
     a.add_argument("--wait-timeout", type=float, default=20.0, help="seconds to wait for them")
+    a.add_argument("--no-state", action="store_true",
+                   help="keep no session state for restarted services (they then report their state as unknown)")
     a.set_defaults(func=cmd_acquirer)
 
     e = sub.add_parser("events", help="print the live event stream")

@@ -124,6 +124,7 @@ AlarmKind = Literal[
     "stimulation_failure",
     "recording_quality",
     "direct_response",
+    "state_unknown",
 ]
 InputSource = Literal["operator", "scenario", "replay", "file"]
 

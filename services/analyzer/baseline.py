@@ -5,6 +5,11 @@ good sweeps when no baseline stage was marked. It is taken when the baseline
 stage ends (the first good sweep of a later stage) so that every baseline
 sweep counts. A channel whose AMR was absent in most baseline sweeps has no
 AMR at baseline: its baseline is 0 and percentages of it are undefined.
+
+An analyzer restarted mid-session takes the session's established baselines
+back (`resume`); a channel whose baseline was due but cannot be had is
+`unknown` for the rest of the session: sweeps from the middle of the operation
+are never taken for the preoperative baseline.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class BaselineTracker:
         self.settings = settings
         self._collect = {ch: _Collect() for ch in channels}
         self.established: dict[str, EstablishedBaseline] = {}
+        self.unknown: set[str] = set()
+        """Channels whose baseline a restart lost: never established from later sweeps."""
 
     def value(self, channel: str) -> float | None:
         b = self.established.get(channel)
@@ -48,7 +55,7 @@ class BaselineTracker:
 
     def add(self, channel: str, stage: str | None, p2p_uv: float, present: bool) -> EstablishedBaseline | None:
         """Count one good sweep; returns the baseline when this sweep establishes it."""
-        if channel in self.established:
+        if channel in self.established or channel in self.unknown:
             return None
         c = self._collect[channel]
         s = self.settings
@@ -67,7 +74,7 @@ class BaselineTracker:
 
     def finish(self, channel: str) -> EstablishedBaseline | None:
         """At the end of a session: take what there is, if it is enough."""
-        if channel in self.established:
+        if channel in self.established or channel in self.unknown:
             return None
         c = self._collect[channel]
         if len(c.p2p) >= self.settings.baseline_min_sweeps:
@@ -81,3 +88,19 @@ class BaselineTracker:
         b = EstablishedBaseline(channel, value, len(c.p2p), fraction)
         self.established[channel] = b
         return b
+
+    def resume(self, channel: str, baseline_uv: float | None, n_sweeps: int = 0) -> None:
+        """Take up a session mid-way: `baseline_uv` is the channel's baseline as this session published it
+        (over `n_sweeps` sweeps), or None when it was due but cannot be had (the channel is then unknown).
+        Its present fraction is not published; a baseline > 0 had at least the minimum, one of 0 less."""
+        if channel not in self._collect:
+            raise ValueError(f"channel {channel!r} is not one this session records; known: {sorted(self._collect)}")
+        if baseline_uv is None:
+            self.established.pop(channel, None)
+            self.unknown.add(channel)
+            return
+        if not baseline_uv >= 0:
+            raise ValueError(f"baseline_uv must be >= 0 µV; got {baseline_uv!r}")
+        self.unknown.discard(channel)
+        fraction = 1.0 if baseline_uv > 0 else 0.0
+        self.established[channel] = EstablishedBaseline(channel, float(baseline_uv), int(n_sweeps), fraction)

@@ -12,6 +12,11 @@ extends nor breaks a run, so seconds of electrocautery can never make an AMR
 
 The disappearance is dated to the first sweep of the absent run that led to
 it, which is when the AMR went, not when we became sure of it.
+
+An analyzer restarted mid-session resumes each channel in the state it last
+published (`resume`) with its runs at zero: the sweeps it missed while down
+count for nothing, so every change after the restart again needs its full K
+sweeps (conservative: a change can come later, never sooner).
 """
 
 from __future__ import annotations
@@ -115,3 +120,15 @@ class ChannelCourse:
     def final_uv(self) -> float | None:
         """The final amplitude: median of the last good sweeps."""
         return float(np.median(self.recent)) if self.recent else None
+
+    def resume(self, state: str | None, at: SweepMark | None = None) -> None:
+        """Take up the channel in `state`, the last one published this session (None: none was), with the runs at
+        zero. `at` dates a resumed `disappeared` (the absent run's first sweep when known, else the sweep that
+        confirmed it)."""
+        if state not in (None, "present", "diminished", "disappeared", "reappeared"):
+            raise ValueError(f"state must be present, diminished, disappeared, reappeared or None; got {state!r}")
+        self.state = state
+        self.ever_present = state is not None  # every published state follows a confirmed presence
+        self.disappeared_at = at if state == "disappeared" else None
+        self._absent_run = self._present_run = self._full_run = self._low_run = 0
+        self._absent_since = None

@@ -310,6 +310,40 @@ class AnalyzerEngine:
             self._course_sent = body
             out.append(("amr_course", body))
 
+    # -- restart ------------------------------------------------------------------------------
+    def resume(self, stages: list[tuple[int | None, str]], baselines: dict[str, tuple[float, int]],
+               states: dict[str, tuple[str, int, str | None]], *, known: bool = True) -> list[str]:
+        """Take up a session mid-way (the analyzer restarted): what this session already published.
+
+        `stages` are its stage markers (sample index, stage) in order; `baselines` each channel's published
+        (baseline_uv, n_sweeps); `states` each channel's last published amr_state (state, stimulus_index,
+        stage). `known=False`: none of it could be had. A channel whose baseline is not given is still
+        collected only while the session is in its `baseline` stage; otherwise it is unknown for the rest
+        of the session (never a baseline from mid-operation sweeps), and so is the session's course. Each
+        course resumes in its state with its runs at zero; a resumed disappearance is dated to the start of
+        the stage it was confirmed in (the sweep that began its absent run is not published). Returns the
+        channels whose baseline is unknown. Call before any signal is fed."""
+        for idx, stage in stages:
+            self.on_stage(stage, idx)
+        latest = self.stages[-1][1] if self.stages else None
+        collecting = known and latest == "baseline"
+        for ch, course in self.courses.items():
+            if known and ch in baselines:
+                uv, n = baselines[ch]
+                self.baselines.resume(ch, uv, n)
+            elif not collecting:
+                self.baselines.resume(ch, None)
+            if known and ch in states:
+                state, k, stage = states[ch]
+                at = next((idx for idx, name in self.stages if name == stage), 0) if stage is not None else 0
+                course.resume(state, SweepMark(k, at, stage))
+        return sorted(self.baselines.unknown)
+
+    @property
+    def course_unknown(self) -> bool:
+        """A restart lost a baseline: the session's course cannot be told (no amr_course is published)."""
+        return bool(self.baselines.unknown)
+
     # -- alarms -------------------------------------------------------------------------------
     def _alarm(self, out: list[Output], what: str, kind: str, priority: str, message: str) -> None:
         self.counters[what] += 1

@@ -48,7 +48,8 @@ def cmd_predictor(args: argparse.Namespace) -> int:
                                     counterfactual_retraction_mm=args.counterfactual_retraction_mm)
     except ValueError as err:
         return fail(f"predictor setting refused: {err}")
-    svc = Predictor(model, settings, bus_in=args.bus_in, bus_out=args.bus_out, metrics_port=args.metrics_port)
+    svc = Predictor(model, settings, control=args.control, bus_in=args.bus_in, bus_out=args.bus_out,
+                    metrics_port=args.metrics_port)
     return svc.run()
 
 
@@ -77,6 +78,9 @@ def register(sub) -> None:
                    help="displacement grade (2-3) the stop advice must survive (default 3, marked)")
     p.add_argument("--counterfactual-retraction-mm", type=float, default=9.0, metavar="MM",
                    help="retraction depth (3-9 mm) the stop advice must survive (default 9)")
+    p.add_argument("--control", metavar="ENDPOINT",
+                   help="acquirer control socket, asked for the session's state when the predictor restarts "
+                   "mid-session (env AMRWATCH_CONTROL)")
     p.set_defaults(func=cmd_predictor)
     SERVICE_COMMANDS["predictor"] = cmd_predictor
 

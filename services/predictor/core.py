@@ -3,6 +3,15 @@
 The live service and `amrwatch verify` drive this one class, so an archived
 session fed through it again gives the predictions and decisions it gave
 live — given the messages in the order the bus delivered them.
+
+A predictor restarted mid-session (or started late) rebuilds its core from the
+acquirer's snapshot of the session (`rebuild`): the inputs are fed again
+quietly and the decisions the session already published are adopted, so that
+it numbers on after the highest id and supersedes the decision in force in
+each chain instead of starting new chains or saying the same thing again.
+What the snapshot cannot hold — the measurements — starts from zero: an
+evaluation window that had not completed before the restart is counted again
+in full (the verdict can come later, never sooner).
 """
 
 from __future__ import annotations
@@ -11,7 +20,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...proto.messages import AmrCourse, AmrMeasurement, AmrState, Baseline, Factors, Message, StageMarker
+from ...proto.messages import (
+    AmrCourse,
+    AmrMeasurement,
+    AmrState,
+    Baseline,
+    Decision,
+    Factors,
+    Message,
+    StageMarker,
+)
 from .decision import DecisionEngine, DecisionSettings
 from .features import FactorCollector, FactorError
 from .model import LoadedModel
@@ -138,5 +156,60 @@ class PredictorCore:
         p, band = self.model.predict(cf)
         return {"probability": p, "band": band, "inputs": " and ".join(changes)}
 
+    # ------------------------------------------------------------------ restart
+
+    def rebuild(self, messages: list[Message]) -> int:
+        """Take up the session from its snapshot (the acquirer's `state`, in the order it was published):
+        inputs fed again with their outputs discarded, published decisions adopted into their chains.
+        Returns the number of decisions adopted. Call on a fresh core, before any live message."""
+        adopted: dict[int, dict] = {}
+        chains: dict[int, str] = {}
+        last: dict[str, dict] = {}
+        detected = False
+        body_fields = Decision.body_fields()
+        for m in messages:
+            if isinstance(m, Decision):
+                body = {k: v for k, v in m.model_dump(mode="json").items() if k in body_fields}
+                chain = chains.get(m.supersedes) if m.supersedes is not None else None
+                chain = chain or chain_of(m.kind, m.evidence)
+                chains[m.decision_id] = chain
+                adopted[m.decision_id] = last[chain] = body
+                self.engine.adopt(chain, body)
+            elif m.type in INPUT_TYPES:
+                detected = detected or isinstance(m, AmrState)
+                self.on_message(m)  # quietly: this session has already heard what it says
+        # Whatever the replay said that the session never published is dropped (it lacked the measurements).
+        for chain, d in self.engine.active_by_chain().items():
+            if d is not last.get(chain):
+                if chain in last:
+                    self.engine.adopt(chain, last[chain])
+                else:
+                    self.engine.forget(chain)
+        self.engine.resume_numbering(max(adopted, default=0) + 1, detected=detected)
+        return len(adopted)
+
+    def on_amr_unknown(self, reason: str) -> list[Output]:
+        """The analyzer says it restarted without the session's baseline: the AMR course is unknown."""
+        return self._decisions(self.engine.on_amr_unknown(reason))
+
+    def state_unknown(self, reason: str, first_id: int) -> list[Output]:
+        """This predictor took the session up without its state: say so rather than give a verdict.
+        Decisions are numbered from `first_id`, which the lost instance cannot have used."""
+        # `detected`: what it missed may well have shown the AMR; "never detected" is not its to say now.
+        self.engine.resume_numbering(first_id, detected=True)
+        return self._decisions(self.engine.on_amr_unknown(
+            f"the predictor restarted without the session's state: {reason}"))
+
 
 _GRADES = {1: "slight", 2: "moderate", 3: "marked"}
+
+
+def chain_of(kind: str, evidence: dict[str, Any]) -> str:
+    """The chain a published decision that supersedes none belongs to: the monitoring chain always begins
+    with `amr_not_monitorable`, the prognosis chain with `prognosis`; every other one is about the course."""
+    if kind == "prognosis":
+        return DecisionEngine.PROGNOSIS
+    if kind == "amr_not_monitorable" or evidence.get("reason") in (
+            "never_detected", "rejected_sweeps", "monitoring_recovered", "detected_late"):
+        return DecisionEngine.MONITORING
+    return DecisionEngine.COURSE

@@ -747,6 +747,8 @@ class DecisionEngine:
         )]
 
     def _derived_course(self) -> str:
+        if getattr(self, "_amr_unknown", None) and self._amr_state() is None:
+            return "unknown"  # the analyzer lost the session's state and has not seen the AMR since
         if not self._ever_present and self._amr_state() is None:
             return "never_detected"
         if self._gone():
@@ -777,8 +779,81 @@ class DecisionEngine:
                 "The AMR disappeared before decompression, so it gives no prognosis for this decompression; "
                 f"follow up at {lit.follow_up}."
             )
+        elif course == "unknown":
+            text = ("The AMR course is unknown (the analyzer restarted without the session's baseline), so it gives "
+                    f"no prognosis; follow up at {lit.follow_up}.")
         else:
             text = f"No AMR was recorded, so it gives no prognosis; follow up at {lit.follow_up}."
         d = self._emit(self.PROGNOSIS, "prognosis", "info", text, course=course)
         self._signature[self.PROGNOSIS] = (course,)
+        return [d]
+
+    # ------------------------------------------------------------------ restart
+
+    def adopt(self, chain: str, decision: dict[str, Any]) -> None:
+        """A decision this session already published, met while a restarted predictor rebuilds its state
+        from the acquirer's snapshot (fed in the order it was published, between the inputs): it becomes the
+        active one of `chain` — later decisions supersede it and are numbered after it — and what the engine
+        remembers having said follows it, so that the same answer is not given again."""
+        _check("chain", chain, (self.COURSE, self.MONITORING, self.PROGNOSIS))
+        self._active[chain] = decision
+        self._next_id = max(self._next_id, int(decision["decision_id"]) + 1)
+        ev = decision.get("evidence") or {}
+        if chain == self.COURSE:
+            if ev.get("trigger") in ("window_complete", "window_cut_short"):
+                self._evaluated = True
+            # A reappearance stays on the record through a restart: termination is never advised after it.
+            if decision["kind"] == "amr_reappeared" or ev.get("reappeared_in_session"):
+                self._reappeared = True
+                self._reappeared_standing = decision["kind"] == "amr_reappeared"
+            verdict = self._verdict()
+            if verdict is not None and verdict[0] == decision["kind"]:
+                self._signature[chain] = verdict[3]
+            else:
+                self._signature.pop(chain, None)
+        elif chain == self.MONITORING:
+            reason = ev.get("reason")
+            if reason == "never_detected":
+                self._never_detected_said = True
+            elif reason == "rejected_sweeps":
+                self._rejecting = True
+            elif reason == "monitoring_recovered":
+                self._rejecting = False
+        else:
+            self._signature[chain] = (ev.get("course"),)
+
+    def active_by_chain(self) -> dict[str, dict]:
+        """The decision in force in each chain."""
+        return dict(self._active)
+
+    def forget(self, chain: str) -> None:
+        """No decision of `chain` was published (one a rebuild made up is dropped)."""
+        self._active.pop(chain, None)
+        self._signature.pop(chain, None)
+
+    def resume_numbering(self, next_id: int, *, detected: bool) -> None:
+        """After a rebuild: number from `next_id` (one past the highest id the session published); `detected`:
+        the session published a course state, so the AMR was confirmed present at some point (the sweeps that
+        showed it are gone with the old process; 'never detected' must not be said for want of them)."""
+        if not (isinstance(next_id, int) and next_id >= 1):
+            raise ValueError(f"next_id must be a whole number >= 1; got {next_id!r}")
+        self._next_id = next_id
+        if detected:
+            self._ever_present = True
+
+    def on_amr_unknown(self, reason: str) -> list[dict]:
+        """The AMR's course is unknown (the analyzer restarted without the session's baseline, or this predictor
+        without the session's state): what was said about it no longer stands. The course chain says so; the
+        channels' states are forgotten until the analyzer publishes new ones."""
+        if self._ended:
+            return []
+        self._amr_unknown = reason
+        self._channels.clear()
+        self._gone_before_decompression = False
+        d = self._emit(
+            self.COURSE, "indeterminate", "medium",
+            f"The AMR course is unknown ({reason[:300]}): the AMR can neither confirm nor question this decompression "
+            "until it is seen again — judge the decompression by direct inspection.",
+            trigger="state_unknown",
+        )
         return [d]
