@@ -91,19 +91,28 @@ class Run:
 class StimulusStrength:
     """The current and pulse width each direction's baseline was recorded with, and later stimuli against them.
 
-    The baseline strength is the median of the direction's reported stimuli
-    (those whose sweeps could be assessed) up to the moment the direction's
-    first channel baseline is taken. Sources that report no intensity (a bare
-    trigger channel) leave it unknown, and then nothing is compared."""
+    The baseline strength is the median over the direction's confirmed stimuli
+    of the `baseline` stage, fixed at the first stimulus after that stage;
+    without a baseline stage, over its stimuli up to the moment the direction's
+    first channel baseline is taken (`fix`). Sources that report no intensity
+    (a bare trigger channel) leave it unknown, and then nothing is compared."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[list[float], list[float]]] = {}
+        self._seen: dict[str, tuple[list[float], list[float], bool]] = {}
         self.baseline: dict[str, tuple[float | None, float | None]] = {}
 
-    def collect(self, direction: str, intensity_ma: float | None, width_ms: float | None) -> None:
+    def collect(self, direction: str, stage: str | None, intensity_ma: float | None,
+                width_ms: float | None) -> None:
+        """A confirmed stimulus, in sample order (before `weaker` is asked about it)."""
         if direction in self.baseline:
             return
-        ma, ms = self._seen.setdefault(direction, ([], []))
+        ma, ms, in_stage = self._seen.setdefault(direction, ([], [], False))
+        if stage != "baseline" and in_stage:
+            self.fix(direction)  # the baseline stage is over: this stimulus is the first one judged
+            return
+        if stage == "baseline" and not in_stage:
+            ma, ms = [], []  # the stage's stimuli define the baseline, not any before it
+            self._seen[direction] = (ma, ms, True)
         if intensity_ma is not None:
             ma.append(intensity_ma)
         if width_ms is not None:
@@ -112,7 +121,7 @@ class StimulusStrength:
     def fix(self, direction: str) -> None:
         if direction in self.baseline:
             return
-        ma, ms = self._seen.pop(direction, ([], []))
+        ma, ms, _ = self._seen.pop(direction, ([], [], False))
         self.baseline[direction] = (_median(ma), _median(ms))
 
     def weaker(self, direction: str, intensity_ma: float | None, width_ms: float | None) -> str | None:

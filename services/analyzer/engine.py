@@ -262,7 +262,7 @@ class AnalyzerEngine:
         confirmed = None if confirmation is None else confirmation.confirmed
         weaker = None
         if confirmed:
-            self.strength.collect(direction, sweep.intensity_ma, sweep.width_ms)
+            self.strength.collect(direction, stage, sweep.intensity_ma, sweep.width_ms)
             weaker = self.strength.weaker(direction, sweep.intensity_ma, sweep.width_ms)
         factor, floor, fraction = settings.present_noise_factor, settings.present_floor_uv, \
             settings.detectability_fraction
@@ -415,14 +415,14 @@ class AnalyzerEngine:
         if change == "raise":
             since: SweepMark = run.since
             muscles = self.stimulus_check.direct_names[d]
-            proof = ("the stimulus artifact, " if self.settings.stimulus_check == "artifact_or_direct" else "") + (
-                f"the direct response of {', '.join(muscles)}" if muscles else
-                "a direct response (no channel of a muscle the stimulated branch supplies in this montage)")
+            proof = ("no stimulus artifact, " if self.settings.stimulus_check == "artifact_or_direct" else "") + (
+                f"no direct response of {', '.join(muscles)}" if muscles else
+                "no direct response (no channel of a muscle the stimulated branch supplies in this montage)")
             current = f" (set to {sweep.intensity_ma:g} mA)" if sweep.intensity_ma is not None else ""
             self._raise(out, key, "stimulation_failure", "high",
                         f"{d} stimulation not confirmed for {run.bad} consecutive stimuli since stimulus "
                         f"#{since.stimulus_index} ({since.sample_index / self.fs:.1f} s, stage "
-                        f"{since.stage or '—'}): no {proof} and no AMR. Check the stimulator output, the "
+                        f"{since.stage or '—'}): {proof}, and no AMR. Check the stimulator output, the "
                         f"stimulating needles and their cable, and the current setting{current}. Until stimuli "
                         f"are confirmed, {d} sweeps are not_assessable and cannot show a disappearance.")
         elif change == "clear":
