@@ -56,6 +56,8 @@ class ChannelCourse:
         self.n_good = 0
         self.n_rejected = 0
         self.n_not_assessable = 0
+        self.not_assessable_run = 0
+        """Not-assessable sweeps since the last assessed one: at the end, how long the channel could not tell."""
         self._absent_run = 0
         self._present_run = 0
         self._full_run = 0
@@ -74,10 +76,12 @@ class ChannelCourse:
     def not_assessable(self) -> None:
         """A sweep that cannot tell whether the AMR is there: counted, but it neither extends nor breaks a run."""
         self.n_not_assessable += 1
+        self.not_assessable_run += 1
 
     def update(self, mark: SweepMark, present: bool, p2p_uv: float, pct: float | None) -> Transition | None:
         """Count one assessed sweep (present or absent); returns the transition it completes, if any."""
         self.n_good += 1
+        self.not_assessable_run = 0
         self.recent.append(p2p_uv)
         if present:
             self._absent_run = 0

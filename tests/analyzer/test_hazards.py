@@ -358,3 +358,19 @@ def test_no_amr_at_baseline_has_nothing_to_disappear():
     assert all(f["assessment"] == "absent" for f in measurements(out))
     assert not states(out, "disappeared") and not alarms(out, "recording_quality")
     assert [f for t, f in out if t == "amr_course"][-1]["course"] == "never_detected"
+
+
+def test_a_stimulator_dead_to_the_end_is_no_verdict():
+    """Dead until the end: nothing disappears, and the course says for how many sweeps each channel
+    could not tell at the end (the persistence it reports was last seen that long before)."""
+    rec = render([BASELINE, Segment(12.0, "decompression", stimulator=False, amr_uv=0.0)], seed=13)
+    out = run_engine(rec)
+    assert not states(out, "disappeared")
+    course = [f for t, f in out if t == "amr_course"][-1]
+    for ch in LABELS:
+        dead = [f for f in measurements(out, set(rec.stimuli_in(1)), ch)]
+        assert dead and course["per_channel"][ch]["not_assessable_at_end"] == len(dead)
+        assert course["per_channel"][ch]["n_not_assessable"] == len(dead)
+    assert [a["state"] for a in alarms(out, "stimulation_failure")] == ["raised"] * 2 + ["cleared"] * 2
+    assert all(a["message"] == "the session ended" for a in alarms(out, "stimulation_failure")
+               if a["state"] == "cleared")
