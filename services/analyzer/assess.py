@@ -35,26 +35,14 @@ class References:
 
     def __init__(self, channels: list[str]) -> None:
         self._present: dict[str, list[float]] = {ch: [] for ch in channels}
+        self.median: dict[str, float | None] = dict.fromkeys(channels)
+        """Median p2p of each channel's present sweeps so far (None before the first)."""
 
     def add_present(self, channel: str, p2p_uv: float) -> None:
-        bisect.insort(self._present[channel], p2p_uv)
-
-    def median_present(self, channel: str) -> float | None:
         v = self._present[channel]
-        if not v:
-            return None
+        bisect.insort(v, p2p_uv)
         n = len(v)
-        return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
-
-    def reference(self, channel: str, baseline_uv: float | None) -> tuple[float | None, str]:
-        """(amplitude, what it is): the baseline when there is a non-zero one, else the median so far."""
-        if baseline_uv:
-            return baseline_uv, "baseline AMR"
-        return self.median_present(channel), "median of the present sweeps so far"
-
-    def needs_present(self, channel: str, baseline_uv: float | None) -> bool:
-        """Whether present sweeps still matter for the reference (no non-zero baseline yet)."""
-        return not baseline_uv
+        self.median[channel] = v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 @dataclass

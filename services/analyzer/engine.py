@@ -266,6 +266,8 @@ class AnalyzerEngine:
             weaker = self.strength.weaker(direction, sweep.intensity_ma, sweep.width_ms)
         factor, floor, fraction = settings.present_noise_factor, settings.present_floor_uv, \
             settings.detectability_fraction
+        references, medians, quality_runs, direct_runs = self.references, self.references.median, \
+            self._quality, self._direct
         quality_events: list[tuple[str, str, dict[str, Any]]] = []
         direct_events: list[tuple[str, str, dict[str, Any]]] = []
         for i, ch in enumerate(names):
@@ -276,33 +278,37 @@ class AnalyzerEngine:
                 v, sn, nz = p2p[i], snr[i], noise[i]
                 limit = round(max(factor * nz, floor), 3)
                 b = established.get(ch)
-                ref, ref_what = self.references.reference(ch, b.baseline_uv if b is not None else None)
-                ok = present[i] and not direct[i]
+                base_uv = b.baseline_uv if b is not None else 0.0
+                ref = base_uv or medians[ch]  # the baseline; without a non-zero one, the median so far
+                hidden = ref is not None and limit > fraction * ref
+                d = direct[i]
+                ok = present[i] and not d
                 why = None
                 if not confirmed:
                     why = "stimulus_unconfirmed"
-                elif direct[i]:
+                elif d:
                     why = "direct_response"
                 elif ok:
                     pass
                 elif weaker is not None:
                     why = "intensity_below_baseline"
-                elif ref is not None and limit > fraction * ref:
+                elif hidden:
                     why = "noise_too_high"
-                assessment = "not_assessable" if why else ("present" if ok else "absent")
                 if why is None:
-                    if ok and self.references.needs_present(ch, b.baseline_uv if b is not None else None):
-                        self.references.add_present(ch, v)
-                    if ch not in established and baselines.add(ch, stage, v, ok, nz) is not None:
+                    if ok and not base_uv:
+                        references.add_present(ch, v)
+                    if b is None and baselines.add(ch, stage, v, ok, nz) is not None:
                         out.append(self._baseline_output(ch))
                         self.strength.fix(direction)
-                        b = established.get(ch)
+                        b = established[ch]
                     pct = round(100.0 * v / b.baseline_uv, 3) if b is not None and b.baseline_uv else None
                     transition = course.update(mark, ok, v, pct)
+                    assessment = "present" if ok else "absent"
                 else:
                     course.not_assessable()
                     pct = None  # noise, no stimulus, a direct response, a weaker stimulus: not the AMR's size
-                timed = ok or direct[i]
+                    assessment = "not_assessable"
+                timed = ok or d
                 fields: dict[str, Any] = {
                     "stimulus_index": k, "stim_time_s": t_s, "channel": ch, "direction": direction,
                     "p2p_uv": v,
@@ -319,13 +325,17 @@ class AnalyzerEngine:
                     "detection_limit_uv": limit,
                     "stimulus_confirmed": confirmed,
                 }
-                if ref is not None:
-                    change = self._quality[ch].update(limit > fraction * ref, mark)
+                run = quality_runs[ch]
+                if ref is not None and (hidden or run.bad or run.active):  # nothing to count otherwise
+                    change = run.update(hidden, mark)
                     if change:
                         quality_events.append((ch, change, {"noise": nz, "limit": limit, "ref": ref,
-                                                            "ref_what": ref_what, "base_noise": b and b.noise_uv}))
-                if confirmed:
-                    change = self._direct[ch].update(bool(direct[i]), mark)
+                                                            "ref_what": "baseline AMR" if base_uv else
+                                                            "median of the present sweeps so far",
+                                                            "base_noise": None if b is None else b.noise_uv}))
+                run = direct_runs[ch]
+                if confirmed and (d or run.bad or run.active):
+                    change = run.update(d, mark)
                     if change:
                         direct_events.append((ch, change, {"onset": onset[i], "p2p": v}))
             else:
