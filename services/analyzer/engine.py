@@ -45,7 +45,7 @@ from .classify import classify
 from .condition import Conditioner, SweepGeometry
 from .course import ChannelCourse, SweepMark
 from .epoch import Epocher, PendingSweep, RingBuffer
-from .integrity import StimulusCheck
+from .integrity import RESPONDED, StimulusCheck
 from .measure import Measurer, reject_reasons
 from .settings import AnalyzerSettings
 
@@ -247,15 +247,18 @@ class AnalyzerEngine:
             for r in reasons:
                 if r is not None:
                     self.counters[f"rejected_{r}"] += 1
-            usable = [i for i, r in enumerate(reasons) if r is None]
-            if usable:
-                responded = bool(m.present[usable].any())
-                own = raw if len(usable) == n else raw[usable]
-                confirmation = self.stimulus_check(sweep.direction, own, responded, self._reader(sweep))
-        mark = SweepMark(sweep.stimulus_index, sweep.sample_index, stage)
-        if m is not None:
             p2p, noise, snr, area, onset, peak = (np.rint(m.table * _SCALE) / _SCALE).tolist()
             present, phases, direct = m.present.tolist(), m.n_phases.tolist(), m.direct.tolist()
+            usable = [i for i, r in enumerate(reasons) if r is None]
+            if usable:
+                # A response on a usable channel (an AMR, or a direct response) proves delivery: the common
+                # case, decided without touching other rows.
+                if any(present[i] for i in usable):
+                    confirmation = RESPONDED
+                else:
+                    own = raw if len(usable) == n else raw[usable]
+                    confirmation = self.stimulus_check(sweep.direction, own, False, self._reader(sweep))
+        mark = SweepMark(sweep.stimulus_index, sweep.sample_index, stage)
         courses, baselines = self.courses, self.baselines
         established = baselines.established
         k, t_s, direction = sweep.stimulus_index, sweep.stim_time_s, sweep.direction

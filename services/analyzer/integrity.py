@@ -48,6 +48,9 @@ class Confirmation:
     """'response', 'artifact' or 'direct_response'; None when unconfirmed."""
 
 
+#: The stimulus is confirmed by a response on the sweep's own channels.
+RESPONDED = Confirmation(True, "response")
+
 #: Reads channel rows [lo, hi) of the sweep from the ring buffer; None when they cannot be read.
 RowReader = Callable[[np.ndarray], "np.ndarray | None"]
 
@@ -81,7 +84,7 @@ class StimulusCheck:
         """`own_raw`: the raw sweep of the direction's usable channels; `responded`: one of them shows a
         response (an AMR or a direct response); `read`: the ring buffer, for other rows."""
         if responded:
-            return Confirmation(True, "response")
+            return RESPONDED
         if self.use_artifact:
             if own_raw.shape[0] and self.has_artifact(own_raw):
                 return Confirmation(True, "artifact")
