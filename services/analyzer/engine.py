@@ -249,15 +249,16 @@ class AnalyzerEngine:
                     self.counters[f"rejected_{r}"] += 1
             p2p, noise, snr, area, onset, peak = (np.rint(m.table * _SCALE) / _SCALE).tolist()
             present, phases, direct = m.present.tolist(), m.n_phases.tolist(), m.direct.tolist()
-            usable = [i for i, r in enumerate(reasons) if r is None]
-            if usable:
-                # A response on a usable channel (an AMR, or a direct response) proves delivery: the common
-                # case, decided without touching other rows.
-                if any(present[i] for i in usable):
-                    confirmation = RESPONDED
-                else:
-                    own = raw if len(usable) == n else raw[usable]
-                    confirmation = self.stimulus_check(sweep.direction, own, False, self._reader(sweep))
+            # A response on a usable channel (an AMR, or a direct response) proves delivery: the common
+            # case, decided without touching other rows.
+            if reasons.count(None) == n:
+                confirmation = RESPONDED if True in present else \
+                    self.stimulus_check(sweep.direction, raw, False, self._reader(sweep))
+            else:
+                usable = [i for i, r in enumerate(reasons) if r is None]
+                if usable:
+                    confirmation = RESPONDED if any(present[i] for i in usable) else \
+                        self.stimulus_check(sweep.direction, raw[usable], False, self._reader(sweep))
         mark = SweepMark(sweep.stimulus_index, sweep.sample_index, stage)
         courses, baselines = self.courses, self.baselines
         established = baselines.established
