@@ -425,8 +425,8 @@ class AmrMeasurement(Message):
         "(only present and absent do)."
     )
     assessment_reason: ShortText | None = Field(
-        description="Why not_assessable ('noise_too_high', 'stimulus_unconfirmed', 'direct_response') or "
-        "rejected (the reject_reason); null for present and absent."
+        description="Why not_assessable ('noise_too_high', 'stimulus_unconfirmed', 'direct_response', "
+        "'intensity_below_baseline') or rejected (the reject_reason); null for present and absent."
     )
     detection_limit_uv: NonNegFloat | None = Field(
         description="Smallest peak-to-peak that would have counted as present at this sweep's noise "

@@ -10,6 +10,11 @@ An analyzer restarted mid-session takes the session's established baselines
 back (`resume`); a channel whose baseline was due but cannot be had is
 `unknown` for the rest of the session: sweeps from the middle of the operation
 are never taken for the preoperative baseline.
+
+Only assessed sweeps (present or absent) are counted: a sweep that could not
+tell (too noisy, stimulus unconfirmed, a direct response) says nothing about
+the AMR's size. The median noise of the same sweeps is kept, so a later
+recording-quality alarm can say how the noise compares with the baseline's.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ class EstablishedBaseline:
     baseline_uv: float
     n_sweeps: int
     present_fraction: float
+    noise_uv: float | None = None
+    """Median noise RMS of the baseline sweeps (None after a restart: the session does not publish it)."""
 
 
 @dataclass
 class _Collect:
     p2p: list[float] = field(default_factory=list)
     present: list[bool] = field(default_factory=list)
+    noise: list[float] = field(default_factory=list)
     in_stage: int = 0
     """How many of them were in the baseline stage."""
 
@@ -53,8 +61,13 @@ class BaselineTracker:
         """The preoperative AMR amplitude: the largest channel baseline so far."""
         return max((b.baseline_uv for b in self.established.values()), default=0.0)
 
-    def add(self, channel: str, stage: str | None, p2p_uv: float, present: bool) -> EstablishedBaseline | None:
-        """Count one good sweep; returns the baseline when this sweep establishes it."""
+    def noise(self, channel: str) -> float | None:
+        b = self.established.get(channel)
+        return None if b is None else b.noise_uv
+
+    def add(self, channel: str, stage: str | None, p2p_uv: float, present: bool,
+            noise_uv: float = 0.0) -> EstablishedBaseline | None:
+        """Count one assessed sweep; returns the baseline when this sweep establishes it."""
         if channel in self.established or channel in self.unknown:
             return None
         c = self._collect[channel]
@@ -62,12 +75,14 @@ class BaselineTracker:
         if stage == "baseline":
             c.p2p.append(p2p_uv)
             c.present.append(present)
+            c.noise.append(noise_uv)
             c.in_stage += 1
             return None
         if c.in_stage >= s.baseline_min_sweeps:
             return self._establish(channel)
         c.p2p.append(p2p_uv)
         c.present.append(present)
+        c.noise.append(noise_uv)
         if len(c.p2p) >= s.baseline_first_n:
             return self._establish(channel)
         return None
@@ -85,7 +100,8 @@ class BaselineTracker:
         c = self._collect[channel]
         fraction = float(np.mean(c.present)) if c.present else 0.0
         value = float(np.median(c.p2p)) if fraction >= self.settings.baseline_min_present_fraction else 0.0
-        b = EstablishedBaseline(channel, value, len(c.p2p), fraction)
+        noise = float(np.median(c.noise)) if c.noise else 0.0
+        b = EstablishedBaseline(channel, value, len(c.p2p), fraction, noise)
         self.established[channel] = b
         return b
 

@@ -1,7 +1,10 @@
 """The AMR course of one channel: present → diminished → disappeared → reappeared.
 
-Only good sweeps count; a rejected sweep (diathermy, saturation, gap) neither
-extends nor breaks a run, so seconds of electrocautery can never make an AMR
+Only assessed sweeps count (assessment `present` or `absent`); a rejected
+sweep (diathermy, saturation, gap) and a `not_assessable` one (too noisy to
+show a baseline-size AMR, stimulus not confirmed, a direct response, a weaker
+stimulus than at baseline) neither extends nor breaks a run, so seconds of
+electrocautery, a noisy electrode or a dead stimulator can never make an AMR
 "disappear". Each change needs K consecutive sweeps that agree:
 
 - (none) → present: `confirm_k` present sweeps;
@@ -57,6 +60,9 @@ class ChannelCourse:
         self.ever_present = False
         self.n_good = 0
         self.n_rejected = 0
+        self.n_not_assessable = 0
+        self.not_assessable_run = 0
+        """Not-assessable sweeps since the last assessed one: at the end, how long the channel could not tell."""
         self._absent_run = 0
         self._present_run = 0
         self._full_run = 0
@@ -72,9 +78,15 @@ class ChannelCourse:
     def rejected(self) -> None:
         self.n_rejected += 1
 
+    def not_assessable(self) -> None:
+        """A sweep that cannot tell whether the AMR is there: counted, but it neither extends nor breaks a run."""
+        self.n_not_assessable += 1
+        self.not_assessable_run += 1
+
     def update(self, mark: SweepMark, present: bool, p2p_uv: float, pct: float | None) -> Transition | None:
-        """Count one good sweep; returns the transition it completes, if any."""
+        """Count one assessed sweep (present or absent); returns the transition it completes, if any."""
         self.n_good += 1
+        self.not_assessable_run = 0
         self.recent.append(p2p_uv)
         if present:
             self._absent_run = 0

@@ -32,7 +32,8 @@ def feed_chunk(engine: AnalyzerEngine, chunk: Chunk, first_stimulus_index: int) 
         out += engine.on_frame(chunk.first_sample_index, chunk.samples)
     k = first_stimulus_index
     for s in chunk.stimuli:
-        out += engine.on_stimulus(k, s.sample_index, s.sample_index / engine.fs, s.direction)
+        out += engine.on_stimulus(k, s.sample_index, s.sample_index / engine.fs, s.direction,
+                                  s.intensity_ma, s.width_ms)
         k += 1
     return out, k
 
@@ -75,7 +76,8 @@ def analyze_edf(path: str | Any, settings: AnalyzerSettings | None = None) -> It
             start = max(lo, engine.buffer.hwm or 0)
             if hi > start:
                 yield from engine.on_frame(start, src.samples(start, hi))
-            yield from engine.on_stimulus(k, stim.sample_index, stim.sample_index / engine.fs, stim.direction)
+            yield from engine.on_stimulus(k, stim.sample_index, stim.sample_index / engine.fs, stim.direction,
+                                          stim.intensity_ma, stim.width_ms)
         for idx, stage in stages[si:]:
             yield from engine.on_stage(stage, idx)
         yield from engine.on_end()
@@ -117,7 +119,8 @@ class MessageDispatcher:
         if isinstance(msg, EmgFrame):
             return e.on_frame(msg.first_sample_index, msg.samples, msg.sampling_rate_hz)
         if isinstance(msg, Stimulus):
-            return e.on_stimulus(msg.stimulus_index, msg.sample_index, msg.stim_time_s, msg.direction)
+            return e.on_stimulus(msg.stimulus_index, msg.sample_index, msg.stim_time_s, msg.direction,
+                                 msg.intensity_ma, msg.width_ms)
         if isinstance(msg, StageMarker):
             return e.on_stage(msg.stage, msg.sample_index)
         if isinstance(msg, SessionEnd):

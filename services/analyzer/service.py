@@ -32,7 +32,7 @@ from ...proto.codec import DecodeError, decode
 from ...proto.control import ControlReply
 from ...proto.messages import BY_TYPE, Heartbeat, Message, ServiceSettings, SessionStart
 from ...service import Service
-from .engine import Output
+from .engine import CONDITION_KINDS, Output
 from .offline import MessageDispatcher
 from .settings import AnalyzerSettings
 
@@ -287,8 +287,13 @@ class Analyzer(Service):
                             "(would have read %s)", fields["course"])
                 continue
             if kind == "alarm":
-                self.alarms.raise_(fields["kind"], fields["alarm_key"], fields["priority"], fields["message"],
-                                   pulse=True)
+                # Conditions (stimulation failure, recording quality, direct response) are raised and cleared
+                # by the engine; bad-input alarms are pulses that expire after a quiet spell.
+                if fields["state"] == "cleared":
+                    self.alarms.clear(fields["alarm_key"], fields["message"])
+                else:
+                    self.alarms.raise_(fields["kind"], fields["alarm_key"], fields["priority"], fields["message"],
+                                       pulse=fields["kind"] not in CONDITION_KINDS)
                 continue
             self.pub.publish(BY_TYPE[kind], sid, **fields)
             if kind == "amr_measurement":
