@@ -449,6 +449,13 @@ class AmrState(Message):
     stage: Stage | None
     stimulus_index: Count
     pct_of_baseline: NonNegFloat | None
+    since_stimulus_index: Count | None = Field(
+        default=None,
+        description="For `disappeared`: the first sweep of the absent run this state confirms (when the AMR "
+        "went, not when it became sure); null for the other states.",
+    )
+    since_sample_index: Count | None = Field(default=None, description="That sweep's stimulus sample.")
+    since_stage: Stage | None = Field(default=None, description="The stage that sweep was recorded in.")
 
 
 class AmrCourse(Message):

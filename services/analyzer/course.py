@@ -40,6 +40,8 @@ class Transition:
     stimulus_index: int
     stage: str | None
     pct_of_baseline: float | None
+    since: SweepMark | None = None
+    """For `disappeared`: the first sweep of the absent run it confirms."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ class ChannelCourse:
             self.disappeared_at = self._absent_since
         if new in ("present", "reappeared"):
             self.ever_present = True
-        return Transition(self.channel, new, old, mark.stimulus_index, mark.stage, pct)
+        return Transition(self.channel, new, old, mark.stimulus_index, mark.stage, pct,
+                          self.disappeared_at if new == "disappeared" else None)
 
     def _next_state(self) -> str | None:
         st = self.state

@@ -369,6 +369,9 @@ class AnalyzerEngine:
                     "stage": transition.stage,
                     "stimulus_index": transition.stimulus_index,
                     "pct_of_baseline": transition.pct_of_baseline,
+                    "since_stimulus_index": transition.since.stimulus_index if transition.since else None,
+                    "since_sample_index": transition.since.sample_index if transition.since else None,
+                    "since_stage": transition.since.stage if transition.since else None,
                 }))
         self.n_measurements += n
         if confirmation is not None:
@@ -426,11 +429,12 @@ class AnalyzerEngine:
 
         `stages` are its stage markers (sample index, stage) in order; `baselines` each channel's published
         (baseline_uv, n_sweeps); `states` each channel's last published amr_state (state, stimulus_index,
-        stage). `known=False`: none of it could be had. A channel whose baseline is not given is still
+        stage[, since_stimulus_index, since_sample_index, since_stage]). `known=False`: none of it could be had. A channel whose baseline is not given is still
         collected only while the session is in its `baseline` stage; otherwise it is unknown for the rest
         of the session (never a baseline from mid-operation sweeps), and so is the session's course. Each
-        course resumes in its state with its runs at zero; a resumed disappearance is dated to the start of
-        the stage it was confirmed in (the sweep that began its absent run is not published). Returns the
+        course resumes in its state with its runs at zero; a resumed disappearance is dated to the first sweep
+        of its absent run as published (`since_*`), or, for older archives, to the start of the stage it was
+        confirmed in. Returns the
         channels whose baseline is unknown. Call before any signal is fed."""
         for idx, stage in stages:
             self.on_stage(stage, idx)
@@ -443,9 +447,12 @@ class AnalyzerEngine:
             elif not collecting:
                 self.baselines.resume(ch, None)
             if known and ch in states:
-                state, k, stage = states[ch]
-                at = next((idx for idx, name in self.stages if name == stage), 0) if stage is not None else 0
-                course.resume(state, SweepMark(k, at, stage))
+                state, k, stage, *since = states[ch]
+                if since and since[0] is not None:  # the absent run's first sweep, as the session published it
+                    course.resume(state, SweepMark(since[0], since[1] or 0, since[2]))
+                else:
+                    at = next((idx for idx, name in self.stages if name == stage), 0) if stage is not None else 0
+                    course.resume(state, SweepMark(k, at, stage))
         return sorted(self.baselines.unknown)
 
     @property

@@ -252,7 +252,8 @@ class Analyzer(Service):
         self._resuming = None
         mine = [m for m in reply.messages if m.session_id == sid and m.publisher == self.name]
         baselines = {m.channel: (m.baseline_uv, m.n_sweeps) for m in mine if m.type == "baseline"}
-        states = {m.channel: (m.state, m.stimulus_index, m.stage) for m in mine if m.type == "amr_state"}
+        states = {m.channel: (m.state, m.stimulus_index, m.stage, m.since_stimulus_index, m.since_sample_index,
+                              m.since_stage) for m in mine if m.type == "amr_state"}
         known = reply.unknown is None
         mine_settings = ServiceSettings.digest(self.settings.model_dump(mode="json"))
         for m in mine:

@@ -41,7 +41,8 @@ def run(engine: AnalyzerEngine, s: Session, lo: int, hi: int, *, end: bool) -> l
 def published_state(outputs: list, s: Session, upto: int):
     stages = [(idx, st) for idx, st in s.stages if idx < upto]
     baselines = {f["channel"]: (f["baseline_uv"], f["n_sweeps"]) for f in of_type(outputs, "baseline")}
-    states = {f["channel"]: (f["state"], f["stimulus_index"], f["stage"]) for f in of_type(outputs, "amr_state")}
+    states = {f["channel"]: (f["state"], f["stimulus_index"], f["stage"], f["since_stimulus_index"],
+                             f["since_sample_index"], f["since_stage"]) for f in of_type(outputs, "amr_state")}
     return stages, baselines, states
 
 
