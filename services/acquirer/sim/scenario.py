@@ -30,6 +30,10 @@ The stories (stage: fraction of baseline):
   log-uniform in ``calibration_amplitude_uv`` otherwise. No patient factors;
   diathermy only with ``calibration_diathermy``.
 
+Patients (chosen so the predictor puts them in its low / high bands):
+the preoperative four factors are entered at sample 0, ``retraction_mm``
+when retraction starts and ``displacement`` when decompression starts.
+
 The hazards a neurophysiologist checks before believing a disappearance
 (issue 13), each a `Hazard` from some point of the operation on:
 
@@ -47,10 +51,6 @@ The hazards a neurophysiologist checks before believing a disappearance
   decompression starts, back at full size ``REAPPEAR_BEFORE_CLOSURE`` stimuli
   before closure (the prosthesis slipped) — with the default stage times,
   after the verdict on the disappearance.
-
-Patients (chosen so the predictor puts them in its low / high bands):
-the preoperative four factors are entered at sample 0, ``retraction_mm``
-when retraction starts and ``displacement`` when decompression starts.
 """
 
 from __future__ import annotations
