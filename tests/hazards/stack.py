@@ -141,14 +141,18 @@ class Run:
         return "\n".join(rows)
 
 
-def run_case(case: str, path: Path, work: Path, *, speed: float = SPEED, factors: dict | None = None) -> Run:
-    """Replay `path` through `amrwatch up`, enter `factors` once the session starts, collect every event."""
+def run_case(case: str, path: Path | None, work: Path, *, speed: float = SPEED, factors: dict | None = None,
+             source_args: tuple[str, ...] = ()) -> Run:
+    """Replay `path` through `amrwatch up`, enter `factors` once the session starts, collect every event.
+
+    With `path` None the stack runs `source_args` instead (e.g. a simulator scenario, whose own script
+    enters the factors: pass factors={} to enter none)."""
     factors = factors if factors is not None else high_band_patient()
     env = stack_env(work / "data")
     t0 = time.monotonic()
-    up = subprocess.Popen([sys.executable, "-m", "amrwatch", "up", "--json", "--source", f"edf:{path}",
-                           "--speed", str(speed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+    source = ["--source", f"edf:{path}"] if path is not None else list(source_args)
+    up = subprocess.Popen([sys.executable, "-m", "amrwatch", "up", "--json", *source, "--speed", str(speed)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
     err_chunks: list[str] = []
 
@@ -180,7 +184,7 @@ def run_case(case: str, path: Path, work: Path, *, speed: float = SPEED, factors
                 continue
             ev = json.loads(line)
             events.append(ev)
-            if ev["type"] == "session_start" and reply.startswith("(factors not entered"):
+            if ev["type"] == "session_start" and factors and reply.startswith("(factors not entered"):
                 done = subprocess.run([sys.executable, "-m", "amrwatch", "factors", *factor_args(factors)],
                                       env=env, capture_output=True, text=True, timeout=60)
                 reply = (done.stdout + done.stderr).strip()
