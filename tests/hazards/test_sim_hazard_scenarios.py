@@ -15,6 +15,9 @@ from .stack import Run, run_case
 from .test_stack_hazards import VERDICTS, chain
 
 SPEED = 40.0
+#: Stage durations x this; the reappearance needs the whole decompression_complete-to-closure time
+#: (its AMR returns a fixed number of stimuli before closure, after the verdict window).
+TIME_SCALE = {"noise-rise": 0.5, "stimulator-failure": 0.5, "current-spread": 0.5, "reappearance": 1.0}
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +28,7 @@ def sim_run(tmp_path_factory):
         if name not in cache:
             try:
                 run = run_case(name, None, tmp_path_factory.mktemp(f"sim-{name}"), speed=SPEED, factors={},
-                               source_args=("--scenario", name, "--seed", "3"))
+                               source_args=("--scenario", name, "--seed", "3", "--time-scale", str(TIME_SCALE[name])))
                 print(f"\n[sim {name}] whole stack: {run.wall_s:.1f} s wall ({len(run.events)} events)")
                 cache[name] = run
             except BaseException as err:  # noqa: BLE001
