@@ -42,8 +42,9 @@ class Background:
         self._wander_phase = rng.uniform(0.0, 2 * np.pi, size=(n_channels, _WANDER_COMPONENTS))
         self._grid = max(1, int(config.sampling_rate_hz / _WANDER_GRID_HZ))
 
-    def render(self, block: int) -> np.ndarray:
-        """(n_channels, BLOCK_SAMPLES) float64 µV of block `block`."""
+    def render(self, block: int, noise_gain: np.ndarray | None = None) -> np.ndarray:
+        """(n_channels, BLOCK_SAMPLES) float64 µV of block `block`; `noise_gain` (per sample) scales
+        the Gaussian noise (a scenario's noise hazard), mains and wander stay as they are."""
         cfg = self.config
         start = block * BLOCK_SAMPLES
         n = np.arange(start, start + BLOCK_SAMPLES, dtype=np.int64)
@@ -51,6 +52,8 @@ class Background:
             rng = np.random.default_rng([self.seed, _TAG_NOISE, block])
             out = rng.standard_normal((self.n_channels, BLOCK_SAMPLES))
             out *= cfg.noise_uv
+            if noise_gain is not None:
+                out *= noise_gain
         else:
             out = np.zeros((self.n_channels, BLOCK_SAMPLES))
         if cfg.mains_uv > 0.0:

@@ -38,6 +38,24 @@ decompression is still going on.
 Patients (chosen so the predictor puts them in its low / high bands):
 the preoperative four factors are entered at sample 0, ``retraction_mm``
 when retraction starts and ``displacement`` when decompression starts.
+
+The hazards a neurophysiologist checks before believing a disappearance
+(issue 13), each a `Hazard` from some point of the operation on:
+
+- ``noise-rise`` (low-risk, ~80 µV): the AMR is unchanged, but 2 stimuli
+  after decompression starts the noise RMS rises ``NOISE_RISE_FACTOR`` times
+  (an electrode losing contact): an AMR of baseline size can no longer be seen.
+- ``stimulator-failure`` (low-risk, ~180 µV): 10 stimuli after decompression
+  starts the stimulator stops delivering — no artifact, no direct response,
+  no AMR — while the stimulus markers keep coming.
+- ``current-spread`` (high-risk, ~180 µV): 10 stimuli after decompression
+  starts the current spreads: a large direct response on the AMR channels
+  from ~3.5 ms running into the 6-25 ms window; the AMR itself is gone
+  underneath 4 stimuli later.
+- ``reappearance`` (high-risk, ~180 µV): gone 2 + 6 stimuli after
+  decompression starts, back at full size ``REAPPEAR_BEFORE_CLOSURE`` stimuli
+  before closure (the prosthesis slipped) — with the default stage times,
+  after the verdict on the disappearance.
 """
 
 from __future__ import annotations
@@ -90,6 +108,26 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Hazard:
+    """From stimulus `delay` after `stage` starts on, the recording or the stimulation goes wrong.
+
+    A later hazard replaces an earlier one entirely (list a return to normal as a `Hazard` with the
+    defaults). The defaults are "nothing wrong"."""
+
+    stage: str
+    delay: int = 0
+    """Stimuli after the stage starts (may be negative: before it)."""
+    noise_factor: float = 1.0
+    """The background noise RMS is multiplied by this (from half a stimulus period before that stimulus)."""
+    delivered: bool = True
+    """False: the stimulator delivers nothing (no artifact, direct response or AMR); markers go on."""
+    spread_uv: float = 0.0
+    """Current spread: peak-to-peak of a direct response on the AMR channels (0 = none)."""
+    spread_onset_ms: float = 3.5
+    spread_duration_ms: float = 16.0
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     story: str
@@ -101,6 +139,8 @@ class Scenario:
     channel_course: dict[str, tuple[Step, ...]] = field(default_factory=dict)
     """Per-channel overrides of `course`."""
     calibration: bool = False
+    hazards: tuple[Hazard, ...] = ()
+    """What goes wrong with the recording or the stimulation, in order (see `Hazard`)."""
 
     def course_for(self, channel: str) -> tuple[Step, ...]:
         return self.channel_course.get(channel, self.course)
@@ -133,6 +173,14 @@ SURGICAL_STAGES: tuple[str, ...] = (
     "decompression_complete",
     "closure",
 )
+
+#: noise-rise: how many times the noise RMS rises (3 → 30 µV broadband; the analyzer's pre-stimulus
+#: estimate in its 10-2000 Hz band goes from ~1.1 to ~11 µV, so its detection limit passes the ~80 µV AMR).
+NOISE_RISE_FACTOR = 10.0
+#: current-spread: peak-to-peak of the direct response on the AMR channels (µV).
+SPREAD_UV = 600.0
+#: reappearance: stimuli before closure at which the AMR comes back.
+REAPPEAR_BEFORE_CLOSURE = 18
 
 _APPROACH = (
     Step("baseline", 1.0),
@@ -217,6 +265,42 @@ SCENARIOS: dict[str, Scenario] = {
             baseline_uv=0.0,
             course=(Step("baseline", 1.0),),
             calibration=True,
+        ),
+        Scenario(
+            name="noise-rise",
+            story="Unchanged ~80 µV AMR; from decompression on the noise rises (an electrode losing contact).",
+            patient=LOW_RISK,
+            baseline_uv=80.0,
+            course=_APPROACH,
+            hazards=(Hazard("decompression", delay=2, noise_factor=NOISE_RISE_FACTOR),),
+        ),
+        Scenario(
+            name="stimulator-failure",
+            story="The stimulator stops delivering during decompression; the stimulus markers keep coming.",
+            patient=LOW_RISK,
+            baseline_uv=180.0,
+            course=_APPROACH,
+            hazards=(Hazard("decompression", delay=10, delivered=False),),
+        ),
+        Scenario(
+            name="current-spread",
+            story="Current spread during decompression: a large direct response runs into the AMR window; "
+                  "the AMR underneath is gone.",
+            patient=HIGH_RISK,
+            baseline_uv=180.0,
+            course=_APPROACH + (Step("decompression", 0.0, delay=14, ramp=1),),
+            hazards=(Hazard("decompression", delay=10, spread_uv=SPREAD_UV),),
+        ),
+        Scenario(
+            name="reappearance",
+            story="Gone after decompression, then back before closure (the prosthesis slipped).",
+            patient=HIGH_RISK,
+            baseline_uv=180.0,
+            course=_APPROACH
+            + (
+                Step("decompression", 0.0, delay=2, ramp=6),
+                Step("closure", 1.0, delay=-REAPPEAR_BEFORE_CLOSURE, ramp=4),
+            ),
         ),
     )
 }
@@ -330,3 +414,17 @@ def course_fraction(steps: tuple[Step, ...], stage_first_stimulus: dict[str, int
             p = (k - start) / step.ramp
             value = value + (step.fraction - value) * (0.5 - 0.5 * np.cos(np.pi * p))
     return float(max(value, 0.0))
+
+
+def hazard_start(hazard: Hazard, stage_first_stimulus: dict[str, int]) -> int:
+    """The first stimulus a hazard applies to."""
+    return stage_first_stimulus[hazard.stage] + hazard.delay
+
+
+def hazard_at(hazards: tuple[Hazard, ...], stage_first_stimulus: dict[str, int], k: int) -> Hazard | None:
+    """The hazard in force at stimulus `k` (the last one started), or None."""
+    current = None
+    for h in hazards:
+        if k >= hazard_start(h, stage_first_stimulus):
+            current = h
+    return current

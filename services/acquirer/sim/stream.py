@@ -18,7 +18,7 @@ from .background import BLOCK_SAMPLES, Background
 from .config import SimConfig
 from .diathermy import Burst, add_bursts, schedule_bursts
 from .montage import SAMPLE_INDEX_MODULUS, SimChannel, sim_channels
-from .scenario import Timeline, build_timeline, course_fraction, get_scenario
+from .scenario import Hazard, Timeline, build_timeline, course_fraction, get_scenario, hazard_at, hazard_start
 from .waveform import (
     PhaseShape,
     biphasic_shape,
@@ -33,6 +33,9 @@ _TAG_EXTRA = 7
 
 #: Stimulus events kept rendered (an event can straddle two blocks).
 _EVENT_CACHE = 64
+
+#: Current spread's direct response: a large, polyphasic compound muscle action potential.
+_SPREAD_SHAPE = PhaseShape(widths=(0.2, 0.3, 0.3, 0.2), heights=(1.0, 0.8, 0.5, 0.3), first_sign=-1, rise_ms=1.0)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class Simulator:
             c.name: self._draw_profile(i) for i, c in enumerate(self._emg)
         }
         self._background = Background(config, self.seed, len(self._emg))
+        self._noise_changes = self._noise_schedule()
         self.bursts: list[Burst] = schedule_bursts(
             config, self.seed, self.timeline, self._scenario.calibration
         )
@@ -188,7 +192,7 @@ class Simulator:
         if b == self._block_index and self._block is not None:
             return self._block
         start = b * BLOCK_SAMPLES
-        emg = self._background.render(b)
+        emg = self._background.render(b, noise_gain=self._noise_gain(start))
         add_bursts(emg, start, self.bursts, self.seed, b, self._fs)
         samples = self.timeline.stimulus_samples
         L = self._event_samples
@@ -214,6 +218,35 @@ class Simulator:
             block[-1] = idx.astype(np.float32)
         self._block_index, self._block = b, block
         return block
+
+    def _noise_schedule(self) -> list[tuple[int, float]]:
+        """(sample, noise factor from there on) for the scenario's hazards; empty when none changes it.
+        A change takes effect half a stimulus period before its stimulus, so that stimulus's whole
+        sweep (pre-stimulus noise window included) is recorded at the new noise."""
+        hazards = self._scenario.hazards
+        if not any(h.noise_factor != 1.0 for h in hazards):
+            return []
+        samples = self.timeline.stimulus_samples
+        half = int(round(0.5 * self._fs / self.config.effective_stim_rate_hz()))
+        out = []
+        for h in hazards:
+            k = hazard_start(h, self._stage_first_stimulus)
+            at = int(samples[k]) if 0 <= k < len(samples) else self.timeline.total_samples
+            out.append((max(0, at - half), h.noise_factor))
+        return out
+
+    def _noise_gain(self, start: int) -> np.ndarray | None:
+        """Per-sample noise factor over the block starting at `start`, or None (all 1)."""
+        if not self._noise_changes:
+            return None
+        n = np.arange(start, start + BLOCK_SAMPLES)
+        gain = np.ones(BLOCK_SAMPLES)
+        for at, factor in self._noise_changes:
+            gain[n >= at] = factor
+        return gain
+
+    def _hazard(self, k: int) -> Hazard | None:
+        return hazard_at(self._scenario.hazards, self._stage_first_stimulus, k)
 
     def _draw_profile(self, i: int) -> ChannelProfile:
         cfg = self.config
@@ -257,6 +290,9 @@ class Simulator:
             stim.sample_index + int(np.ceil(cfg.ms_to_samples(w1))),
         )
         diathermy = any(b.overlaps(*sweep) for b in self.bursts)
+        hazard = self._hazard(k)
+        delivered = hazard is None or hazard.delivered
+        noise_rms = cfg.noise_uv * (hazard.noise_factor if hazard is not None else 1.0)
         for i, ch in enumerate(self._emg):
             prof = self.profiles[ch.name]
             # Every draw happens whatever the amplitude, so a stimulus's morphology
@@ -272,6 +308,10 @@ class Simulator:
                 duration = min(prof.duration_ms * stretch, cfg.amr_end_limit_ms - onset)
                 shape = prof.shape
                 amplitude = self._scripted_amplitude(k, ch.name, prof, variability)
+            if not delivered:  # a dead stimulator: nothing evoked, so no AMR in the signal either
+                if ch.direction == stim.direction:
+                    truths.append(self._absent_truth(k, ch.name, noise_rms, diathermy))
+                continue
 
             values[i] += stimulus_artifact(
                 t,
@@ -291,6 +331,13 @@ class Simulator:
                     )
                     values[i] += direct.values
                 continue
+            if hazard is not None and hazard.spread_uv > 0.0:
+                # Current spread: the stimulated branch's own response picked up on this AMR channel.
+                values[i] += render_response(
+                    _SPREAD_SHAPE, t, hazard.spread_onset_ms + 0.1 * jitter,
+                    min(hazard.spread_duration_ms, cfg.amr_end_limit_ms - hazard.spread_onset_ms - 0.2),
+                    hazard.spread_uv * variability,
+                ).values
             if amplitude > 0.0:
                 amr = render_response(shape, t, onset, duration, amplitude)
                 values[i] += amr.values
@@ -302,24 +349,18 @@ class Simulator:
                         onset_latency_ms=amr.onset_latency_ms,
                         peak_latency_ms=amr.peak_latency_ms,
                         n_phases=amr.n_phases,
-                        noise_rms_uv=cfg.noise_uv,
+                        noise_rms_uv=noise_rms,
                         diathermy=diathermy,
                     )
                 )
             else:
-                truths.append(
-                    SimTruth(
-                        stimulus_index=k,
-                        channel=ch.name,
-                        amplitude_uv=0.0,
-                        onset_latency_ms=None,
-                        peak_latency_ms=None,
-                        n_phases=0,
-                        noise_rms_uv=cfg.noise_uv,
-                        diathermy=diathermy,
-                    )
-                )
+                truths.append(self._absent_truth(k, ch.name, noise_rms, diathermy))
         return _Event(values, tuple(truths))
+
+    @staticmethod
+    def _absent_truth(k: int, channel: str, noise_rms: float, diathermy: bool) -> SimTruth:
+        return SimTruth(stimulus_index=k, channel=channel, amplitude_uv=0.0, onset_latency_ms=None,
+                        peak_latency_ms=None, n_phases=0, noise_rms_uv=noise_rms, diathermy=diathermy)
 
     def _scripted_amplitude(self, k: int, channel: str, prof: ChannelProfile, variability: float) -> float:
         steps = self._scenario.course_for(channel)
