@@ -229,6 +229,7 @@ class LslSource:
         self.pos = 0  # sample index of the next sample
         self._last_ts: float | None = None  # EMG-clock stamp of the last sample
         self._last_local: float | None = None  # local-clock stamp of the last sample
+        self._last_host = self.emg.hostname  # one host, one clock: stamps compare as sent
         self._last_arrival = time.monotonic()
         self._after_restart = False
         self._carry: tuple[np.ndarray, np.ndarray] | None = None
@@ -347,9 +348,9 @@ class LslSource:
         """Check continuity, keep the stamps, hand out samples and trigger edges."""
         period = 1.0 / self.fs
         tol = self.cfg.gap_tolerance_ms / 1000.0 + 0.5 * period
-        local0 = ts[0] + self.emg.tc
+        local0 = ts[0] + self.emg.tc  # only used across hosts
         if self._last_ts is not None:
-            if self._after_restart:  # a new outlet: compare on the local clock
+            if self._after_restart and self.emg.hostname != self._last_host:  # another host: local clock
                 d = local0 - (self._last_local + period)
             else:
                 d = ts[0] - (self._last_ts + period)
@@ -384,6 +385,7 @@ class LslSource:
         self.pos += ts.size
         self._last_ts = float(ts[-1])
         self._last_local = float(ts[-1]) + self.emg.tc
+        self._last_host = self.emg.hostname
         self._last_arrival = time.monotonic()
         self._received += ts.size
         self._rate.append((self._last_arrival, self._received))
