@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 import pylsl
+from pylsl.util import LostError
+from pylsl.util import TimeoutError as LslTimeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...proto.codec import describe
@@ -145,7 +147,7 @@ class _Inlet:
         try:
             self.tc = float(self.inlet.time_correction(timeout=timeout))
             self.tc_at = now
-        except (pylsl.TimeoutError, pylsl.LostError):
+        except (LslTimeout, LostError):
             pass
 
 
@@ -335,7 +337,7 @@ class LslSource:
             return data, ts
         try:
             _, stamps = self.emg.inlet.pull_chunk(timeout=0.02, max_samples=n, dest_obj=self._buf)
-        except pylsl.LostError:
+        except LostError:
             now = time.monotonic()
             if now >= self._next_look:
                 self._next_look = now + 0.2
@@ -418,7 +420,7 @@ class LslSource:
                 continue
             try:
                 new = self._connect(info, 2.0)
-            except (pylsl.TimeoutError, pylsl.LostError) as err:
+            except (LslTimeout, LostError) as err:
                 log.warning("lsl: new %r stream %s could not be opened (%s); trying again", self.name, info.uid(), err)
                 continue
             new.refresh_tc(time.monotonic(), timeout=2.0)
@@ -447,7 +449,7 @@ class LslSource:
                 continue
             try:
                 new = self._connect(info, 2.0, regular=False)
-            except (pylsl.TimeoutError, pylsl.LostError):
+            except (LslTimeout, LostError):
                 continue
             new.refresh_tc(time.monotonic(), timeout=2.0)
             self.markers = new
@@ -464,7 +466,7 @@ class LslSource:
         while True:
             try:
                 sample, ts = self.markers.inlet.pull_sample(timeout=0.0)
-            except pylsl.LostError:
+            except LostError:
                 if not self._markers_lost:
                     log.warning("lsl: marker stream %s lost; waiting for it to come back", self.markers.info.name())
                 self._markers_lost = True
