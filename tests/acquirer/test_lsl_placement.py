@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -249,7 +250,9 @@ def test_rate_off_nominal_raises_an_alarm():
         run.src.close()
     kind, priority, message, pulse = run.health["lsl_rate"]
     assert kind == "recording_quality" and not pulse
-    assert "nominal rate is 20000 Hz" in message and "-20." in message, message
+    assert "nominal rate is 20000 Hz" in message, message
+    off = float(re.search(r"\(([-+0-9.]+) %", message).group(1))
+    assert -30.0 <= off <= -12.0, message  # -20 % give or take a loaded machine's scheduling
 
 
 def test_bad_option_is_refused_with_its_range():
