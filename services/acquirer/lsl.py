@@ -243,6 +243,8 @@ class LslSource:
         self._received = 0
         self._health: dict[str, tuple[str, str, str, bool]] = {}
         self._next_look = 0.0
+        self._stamp_dev: deque[tuple[float, float]] = deque()
+        self.stamp_jitter_max_ms = 0.0
         self._next_marker_look = 0.0
         self._markers_lost = False
         self.marker_resolver = (pylsl.ContinuousResolver(prop="name", value=self.markers.info.name(), forget_after=2.0)
@@ -351,6 +353,7 @@ class LslSource:
         period = 1.0 / self.fs
         tol = self.cfg.gap_tolerance_ms / 1000.0 + 0.5 * period
         local0 = ts[0] + self.emg.tc  # only used across hosts
+        d = 0.0
         if self._last_ts is not None:
             if self._after_restart and self.emg.hostname != self._last_host:  # another host: local clock
                 d = local0 - (self._last_local + period)
@@ -362,14 +365,18 @@ class LslSource:
                                    "gap length estimated from arrival time")
             elif d > tol or self._after_restart and d > 0.5 * period:
                 self._gap(int(round(d * self.fs)), f"{d * 1000:.1f} ms of samples never arrived")
+        boundary = abs(d) if self._last_ts is not None and not self._after_restart and abs(d) <= tol else 0.0
         self._after_restart = False
         # a block is contiguous by construction: cut it at the first jump, the rest waits
-        jumps = np.flatnonzero(np.abs(np.diff(ts) - period) > tol)
+        dev = np.abs(np.diff(ts) - period)
+        jumps = np.flatnonzero(dev > tol)
         if jumps.size:
             cut = int(jumps[0]) + 1
             self._carry = (data[cut:], ts[cut:]) if self._carry is None else (
                 np.concatenate([data[cut:], self._carry[0]]), np.concatenate([ts[cut:], self._carry[1]]))
             data, ts = data[:cut], ts[:cut]
+            dev = dev[:cut - 1]
+        self._watch_stamps(max(boundary, float(dev.max()) if dev.size else 0.0))
         chunk.first_sample_index = self.pos
         chunk.samples = np.ascontiguousarray((data.T * self.scale).astype("<f4"))
         chunk.device_time_s = float(ts[0])
@@ -564,6 +571,24 @@ class LslSource:
                 "stimulus placement assume the nominal rate", False)
         else:
             self._health.pop("lsl_rate", None)
+
+    def _watch_stamps(self, dev_s: float) -> None:
+        """Stamps that wander from one sample period apart (an outlet stamping chunks when it pushes them,
+        not with their sample time) limit marker placement to that wander: say so while it lasts."""
+        now = time.monotonic()
+        self._stamp_dev.append((now, dev_s))
+        self.stamp_jitter_max_ms = max(self.stamp_jitter_max_ms, dev_s * 1000.0)
+        while self._stamp_dev and self._stamp_dev[0][0] < now - 10.0:
+            self._stamp_dev.popleft()
+        worst = max(v for _, v in self._stamp_dev)
+        if self.mode == "markers" and worst > 1.0 / self.fs:
+            self._health["lsl_stamps"] = (
+                "recording_quality", "medium",
+                f"{self.name}'s sample stamps wander by up to {worst * 1000:.2f} ms from one sample period apart "
+                f"(> 1 sample at {self.fs:g} Hz): markers are placed against these stamps, so stimuli may be off by "
+                "as much; stamp chunks with their sample time in the outlet, or record a trigger channel", False)
+        else:
+            self._health.pop("lsl_stamps", None)
 
     def health(self) -> dict[str, tuple[str, str, str, bool]]:
         """Conditions for the acquirer to alarm on: key → (kind, priority, message, pulse).

@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--source-id", default=None)
     p.add_argument("--wait-s", type=float, default=60.0)
+    p.add_argument("--stamp-jitter-ms", type=float, default=0.0,
+                   help="stamp each chunk up to this much off its sample time (an app stamping at push time)")
     a = p.parse_args(argv)
     n_total = int(a.duration_s * FS)
     rec = Recording(a.seed, n_total, a.mode)
@@ -157,13 +159,15 @@ def main(argv: list[str] | None = None) -> None:
     i_start = i
     print(f"START {i} {t0!r}", flush=True)
     si = int(np.searchsorted(rec.idx, i))
+    jitter_rng = np.random.default_rng([a.seed, 3])
     while i < n_total:
         due = start_wall + (i - i_start) / FS / a.speed
         wait = due - pylsl.local_clock()
         if wait > 0:
             time.sleep(wait)  # pacing the recording, like an amplifier
         n = min(CHUNK, n_total - i)
-        emg.push_chunk(rec.block(i, n), t0 + (i + n - 1) / FS)
+        wobble = jitter_rng.uniform(-a.stamp_jitter_ms, a.stamp_jitter_ms) / 1000.0 if a.stamp_jitter_ms else 0.0
+        emg.push_chunk(rec.block(i, n), t0 + (i + n - 1) / FS + wobble)
         while mk is not None and si < len(rec.stims) and rec.stims[si]["index"] < i + n:
             s = rec.stims[si]
             jitter = s["marker_jitter_s"] if a.mode == "both" else 0.0

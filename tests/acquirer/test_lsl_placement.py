@@ -156,6 +156,7 @@ def test_markers_only_at_real_pace_exact_from_the_first_stimulus():
     assert all(s.intensity_ma == 15.0 for s in run.stims)
     assert run.starts == sorted(run.starts) and not run.src.counts.gaps
     assert "lsl_rate" not in run.health, run.health.get("lsl_rate")
+    assert "lsl_stamps" not in run.health and run.src.stamp_jitter_max_ms < 0.001, run.src.stamp_jitter_max_ms
     n = int(duration * gen.FS)
     first = run.evaluate(rec, 0, int(10 * gen.FS))  # the issue: off by 3-5.5 ms around 10-17 s
     _check(first, "markers, first 10 s")
@@ -260,3 +261,19 @@ def test_bad_option_is_refused_with_its_range():
         open_source("lsl:EMG?rate_tolerance_pct=90")
     with pytest.raises(ValueError, match="bogus"):
         open_source("lsl:EMG?bogus=1")
+
+
+def test_markers_against_wandering_stamps_are_flagged():
+    # an outlet stamping chunks at push time (±1 ms off their sample time): marker placement is only as
+    # good as those stamps, and the source says so instead of claiming sample accuracy
+    name = _name()
+    out = Outlet(name, "markers", "--seed", "9", "--duration-s", "6", "--speed", "4", "--stamp-jitter-ms", "1")
+    try:
+        run = Run(f"lsl:{name}")
+        run.until(int(6 * gen.FS), timeout_s=60, stop=lambda: "lsl_stamps" in run.health)
+    finally:
+        out.stop()
+        run.src.close()
+    kind, _, message, pulse = run.health["lsl_stamps"]
+    assert kind == "recording_quality" and not pulse and "trigger channel" in message, message
+    assert 0.05 < run.src.stamp_jitter_max_ms <= 4.0 + 0.05
