@@ -171,6 +171,7 @@ class _Counts:
     labelled_by_marker: int = 0
     triggers_without_marker: int = 0
     markers_without_trigger: int = 0
+    late_markers: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -239,6 +240,7 @@ class LslSource:
         self._pending_markers: deque[tuple[float, str]] = deque()  # (EMG-clock time, text)
         self._pending_edges: list[_Pending] = []
         self._pending_labels: list[_Pending] = []
+        self._sent_unlabelled: deque[int] = deque(maxlen=64)
         self._rate: deque[tuple[float, int]] = deque()
         self._received = 0
         self._health: dict[str, tuple[str, str, str, bool]] = {}
@@ -532,10 +534,20 @@ class LslSource:
                 ev = best.event
                 chunk.stimuli.append(StimulusEvent(edge.index, ev.direction, ev.intensity_ma, ev.width_ms))
                 self.counts.labelled_by_marker += 1
+        for lab in self._pending_labels:  # its pulse already went out unlabelled: never send it twice
+            late = next((i for i in self._sent_unlabelled if abs(i - lab.index) <= win), None) if not lab.matched \
+                else None
+            if late is not None:
+                lab.matched = True
+                self.counts.late_markers += 1
+                log.warning("lsl: marker %s for the pulse at sample %d came more than marker_wait_ms (%g ms of "
+                            "signal) after it; the pulse was already sent with its trigger label", lab.event.direction,
+                            late, self.cfg.marker_wait_ms)
         wait = int(round(self.cfg.marker_wait_ms * self.fs / 1000.0))
         for edge in self._pending_edges:
             if not edge.matched and edge.index + wait < self.pos:
                 edge.matched = True
+                self._sent_unlabelled.append(edge.index)
                 chunk.stimuli.append(edge.event)
                 self.counts.triggers_without_marker += 1
                 log.warning("lsl: trigger pulse at sample %d has no marker within %g ms: sent as %s (from the "

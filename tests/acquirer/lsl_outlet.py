@@ -161,11 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     si = int(np.searchsorted(rec.idx, i))
     jitter_rng = np.random.default_rng([a.seed, 3])
     while i < n_total:
-        due = start_wall + (i - i_start) / FS / a.speed
+        n = min(CHUNK, n_total - i)
+        due = start_wall + (i + n - i_start) / FS / a.speed  # a chunk leaves once its last sample is taken
         wait = due - pylsl.local_clock()
         if wait > 0:
             time.sleep(wait)  # pacing the recording, like an amplifier
-        n = min(CHUNK, n_total - i)
         wobble = jitter_rng.uniform(-a.stamp_jitter_ms, a.stamp_jitter_ms) / 1000.0 if a.stamp_jitter_ms else 0.0
         emg.push_chunk(rec.block(i, n), t0 + (i + n - 1) / FS + wobble)
         while mk is not None and si < len(rec.stims) and rec.stims[si]["index"] < i + n:
