@@ -124,6 +124,12 @@ def _channels(info: pylsl.StreamInfo) -> tuple[list[str], list[str]]:
     return labels, units
 
 
+def _often(n: int, fmt: str, *args: Any) -> None:
+    """Warn for the first 5 occurrences, then every 100th (a quiet trigger line would warn per stimulus)."""
+    if n <= 5 or n % 100 == 0:
+        log.warning(fmt + " (occurrence %d)", *args, n)
+
+
 @dataclass
 class _Inlet:
     """One connected LSL stream and what is known about its clock."""
@@ -499,7 +505,8 @@ class LslSource:
 
     def _place(self, chunk: Chunk) -> None:
         half = 0.5 / self.fs
-        while self._pending_markers and self._last_ts is not None and self._pending_markers[0][0] <= self._last_ts + half:
+        pending = self._pending_markers
+        while pending and self._last_ts is not None and pending[0][0] <= self._last_ts + half:
             t, text = self._pending_markers.popleft()
             parsed = annotations.parse(text)
             if parsed is None:
@@ -540,9 +547,10 @@ class LslSource:
             if late is not None:
                 lab.matched = True
                 self.counts.late_markers += 1
-                log.warning("lsl: marker %s for the pulse at sample %d came more than marker_wait_ms (%g ms of "
-                            "signal) after it; the pulse was already sent with its trigger label", lab.event.direction,
-                            late, self.cfg.marker_wait_ms)
+                _often(self.counts.late_markers,
+                       "lsl: marker %s for the pulse at sample %d came more than marker_wait_ms (%g ms of signal) "
+                       "after it; the pulse was already sent with its trigger label", lab.event.direction, late,
+                       self.cfg.marker_wait_ms)
         wait = int(round(self.cfg.marker_wait_ms * self.fs / 1000.0))
         for edge in self._pending_edges:
             if not edge.matched and edge.index + wait < self.pos:
@@ -550,15 +558,17 @@ class LslSource:
                 self._sent_unlabelled.append(edge.index)
                 chunk.stimuli.append(edge.event)
                 self.counts.triggers_without_marker += 1
-                log.warning("lsl: trigger pulse at sample %d has no marker within %g ms: sent as %s (from the "
-                            "trigger channel)", edge.index, self.cfg.match_ms, edge.event.direction)
+                _often(self.counts.triggers_without_marker,
+                       "lsl: trigger pulse at sample %d has no marker within %g ms: sent as %s (from the trigger "
+                       "channel)", edge.index, self.cfg.match_ms, edge.event.direction)
         for lab in self._pending_labels:
             if not lab.matched and lab.index + wait < self.pos:
                 lab.matched = True
                 chunk.stimuli.append(lab.event)
                 self.counts.markers_without_trigger += 1
-                log.warning("lsl: marker %s at sample %d has no trigger pulse within %g ms: placed by its "
-                            "timestamp", lab.event.direction, lab.index, self.cfg.match_ms)
+                _often(self.counts.markers_without_trigger,
+                       "lsl: marker %s at sample %d has no trigger pulse within %g ms: placed by its timestamp",
+                       lab.event.direction, lab.index, self.cfg.match_ms)
         self._pending_edges = [e for e in self._pending_edges if not e.matched]
         self._pending_labels = [m for m in self._pending_labels if not m.matched]
         chunk.stimuli.sort(key=lambda s: s.sample_index)
