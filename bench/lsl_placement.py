@@ -19,6 +19,7 @@ with their sample times, a stimulus every ~0.5 s).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -148,12 +149,15 @@ def run() -> str:
                                                     "max": float(np.abs(err).max()), "n": int(err.size),
                                                     "extra": extra, "wrong": wrong}
         rows.append(_row(label, err, extra, wrong))
+    load0 = os.getloadavg()[0]
     lat = _latency()
+    load1 = os.getloadavg()[0]
     SUMMARY["latency"] = {k: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
                               "n": int(v.size)} for k, v in lat.items()}
     b, ls = SUMMARY["latency"]["bus"], SUMMARY["latency"]["lsl"]
     rows += ["", f"Latency at real pace, 5 ms chunks, the same {LATENCY_S - WARMUP_S:g} s window of one run after a "
-             f"{WARMUP_S:g} s warm-up (ms, from the chunk's last sample stamp = when it left the outlet):", "",
+             f"{WARMUP_S:g} s warm-up (ms, from the chunk's last sample stamp = when it left the outlet; machine load "
+             f"average {load0:.1f} → {load1:.1f} on {os.cpu_count()} cores):", "",
              "| path | chunks | p50 | p99 |", "|---|---|---|---|",
              f"| outlet → pylsl inlet (LSL alone) | {ls['n']} | {ls['p50']:.2f} | {ls['p99']:.2f} |",
              f"| outlet → acquirer → emg_frame on the bus | {b['n']} | {b['p50']:.2f} | {b['p99']:.2f} |", ""]
