@@ -251,6 +251,7 @@ class LslSource:
         self._received = 0
         self._health: dict[str, tuple[str, str, str, bool]] = {}
         self._next_look = 0.0
+        self._next_rate = 0.0
         self._stamp_dev: deque[tuple[float, float]] = deque()
         self.stamp_jitter_max_ms = 0.0
         self._next_marker_look = 0.0
@@ -575,16 +576,27 @@ class LslSource:
 
     # -- health ----------------------------------------------------------------------
     def _watch_rate(self, now: float) -> None:
+        """Samples received per second against the nominal rate, over `rate_window_s`.
+
+        Arrival times carry one-sided delays (a busy machine, a stalled network, a consumer catching up),
+        so the rate is read from the least-delayed arrivals: the minimum of (arrival − samples/nominal
+        rate) in the window's first and last fifth. A true rate off nominal moves that minimum steadily;
+        a backlog that drains does not."""
+        if now < self._next_rate:
+            return
+        self._next_rate = now + 1.0
         w = self.cfg.rate_window_s
         while len(self._rate) > 1 and self._rate[1][0] <= now - w:
             self._rate.popleft()
-        if len(self._rate) < 2 or now - self._rate[0][0] < w:
+        if len(self._rate) < 2 or now - self._rate[0][0] < 0.95 * w:
             return
-        (t0, n0), (t1, n1) = self._rate[0], self._rate[-1]
-        if t1 - t0 < 0.9 * w:
-            return
-        rate = (n1 - n0) / (t1 - t0)
-        off = (rate / self.fs - 1.0) * 100.0
+        arr = np.array(self._rate)
+        t, lag = arr[:, 0], arr[:, 0] - arr[:, 1] / self.fs
+        fifth = (t[-1] - t[0]) / 5.0
+        head, tail = t <= t[0] + fifth, t >= t[-1] - fifth
+        drift = (lag[tail].min() - lag[head].min()) / (t[tail].mean() - t[head].mean())
+        off = -drift * 100.0  # n = r·t, lag = t·(1 − r/fs): r/fs − 1 = −d(lag)/dt
+        rate = self.fs * (1.0 + off / 100.0)
         if abs(off) > self.cfg.rate_tolerance_pct:
             self._health["lsl_rate"] = (
                 "recording_quality", "medium",
