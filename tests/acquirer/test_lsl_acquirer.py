@@ -1,6 +1,6 @@
 """`amrwatch acquirer --source lsl:NAME` as a real process on a real bus, fed by a real outlet process:
-session_start carries the stream's facts, an outlet killed and restarted mid-session is a recorded gap
-with `signal_lost`, and the stimuli after it are on the right samples."""
+session_start carries the stream's facts (and the recorder archives them), an outlet killed and restarted
+mid-session is a recorded gap with `signal_lost`, and the stimuli after it are on the right samples."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import numpy as np
 import zmq
 
 from amrwatch.bus import Subscriber
+from amrwatch.proto.codec import decode
+from amrwatch.services.recorder.archive import ArchiveReader, session_path
 from amrwatch.proto.messages import Alarm, EmgFrame, SessionStart, Stimulus
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -25,13 +27,14 @@ def test_acquirer_lsl_session_records_stream_facts_and_a_restart_gap(procs, stac
     duration, seed = 16.0, 11
     n = int(duration * gen.FS)
     procs.start("bus")
+    procs.start("recorder")
     ctx = zmq.Context()
     a = Outlet(name, "markers", "--seed", str(seed), "--duration-s", str(duration), "--source-id", f"{name}-A")
     b = None
     msgs: list = []
     try:
         sub = Subscriber(ctx, stack_env["AMRWATCH_BUS_OUT"], ("",))
-        procs.start("acquirer", "--source", f"lsl:{name}")
+        procs.start("acquirer", "--source", f"lsl:{name}", "--wait-for", "recorder")
         _, _, t0 = a.expect("START", 60).split()
 
         def pump(until, timeout):
@@ -77,3 +80,9 @@ def test_acquirer_lsl_session_records_stream_facts_and_a_restart_gap(procs, stac
         assert abs(truth[k] - s.sample_index) <= 1 and rec.stims[k]["direction"] == s.direction, s
     want_after = [t for t in truth if resumed_at <= t < n - int(0.4 * gen.FS)]
     assert {int(t) for t in want_after} <= {int(truth[np.argmin(np.abs(truth - s.sample_index))]) for s in after}
+    # the recorder archived session_start as it was sent, stream facts included
+    procs.stop_all()
+    archived = [decode(f) for _, f in ArchiveReader(session_path(Path(stack_env["AMRWATCH_DATA"]),
+                                                                  start.session_id)).messages()]
+    kept = next(m for m in archived if isinstance(m, SessionStart))
+    assert kept.stream == facts
