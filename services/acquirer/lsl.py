@@ -35,7 +35,7 @@ import time
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pylsl
@@ -67,6 +67,9 @@ class LslSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    clock: Literal["auto", "shared_host", "time_correction"] = "auto"
+    """How marker stamps meet sample stamps: auto = as sent when both outlets are on one host, else through
+    each inlet's time_correction(); the others force one way."""
     markers: str | None = Field(None, max_length=256)
     """Name of the marker stream; default `NAME-markers`, `NAME_markers`, or a `Markers` stream named NAME*."""
     resolve_timeout_s: float = Field(10.0, ge=0.1, le=120.0)
@@ -100,10 +103,10 @@ def parse_spec(arg: str) -> tuple[str, LslSettings]:
     for key, values in urllib.parse.parse_qs(query, keep_blank_values=True).items():
         opts[key] = values[-1]
     try:
-        numeric = {k: (float(v) if k not in ("markers",) and v not in ("", "none") else None if v == "none" else v)
-                   for k, v in opts.items()}
+        numeric = {k: (float(v) if k not in ("markers", "clock") and v not in ("", "none") else None if v == "none"
+                       else v) for k, v in opts.items()}
     except ValueError as err:
-        raise SourceError(f"lsl: options after '?' must be numbers (except markers); {err}") from None
+        raise SourceError(f"lsl: options after '?' must be numbers (except markers, clock); {err}") from None
     try:
         return name, LslSettings(**numeric)
     except ValidationError as err:
@@ -315,6 +318,8 @@ class LslSource:
     def _clock_kind(self) -> str:
         if self.markers is None:
             return "samples"  # triggers are in the samples: no clock involved
+        if self.cfg.clock != "auto":
+            return self.cfg.clock
         return "shared_host" if self.markers.hostname == self.emg.hostname else "time_correction"
 
     # -- reading -------------------------------------------------------------------
@@ -478,7 +483,7 @@ class LslSource:
     def _pull_markers(self) -> None:
         if self.markers is None:
             return
-        offset = 0.0 if self.markers.hostname == self.emg.hostname else self.markers.tc - self.emg.tc
+        offset = 0.0 if self._clock_kind() == "shared_host" else self.markers.tc - self.emg.tc
         while True:
             try:
                 sample, ts = self.markers.inlet.pull_sample(timeout=0.0)

@@ -163,6 +163,15 @@ def test_markers_only_at_real_pace_exact_from_the_first_stimulus():
     _check(run.evaluate(rec, 0, n), "markers, whole run")
 
 
+def test_markers_through_time_correction_stay_within_a_sample():
+    # outlets on another host go through each inlet's time_correction() (LSL's clock-offset estimate); there is
+    # one host here, so the path is forced: the two estimates (each ~-15 us on loopback) must not move a marker
+    run, rec = play("markers", 20.0, 4.0, seed=10, options="?clock=time_correction")
+    assert run.src.stream_facts["clock"] == "time_correction"
+    assert run.src.emg.tc_at > 0 and run.src.markers.tc_at > 0, "no clock-offset estimate was obtained"
+    _check(run.evaluate(rec, 0, int(19.5 * gen.FS)), "markers via time_correction")
+
+
 def test_trigger_channels_only():
     run, rec = play("trigger", 30.0, 4.0, seed=4)
     assert run.src.markers is None and run.src.stream_facts["stimulus_timing"] == "trigger"
@@ -263,6 +272,8 @@ def test_rate_off_nominal_raises_an_alarm():
 def test_bad_option_is_refused_with_its_range():
     with pytest.raises(ValueError, match="rate_tolerance_pct"):
         open_source("lsl:EMG?rate_tolerance_pct=90")
+    with pytest.raises(ValueError, match="clock"):
+        open_source("lsl:EMG?clock=sundial")
     with pytest.raises(ValueError, match="bogus"):
         open_source("lsl:EMG?bogus=1")
 
