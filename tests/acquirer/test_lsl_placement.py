@@ -200,6 +200,7 @@ def test_trigger_and_markers_trigger_times_marker_labels():
     _check(ev, "trigger + markers")
 
 
+@pytest.mark.timeout(1500 if FULL else 300)  # AMRWATCH_FULL=1: 10 min at real pace, past the suite's 300 s
 def test_long_run_last_minute_as_accurate_as_the_first():
     minutes = 10 if FULL else 2
     speed = 1.0 if FULL else 4.0
