@@ -499,14 +499,19 @@ class LslSource:
     def _index_of(self, t: float) -> int | None:
         """The sample whose own stamp is nearest `t`; None when `t` is in a gap or no longer kept."""
         half = 0.5 / self.fs
+        after: tuple[int, np.ndarray] | None = None  # the block after the one looked at
         for first, ts in reversed(self._ring):
             if t > ts[-1] + half:
+                if after is not None and after[0] == first + ts.size:
+                    # between two blocks with no samples missing (stamps that wander): the nearer sample
+                    return first + ts.size - 1 if t - ts[-1] <= after[1][0] - t else after[0]
                 return None  # after this block and before the next: in a gap
             if t >= ts[0] - half:
                 i = int(np.searchsorted(ts, t))
                 if i == ts.size or (i > 0 and t - ts[i - 1] <= ts[i] - t):
                     i -= 1
                 return first + i
+            after = (first, ts)
         return None
 
     def _place(self, chunk: Chunk) -> None:
