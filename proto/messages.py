@@ -233,6 +233,37 @@ class Montage(Strict):
         return [c.name for c in self.channels if c.kind == "emg" and c.direction == direction]
 
 
+class StreamFacts(Strict):
+    """What a live stream said about itself when the session started (LSL), kept with the session."""
+
+    kind: Literal["lsl"]
+    name: ShortText = Field(description="The stream's name.")
+    source_id: ShortText = Field(description="The outlet's source id ('' when it set none).")
+    uid: ShortText = Field(description="The outlet's unique id (changes when the outlet restarts).")
+    hostname: ShortText = Field(description="Host the EMG outlet runs on.")
+    nominal_rate_hz: Annotated[float, Field(gt=0.0, le=100_000.0, allow_inf_nan=False)]
+    channel_format: Literal["float32", "double64", "int32", "int16", "int8", "int64", "other"]
+    channel_labels: Annotated[list[ShortText], Field(max_length=256)] = Field(
+        description="Labels from the stream description (channels/channel/label), in stream order."
+    )
+    channel_units: Annotated[list[ShortText], Field(max_length=256)] = Field(
+        description="Units from the description (channels/channel/unit); '' when not given (read as µV)."
+    )
+    stimulus_timing: Literal["markers", "trigger", "both", "none"] = Field(
+        description="How stimuli are placed: marker timestamps; a trigger channel's pulses; both (the "
+        "trigger gives the sample, the marker the label); none (no stimuli known)."
+    )
+    trigger_channels: Annotated[list[Name], Field(max_length=16)]
+    marker_stream: ShortText | None = Field(description="Name of the marker stream; null when none.")
+    marker_source_id: ShortText | None
+    marker_hostname: ShortText | None
+    clock: Literal["samples", "shared_host", "time_correction"] = Field(
+        description="samples: stimuli come from samples only (trigger); shared_host: marker and EMG outlets "
+        "on one host, stamps compared as sent; time_correction: outlets on different hosts, brought onto "
+        "one clock by LSL's clock-offset estimate."
+    )
+
+
 class SessionStart(Message):
     TOPIC: ClassVar[str] = "session_start"
     type: Literal["session_start"]
@@ -245,6 +276,9 @@ class SessionStart(Message):
     montage: Montage
     settings: ScalarMap
     ground_truth: bool = Field(description="The source publishes `sim_truth` (simulator only).")
+    stream: StreamFacts | None = Field(
+        default=None, description="Live stream facts (LSL sources); null or absent for sim, files, replays."
+    )
 
 
 class SessionEnd(Message):

@@ -1,8 +1,8 @@
 """`edf:PATH` — replays an EDF, EDF+ or BDF(+) recording (pyedflib).
 
 Stimuli come from EDF+ annotations (`stim ZYG`, `MAR 15mA`) or, when there
-are none, from trigger channels (`TRIG`, `TRIG_ZYG`, `TRIG_MAR`: rising edges
-through half the channel's maximum). Stage markers from `stage <name>`.
+are none, from trigger channels (`TRIG`, `TRIG_ZYG`, `TRIG_MAR`) by the
+detector every source shares (triggers.py). Stage markers from `stage <name>`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from . import annotations
 from .labels import VOLTAGE_UNITS as UNIT_TO_UV
 from .labels import MontageError, montage_from_labels
 from .source import Chunk, SourceError, StimulusEvent
+from .triggers import trigger_detectors
 
 
 class EdfSource:
@@ -88,21 +89,10 @@ class EdfSource:
         return stimuli, stages
 
     def _from_triggers(self) -> list[StimulusEvent]:
+        """The shared trigger detector (triggers.py) over each trigger channel, read whole."""
         found: list[StimulusEvent] = []
-        dirs = [s.direction for s in self.montage.stimulation]
-        for i, ch in enumerate(self.montage.channels):
-            if ch.kind != "trigger":
-                continue
-            x = self.reader.readSignal(i)
-            if x.size == 0 or np.max(x) <= np.min(x):
-                continue
-            thr = np.min(x) + 0.5 * (np.max(x) - np.min(x))
-            above = x >= thr
-            edges = np.flatnonzero(above[1:] & ~above[:-1]) + 1
-            upper = ch.name.upper()
-            fixed = "ZYG" if upper.endswith("ZYG") else "MAR" if upper.endswith("MAR") else None
-            for k, e in enumerate(edges):
-                found.append(StimulusEvent(int(e), fixed or dirs[k % len(dirs)]))
+        for i, det in trigger_detectors(self.montage).items():
+            found.extend(det.feed(self.reader.readSignal(i), 0))
         return found
 
     def samples(self, lo: int, hi: int) -> np.ndarray:

@@ -117,6 +117,7 @@ class Acquirer(Service):
         self.last_data = 0.0
         self.waiting_since = 0.0
         self.control: zmq.Socket | None = None
+        self.source_alarms: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------
     def setup(self) -> None:
@@ -187,6 +188,7 @@ class Acquirer(Service):
             montage=self.source.montage,
             settings=dict(list(settings.items())[:64]),
             ground_truth=self.source.ground_truth,
+            stream=getattr(self.source, "stream_facts", None),
         )
         self.t0 = time.monotonic()
         self.last_data = self.t0
@@ -259,6 +261,21 @@ class Acquirer(Service):
             )
         elif "signal_lost" in self.alarms.active:
             self.alarms.clear("signal_lost", "samples are arriving again")
+        self._source_health()
+
+    def _source_health(self) -> None:
+        """Alarms a live source reports (LSL: a gap or restart, a rate off nominal)."""
+        health = getattr(self.source, "health", None)
+        if health is None:
+            return
+        conditions = health()
+        for key, (kind, priority, message, pulse) in conditions.items():
+            self.alarms.raise_(kind, key, priority, message, pulse=pulse)
+            if not pulse:
+                self.source_alarms.add(key)
+        for key in [k for k in self.source_alarms if k not in conditions]:
+            self.alarms.clear(key, "condition ended")
+            self.source_alarms.discard(key)
 
     def _publish_chunk(self, chunk: Chunk | None) -> bool:
         """Publish one chunk; False when the source is exhausted."""

@@ -68,6 +68,9 @@ class Source(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional (live sources): `stream_facts` — a dict for SessionStart.stream; `health()` —
+    # conditions to alarm on, key → (kind, priority, message, pulse); see lsl.py.
+
 
 class SourceError(ValueError):
     """A source that cannot be opened or read; the message says what to do."""
@@ -94,7 +97,7 @@ def open_source(spec: str, **options: Any) -> Source:
         return open_file(arg, **{k: v for k, v in options.items() if k in ("speed_hint", "montage")})
     if kind == "lsl":
         if not arg:
-            raise SourceError("--source lsl:NAME needs a stream name, e.g. lsl:EMG")
+            raise SourceError("--source lsl:NAME needs a stream name, e.g. lsl:EMG (options: lsl:EMG?gap_tolerance_ms=2)")
         from .lsl import LslSource
 
         return LslSource(arg, **{k: v for k, v in options.items() if k in ("montage",)})
