@@ -49,7 +49,12 @@ SAMPLE_INDEX_LABELS = {"sample_index", "sampleindex"}
 AUX_LABEL = re.compile(r"^(status|event|events|counter|count|temp|temperature|marker|markers|annotations?|"
                        r"ecg|ekg|resp|spo2|battery|accel.*|gyro.*|aux.*)$", re.IGNORECASE)
 #: Physical units (lower case) that make a channel a voltage the analyzer could measure.
-VOLTAGE_UNITS = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
+VOLTAGE_UNITS = {
+    "uv": 1.0, "µv": 1.0, "μv": 1.0, "microvolt": 1.0, "microvolts": 1.0,
+    "mv": 1e3, "millivolt": 1e3, "millivolts": 1e3,
+    "v": 1e6, "volt": 1e6, "volts": 1e6,
+    "nv": 1e-3, "nanovolt": 1e-3, "nanovolts": 1e-3,
+}
 
 _SIDES = {"l": "left", "lt": "left", "left": "left", "r": "right", "rt": "right", "right": "right"}
 

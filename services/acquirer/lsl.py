@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...proto.codec import describe
 from . import annotations
-from .labels import montage_from_labels
+from .labels import VOLTAGE_UNITS, montage_from_labels
 from .source import Chunk, SourceError, StimulusEvent
 from .triggers import TriggerDetector, TriggerSettings, trigger_detectors
 
@@ -54,12 +54,7 @@ log = logging.getLogger(__name__)
 #: No post-processing: the outlet's own timestamps (see the module docstring).
 FLAGS = pylsl.proc_none
 
-UNIT_TO_UV = {
-    "uv": 1.0, "µv": 1.0, "μv": 1.0, "microvolt": 1.0, "microvolts": 1.0,
-    "mv": 1e3, "millivolt": 1e3, "millivolts": 1e3,
-    "v": 1e6, "volt": 1e6, "volts": 1e6,
-    "nv": 1e-3, "nanovolt": 1e-3, "nanovolts": 1e-3,
-}
+UNIT_TO_UV = VOLTAGE_UNITS  # the one table of voltage units (labels.py)
 
 
 class LslSettings(BaseModel):
@@ -190,7 +185,7 @@ class LslSource:
     scenario = None
     ground_truth = False
 
-    def __init__(self, arg: str, resolve_timeout_s: float | None = None) -> None:
+    def __init__(self, arg: str, resolve_timeout_s: float | None = None, montage: Any = None) -> None:
         name, self.cfg = parse_spec(arg)
         if resolve_timeout_s is not None:
             self.cfg = self.cfg.model_copy(update={"resolve_timeout_s": resolve_timeout_s})
@@ -213,7 +208,9 @@ class LslSource:
         self.n_channels = info.channel_count()
         self.labels, self.units = _channels(info)
         try:
-            self.montage = montage_from_labels(self.labels, self.fs)
+            # No unit given: µV, as the README says. A montage file (--montage) states what each channel is.
+            self.montage = montage_from_labels(self.labels, self.fs, units=[u or "uV" for u in self.units],
+                                               montage=montage, require_analysed=True)
         except ValueError as err:
             raise SourceError(f"lsl: stream {name!r}: {err}") from None
         self.scale = np.ones((self.n_channels, 1), dtype=np.float64)
