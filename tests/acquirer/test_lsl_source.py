@@ -74,3 +74,32 @@ def test_missing_stream_is_a_clear_error():
         from amrwatch.services.acquirer.lsl import LslSource
 
         LslSource(f"nobody-{uuid.uuid4().hex[:6]}", resolve_timeout_s=0.5)
+
+
+def test_lsl_stream_labels_are_read_by_the_montage_file(tmp_path):
+    """A stream whose labels name no muscle is refused with the fix; a montage file names them."""
+    from amrwatch.services.acquirer.labels import load_montage_file
+
+    name = f"amrtest-{uuid.uuid4().hex[:8]}"
+    info = pylsl.StreamInfo(name, "EMG", 3, FS, pylsl.cf_float32, f"{name}-src")
+    chans = info.desc().append_child("channels")
+    for lbl in ("EMG1", "EMG2", "EMG3"):
+        ch = chans.append_child("channel")
+        ch.append_child_value("label", lbl)
+        ch.append_child_value("unit", "microvolts")
+    outlet = pylsl.StreamOutlet(info, chunk_size=10)
+    try:
+        with pytest.raises(SourceError, match="no channel of this recording can be analysed.*--montage"):
+            open_source(f"lsl:{name}")
+        m = tmp_path / "m.json"
+        m.write_text('{"channels": [{"label": "EMG1", "muscle": "mentalis"}, '
+                     '{"label": "EMG2", "muscle": "orbicularis_oculi"}, {"label": "EMG3", "kind": "aux"}]}')
+        src = open_source(f"lsl:{name}", montage=load_montage_file(m))
+        try:
+            assert [(c.name, c.direction, c.kind) for c in src.montage.channels] == [
+                ("EMG1", "ZYG", "emg"), ("EMG2", "MAR", "emg"), ("EMG3", None, "aux")]
+            assert all("montage file" in c.taken_as for c in src.montage.channels)
+        finally:
+            src.close()
+    finally:
+        del outlet
