@@ -28,6 +28,7 @@ import numpy as np
 from . import annotations
 from .labels import VOLTAGE_UNITS, MontageError, montage_from_labels
 from .source import Chunk, SourceError, StimulusEvent
+from .triggers import trigger_detectors
 
 EDF_SUFFIXES = (".edf", ".bdf", ".edf+", ".bdf+", ".rec")
 MNE_SUFFIXES = (".vhdr", ".set", ".fif", ".fif.gz", ".gdf", ".cnt")
@@ -106,13 +107,22 @@ class RecordingSource:
                 self.stimuli.append(StimulusEvent(idx, **parsed[1]))
             else:
                 self.stages.append((idx, parsed[1]["stage"]))
-        self.notes = [f"read with {reader}: {len(self.stimuli)} stimuli, {len(self.stages)} stage markers"]
+        self.notes = [f"read with {reader}: {len(self.stimuli)} stimuli from its events, {len(self.stages)} "
+                      "stage markers"]
+        if not self.stimuli:  # no stimulus among the events: the trigger channels (triggers.py), read whole
+            for i, det in trigger_detectors(self.montage).items():
+                self.stimuli.extend(det.feed(self._block(0, self.n_total)[i], 0))
+            self.stimuli.sort(key=lambda st: st.sample_index)
+            if self.stimuli:
+                self.notes.append(f"{len(self.stimuli)} stimuli from trigger channels")
         if unknown:
             listed = ", ".join(f"{t!r}" + (f" x{n}" if n > 1 else "") for t, n in unknown.most_common(20))
             self.notes.append(f"annotations not understood (listed once, not used): {listed}")
         if not self.stimuli:
-            raise SourceError(f"file: {path.name}: no stimulus in its events ({', '.join(self.notes)}); mark them "
-                              "as e.g. 'stim ZYG 15mA 0.2ms' (README, 'Stimulus and stage markers')")
+            raise SourceError(f"file: {path.name}: no stimulus in its events nor on a trigger channel "
+                              f"({', '.join(self.notes)}); mark them as e.g. 'stim ZYG 15mA 0.2ms' (README, "
+                              "'Stimulus and stage markers') or name the trigger channel (TRIG_ZYG, or kind: "
+                              "trigger in a --montage file)")
         self.pos = self._si = self._gi = 0
 
     def samples(self, lo: int, hi: int) -> np.ndarray:

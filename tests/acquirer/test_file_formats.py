@@ -105,3 +105,21 @@ def test_file_spec_through_the_cli_and_refusals(recording, tmp_path):
     with pytest.raises(SourceError, match="cannot be read by MNE"):
         (tmp_path / "broken.vhdr").write_text("not a header")
         open_source(f"file:{tmp_path / 'broken.vhdr'}")
+
+
+def test_a_trigger_channel_times_the_stimuli_when_the_file_has_no_markers(recording, tmp_path):
+    """FIF with a 5 V TRIG_ZYG pulse channel and no stimulus annotation: the shared detector finds them."""
+    data, ann = recording
+    n = data.shape[1]
+    trig = np.zeros(n)
+    onsets = [int(round(t * FS)) for t, d in ann if "ZYG" in d]
+    for s in onsets:
+        trig[s:s + 20] = 5.0
+    info = mne.create_info([*LABELS, "TRIG_ZYG"], FS, ch_types=["emg"] * 3 + ["misc"])
+    raw = mne.io.RawArray(np.vstack([data * 1e-6, trig]), info, verbose="error")
+    raw.set_annotations(mne.Annotations([t for t, d in STAGES], [0.0] * len(STAGES), [d for _, d in STAGES]))
+    path = tmp_path / "trig_raw.fif"
+    raw.save(path, verbose="error")
+    src = open_file(str(path))
+    assert [(s.sample_index, s.direction) for s in src.stimuli] == [(i, "ZYG") for i in onsets]
+    assert any("trigger channels" in note for note in src.notes)
