@@ -55,7 +55,8 @@ def wire_sizes(n_channels: int) -> tuple[int, int]:
                           channel="MENT", direction="ZYG", p2p_uv=123.456, onset_latency_ms=10.1234,
                           peak_latency_ms=12.3456, area_uv_ms=456.789, n_phases=3, noise_uv=3.1234, snr=39.528,
                           present=True, pct_of_baseline=87.6, rejected=False, reject_reason=None,
-                          stage="decompression", **env)
+                          stage="decompression", assessment="present", assessment_reason=None,
+                          detection_limit_uv=31.234, stimulus_confirmed=True, **env)
     return len(encode(frame)[1]), len(encode(meas)[1])
 
 

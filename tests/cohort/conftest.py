@@ -72,7 +72,7 @@ def course(kind: str, session_id: str = "S1", baseline_uv: float | None = 210.0,
 def prediction(p: float, session_id: str = "S1", sha: str = "a" * 64) -> Message:
     return msg(Prediction, session_id, probability=p, band="low" if p < 0.1 else "high", cutoff_low=0.1,
                cutoff_high=0.3, model_sha256=sha, synthetic=True, notice="synthetic — not for clinical use",
-               inputs={})
+               inputs={}, extrapolated=[])
 
 
 SEVEN = dict(duration_years=3.5, cohen_grade=3, carbamazepine=True, vessels=2, amr_amplitude_uv=180.0,
