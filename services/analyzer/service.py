@@ -266,7 +266,7 @@ class Analyzer(Service):
         for m in stages:
             self._sent.seen(m)
         log.info("resumed session %s: %d stage marker(s), baselines %s, states %s%s", sid, len(stages),
-                 {ch: uv for ch, (uv, _) in baselines.items()}, {ch: st for ch, (st, _, _) in states.items()},
+                 {ch: uv for ch, (uv, _) in baselines.items()}, {ch: st[0] for ch, st in states.items()},
                  f"; unknown: {', '.join(unknown)}" if unknown else "")
         if unknown:
             why = reply.unknown or (f"the baseline stage is over but the session's state holds no baseline of "
