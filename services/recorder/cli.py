@@ -43,8 +43,16 @@ def cmd_recorder(args: argparse.Namespace) -> int:
         return base.fail(f"recorder settings refused: {describe(err, RecorderSettings)}", base.EXIT_USAGE)
     except ValueError as err:
         return base.fail(str(err), base.EXIT_USAGE)
-    svc = Recorder(data_dir=_data_dir(args), settings=settings, control=args.control, **base._service_kw(args))
-    return svc.run()
+    from .datalock import lock_or_exit
+
+    lock = lock_or_exit(_data_dir(args), "amrwatch recorder")
+    if isinstance(lock, int):
+        return lock
+    try:
+        svc = Recorder(data_dir=_data_dir(args), settings=settings, control=args.control, **base._service_kw(args))
+        return svc.run()
+    finally:
+        lock.release()
 
 
 # --------------------------------------------------------------------------- #
