@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__, config
@@ -74,6 +75,9 @@ def add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-uv", type=float, help="simulator: noise RMS in µV")
     p.add_argument("--sample-index-channel", action="store_true",
                    help="add a SAMPLE_INDEX channel (index mod 2^24) for end-to-end loss checks")
+    p.add_argument("--montage", metavar="FILE",
+                   help="edf/lsl: YAML or JSON file stating each channel's muscle, side and what it records "
+                   "(schema proto/schemas/montage_file.json; README 'Montage'); without it labels are recognised")
     p.add_argument("--channels", type=_emg_channels, metavar="N",
                    help=f"simulator: EMG channels in the montage, {MIN_SIM_CHANNELS} to {MAX_SIM_CHANNELS} (default "
                    f"{MIN_SIM_CHANNELS}: mentalis, orbicularis oris and oculi; more add EXTRA channels of "
@@ -93,6 +97,10 @@ def source_factory(args: argparse.Namespace):
             if args.channels is not None:
                 opts["extra_channels"] = args.channels - MIN_SIM_CHANNELS
             return open_source("sim", **opts)
+        if getattr(args, "montage", None):
+            from .services.acquirer.labels import load_montage_file
+
+            return open_source(args.source, montage=load_montage_file(args.montage))
         return open_source(args.source)
 
     return make
@@ -111,6 +119,8 @@ def source_argv(args: argparse.Namespace) -> list[str]:
         out.append("--sample-index-channel")
     if args.channels is not None:
         out += ["--channels", str(args.channels)]
+    if getattr(args, "montage", None):
+        out += ["--montage", str(Path(args.montage).resolve())]
     return out
 
 

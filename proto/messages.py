@@ -186,10 +186,25 @@ class ChannelInfo(Strict):
     )
     direction: Direction | None = Field(
         description="The stimulation direction whose lateral spread this channel records; "
-        "null for auxiliary channels (sample index, trigger)."
+        "null for channels that are not analysed (auxiliary, trigger, unrecognised EMG)."
     )
-    kind: Literal["emg", "sample_index", "trigger"] = "emg"
-    unit: Literal["uV", "index", "V"] = "uV"
+    kind: Literal["emg", "sample_index", "trigger", "aux"] = Field(
+        default="emg",
+        description="emg: a muscle recording (analysed when `direction` is set); trigger: stimulus pulses; "
+        "sample_index: each sample's index; aux: any other signal, carried and archived, never analysed.",
+    )
+    unit: Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f]{0,16}$")] = Field(
+        default="uV",
+        description="Physical unit of the values in the frames: 'uV' for emg channels; for the others the "
+        "recording's own unit, possibly empty (a counter).",
+    )
+    side: Literal["left", "right"] | None = Field(default=None, description="Side of the face, when known.")
+    label: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="The label as the recording wrote it, when it differs from `name`."
+    )
+    taken_as: ShortText | None = Field(
+        default=None, description="What the channel was taken as and why (label rule, montage file, ignored: reason)."
+    )
 
 
 class StimulationInfo(Strict):

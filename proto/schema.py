@@ -33,6 +33,13 @@ def generate() -> dict[str, str]:
         out[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     req = TypeAdapter(ControlRequest).json_schema()
     out["control_request.json"] = json.dumps(req, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    from .montage import MontageFile
+
+    mf = MontageFile.model_json_schema()
+    mf["$id"] = "https://amrwatch.invalid/proto/schemas/montage_file.json"
+    mf["description"] = (MontageFile.__doc__ or "").strip() + (
+        " The file given to --montage (YAML or JSON): see the README, 'Montage'.")
+    out["montage_file.json"] = json.dumps(mf, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     out["control_reply.json"] = (
         json.dumps(ControlReply.model_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     )

@@ -14,10 +14,9 @@ import numpy as np
 import pyedflib
 
 from . import annotations
-from .labels import montage_from_labels
+from .labels import VOLTAGE_UNITS as UNIT_TO_UV
+from .labels import MontageError, montage_from_labels
 from .source import Chunk, SourceError, StimulusEvent
-
-UNIT_TO_UV = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
 
 
 class EdfSource:
@@ -26,7 +25,7 @@ class EdfSource:
     scenario = None
     ground_truth = False
 
-    def __init__(self, path: str, speed_hint: float | None = None) -> None:
+    def __init__(self, path: str, speed_hint: float | None = None, montage: Any = None) -> None:
         p = Path(path)
         if not p.is_file():
             raise SourceError(f"edf: no such file {str(p)!r}; give the path of an .edf/.bdf recording")
@@ -45,19 +44,16 @@ class EdfSource:
                 f"edf: all signals must share one sampling rate to be analysed together; got {detail}"
             )
         self.fs = rates[0]
-        self.montage = montage_from_labels(labels, self.fs)
-        self.scale = []
-        for i in range(r.signals_in_file):
-            dim = r.getPhysicalDimension(i).strip().lower()
-            kind = self.montage.channels[i].kind
-            if kind != "emg":
-                self.scale.append(1.0)
-            elif dim not in UNIT_TO_UV:
-                raise SourceError(
-                    f"edf: signal {labels[i]!r} has physical dimension {dim!r}; expected uV, mV or V"
-                )
-            else:
-                self.scale.append(UNIT_TO_UV[dim])
+        units = [r.getPhysicalDimension(i).strip() for i in range(r.signals_in_file)]
+        try:
+            self.montage = montage_from_labels(labels, self.fs, units=units, montage=montage,
+                                               require_analysed=True)
+        except MontageError as err:
+            raise SourceError(f"edf: {p.name}: {err}") from None
+        # Channels the analyzer measures are converted to µV; every other channel (trigger, counter,
+        # status, temperature...) travels in its own unit, untouched, so that it can be exported back.
+        self.scale = [UNIT_TO_UV[u.lower()] if ch.kind == "emg" and u.lower() in UNIT_TO_UV else 1.0
+                      for ch, u in zip(self.montage.channels, units)]
         self.n_total = int(r.getNSamples()[0])
         self.stimuli, self.stages = self._events(labels)
         self.pos = 0

@@ -42,6 +42,7 @@ from ...proto.messages import (
     utc_now,
 )
 from ...service import Service
+from .labels import describe_channels
 from .retransmit import RetransmitBuffer
 from .source import Chunk, Source
 
@@ -158,6 +159,8 @@ class Acquirer(Service):
         self.last_data = self.t0
         self.sent_samples = self.n_frames = self.n_stimuli = 0
         log.info("session %s started (%s, scenario %s)", sid, self.source.spec, self.source.scenario)
+        for line in describe_channels(self.source.montage):  # what each channel was taken as, and why
+            log.info("%s", line)
 
     def _end_session(self, reason: str) -> None:
         assert self.session_start is not None

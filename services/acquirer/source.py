@@ -85,11 +85,11 @@ def open_source(spec: str, **options: Any) -> Source:
             raise SourceError("--source edf:PATH needs a file path, e.g. edf:/data/case12.edf")
         from .edf import EdfSource
 
-        return EdfSource(arg, **{k: v for k, v in options.items() if k in ("speed_hint",)})
+        return EdfSource(arg, **{k: v for k, v in options.items() if k in ("speed_hint", "montage")})
     if kind == "lsl":
         if not arg:
             raise SourceError("--source lsl:NAME needs a stream name, e.g. lsl:EMG")
         from .lsl import LslSource
 
-        return LslSource(arg)
+        return LslSource(arg, **{k: v for k, v in options.items() if k in ("montage",)})
     raise SourceError(f"--source must be sim, edf:PATH or lsl:STREAM_NAME; got {spec!r}")

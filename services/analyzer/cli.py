@@ -56,6 +56,7 @@ HEADER = (f"{'stim':>6} {'time_s':>9} {'dir':<3} {'channel':<10} {'p2p_uV':>9} {
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from ..acquirer.labels import MontageError
     from ..acquirer.source import SourceError
     from ..recorder.integrity import ArchiveError
     from .offline import analyze_edf, analyze_messages, analyze_source
@@ -81,12 +82,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if path.is_dir():
             settings = _archive_settings(path, args)
             outputs = analyze_messages(archived_messages(path), settings)
-        elif args.frames:
-            from ..acquirer.edf import EdfSource
-
-            outputs = analyze_source(EdfSource(str(path)), settings)
         else:
-            outputs = analyze_edf(str(path), settings)
+            from ..acquirer.edf import EdfSource
+            from ..acquirer.labels import describe_channels, load_montage_file
+
+            montage = load_montage_file(args.montage) if args.montage else None
+            src = EdfSource(str(path), montage=montage)
+            # What each channel was taken as, before any number: nothing is analysed silently.
+            for line in describe_channels(src.montage):
+                print(f"# {line}", file=sys.stderr if args.json else sys.stdout)
+            outputs = analyze_source(src, settings) if args.frames else analyze_edf(src, settings)
         if not args.json:
             print(HEADER)
         for kind, fields in outputs:
@@ -98,7 +103,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 print(json.dumps({k: v for k, v in fields.items() if k in body}), flush=False)
             else:
                 print(_row(fields))
-    except (SourceError, ArchiveError) as err:
+    except (SourceError, ArchiveError, MontageError) as err:
         return base.fail(f"analyze: {err}")
     except ValueError as err:  # settings the file cannot honour (e.g. Nyquist)
         return base.fail(f"analyze: {err}")
@@ -201,4 +206,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="feed the whole signal in 5 ms frames as the live service sees it "
                         "(slower; the numbers are identical)")
     z.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings_help)
+    z.add_argument("--montage", metavar="FILE",
+                   help="YAML/JSON file stating each channel's muscle, side and what it records "
+                        "(schema: proto/schemas/montage_file.json); without it labels are recognised")
     z.set_defaults(func=cmd_analyze)

@@ -52,11 +52,12 @@ def analyze_source(source: Source, settings: AnalyzerSettings | None = None, *,
     yield from engine.on_end()
 
 
-def analyze_edf(path: str, settings: AnalyzerSettings | None = None) -> Iterator[Output]:
-    """Only the sweeps of an EDF/EDF+/BDF file: one measurement per stimulus and channel."""
+def analyze_edf(path: str | Any, settings: AnalyzerSettings | None = None) -> Iterator[Output]:
+    """Only the sweeps of an EDF/EDF+/BDF file (a path, or an EdfSource already opened, e.g. with a
+    montage file): one measurement per stimulus and channel."""
     from ..acquirer.edf import EdfSource
 
-    src = EdfSource(path)
+    src = EdfSource(path) if isinstance(path, str) else path
     try:
         engine = AnalyzerEngine(src.montage, settings, source="analyze")
         g = engine.geometry

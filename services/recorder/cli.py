@@ -290,6 +290,6 @@ def register(sub) -> None:
     e = ex.add_parser("edf", help="EDF+ of a session: signals in µV, annotations for stimuli, stages, AMR "
                                   "state changes and decisions")
     e.add_argument("id", metavar="ID")
-    e.add_argument("out", metavar="OUT.edf")
+    e.add_argument("out", metavar="OUT.edf", help="OUT.edf (EDF+, 16-bit) or OUT.bdf (BDF+, 24-bit)")
     e.add_argument("--data", metavar="DIR", help=data_help)
     e.set_defaults(func=cmd_export_edf)

@@ -7,8 +7,11 @@ annotations: `AMR <channel> <state>` at the stimulus that changed the
 course, `decision <kind>` when the predictor said it, `data gap <n>
 samples` where the archive has no signal (written as 0 µV).
 
-EDF stores 16-bit integers: each channel's physical range is taken from its
-own data, so the quantisation step is range / 65535 (0.15 µV for ±5 mV).
+EDF stores 16-bit integers (BDF, with OUT.bdf, 24-bit): each EMG channel's
+physical range is taken from its own data, so the quantisation step is range /
+65535 (0.15 µV for ±5 mV). Auxiliary channels (counters, triggers, a BDF Status
+word) whose values are whole numbers are written one digital step per unit, so
+they come back exactly; a Status word needs OUT.bdf.
 Annotation onsets are kept to 100 µs (EDFlib's resolution: an event on an
 odd sample at 20 kHz moves by half a sample), relative to the first sample;
 the header's start time is the session's start to the second, the exact
@@ -114,16 +117,26 @@ def _layout(fs: float, n_samples: int, n_annotations: int) -> tuple[float, int]:
     return rec, n_annot
 
 
-def _ranges(idx: ArchiveIndex, sig: SignalOrder, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+def _ranges(idx: ArchiveIndex, sig: SignalOrder, n_channels: int, kinds: list[str],
+            digital: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each channel's physical range. EMG: its own data's range (quantum = range / digital steps).
+    Any other channel whose values are whole numbers spanning fewer than the digital steps (a counter,
+    a trigger, a BDF Status word) gets physical = digital + offset, so its values come back exactly."""
     lo = np.full(n_channels, np.inf)
     hi = np.full(n_channels, -np.inf)
+    whole = np.ones(n_channels, dtype=bool)
     for r in sig.rows:
         x = idx.samples(int(r))
         lo = np.minimum(lo, x.min(axis=1))
         hi = np.maximum(hi, x.max(axis=1))
+        whole &= np.all(x == np.round(x), axis=1)
     lo = np.where(np.isfinite(lo), np.floor(lo), -1.0)
     hi = np.where(np.isfinite(hi), np.ceil(hi), 1.0)
     hi = np.where(hi <= lo, lo + 1.0, hi)
+    span = digital[1] - digital[0]
+    for i, kind in enumerate(kinds):
+        if kind != "emg" and whole[i] and hi[i] - lo[i] <= span:
+            hi[i] = lo[i] + span
     return lo, hi
 
 
@@ -135,8 +148,11 @@ def export_edf(data_dir: Path, session_id: str, out: Path) -> ExportInfo:
     if not d.is_dir():
         raise ExportError(f"no archived session {session_id!r} in {data_dir} (`amrwatch sessions` lists them)")
     out = Path(out)
-    if out.suffix.lower() != ".edf":
-        raise ExportError(f"OUT must end in .edf (an EDF+ file); got {str(out)!r}")
+    if out.suffix.lower() not in (".edf", ".bdf"):
+        raise ExportError(f"OUT must end in .edf (EDF+, 16-bit) or .bdf (BDF+, 24-bit, for recordings whose "
+                          f"channels need more than 16 bits, e.g. a BioSemi Status channel); got {str(out)!r}")
+    bdf = out.suffix.lower() == ".bdf"
+    digital = (-(2**23), 2**23 - 1) if bdf else (DIGITAL_MIN, DIGITAL_MAX)
     with ArchiveIndex.build(d) as idx:
         start = idx.session_start()
         if start is None:
@@ -151,17 +167,20 @@ def export_edf(data_dir: Path, session_id: str, out: Path) -> ExportInfo:
         notes = annotations_of(idx, sig, fs)
         record_s, n_annot = _layout(fs, n_total, len(notes))
         spr = int(round(fs * record_s))
-        lo, hi = _ranges(idx, sig, len(channels))
+        lo, hi = _ranges(idx, sig, len(channels), [c.get("kind", "emg") for c in channels], digital)
         headers = []
         for i, c in enumerate(channels):
-            headers.append({"label": c["name"][:16], "dimension": "uV" if c.get("unit", "uV") == "uV" else c["unit"],
+            # The label the recording had (archived in the montage) goes back out, with its own unit.
+            headers.append({"label": (c.get("label") or c["name"])[:16],
+                            "dimension": "uV" if c.get("unit", "uV") == "uV" else c.get("unit", ""),
                             "sample_frequency": fs, "physical_min": float(lo[i]), "physical_max": float(hi[i]),
-                            "digital_min": DIGITAL_MIN, "digital_max": DIGITAL_MAX,
+                            "digital_min": digital[0], "digital_max": digital[1],
                             "transducer": c.get("muscle", "")[:80], "prefilter": ""})
         out.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pyedflib warns whenever the record length is set explicitly
-            w = pyedflib.EdfWriter(str(out), len(channels), file_type=pyedflib.FILETYPE_EDFPLUS)
+            w = pyedflib.EdfWriter(str(out), len(channels),
+                                   file_type=pyedflib.FILETYPE_BDFPLUS if bdf else pyedflib.FILETYPE_EDFPLUS)
             try:
                 w.setSignalHeaders(headers)
                 w.setDatarecordDuration(record_s)

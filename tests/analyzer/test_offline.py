@@ -78,7 +78,9 @@ def test_cli_json_is_one_measurement_body_per_line(edf):
 def test_cli_table_and_settings(edf):
     r = amrwatch("analyze", str(edf), "--set", "disappear_k=50")
     assert r.returncode == 0, r.stderr
-    rows = r.stdout.splitlines()
+    said = [line for line in r.stdout.splitlines() if line.startswith("# channel")]
+    assert len(said) == 3 and all("records" in line for line in said)  # what each channel was taken as
+    rows = [line for line in r.stdout.splitlines() if not line.startswith("#")]
     assert rows[0].split()[:4] == ["stim", "time_s", "dir", "channel"]
     assert len(rows) - 1 == expected_count(edf)
     assert "course persisted" in r.stderr  # 50 absent sweeps in a row never happen in this short case
