@@ -64,3 +64,8 @@ class ControlReply(Strict):
     seq: Count | None = None
     n_messages: Count = 0
     detail: ScalarMap = {}
+
+
+#: Most bytes of messages one retransmit reply may carry (at least one message is always carried); a cut
+#: reply says so in `detail` (`truncated_by`, `resume_from_seq`).
+MAX_REPLY_BYTES = 1024 * 1024

@@ -454,10 +454,15 @@ class Recorder(Service):
             return
         req: Request = what
         if not reply.ok:
-            log.warning("retransmit %s %s %d..%d refused: %s", req.key[1], req.key[2], req.from_seq, req.to_seq,
-                        reply.error)
+            log.log(logging.DEBUG if reply.detail.get("reason") == "not_yet_sent" else logging.WARNING,
+                    "retransmit %s %s %d..%d refused: %s", req.key[1], req.key[2], req.from_seq, req.to_seq,
+                    reply.error)
             if reply.error and "not this acquirer" in reply.error:
                 self.filler.instance_gone(req.key[0], req.key[1], reply.error[:200])
+            elif reply.detail.get("reason") == "not_yet_sent":
+                # Nothing from from_seq on was ever sent: the end of a tail or scan, not a loss.
+                last = reply.detail.get("last_sent_seq")
+                self.filler.on_reply(req, [], None, last_sent=last if isinstance(last, int) else None)
             else:
                 self.filler.on_failure(req, reply.error or "refused")
             return
@@ -484,7 +489,10 @@ class Recorder(Service):
         unavailable = None
         if isinstance(d.get("unavailable_from"), int) and isinstance(d.get("unavailable_to"), int):
             unavailable = (d["unavailable_from"], d["unavailable_to"])
-        self.filler.on_reply(req, got, unavailable)
+        resume = d.get("resume_from_seq")
+        last = d.get("last_sent_seq")
+        self.filler.on_reply(req, got, unavailable, resume_from=resume if isinstance(resume, int) else None,
+                             last_sent=last if isinstance(last, int) else None)
 
     # ---------------------------------------------------------------- gaps
 
