@@ -61,6 +61,21 @@ def _emg_channels(value: str) -> int:
     return n
 
 
+#: The acquirer's retransmit buffer: at least a minute (a recorder restart), at most an hour (memory).
+MIN_RETRANSMIT_S, MAX_RETRANSMIT_S = 60.0, 3600.0
+
+
+def _retransmit_s(value: str) -> float:
+    try:
+        s = float(value)
+    except ValueError:
+        s = None
+    if s is None or not MIN_RETRANSMIT_S <= s <= MAX_RETRANSMIT_S:
+        raise argparse.ArgumentTypeError(
+            f"--retransmit-s must be {MIN_RETRANSMIT_S:g} to {MAX_RETRANSMIT_S:g} seconds; got {value!r}")
+    return s
+
+
 def add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="sim", metavar="SPEC", help="sim (default), edf:PATH or lsl:STREAM_NAME")
     p.add_argument("--scenario", default="disappears-after-decompression", metavar="NAME",
@@ -178,6 +193,7 @@ def cmd_acquirer(args: argparse.Namespace) -> int:
             wait_for=tuple(w for w in (args.wait_for or "").split(",") if w),
             wait_timeout_s=args.wait_timeout,
             control_bind=args.control_bind,
+            retransmit_s=args.retransmit_s,
             **_service_kw(args),
         )
     except (SourceError, ValueError) as err:
@@ -478,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--control-bind", help="control socket (env AMRWATCH_CONTROL_BIND)")
     a.add_argument("--wait-for", default="", help="comma-separated services to wait for before starting")
     a.add_argument("--wait-timeout", type=float, default=20.0, help="seconds to wait for them")
+    a.add_argument("--retransmit-s", dest="retransmit_s", type=_retransmit_s, default=90.0, metavar="S",
+                   help=f"how long sent messages are kept for the recorder to refetch, {MIN_RETRANSMIT_S:g} to "
+                   f"{MAX_RETRANSMIT_S:g} s (default 90)")
     a.set_defaults(func=cmd_acquirer)
 
     e = sub.add_parser("events", help="print the live event stream")
