@@ -270,8 +270,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             last = now
             if args.session and msg.session_id != args.session:
                 continue
-            if msg.type in wanted:
-                show(msg)
+            if msg.type in wanted and show(msg):
                 seen += 1
                 if args.count and seen >= args.count:
                     break
@@ -507,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--session", metavar="ID", help="only this session")
     e.add_argument("--timeout", type=float, default=10.0,
                    help="without --follow: stop after this many quiet seconds (default 10)")
-    e.add_argument("--count", type=int, default=0, help="stop after N events")
+    e.add_argument("--count", type=int, default=0, help="stop after N events shown")
     e.set_defaults(func=cmd_events)
 
     m = sub.add_parser("mark", help="publish a surgical stage marker for the running session")
