@@ -458,6 +458,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     down = [r["service"] for r in rows if not r["up"]]
     if down:
         print(f"amrwatch: down: {', '.join(down)}", file=sys.stderr)
+        if not seen:
+            from . import security
+
+            keyed = security.key_dir()
+            print(f"amrwatch: no heartbeat at all on {endpoint} within {args.wait:g} s: is the stack running "
+                  "(amrwatch up)? If it is, keys may be the reason: "
+                  + (f"this command uses AMRWATCH_KEYS={keyed}; the stack must be keyed alike"
+                     if keyed else "a stack keyed with CURVE (AMRWATCH_KEYS) hears nothing from a client without "
+                     "keys — set AMRWATCH_KEYS and AMRWATCH_CLIENT_KEY for this command too"), file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
