@@ -28,8 +28,10 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _default_actor() -> str:
+    from ...freetext import identifier_problem
+
     for candidate in (os.environ.get("AMRWATCH_ACTOR"), _user()):
-        if candidate and _ACTOR.match(candidate):
+        if candidate and _ACTOR.match(candidate) and identifier_problem("actor", candidate) is None:
             return candidate
     return "cli"
 

@@ -168,8 +168,14 @@ def _check(pattern: re.Pattern, value: Any, field: str, what: str, optional: boo
 
 
 def check_actor(actor: Any) -> str:
-    return _check(_NAME, actor, "actor", "1-64 characters of A-Z a-z 0-9 _ . : - naming who makes the change",
-                  optional=False)
+    from ...freetext import identifier_problem
+
+    actor = _check(_NAME, actor, "actor", "1-64 characters of A-Z a-z 0-9 _ . : - naming who makes the change",
+                   optional=False)
+    problem = identifier_problem("actor", actor)
+    if problem:
+        raise RegistryError(problem)
+    return actor
 
 
 @dataclass(frozen=True)
