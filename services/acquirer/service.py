@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from ... import config, security
 from ...bus import harden
-from ...proto.codec import describe, encode
+from ...proto.codec import encode
 from ...proto.control import (
     CONTROL_REQUEST,
     MAX_REPLY_BYTES,
@@ -28,6 +28,7 @@ from ...proto.control import (
     MarkRequest,
     RetransmitRequest,
     SessionRequest,
+    describe_request,
 )
 from ...proto.messages import (
     EmgFrame,
@@ -317,8 +318,9 @@ class Acquirer(Service):
         try:
             req = CONTROL_REQUEST.validate_json(raw)
         except ValidationError as err:
-            self._on_reject("control_invalid", describe(err), [raw])
-            return ControlReply(ok=False, error=f"request refused: {describe(err)}"), []
+            text = describe_request(err)
+            self._on_reject("control_invalid", text, [raw])
+            return ControlReply(ok=False, error=f"request refused: {text}"), []
         if isinstance(req, SessionRequest):
             if self.session_start is None:
                 return ControlReply(ok=False, error="no session is running yet"), []
