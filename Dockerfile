@@ -5,7 +5,9 @@ COPY pyproject.toml README.md ./
 COPY amrwatch amrwatch
 COPY proto proto
 COPY services services
-RUN pip install --no-cache-dir --prefix=/install .
+# The project itself with its file-format readers (MNE-Python, pyxdf); its own pyproject bounds the versions.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir --prefix=/install '.[formats]'
 
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="amrwatch" \

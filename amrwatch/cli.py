@@ -17,6 +17,7 @@ from typing import Any
 from . import __version__, config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SOURCE = config.EXIT_SOURCE
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> int:
@@ -76,6 +77,15 @@ def _retransmit_s(value: str) -> float:
     return s
 
 
+def _stage_seconds(value: str) -> tuple[str, float]:
+    stage, _, seconds = value.partition("=")
+    try:
+        return stage, float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--stage-seconds must be STAGE=SECONDS (e.g. decompression=600); "
+                                         f"got {value!r}") from None
+
+
 def add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="sim", metavar="SPEC", help="sim (default), edf:PATH or lsl:STREAM_NAME")
     p.add_argument("--scenario", default="disappears-after-decompression", metavar="NAME",
@@ -88,6 +98,9 @@ def add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="simulator: multiply every stage's duration (e.g. 0.2 for a short operation)")
     p.add_argument("--noise-uv", type=float, help="simulator: noise RMS in µV")
+    p.add_argument("--stage-seconds", action="append", type=_stage_seconds, metavar="STAGE=SECONDS", default=[],
+                   help="simulator: the duration of one stage before --time-scale (repeatable), e.g. "
+                   "decompression=600 for a long decompression")
     p.add_argument("--sample-index-channel", action="store_true",
                    help="add a SAMPLE_INDEX channel (index mod 2^24) for end-to-end loss checks")
     p.add_argument("--montage", metavar="FILE",
@@ -109,6 +122,8 @@ def source_factory(args: argparse.Namespace):
                                     "sample_index_channel": args.sample_index_channel}
             if args.noise_uv is not None:
                 opts["noise_uv"] = args.noise_uv
+            if args.stage_seconds:
+                opts["stage_durations_s"] = dict(args.stage_seconds)
             if args.channels is not None:
                 opts["extra_channels"] = args.channels - MIN_SIM_CHANNELS
             return open_source("sim", **opts)
@@ -130,6 +145,8 @@ def source_argv(args: argparse.Namespace) -> list[str]:
         out.append("--loop")
     if args.noise_uv is not None:
         out += ["--noise-uv", str(args.noise_uv)]
+    for stage, seconds in args.stage_seconds:
+        out += ["--stage-seconds", f"{stage}={seconds:g}"]
     if args.sample_index_channel:
         out.append("--sample-index-channel")
     if args.channels is not None:
@@ -194,10 +211,11 @@ def cmd_acquirer(args: argparse.Namespace) -> int:
             wait_timeout_s=args.wait_timeout,
             control_bind=args.control_bind,
             retransmit_s=args.retransmit_s,
+            keep_state=not args.no_state,
             **_service_kw(args),
         )
     except (SourceError, ValueError) as err:
-        return fail(str(err))
+        return fail(str(err), EXIT_SOURCE)
     return svc.run()
 
 
@@ -505,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--retransmit-s", dest="retransmit_s", type=_retransmit_s, default=90.0, metavar="S",
                    help=f"how long sent messages are kept for the recorder to refetch, {MIN_RETRANSMIT_S:g} to "
                    f"{MAX_RETRANSMIT_S:g} s (default 90)")
+    a.add_argument("--no-state", action="store_true",
+                   help="keep no session state for restarted services (they then report their state as unknown)")
     a.set_defaults(func=cmd_acquirer)
 
     e = sub.add_parser("events", help="print the live event stream")

@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: Exit code of a service whose input cannot start (sysexits' EX_NOINPUT): the acquirer's source cannot be
+#: opened (an unreadable file, an LSL stream not found). `amrwatch up` stops on it instead of restarting.
+EXIT_SOURCE = 66
+
 #: (environment variable, default). The defaults are loopback-only on purpose:
 #: exposing the bus to the hospital network is a decision (see README, Operations).
 DEFAULTS: dict[str, tuple[str, str]] = {

@@ -35,7 +35,9 @@ def line(msg: Message) -> str:
         note = f"  [{d['notice']}]" if d["notice"] else ""
         return f"{head} P(persist) = {d['probability']:.3f}  band {d['band'].upper()}{note}"
     if k == "decision":
-        return f"{head} [{d['priority'].upper()}] {d['kind']}: {d['rationale']}"
+        prov = " (provisional)" if d.get("provisional") else ""
+        note = f"  [{d['notice']}]" if d.get("notice") else ""
+        return f"{head} [{d['priority'].upper()}] {d['kind']}{prov}: {d['rationale']}{note}"
     if k == "alarm":
         return f"{head} [{d['priority'].upper()}] {d['kind']} {d['state']}: {d['message']}"
     if k == "session_start":

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import zmq
 
 from .bus import Publisher, Subscriber
+from .config import EXIT_SOURCE
 from .proto.messages import Alarm, Heartbeat, Message
 
 log = logging.getLogger("amrwatch.up")
@@ -74,6 +75,7 @@ class Supervisor:
         self.bus_in, self.bus_out = bus_in, bus_out
         self.printer = printer
         self.exit_with = exit_with
+        self.source_failed = False
         self.max_backoff_s = max_backoff_s
         self._stop = False
         self._bus_seen: tuple[str, str | None] | None = None  # (instance, session) of the last bus heartbeat
@@ -121,7 +123,7 @@ class Supervisor:
             pub.close()
             sub.close()
             ctx.term()
-        return code
+        return 1 if self.source_failed else code
 
     def _seq_event(self, ev) -> None:
         if ev.kind == "gap":
@@ -178,6 +180,13 @@ class Supervisor:
         if child.name == self.exit_with and rc == 0:
             log.info("%s finished normally", child.name)
             return True
+        if child.name == "acquirer" and rc == EXIT_SOURCE:
+            # A source that cannot start will not start on the next try either: stop with its message
+            # (the acquirer printed it) rather than restarting every few seconds forever.
+            log.error("the acquirer's source cannot start (exit %s, message above); stopping the stack", rc)
+            self.source_failed = True
+            self._stop = True
+            return False
         child.restarts += 1
         backoff = min(self.max_backoff_s, 0.5 * 2 ** min(child.restarts - 1, 5))
         child.restart_at = now + backoff

@@ -15,6 +15,8 @@ from .messages import Count, FactorValues, Name, ScalarMap, SessionId, Stage, St
 
 #: Most messages one retransmit reply may carry (the recorder asks again for the rest).
 MAX_RETRANSMIT = 2000
+#: Most messages one `state` reply may carry (the acquirer's snapshot is bounded below this).
+MAX_STATE = 1000
 
 
 class MarkRequest(Strict):
@@ -47,15 +49,28 @@ class RetransmitRequest(Strict):
     to_seq: Count
 
 
+class StateRequest(Strict):
+    """Ask for the running session's state-bearing messages (the Clone pattern's snapshot): every
+    stage marker and factors message, the latest baseline, amr_state (per channel), amr_course,
+    prediction and service_settings, and every decision, as first sent and in the order the
+    acquirer received them. A service restarted mid-session (or one that missed a stage or
+    factors message) rebuilds its state from them instead of starting from scratch."""
+
+    op: Literal["state"]
+    session_id: SessionId | None = Field(
+        default=None, description="The session asked about; refused if it is not the running one."
+    )
+
+
 ControlRequest = Annotated[
-    Union[MarkRequest, FactorsRequest, SessionRequest, RetransmitRequest],
+    Union[MarkRequest, FactorsRequest, SessionRequest, RetransmitRequest, StateRequest],
     Field(discriminator="op"),
 ]
 CONTROL_REQUEST = TypeAdapter(ControlRequest)
 
 
 class ControlReply(Strict):
-    """First frame of every reply. For `session` and `retransmit` the
+    """First frame of every reply. For `session`, `retransmit` and `state` the
     messages follow as [topic, header, payload] triples."""
 
     ok: bool
@@ -79,7 +94,7 @@ def describe_request(err) -> str:
     from .codec import describe
 
     by_op = {"mark": MarkRequest, "factors": FactorsRequest, "session": SessionRequest,
-             "retransmit": RetransmitRequest}
+             "retransmit": RetransmitRequest, "state": StateRequest}
     lines = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])

@@ -124,6 +124,7 @@ AlarmKind = Literal[
     "stimulation_failure",
     "recording_quality",
     "direct_response",
+    "state_unknown",
 ]
 InputSource = Literal["operator", "scenario", "replay", "file"]
 
@@ -424,8 +425,8 @@ class AmrMeasurement(Message):
         "(only present and absent do)."
     )
     assessment_reason: ShortText | None = Field(
-        description="Why not_assessable ('noise_too_high', 'stimulus_unconfirmed', 'direct_response') or "
-        "rejected (the reject_reason); null for present and absent."
+        description="Why not_assessable ('noise_too_high', 'stimulus_unconfirmed', 'direct_response', "
+        "'intensity_below_baseline') or rejected (the reject_reason); null for present and absent."
     )
     detection_limit_uv: NonNegFloat | None = Field(
         description="Smallest peak-to-peak that would have counted as present at this sweep's noise "
@@ -448,6 +449,13 @@ class AmrState(Message):
     stage: Stage | None
     stimulus_index: Count
     pct_of_baseline: NonNegFloat | None
+    since_stimulus_index: Count | None = Field(
+        default=None,
+        description="For `disappeared`: the first sweep of the absent run this state confirms (when the AMR "
+        "went, not when it became sure); null for the other states.",
+    )
+    since_sample_index: Count | None = Field(default=None, description="That sweep's stimulus sample.")
+    since_stage: Stage | None = Field(default=None, description="The stage that sweep was recorded in.")
 
 
 class AmrCourse(Message):
@@ -497,7 +505,7 @@ class Prediction(Message):
     notice: ShortText | None = Field(description="'synthetic — not for clinical use' when synthetic.")
     inputs: ScalarMap
     extrapolated: Annotated[list[Name], Field(max_length=16)] = Field(
-        description="Inputs outside the range the model was trained on (the model card's clips): "
+        description="Inputs outside the range the model was trained on (the model card's training_range): "
         "the band is not trusted where this is not empty."
     )
 

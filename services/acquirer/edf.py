@@ -64,15 +64,23 @@ class EdfSource:
         onsets, _durations, texts = self.reader.readAnnotations()
         stimuli: list[StimulusEvent] = []
         stages: list[tuple[int, str]] = []
+        unknown: dict[str, int] = {}
         for onset, text in zip(onsets, texts):
             parsed = annotations.parse(str(text))
             if parsed is None:
+                key = str(text).strip()[:60]
+                unknown[key] = unknown.get(key, 0) + 1
                 continue
             idx = int(round(float(onset) * self.fs))
             if parsed[0] == "stimulus":
                 stimuli.append(StimulusEvent(idx, **parsed[1]))
             else:
                 stages.append((idx, parsed[1]["stage"]))
+        self.notes = [f"read with pyedflib: {len(stimuli)} stimuli from annotations, {len(stages)} stage markers"]
+        if unknown:  # listed once each, never dropped silently
+            listed = ", ".join(f"{t!r}" + (f" x{n}" if n > 1 else "") for t, n in
+                               sorted(unknown.items(), key=lambda kv: -kv[1])[:20])
+            self.notes.append(f"annotations not understood (listed once, not used): {listed}")
         if not stimuli:
             stimuli = self._from_triggers()
         stimuli.sort(key=lambda s: s.sample_index)
@@ -96,6 +104,14 @@ class EdfSource:
             for k, e in enumerate(edges):
                 found.append(StimulusEvent(int(e), fixed or dirs[k % len(dirs)]))
         return found
+
+    def samples(self, lo: int, hi: int) -> np.ndarray:
+        """Samples [lo, hi) of every signal, converted exactly as `read` does (offline: sweeps only)."""
+        n = hi - lo
+        out = np.empty((self.reader.signals_in_file, n), dtype="<f4")
+        for i in range(self.reader.signals_in_file):
+            out[i] = self.reader.readSignal(i, start=lo, n=n) * self.scale[i]
+        return out
 
     def read(self, n_samples: int) -> Chunk | None:
         if self.pos >= self.n_total:

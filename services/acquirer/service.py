@@ -2,7 +2,9 @@
 
 It is also the session's single point of entry for operator inputs (stage
 markers, patient factors) and keeps the retransmit buffer the recorder
-refills gaps from — both over the control socket, which acknowledges.
+refills gaps from — both over the control socket, which acknowledges. And it
+keeps the session's state-bearing messages (snapshot.py), which a service
+restarted mid-session asks for (`state`) to take the session up where it was.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from ...proto.control import (
     CONTROL_REQUEST,
     MAX_REPLY_BYTES,
     MAX_RETRANSMIT,
+    MAX_STATE,
     ControlReply,
     FactorsRequest,
     MarkRequest,
     RetransmitRequest,
     SessionRequest,
+    StateRequest,
     describe_request,
 )
 from ...proto.messages import (
@@ -43,10 +47,12 @@ from ...proto.messages import (
     Stimulus,
     utc_now,
 )
+from ...bus import SeqEvent
 from ...service import Service
 from .labels import describe_channels
 from .control_server import ControlLimits, ControlServer, configure
 from .retransmit import RetransmitBuffer
+from .snapshot import STATE_TYPES, SessionSnapshot
 from .source import Chunk, Source
 
 log = logging.getLogger(__name__)
@@ -58,9 +64,14 @@ def new_session_id() -> str:
     return secrets.token_hex(8)
 
 
+#: What the acquirer hears on the bus besides heartbeats: the others' state-bearing messages (its own
+#: stage markers and factors it keeps as it sends them).
+SNAPSHOT_TOPICS = tuple(t for t in STATE_TYPES if t not in ("stage", "factors"))
+
+
 class Acquirer(Service):
     name = "acquirer"
-    topics = ("heartbeat",)
+    topics = ("heartbeat", *SNAPSHOT_TOPICS)
 
     def __init__(
         self,
@@ -74,6 +85,7 @@ class Acquirer(Service):
         control_bind: str | None = None,
         signal_lost_ms: float = 1000.0,
         retransmit_s: float = 90.0,
+        keep_state: bool = True,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
@@ -96,6 +108,9 @@ class Acquirer(Service):
         self.signal_lost_s = signal_lost_ms / 1000.0
         self.buffer = RetransmitBuffer(keep_s=retransmit_s)
         self.pub.on_sent.append(lambda m, f: self.buffer.add(m.type, m.seq, f, time.monotonic()))
+        self.keep_state = keep_state
+        self.snapshot: SessionSnapshot | None = None
+        self.pub.on_sent.append(self._keep)
         self.ready_services: set[str] = set()
         self.session_start: SessionStart | None = None
         self.t0 = 0.0
@@ -136,12 +151,29 @@ class Acquirer(Service):
         if isinstance(msg, Heartbeat) and msg.info.get("receiving"):
             self.ready_services.add(msg.service)
 
+    def on_wire(self, msg: Message, frames: list) -> None:
+        self._keep(msg, frames)
+        self.on_message(msg)
+
+    def _keep(self, msg: Message, frames: list) -> None:
+        if self.snapshot is not None:
+            self.snapshot.add(msg, frames)
+
+    def _on_seq(self, ev: SeqEvent) -> None:
+        super()._on_seq(ev)
+        if ev.kind == "gap" and self.snapshot is not None:
+            self.snapshot.note_gap(ev.publisher, ev.type, ev.expected, ev.got)
+
     def heartbeat_info(self) -> dict:
         return {
             "source": self.source.spec[:256],
             "samples": self.sent_samples,
             "stimuli": self.n_stimuli,
             "retransmit_bytes": self.buffer.nbytes,
+            "state_messages": len(self.snapshot) if self.snapshot is not None else 0,
+            # How many stage markers and factors it has sent: a subscriber that saw fewer lost one (sessionstate).
+            "stage_sent": self.pub.next_seq("stage"),
+            "factors_sent": self.pub.next_seq("factors"),
         }
 
     # -- session ---------------------------------------------------------------
@@ -149,6 +181,7 @@ class Acquirer(Service):
         now = utc_now()
         sid = new_session_id()
         self.session_id = sid
+        self.snapshot = SessionSnapshot(sid) if self.keep_state else None
         settings = dict(self.source.settings())
         settings.update({"speed": self.speed, "frame_ms": self.frame_ms})
         self.session_start = self.pub.publish(
@@ -167,7 +200,8 @@ class Acquirer(Service):
         self.last_data = self.t0
         self.sent_samples = self.n_frames = self.n_stimuli = 0
         log.info("session %s started (%s, scenario %s)", sid, self.source.spec, self.source.scenario)
-        for line in describe_channels(self.source.montage):  # what each channel was taken as, and why
+        # The reader, annotations it did not understand, what each channel was taken as and why.
+        for line in [*getattr(self.source, "notes", []), *describe_channels(self.source.montage)]:
             log.info("%s", line)
 
     def _end_session(self, reason: str) -> None:
@@ -327,6 +361,8 @@ class Acquirer(Service):
             return ControlReply(ok=True, session_id=self.session_id, n_messages=1), encode(self.session_start)
         if isinstance(req, RetransmitRequest):
             return self._retransmit(req)
+        if isinstance(req, StateRequest):
+            return self._state(req)
         if self.session_start is None:
             return ControlReply(ok=False, error="no session is running yet; wait for the acquirer to start one"), []
         if isinstance(req, MarkRequest):
@@ -373,3 +409,21 @@ class Acquirer(Service):
             detail["truncated_by"] = "max_messages" if len(entries) >= MAX_RETRANSMIT else "max_bytes"
             detail["resume_from_seq"] = entries[-1].seq + 1
         return ControlReply(ok=True, session_id=self.session_id, n_messages=len(entries), detail=detail), frames
+
+    def _state(self, req: StateRequest) -> tuple[ControlReply, list[bytes]]:
+        """The running session's state-bearing messages (snapshot.py), as first sent."""
+        if self.session_start is None or self.snapshot is None:
+            why = ("this acquirer keeps no session state (started with --no-state)" if not self.keep_state
+                   else "no session is running yet")
+            return ControlReply(ok=False, error=why), []
+        if req.session_id is not None and req.session_id != self.session_id:
+            return ControlReply(ok=False, session_id=self.session_id,
+                                error=f"session {req.session_id} is not the running session ({self.session_id})"), []
+        kept = self.snapshot.messages()[-MAX_STATE:]
+        frames: list[bytes] = []
+        for k in kept:
+            frames.extend(k.frames)
+        detail: dict[str, Any] = {}
+        if self.snapshot.incomplete:
+            detail["incomplete"] = "; ".join(self.snapshot.incomplete)[:256]
+        return ControlReply(ok=True, session_id=self.session_id, n_messages=len(kept), detail=detail), frames

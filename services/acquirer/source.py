@@ -74,7 +74,7 @@ class SourceError(ValueError):
 
 
 def open_source(spec: str, **options: Any) -> Source:
-    """`sim`, `edf:PATH` or `lsl:NAME` → a Source."""
+    """`sim`, `file:PATH` (any format files.py reads), `edf:PATH` or `lsl:NAME` → a Source."""
     kind, _, arg = spec.partition(":")
     if kind == "sim":
         from .simsource import SimSource
@@ -86,10 +86,16 @@ def open_source(spec: str, **options: Any) -> Source:
         from .edf import EdfSource
 
         return EdfSource(arg, **{k: v for k, v in options.items() if k in ("speed_hint", "montage")})
+    if kind == "file":
+        if not arg:
+            raise SourceError("--source file:PATH needs a file path, e.g. file:/data/case12.vhdr")
+        from .files import open_file
+
+        return open_file(arg, **{k: v for k, v in options.items() if k in ("speed_hint", "montage")})
     if kind == "lsl":
         if not arg:
             raise SourceError("--source lsl:NAME needs a stream name, e.g. lsl:EMG")
         from .lsl import LslSource
 
         return LslSource(arg, **{k: v for k, v in options.items() if k in ("montage",)})
-    raise SourceError(f"--source must be sim, edf:PATH or lsl:STREAM_NAME; got {spec!r}")
+    raise SourceError(f"--source must be sim, file:PATH, edf:PATH or lsl:STREAM_NAME; got {spec!r}")

@@ -9,6 +9,11 @@
   `decompression` or later surgical stage marker, by sample index). Without
   any such marker, decompression has not happened yet, so the AMR went before it.
 
+Each channel's entry counts its `not_assessable` sweeps and how many of them
+close the session (`not_assessable_at_end`: the state it ends in was last
+confirmed that many sweeps before the end — a course that "persisted" through
+a dead stimulator or a noisy electrode is not a persistence anyone saw).
+
 The final-to-baseline percentage is the 2025 study's grading (a reduction of
 ≥ 86.5 % predicted complete resolution): the median of each channel's last
 good sweeps over its baseline; the session figure is the largest channel's,
@@ -22,7 +27,7 @@ from typing import Any
 from .course import ChannelCourse
 
 #: Stages at or after which the vessel has been (or is being) moved.
-DECOMPRESSION_STAGES = ("decompression", "closure")
+DECOMPRESSION_STAGES = ("decompression", "decompression_complete", "closure")
 
 
 def decompression_start(stages: list[tuple[int, str]]) -> int | None:
@@ -63,6 +68,8 @@ def classify(
             "disappeared_stimulus_index": gone.stimulus_index if gone else None,
             "n_good": c.n_good,
             "n_rejected": c.n_rejected,
+            "n_not_assessable": c.n_not_assessable,
+            "not_assessable_at_end": c.not_assessable_run,
         }
 
     with_amr = [c for c in courses if c.ever_present]

@@ -12,7 +12,6 @@ from typing import Any
 from ... import cli as base
 from ...proto.messages import AmrMeasurement
 
-EDF_SUFFIXES = (".edf", ".bdf", ".rec")
 
 
 def _settings(args: argparse.Namespace, base=None):
@@ -44,7 +43,8 @@ def _row(f: dict[str, Any]) -> str:
     def num(v, fmt):
         return "—" if v is None else format(v, fmt)
 
-    state = f"rejected: {f['reject_reason']}" if f["rejected"] else ("present" if f["present"] else "absent")
+    state = f"rejected: {f['reject_reason']}" if f["rejected"] else (
+        f"not assessable: {f['assessment_reason']}" if f["assessment"] == "not_assessable" else f["assessment"])
     return (f"{f['stimulus_index']:>6} {f['stim_time_s']:>9.3f} {f['direction']:<3} {f['channel']:<10} "
             f"{f['p2p_uv']:>9.1f} {num(f['onset_latency_ms'], '>6.2f')} {num(f['peak_latency_ms'], '>6.2f')} "
             f"{f['noise_uv']:>6.2f} {num(f['snr'], '>6.1f')} {num(f['pct_of_baseline'], '>6.0f')} "
@@ -69,12 +69,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not path.exists():
         return base.fail(f"analyze: no such file {str(path)!r}; give an EDF/EDF+/BDF recording or an "
                          "archived session's directory (DATA/sessions/ID)", base.EXIT_USAGE)
-    if not path.is_dir() and path.suffix.lower() not in EDF_SUFFIXES:
-        return base.fail(
-            f"analyze: {path.name} is neither an EDF/EDF+/BDF file ({', '.join(EDF_SUFFIXES)}) nor an "
-            "archived session's directory (DATA/sessions/ID)",
-            base.EXIT_USAGE,
-        )
+    if not path.is_dir():
+        from ..acquirer.files import reader_name
+
+        try:
+            reader_name(path)
+        except SourceError as err:
+            return base.fail(f"analyze: {err}, or an archived session's directory (DATA/sessions/ID)",
+                             base.EXIT_USAGE)
     body = set(AmrMeasurement.body_fields())
     summary: Counter[str] = Counter()
     others: list[tuple[str, dict]] = []
@@ -83,13 +85,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             settings = _archive_settings(path, args)
             outputs = analyze_messages(archived_messages(path), settings)
         else:
-            from ..acquirer.edf import EdfSource
+            from ..acquirer.files import open_file
             from ..acquirer.labels import describe_channels, load_montage_file
 
             montage = load_montage_file(args.montage) if args.montage else None
-            src = EdfSource(str(path), montage=montage)
-            # What each channel was taken as, before any number: nothing is analysed silently.
-            for line in describe_channels(src.montage):
+            src = open_file(str(path), montage=montage)
+            # Which reader, and what each channel was taken as, before any number: nothing is silent.
+            for line in [*getattr(src, "notes", []), *describe_channels(src.montage)]:
                 print(f"# {line}", file=sys.stderr if args.json else sys.stdout)
             outputs = analyze_source(src, settings) if args.frames else analyze_edf(src, settings)
         if not args.json:
@@ -98,7 +100,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             if kind != "amr_measurement":
                 others.append((kind, fields))
                 continue
-            summary["rejected" if fields["rejected"] else "present" if fields["present"] else "absent"] += 1
+            summary[fields["assessment"]] += 1
             if args.json:
                 print(json.dumps({k: v for k, v in fields.items() if k in body}), flush=False)
             else:
@@ -163,10 +165,10 @@ def _summarise(summary: Counter, others: list[tuple[str, dict]]) -> None:
     """What is not a measurement goes to stderr, so stdout stays one measurement per line."""
     err = sys.stderr
     n = sum(summary.values())
-    alarm_count = Counter(f["alarm_key"] for kind, f in others if kind == "alarm")
-    shown: set[str] = set()
+    alarm_count = Counter((f["alarm_key"], f["state"]) for kind, f in others if kind == "alarm")
+    shown: set[tuple[str, str]] = set()
     print(f"analyze: {n} measurements: {summary['present']} present, {summary['absent']} absent, "
-          f"{summary['rejected']} rejected", file=err)
+          f"{summary['not_assessable']} not assessable, {summary['rejected']} rejected", file=err)
     for kind, f in others:
         if kind == "baseline":
             print(f"analyze: baseline {f['channel']} {f['baseline_uv']:.1f} µV over {f['n_sweeps']} sweeps", file=err)
@@ -178,10 +180,12 @@ def _summarise(summary: Counter, others: list[tuple[str, dict]]) -> None:
             final = "—" if f["final_pct_of_baseline"] is None else f"{f['final_pct_of_baseline']:.0f}%"
             print(f"analyze: course {f['course']} (baseline {base_uv}, final {final} of baseline"
                   f"{', gone during ' + f['disappeared_at_stage'] if f['disappeared_at_stage'] else ''})", file=err)
-        elif kind == "alarm" and f["alarm_key"] not in shown:
-            shown.add(f["alarm_key"])
-            more = alarm_count[f["alarm_key"]] - 1
-            print(f"analyze: {f['kind']}: {f['message']}{f' (and {more} more like it)' if more else ''}", file=err)
+        elif kind == "alarm" and (f["alarm_key"], f["state"]) not in shown:
+            shown.add((f["alarm_key"], f["state"]))
+            more = alarm_count[(f["alarm_key"], f["state"])] - 1
+            state = " cleared" if f["state"] == "cleared" else ""
+            print(f"analyze: {f['kind']} [{f['priority']}]{state}: {f['message']}"
+                  f"{f' (and {more} more like it)' if more else ''}", file=err)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,10 @@
 """The AMR course of one channel: present → diminished → disappeared → reappeared.
 
-Only good sweeps count; a rejected sweep (diathermy, saturation, gap) neither
-extends nor breaks a run, so seconds of electrocautery can never make an AMR
+Only assessed sweeps count (assessment `present` or `absent`); a rejected
+sweep (diathermy, saturation, gap) and a `not_assessable` one (too noisy to
+show a baseline-size AMR, stimulus not confirmed, a direct response, a weaker
+stimulus than at baseline) neither extends nor breaks a run, so seconds of
+electrocautery, a noisy electrode or a dead stimulator can never make an AMR
 "disappear". Each change needs K consecutive sweeps that agree:
 
 - (none) → present: `confirm_k` present sweeps;
@@ -12,6 +15,11 @@ extends nor breaks a run, so seconds of electrocautery can never make an AMR
 
 The disappearance is dated to the first sweep of the absent run that led to
 it, which is when the AMR went, not when we became sure of it.
+
+An analyzer restarted mid-session resumes each channel in the state it last
+published (`resume`) with its runs at zero: the sweeps it missed while down
+count for nothing, so every change after the restart again needs its full K
+sweeps (conservative: a change can come later, never sooner).
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ class Transition:
     stimulus_index: int
     stage: str | None
     pct_of_baseline: float | None
+    since: SweepMark | None = None
+    """For `disappeared`: the first sweep of the absent run it confirms."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,9 @@ class ChannelCourse:
         self.ever_present = False
         self.n_good = 0
         self.n_rejected = 0
+        self.n_not_assessable = 0
+        self.not_assessable_run = 0
+        """Not-assessable sweeps since the last assessed one: at the end, how long the channel could not tell."""
         self._absent_run = 0
         self._present_run = 0
         self._full_run = 0
@@ -67,9 +80,15 @@ class ChannelCourse:
     def rejected(self) -> None:
         self.n_rejected += 1
 
+    def not_assessable(self) -> None:
+        """A sweep that cannot tell whether the AMR is there: counted, but it neither extends nor breaks a run."""
+        self.n_not_assessable += 1
+        self.not_assessable_run += 1
+
     def update(self, mark: SweepMark, present: bool, p2p_uv: float, pct: float | None) -> Transition | None:
-        """Count one good sweep; returns the transition it completes, if any."""
+        """Count one assessed sweep (present or absent); returns the transition it completes, if any."""
         self.n_good += 1
+        self.not_assessable_run = 0
         self.recent.append(p2p_uv)
         if present:
             self._absent_run = 0
@@ -95,7 +114,8 @@ class ChannelCourse:
             self.disappeared_at = self._absent_since
         if new in ("present", "reappeared"):
             self.ever_present = True
-        return Transition(self.channel, new, old, mark.stimulus_index, mark.stage, pct)
+        return Transition(self.channel, new, old, mark.stimulus_index, mark.stage, pct,
+                          self.disappeared_at if new == "disappeared" else None)
 
     def _next_state(self) -> str | None:
         st = self.state
@@ -115,3 +135,15 @@ class ChannelCourse:
     def final_uv(self) -> float | None:
         """The final amplitude: median of the last good sweeps."""
         return float(np.median(self.recent)) if self.recent else None
+
+    def resume(self, state: str | None, at: SweepMark | None = None) -> None:
+        """Take up the channel in `state`, the last one published this session (None: none was), with the runs at
+        zero. `at` dates a resumed `disappeared` (the absent run's first sweep when known, else the sweep that
+        confirmed it)."""
+        if state not in (None, "present", "diminished", "disappeared", "reappeared"):
+            raise ValueError(f"state must be present, diminished, disappeared, reappeared or None; got {state!r}")
+        self.state = state
+        self.ever_present = state is not None  # every published state follows a confirmed presence
+        self.disappeared_at = at if state == "disappeared" else None
+        self._absent_run = self._present_run = self._full_run = self._low_run = 0
+        self._absent_since = None

@@ -155,6 +155,9 @@ class PendingSweep:
     direction: str
     lo: int
     hi: int
+    intensity_ma: float | None = None
+    """The stimulator's current and pulse width, when the source reports them (EDF+ `stim ZYG 15mA 0.2ms`)."""
+    width_ms: float | None = None
 
 
 class Epocher:
@@ -165,10 +168,11 @@ class Epocher:
         self.post = post_samples
         self.pending: list[PendingSweep] = []
 
-    def add(self, stimulus_index: int, sample_index: int, stim_time_s: float, direction: str) -> PendingSweep:
+    def add(self, stimulus_index: int, sample_index: int, stim_time_s: float, direction: str,
+            intensity_ma: float | None = None, width_ms: float | None = None) -> PendingSweep:
         sweep = PendingSweep(
             stimulus_index, sample_index, stim_time_s, direction,
-            sample_index - self.pre, sample_index + self.post,
+            sample_index - self.pre, sample_index + self.post, intensity_ma, width_ms,
         )
         self.pending.append(sweep)
         self.pending.sort(key=lambda s: (s.hi, s.stimulus_index))

@@ -13,7 +13,14 @@ Definitions (DOMAIN.md "Measurements per stimulus and channel"):
   would report later onsets for smaller responses; the extrapolation does not;
 - peak latency: the largest absolute value; area: rectified, in µV·ms;
 - phases: alternations of sign among excursions beyond `phase_fraction` of
-  the largest one and `phase_noise_factor` x noise.
+  the largest one and `phase_noise_factor` x noise;
+- direct: a present response that is a direct response from current spread,
+  not an AMR — already under way when the window opens (|signal| in its first
+  `underway_ms` reaches `underway_fraction` of the largest excursion), or with
+  a measured onset before `amr_onset_min_ms` and activity before that time
+  reaching the onset's high level. Either way the early activity must also
+  reach half the detection limit (the peak of the smallest response that
+  counts as present), so a noise peak before a small AMR cannot gate it.
 
 Each channel's sweep is walked by a compiled loop (see jit.py for why); the
 straightforward numpy formulation of the same definitions is kept in
@@ -45,6 +52,8 @@ class SweepMeasures:
     """(6, channels) float64, rows named by TABLE_ROWS."""
     present: np.ndarray
     n_phases: np.ndarray
+    direct: np.ndarray
+    """Present, but a direct response from current spread (see the module docstring): not an AMR."""
 
     @property
     def p2p_uv(self) -> np.ndarray:
@@ -71,14 +80,17 @@ class SweepMeasures:
         return self.table[5]
 
 
-@compiled("void(float32[:, :], int64, int64, int64, int64, float64[:], float64[:], float64[:, :], boolean[:], "
-          "int64[:])")
-def _measure_rows(y, a0, a1, n0, n1, t_line, p, out, present, n_phases):  # pragma: no cover - compiled
+@compiled("void(float32[:, :], int64, int64, int64, int64, int64, int64, float64[:], float64[:], float64[:, :], "
+          "boolean[:], int64[:], boolean[:])")
+def _measure_rows(y, a0, a1, n0, n1, n_under, n_early, t_line, p, out, present, n_phases,
+                  direct):  # pragma: no cover - compiled
     """Measures of each row of conditioned sweeps `y`; p = (present_noise_factor, present_floor_uv,
     onset low fraction, onset high fraction, phase_fraction, phase_noise_factor, first analysis sample
-    in ms after the stimulus, ms per sample)."""
+    in ms after the stimulus, ms per sample, amr_onset_min_ms, underway_fraction); n_under: samples
+    of the window's start checked for a response under way; n_early: samples before amr_onset_min_ms."""
     present_factor, floor_uv, f_lo, f_hi, phase_fraction, phase_noise_factor, t0_ms, dt_ms = (
         p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7])
+    onset_min_ms, underway_fraction = p[8], p[9]
     width = a1 - a0
     n_noise = n1 - n0
     tt = 0.0
@@ -122,6 +134,7 @@ def _measure_rows(y, a0, a1, n0, n1, t_line, p, out, present, n_phases):  # prag
         out[4, r] = np.nan
         out[5, r] = np.nan
         n_phases[r] = 0
+        direct[r] = False
         present[r] = p2p >= present_factor * noise and p2p >= floor_uv
         if not present[r] or width < 2:
             continue
@@ -147,8 +160,24 @@ def _measure_rows(y, a0, a1, n0, n1, t_line, p, out, present, n_phases):  # prag
                 t_lo = q + min(max((level_lo - y0) / step, 0.0), 1.0)
                 break
         onset_i = t_lo - f_lo * (t_hi - t_lo) / (f_hi - f_lo)
-        out[4, r] = max(t0_ms + onset_i * dt_ms, 0.0)
+        onset_ms = max(t0_ms + onset_i * dt_ms, 0.0)
+        out[4, r] = onset_ms
         out[5, r] = t0_ms + peak_i * dt_ms
+        # Direct response: early activity, significant against the noise and the response itself.
+        half_limit = 0.5 * max(present_factor * noise, floor_uv)
+        first = 0.0
+        for i in range(min(n_under, width)):
+            a = abs(np.float64(row[i]))
+            if a > first:
+                first = a
+        underway = first >= underway_fraction * big and first >= half_limit
+        early = 0.0
+        if onset_ms < onset_min_ms:
+            for i in range(min(n_early, width)):
+                a = abs(np.float64(row[i]))
+                if a > early:
+                    early = a
+        direct[r] = underway or (early >= level_hi and early >= half_limit)
         # Phases: sign alternations among excursions beyond the phase threshold.
         thr = max(phase_fraction * big, phase_noise_factor * noise)
         count = 1 if big >= thr else 0
@@ -175,8 +204,11 @@ class Measurer:
         n0, n1 = g.noise
         self._t_line = np.linspace(-1.0, 1.0, n1 - n0)
         f_lo, f_hi = s.onset_levels
+        t0_ms = float(g.time_ms(g.analysis[0]))
         self._params = np.array([s.present_noise_factor, s.present_floor_uv, f_lo, f_hi, s.phase_fraction,
-                                 s.phase_noise_factor, float(g.time_ms(g.analysis[0])), g.dt_ms])
+                                 s.phase_noise_factor, t0_ms, g.dt_ms, s.amr_onset_min_ms, s.underway_fraction])
+        self._n_under = max(1, g.to_samples(s.underway_ms))
+        self._n_early = max(0, g.to_samples(s.amr_onset_min_ms - t0_ms))
 
     def __call__(self, y: np.ndarray) -> SweepMeasures:
         """Measures of conditioned sweeps `y` (channels, samples)."""
@@ -185,9 +217,11 @@ class Measurer:
         table = np.empty((len(TABLE_ROWS), n_rows))
         present = np.empty(n_rows, dtype=np.bool_)
         n_phases = np.empty(n_rows, dtype=np.int64)
+        direct = np.empty(n_rows, dtype=np.bool_)
         (a0, a1), (n0, n1) = self.g.analysis, self.g.noise
-        _measure_rows(y, a0, a1, n0, n1, self._t_line, self._params, table, present, n_phases)
-        return SweepMeasures(table, present, n_phases)
+        _measure_rows(y, a0, a1, n0, n1, self._n_under, self._n_early, self._t_line, self._params, table,
+                      present, n_phases, direct)
+        return SweepMeasures(table, present, n_phases, direct)
 
 
 def reject_reasons(raw: np.ndarray, g: SweepGeometry) -> list[str | None]:

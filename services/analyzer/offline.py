@@ -32,7 +32,8 @@ def feed_chunk(engine: AnalyzerEngine, chunk: Chunk, first_stimulus_index: int) 
         out += engine.on_frame(chunk.first_sample_index, chunk.samples)
     k = first_stimulus_index
     for s in chunk.stimuli:
-        out += engine.on_stimulus(k, s.sample_index, s.sample_index / engine.fs, s.direction)
+        out += engine.on_stimulus(k, s.sample_index, s.sample_index / engine.fs, s.direction,
+                                  s.intensity_ma, s.width_ms)
         k += 1
     return out, k
 
@@ -53,11 +54,11 @@ def analyze_source(source: Source, settings: AnalyzerSettings | None = None, *,
 
 
 def analyze_edf(path: str | Any, settings: AnalyzerSettings | None = None) -> Iterator[Output]:
-    """Only the sweeps of an EDF/EDF+/BDF file (a path, or an EdfSource already opened, e.g. with a
-    montage file): one measurement per stimulus and channel."""
-    from ..acquirer.edf import EdfSource
+    """Only the sweeps of a recording (a path — any format `file:` reads — or a file source already
+    opened, e.g. with a montage file): one measurement per stimulus and channel."""
+    from ..acquirer.files import open_file
 
-    src = EdfSource(path) if isinstance(path, str) else path
+    src = open_file(path) if isinstance(path, str) else path
     try:
         engine = AnalyzerEngine(src.montage, settings, source="analyze")
         g = engine.geometry
@@ -74,22 +75,14 @@ def analyze_edf(path: str | Any, settings: AnalyzerSettings | None = None) -> It
                 yield from engine.skip_to(lo)
             start = max(lo, engine.buffer.hwm or 0)
             if hi > start:
-                yield from engine.on_frame(start, read_edf_samples(src, start, hi))
-            yield from engine.on_stimulus(k, stim.sample_index, stim.sample_index / engine.fs, stim.direction)
+                yield from engine.on_frame(start, src.samples(start, hi))
+            yield from engine.on_stimulus(k, stim.sample_index, stim.sample_index / engine.fs, stim.direction,
+                                          stim.intensity_ma, stim.width_ms)
         for idx, stage in stages[si:]:
             yield from engine.on_stage(stage, idx)
         yield from engine.on_end()
     finally:
         src.close()
-
-
-def read_edf_samples(src: Any, lo: int, hi: int) -> np.ndarray:
-    """Samples [lo, hi) of every signal, converted exactly as `EdfSource.read` does."""
-    n = hi - lo
-    out = np.empty((src.reader.signals_in_file, n), dtype="<f4")
-    for i in range(src.reader.signals_in_file):
-        out[i] = src.reader.readSignal(i, start=lo, n=n) * src.scale[i]
-    return out
 
 
 def analyze_messages(messages: Iterable[Message], settings: AnalyzerSettings | None = None) -> Iterator[Output]:
@@ -126,7 +119,8 @@ class MessageDispatcher:
         if isinstance(msg, EmgFrame):
             return e.on_frame(msg.first_sample_index, msg.samples, msg.sampling_rate_hz)
         if isinstance(msg, Stimulus):
-            return e.on_stimulus(msg.stimulus_index, msg.sample_index, msg.stim_time_s, msg.direction)
+            return e.on_stimulus(msg.stimulus_index, msg.sample_index, msg.stim_time_s, msg.direction,
+                                 msg.intensity_ma, msg.width_ms)
         if isinstance(msg, StageMarker):
             return e.on_stage(msg.stage, msg.sample_index)
         if isinstance(msg, SessionEnd):

@@ -122,6 +122,67 @@ class AnalyzerSettings(BaseModel):
     final_sweeps: Annotated[int, _within(1, 1000)] = 5
     """The final amplitude is the median of the last N good sweeps of each channel."""
 
+    # --- can this sweep tell? (what a neurophysiologist checks before believing a loss) ----------
+    detectability_fraction: Annotated[float, _within(0.1, 1.0)] = 0.5
+    """An absent sweep counts as `absent` only if its detection limit (max(present_noise_factor x
+    noise, present_floor_uv): the smallest p2p that would have counted as present) is at most this
+    fraction of the channel's reference amplitude (its baseline; before one, the median p2p of its
+    present sweeps so far); otherwise it is `not_assessable` (noise_too_high). The noise-floor check
+    a neurophysiologist makes before believing a disappearance: could an AMR of half the baseline
+    size still have been seen? Above 1.0 a sweep too noisy to show even a baseline-size AMR would
+    count as its absence, so larger values are refused."""
+    quality_alarm_sweeps: Annotated[int, _within(1, 100)] = 5
+    """Consecutive good sweeps of a channel whose detection limit is above the detectability bound
+    raise a `recording_quality` alarm; as many within it clear it. 5 = disappear_k: the team hears
+    that a channel cannot show a disappearance no later than one could have been declared."""
+
+    # --- was the stimulus delivered? -------------------------------------------------------------
+    stimulus_check: Literal["artifact_or_direct", "direct"] = "artifact_or_direct"
+    """How each stimulus is confirmed from the recording (besides an AMR being seen):
+    'artifact_or_direct': the stimulus artifact on any EMG channel, or the direct response of a
+    muscle the stimulated branch supplies; 'direct': only the direct response, for amplifiers
+    that blank the artifact (a blanking step is triggered by the stimulator's trigger, so it is
+    there whether or not current flowed and proves nothing). There is no 'off': an unconfirmed
+    stimulus cannot show that an AMR is gone."""
+    artifact_window_ms: Annotated[Window, _window(-1.0, 5.0)] = (0.0, 2.0)
+    """Where the stimulus artifact is looked for: the pulse (0.1-0.3 ms) and the amplifier's
+    recovery from it, before any direct response."""
+    artifact_factor: Annotated[float, _within(5.0, 1000.0)] = 10.0
+    """The artifact counts when the raw, offset-removed peak in artifact_window_ms reaches this x
+    the RMS of the raw pre-stimulus window (noise_ms, mains and wander included) ... (below 5x a
+    noise peak among the window's samples could pass for an artifact, so lower values are refused)"""
+    artifact_floor_uv: Annotated[float, _within(10.0, 100_000.0, "µV")] = 50.0
+    """... and this absolute floor: an artifact at the face is hundreds of µV to mV; a few tens of
+    µV is EMG or movement."""
+    direct_window_ms: Annotated[Window, _window(0.0, 10.0)] = (2.0, 6.0)
+    """Where the direct (M-wave) response of a muscle the stimulated branch supplies is looked for
+    (orbicularis oculi for ZYG, mentalis / orbicularis oris for MAR; latency ~2-5 ms). Measured
+    on the conditioned sweep after the artifact blank, and counted with the `present` rule
+    (present_noise_factor, present_floor_uv)."""
+    stimulation_failure_stimuli: Annotated[int, _within(1, 20)] = 3
+    """Consecutive unconfirmed stimuli of one direction that raise the high-priority
+    `stimulation_failure` alarm (cleared by the next confirmed one). 3: fewer than disappear_k, so
+    the team hears of the stimulator before a disappearance could have been declared; more than 1,
+    so one marginal sweep does not alarm. At 1 Hz alternating ZYG/MAR that is ~6 s."""
+
+    # --- is it an AMR at all? (latency gate) -----------------------------------------------------
+    amr_onset_min_ms: Annotated[float, _within(5.0, 10.0, "ms")] = 7.0
+    """A response whose measured onset is earlier than this, with activity before it above the
+    onset level and half the detection limit, is a direct response from current spread, not an
+    AMR (the AMR starts ~8-12 ms after the stimulus, the direct response 2-5 ms). Below 5 ms a
+    direct response would pass as an AMR; above 10 ms real AMRs would be refused."""
+    underway_fraction: Annotated[float, _within(0.3, 0.9)] = 0.5
+    """A response already under way when the analysis window opens — |conditioned signal| in its
+    first underway_ms at least this fraction of the window's largest excursion and half the
+    detection limit — started before the window: a direct response, not an AMR. Not below 0.3:
+    the band-pass's 10 Hz edge lays a slow offset of up to ~0.3 of a long monophasic AMR's size
+    under the whole window, which is not a response under way."""
+    underway_ms: Annotated[float, _within(0.05, 3.0, "ms")] = 0.5
+    """The start of the analysis window looked at for a response already under way."""
+    direct_alarm_sweeps: Annotated[int, _within(1, 100)] = 3
+    """Consecutive direct-response sweeps on a channel that raise the advisory `direct_response`
+    alarm (lower the intensity, check the stimulating electrode); a good sweep without one clears it."""
+
     @model_validator(mode="after")
     def _consistent(self) -> AnalyzerSettings:
         s0, s1 = self.sweep_ms
@@ -139,6 +200,14 @@ class AnalyzerSettings(BaseModel):
                 f"analysis_ms must start after the artifact blank ends ({self.blank_ms[1]:g} ms); "
                 f"got {self.analysis_ms!r}"
             )
+        if self.direct_window_ms[1] <= self.blank_ms[1]:
+            raise ValueError(
+                f"direct_window_ms must end after the artifact blank ends ({self.blank_ms[1]:g} ms), or no "
+                f"direct response can be seen; got {self.direct_window_ms!r}"
+            )
+        a0, a1 = self.analysis_ms
+        if self.underway_ms >= a1 - a0:
+            raise ValueError(f"underway_ms must be shorter than analysis_ms; got {self.underway_ms:g}")
         return self
 
     def check_rate(self, sampling_rate_hz: float) -> None:

@@ -34,11 +34,14 @@ from ...proto.messages import (
     StageMarker,
     Stimulus,
 )
+from .readout import channel_readout, decisions_readout, run_key
 from .settings import SweepSettings, ViewSettings
 from .sweeps import Sweep, SweepCutter
 
-#: Measurement fields a sweep carries so the page can mark its AMR peak.
-_SWEEP_MEASURE = ("p2p_uv", "peak_latency_ms", "onset_latency_ms", "present", "rejected")
+#: Measurement fields a sweep carries so the page can mark its AMR peak and
+#: say what the sweep could tell (a not-assessable sweep is drawn apart).
+_SWEEP_MEASURE = ("p2p_uv", "peak_latency_ms", "onset_latency_ms", "present", "rejected", "assessment",
+                  "assessment_reason", "detection_limit_uv", "stimulus_confirmed")
 
 
 def event_json(msg: Message) -> dict:
@@ -55,6 +58,10 @@ class _Trend:
     pct: list[float | None] = field(default_factory=list)
     present: list[bool] = field(default_factory=list)
     rejected: list[bool] = field(default_factory=list)
+    #: per sweep: present | absent | not_assessable | rejected, and its reason (the trend
+    #: draws a sweep that cannot tell apart from an absent one)
+    assessment: list[str] = field(default_factory=list)
+    reason: list[str | None] = field(default_factory=list)
 
     def add(self, m: AmrMeasurement) -> None:
         self.i.append(m.stimulus_index)
@@ -63,10 +70,12 @@ class _Trend:
         self.pct.append(None if m.pct_of_baseline is None else round(m.pct_of_baseline, 2))
         self.present.append(m.present)
         self.rejected.append(m.rejected)
+        self.assessment.append(m.assessment)
+        self.reason.append(m.assessment_reason)
 
     def as_json(self) -> dict:
         return {"i": self.i, "t": self.t, "p2p": self.p2p, "pct": self.pct, "present": self.present,
-                "rejected": self.rejected}
+                "rejected": self.rejected, "assessment": self.assessment, "reason": self.reason}
 
 
 class _BaselineSweep:
@@ -151,6 +160,10 @@ class SessionView:
         self.decisions: deque[dict] = deque(maxlen=self.settings.decision_history)
         self.course: dict | None = None
         self.n_sweeps = 0
+        # per channel: the newest measurement and how many in a row share its run_key
+        self.latest: dict[str, dict] = {}
+        self.runs: dict[str, tuple[tuple, int]] = {}
+        self._readout_sent: dict | None = None
         # session-less alarms (service health) survive a new session; the session's own do not
         for key in [k for k, a in self.alarms.items() if a["session_id"] is not None]:
             del self.alarms[key]
@@ -204,13 +217,36 @@ class SessionView:
             "predictions": list(self.predictions),
             "decisions": list(self.decisions),
             "course": self.course,
+            "readout": self.readout(),
             "alarms": list(self.alarms.values()),
             "services": dict(self.services),
         }
 
     # -- input ---------------------------------------------------------------------
+    def readout(self) -> dict:
+        """The words of the tiles and of the decision (readout.py), from the state."""
+        chans = [c.name for c in self.start.montage.channels if c.kind == "emg" and c.direction is not None] \
+            if self.start is not None else []
+        chans += [c for c in self.latest if c not in chans] + [c for c in self.states if c not in chans]
+        return {
+            "channels": {c: channel_readout(self.latest.get(c), self.runs.get(c, ((), 0))[1], self.states.get(c),
+                                            self.baselines.get(c)) for c in chans},
+            "decision": decisions_readout(list(self.decisions)),
+        }
+
     def apply(self, msg: Message) -> list[dict]:
-        """Page messages caused by `msg`, in order."""
+        """Page messages caused by `msg`, in order; a `readout` message follows
+        whenever the words on the page change."""
+        out = self._apply(msg)
+        if isinstance(msg, (AmrMeasurement, AmrState, Baseline, Decision, SessionStart)):
+            r = self.readout()
+            if r != self._readout_sent:
+                self._readout_sent = r
+                if not any(o["kind"] == "snapshot" for o in out):
+                    out.append({"kind": "readout", "readout": r})
+        return out
+
+    def _apply(self, msg: Message) -> list[dict]:
         if isinstance(msg, Heartbeat):
             self.services[msg.service] = {"status": msg.status, "version": msg.version,
                                           "active_alarms": len(msg.active_alarms)}
@@ -362,6 +398,12 @@ class SessionView:
         self.stim_times.setdefault(m.stimulus_index, m.stim_time_s)
         self.trend.setdefault(m.channel, _Trend()).add(m)
         summary = {k: getattr(m, k) for k in _SWEEP_MEASURE}
+        latest = event_json(m)
+        latest.pop("ts_utc", None)
+        key = run_key(latest)
+        prev_key, n = self.runs.get(m.channel, ((), 0))
+        self.runs[m.channel] = (key, n + 1 if key == prev_key else 1)
+        self.latest[m.channel] = latest
         key = (m.stimulus_index, m.channel)
         self.measured[key] = summary
         while len(self.measured) > 4 * self.settings.waterfall_sweeps * max(1, len(self.trend)):

@@ -41,8 +41,15 @@ def cmd_predictor(args: argparse.Namespace) -> int:
     if model.synthetic:
         log.warning("THIS MODEL IS %s: it was fitted on a synthetic cohort and must not guide clinical decisions",
                     (model.notice or "synthetic").upper())
-    settings = DecisionSettings(evaluation_sweeps=args.evaluation_sweeps)
-    svc = Predictor(model, settings, bus_in=args.bus_in, bus_out=args.bus_out, metrics_port=args.metrics_port)
+    try:
+        settings = DecisionSettings(evaluation_sweeps=args.evaluation_sweeps,
+                                    reduction_criterion_pct=args.reduction_criterion_pct,
+                                    counterfactual_displacement=args.counterfactual_displacement,
+                                    counterfactual_retraction_mm=args.counterfactual_retraction_mm)
+    except ValueError as err:
+        return fail(f"predictor setting refused: {err}")
+    svc = Predictor(model, settings, control=args.control, bus_in=args.bus_in, bus_out=args.bus_out,
+                    metrics_port=args.metrics_port)
     return svc.run()
 
 
@@ -63,7 +70,17 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="DIR", help="directory with model.onnx + model_card.json "
                    "(default: the shipped synthetic model; env AMRWATCH_MODEL_DIR)")
     p.add_argument("--evaluation-sweeps", type=int, default=20,
-                   help="good sweeps after decompression before the AMR is judged (default 20)")
+                   help="assessable sweeps after the decompression_complete mark before the AMR is judged (default 20)")
+    p.add_argument("--reduction-criterion-pct", type=float, default=None, metavar="PCT",
+                   help="also confirm the decompression on a reduction of at least PCT %% from baseline "
+                   "(80-100, e.g. 86.5; default: complete disappearance only)")
+    p.add_argument("--counterfactual-displacement", type=int, default=3, metavar="GRADE",
+                   help="displacement grade (2-3) the stop advice must survive (default 3, marked)")
+    p.add_argument("--counterfactual-retraction-mm", type=float, default=9.0, metavar="MM",
+                   help="retraction depth (3-9 mm) the stop advice must survive (default 9)")
+    p.add_argument("--control", metavar="ENDPOINT",
+                   help="acquirer control socket, asked for the session's state when the predictor restarts "
+                   "mid-session (env AMRWATCH_CONTROL)")
     p.set_defaults(func=cmd_predictor)
     SERVICE_COMMANDS["predictor"] = cmd_predictor
 

@@ -169,6 +169,10 @@ class FactorCollector:
         self._values.update(checked)
         return changed
 
+    def discard(self, name: str) -> None:
+        """Forget a factor (e.g. an amplitude found not to be one)."""
+        self._values.pop(name, None)
+
     @property
     def values(self) -> dict[str, Value]:
         return dict(self._values)

@@ -95,6 +95,7 @@ class ModelCard(_Open):
     features: list[CardFeature]
     onnx: CardOnnx
     cutoffs: CardCutoffs
+    training_range: dict[str, list[float]] | None = None
     golden_vectors: list[GoldenVector] = Field(min_length=1)
 
 
@@ -145,6 +146,19 @@ def _check_card_features(card: ModelCard, path: Path) -> None:
         raise ModelInvalid(
             f"model card {path}: low cut-off {card.cutoffs.low:g} is above the high cut-off {card.cutoffs.high:g}"
         )
+    if card.training_range is not None:
+        if sorted(card.training_range) != sorted(FEATURE_NAMES):
+            raise ModelInvalid(
+                f"model card {path}: training_range names {sorted(card.training_range)}; it must name every feature "
+                f"({', '.join(FEATURE_NAMES)})"
+            )
+        for f in FEATURES:
+            r = card.training_range[f.name]
+            if len(r) != 2 or not f.low <= r[0] <= r[1] <= f.high:
+                raise ModelInvalid(
+                    f"model card {path}: training_range.{f.name} must be [lowest, highest] within "
+                    f"[{f.low:g}, {f.high:g}] {f.unit}; got {r}"
+                )
     if card.synthetic and card.notice != SYNTHETIC_NOTICE:
         raise ModelInvalid(f"model card {path} marks a synthetic model but its notice is {card.notice!r}, not {SYNTHETIC_NOTICE!r}")
 
@@ -169,6 +183,28 @@ class LoadedModel:
     @property
     def notice(self) -> str | None:
         return self.card.notice
+
+    @property
+    def training_range(self) -> dict[str, tuple[float, float]] | None:
+        """Each factor's [lowest, highest] value in the training rows (card `training_range`); None for a
+        card written before the range was recorded (retrain to get extrapolation warnings)."""
+        raw = self.card.training_range
+        if raw is None:
+            return None
+        return {n: (float(raw[n][0]), float(raw[n][1])) for n in FEATURE_NAMES}
+
+    def extrapolated(self, factors: dict) -> dict[str, str]:
+        """The factors outside the training range, name → "retraction_mm 35 (trained on 3–16)"."""
+        rng = self.training_range or {}
+        out: dict[str, str] = {}
+        for n in FEATURE_NAMES:
+            if n not in rng or n not in factors:
+                continue
+            lo, hi = rng[n]
+            x = float(factors[n])
+            if not lo <= x <= hi:
+                out[n] = f"{n} {x:g} (trained on {lo:g}–{hi:g})"
+        return out
 
     @property
     def cutoffs(self) -> tuple[float, float]:
@@ -273,7 +309,7 @@ class LoadedModel:
             "synthetic": self.synthetic,
             "notice": self.notice,
             "inputs": {n: inputs[n] for n in FEATURE_NAMES},
-            "extrapolated": [],
+            "extrapolated": list(self.extrapolated(inputs)),
         }
 
     def describe(self) -> str:

@@ -343,6 +343,18 @@ def onnx_io(blob: bytes) -> dict[str, Any]:
     }
 
 
+def training_range(X: np.ndarray) -> dict[str, list[float]]:
+    """Each factor's [lowest, highest] value in the rows the model was fitted on.
+
+    Why: a logistic model extrapolates without limit, so a factor outside these values (a 35 mm
+    retraction when the cohort's deepest was 16 mm) can push p to 0 or 1 with nothing behind it;
+    the runtime lists such factors in `prediction.extrapolated` and the decision engine then
+    does not trust the band.
+    """
+    X = np.asarray(X, dtype=float)
+    return {f.name: [float(X[:, j].min()), float(X[:, j].max())] for j, f in enumerate(FEATURES)}
+
+
 def golden_vectors(pipe, X: np.ndarray, cutoffs: dict, settings: TrainingSettings) -> list[dict[str, Any]]:
     """Rows whose sklearn probabilities the runtime re-computes at start-up."""
     rows = [("scenario " + k, v) for k, v in SCENARIO_PATIENTS.items()]
@@ -476,6 +488,7 @@ def train(
         "feature_order": list(FEATURE_NAMES),
         "onnx": onnx_io(blob),
         "training_data": provenance,
+        "training_range": training_range(X),
         **stats_,
         "golden_vectors": golden_vectors(pipe, X, stats_["cutoffs"], settings),
         "golden_tolerance": 1e-5,

@@ -293,7 +293,8 @@ def _run_analyzer(idx: ArchiveIndex, sig: SignalOrder, montage: Montage, setting
         flush()
         h = item.header
         if kind == "stimulus":
-            collect(engine.on_stimulus(h["stimulus_index"], h["sample_index"], h["stim_time_s"], h["direction"]))
+            collect(engine.on_stimulus(h["stimulus_index"], h["sample_index"], h["stim_time_s"], h["direction"],
+                                       h.get("intensity_ma"), h.get("width_ms")))
         elif kind == "stage":
             collect(engine.on_stage(h["stage"], h.get("sample_index")))
     flush()

@@ -72,5 +72,5 @@ def test_bad_files_give_clear_errors(tmp_path):
         open_source(f"edf:{junk}")
     with pytest.raises(SourceError, match="edf:PATH needs a file path"):
         open_source("edf:")
-    with pytest.raises(SourceError, match="sim, edf:PATH or lsl:STREAM_NAME"):
+    with pytest.raises(SourceError, match="sim, file:PATH, edf:PATH or lsl:STREAM_NAME"):
         open_source("carrier-pigeon:x")

@@ -85,15 +85,15 @@ def _sweeps(n_seconds: int, rng: np.random.Generator, amr_uv: dict[int, float]) 
     return x, ann
 
 
-def _write(path, data, labels, dims, annotations, *, bdf=False, aux=None):
+def _write(path, data, labels, dims, annotations, *, bdf=False, aux=None, fs=FS):
     ftype = pyedflib.FILETYPE_BDFPLUS if bdf else pyedflib.FILETYPE_EDFPLUS
     dmax = 8388607 if bdf else 32767
     rows = [np.ascontiguousarray(r, dtype=np.float64) for r in data]
-    headers = [{"label": lbl, "dimension": dim, "sample_frequency": FS, "physical_max": 5000.0,
+    headers = [{"label": lbl, "dimension": dim, "sample_frequency": fs, "physical_max": 5000.0,
                 "physical_min": -5000.0, "digital_max": dmax, "digital_min": -dmax - 1, "transducer": "",
                 "prefilter": ""} for lbl, dim in zip(labels, dims)]
     for lbl, dim, values, lo, hi in aux or []:
-        headers.append({"label": lbl, "dimension": dim, "sample_frequency": FS, "physical_max": hi,
+        headers.append({"label": lbl, "dimension": dim, "sample_frequency": fs, "physical_max": hi,
                         "physical_min": lo, "digital_max": dmax, "digital_min": -dmax - 1, "transducer": "",
                         "prefilter": ""})
         rows.append(np.ascontiguousarray(values, dtype=np.float64))

@@ -45,6 +45,9 @@ class ReferenceMeasurer:
         self._ones = np.ones(width, dtype=np.float32)
         f_lo, f_hi = s.onset_levels
         self._levels = np.array([f_hi, f_lo])[:, None]
+        t0 = float(g.time_ms(g.analysis[0]))
+        self._n_under = min(max(1, g.to_samples(s.underway_ms)), width)
+        self._n_early = min(max(0, g.to_samples(s.amr_onset_min_ms - t0)), width)
 
     def __call__(self, y: np.ndarray) -> dict[str, np.ndarray]:
         """Measures of conditioned sweeps `y` (channels, samples)."""
@@ -75,6 +78,7 @@ class ReferenceMeasurer:
         onset_ms = np.full(n_rows, np.nan)
         peak_ms = np.full(n_rows, np.nan)
         n_phases = np.zeros(n_rows, dtype=np.int64)
+        direct = np.zeros(n_rows, dtype=bool)
         sel = np.flatnonzero(present)
         if sel.size:
             if sel.size < n_rows:
@@ -106,5 +110,18 @@ class ReferenceMeasurer:
             change = (positive[1:] != positive[:-1]) & (row_of[1:] == row_of[:-1])
             n_phases[sel] = np.bincount(row_of[1:][change], minlength=sel.size) + (big >= thr)
 
+            # Direct response from current spread: significant activity under way at the window's
+            # start, or before the earliest AMR onset when the measured onset is that early.
+            half_limit = 0.5 * np.maximum(s.present_noise_factor * noise[sel], s.present_floor_uv)
+            first = absw[:, : self._n_under].max(axis=1).astype(np.float64)
+            underway = (first >= s.underway_fraction * big) & (first >= half_limit)
+            if self._n_early:
+                early = absw[:, : self._n_early].max(axis=1).astype(np.float64)
+            else:
+                early = np.zeros(sel.size)
+            early_onset = (onset_ms[sel] < s.amr_onset_min_ms) & (early >= level_hi) & (early >= half_limit)
+            direct[sel] = underway | early_onset
+
         return {"p2p_uv": p2p, "noise_uv": noise, "snr": snr, "present": present, "onset_ms": onset_ms,
-                "peak_ms": peak_ms, "area_uv_ms": area, "n_phases": n_phases}
+                "peak_ms": peak_ms, "area_uv_ms": area, "n_phases": n_phases,
+                "direct": direct}

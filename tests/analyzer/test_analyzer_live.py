@@ -193,7 +193,9 @@ def test_late_joiner_asks_the_acquirer_for_the_session(procs, stack_env):
     try:
         sub = Subscriber(ctx, stack_env["AMRWATCH_BUS_OUT"],
                          ("amr_measurement", "session_start", "session_end", "stimulus"))
-        procs.start("acquirer", "--source", "sim", "--scenario", scenario, "--seed", str(seed), "--speed", "10",
+        # Speed 4: the session lasts ~30 s, so an analyzer that takes ~10 s to start on a loaded machine
+        # still joins with most of it to go (at speed 10 it could arrive as the session ended).
+        procs.start("acquirer", "--source", "sim", "--scenario", scenario, "--seed", str(seed), "--speed", "4",
                     "--time-scale", "0.2", "--metrics-port", "0")
         collect(sub, lambda m, _: isinstance(m, SessionStart), timeout=30)
         time.sleep(1.0)  # the session runs without an analyzer for a while
@@ -215,3 +217,33 @@ def test_late_joiner_asks_the_acquirer_for_the_session(procs, stack_env):
     for k in later:
         assert live[k].model_dump(include=sweep_local, mode="json") == \
             {f: v for f, v in offline[k].items() if f in sweep_local}, k
+
+
+def test_stimulation_failure_is_raised_and_cleared_on_the_bus(procs, stack_env, tmp_path):
+    """A dead stimulator (tests/analyzer/hazards.py), played from EDF+ through the real acquirer: the
+    analyzer service raises the high-priority `stimulation_failure` once per direction (a condition, not
+    a pulse) and clears it, same alarm_key, when the stimulator is back."""
+    from .hazards import Segment, render, write_edf
+
+    rec = render([Segment(20.0, "baseline"), Segment(10.0, "decompression", stimulator=False, amr_uv=0.0),
+                  Segment(14.0, "closure")], seed=3)
+    path = write_edf(tmp_path / "dead.edf", rec)
+    procs.start("bus")
+    procs.start("analyzer", "--metrics-port", "0")
+    ctx = zmq.Context()
+    try:
+        sub = Subscriber(ctx, stack_env["AMRWATCH_BUS_OUT"], ("alarm", "session_end", "heartbeat"))
+        wait_for_analyzer(sub)
+        procs.start("acquirer", "--source", f"edf:{path}", "--speed", "10", "--wait-for", "analyzer",
+                    "--metrics-port", "0")
+        msgs = collect(sub, lambda m, _: isinstance(m, SessionEnd), timeout=120)
+        msgs += drain(sub, 2.0)
+    finally:
+        ctx.destroy(linger=0)
+    mine = [m for m in msgs if isinstance(m, Alarm) and m.kind == "stimulation_failure"]
+    for d in ("ZYG", "MAR"):
+        key = f"analyzer:stimulation_failure:{d}"
+        seq = [(m.state, m.priority) for m in mine if m.alarm_key == key]
+        assert seq == [("raised", "high"), ("cleared", "high")], (d, [(m.alarm_key, m.state) for m in mine])
+        cleared = next(m for m in mine if m.alarm_key == key and m.state == "cleared")
+        assert "confirmed again" in cleared.message

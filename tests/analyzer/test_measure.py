@@ -130,6 +130,7 @@ def test_compiled_measures_agree_with_the_numpy_reference(settings):
     assert 0.2 < got.present.mean() < 0.9, "the set needs present and absent sweeps"
     np.testing.assert_array_equal(got.present, ref["present"])
     np.testing.assert_array_equal(got.n_phases, ref["n_phases"])
+    np.testing.assert_array_equal(got.direct, ref["direct"])
     np.testing.assert_array_equal(got.p2p_uv, ref["p2p_uv"])
     for name in ("noise_uv", "snr", "area_uv_ms"):  # float32 sums in the reference, float64 in the loop
         np.testing.assert_allclose(getattr(got, name), ref[name], rtol=2e-5, atol=1e-9, err_msg=name)

@@ -92,7 +92,7 @@ def test_cli_refusals(tmp_path, edf):
     other = tmp_path / "notes.txt"
     other.write_text("hello")
     r = amrwatch("analyze", str(other))
-    assert r.returncode == 2 and "neither an EDF/EDF+/BDF file" in r.stderr
+    assert r.returncode == 2 and "no reader for '.txt'" in r.stderr and ".vhdr" in r.stderr
     broken = tmp_path / "broken.edf"
     broken.write_bytes(b"0" * 300)
     r = amrwatch("analyze", str(broken))

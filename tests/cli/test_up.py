@@ -92,3 +92,14 @@ def test_ctrl_c_stops_everything_and_a_killed_service_is_restarted(stack_env):
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def test_a_source_that_cannot_start_stops_up_with_its_message(stack_env, tmp_path):
+    """An unreadable file is not a crash to restart forever: `up` stops with the reason and exit 1."""
+    junk = tmp_path / "case.edf"
+    junk.write_bytes(b"not an edf at all" * 64)
+    up = start_up(stack_env, "--source", f"edf:{junk}")
+    out, err = up.communicate(timeout=120)
+    assert up.returncode == 1, err[-3000:]
+    assert "cannot be read as EDF" in err and "source cannot start" in err
+    assert err.count("restarting") == 0, err[-3000:]

@@ -67,12 +67,33 @@ class Stream:
         return self.msg("stage", stage=stage, source="scenario", sample_index=sample)
 
     def measurement(self, index: int, channel: str, direction: str, t: float, p2p: float, pct: float | None = None,
-                    present: bool = True, rejected: bool = False, peak_ms: float | None = 11.0) -> Message:
+                    present: bool = True, rejected: bool = False, peak_ms: float | None = 11.0,
+                    assessment: str | None = None, reason: str | None = None, noise_uv: float = 3.0,
+                    detection_limit_uv: float | None = 20.0, stimulus_confirmed: bool | None = True,
+                    onset_ms: float | None = None) -> Message:
+        """A measurement; `assessment` defaults to what `present` and `rejected` say
+        (a not_assessable sweep is never present and needs its `reason`)."""
+        if assessment is None:
+            assessment = "rejected" if rejected else "present" if present else "absent"
+        if assessment == "rejected":
+            rejected, reason = True, reason or "diathermy"
+        if assessment != "present":
+            present = False
+        onset = onset_ms if onset_ms is not None else (10.0 if present else None)
         return self.msg("amr_measurement", stimulus_index=index, stim_time_s=t, channel=channel, direction=direction,
-                        p2p_uv=p2p, onset_latency_ms=10.0 if present else None,
-                        peak_latency_ms=peak_ms if present else None, area_uv_ms=100.0, n_phases=2, noise_uv=3.0,
+                        p2p_uv=p2p, onset_latency_ms=onset,
+                        peak_latency_ms=peak_ms if present else None, area_uv_ms=100.0, n_phases=2, noise_uv=noise_uv,
                         snr=10.0, present=present, pct_of_baseline=pct, rejected=rejected,
-                        reject_reason="diathermy" if rejected else None, stage=None)
+                        reject_reason=reason if rejected else None, stage=None, assessment=assessment,
+                        assessment_reason=reason, detection_limit_uv=None if rejected else detection_limit_uv,
+                        stimulus_confirmed=None if rejected else stimulus_confirmed)
+
+    def decision(self, decision_id: int, kind: str, priority: str = "medium", *, provisional: bool = False,
+                 supersedes: int | None = None, rationale: str = "The AMR course so far says so.",
+                 synthetic: bool = True, notice: str | None = "synthetic — not for clinical use") -> Message:
+        return self.msg("decision", decision_id=decision_id, kind=kind, priority=priority, rationale=rationale,
+                        evidence={}, supersedes=supersedes, provisional=provisional, synthetic=synthetic,
+                        notice=notice)
 
     def alarm(self, key: str, state: str = "raised", session: bool = True) -> Message:
         return self.msg("alarm", session_id=self.session_id if session else None, kind="signal_lost",

@@ -30,6 +30,11 @@ The stories (stage: fraction of baseline):
   log-uniform in ``calibration_amplitude_uv`` otherwise. No patient factors;
   diathermy only with ``calibration_diathermy``.
 
+Every scenario's surgeon marks ``decompression_complete`` two thirds into the
+decompression stage's time (``DECOMPRESSION_COMPLETE_AT``): the predictor's
+verdict is given over a window of sweeps from that mark, never while the
+decompression is still going on.
+
 Patients (chosen so the predictor puts them in its low / high bands):
 the preoperative four factors are entered at sample 0, ``retraction_mm``
 when retraction starts and ``displacement`` when decompression starts.
@@ -113,6 +118,10 @@ STAGE_DURATIONS_S: dict[str, float] = {
     "closure": 60.0,
 }
 
+#: Where the `decompression_complete` mark falls, as a fraction of the decompression stage's time:
+#: the surgeon works for two thirds of it, then says the decompression is done.
+DECOMPRESSION_COMPLETE_AT = 2.0 / 3.0
+
 #: The stages during which the surgeon may use diathermy.
 SURGICAL_STAGES: tuple[str, ...] = (
     "incision",
@@ -121,6 +130,7 @@ SURGICAL_STAGES: tuple[str, ...] = (
     "retraction",
     "arachnoid_dissection",
     "decompression",
+    "decompression_complete",
     "closure",
 )
 
@@ -271,7 +281,12 @@ def build_timeline(config: SimConfig) -> Timeline:
         t = 0.0
         for stage, seconds in STAGE_DURATIONS_S.items():
             stages.append((int(round(t * fs)), stage))
-            t += config.stage_durations_s.get(stage, seconds) * config.time_scale
+            duration = config.stage_durations_s.get(stage, seconds) * config.time_scale
+            if stage == "decompression":
+                # The surgeon's "decompression complete" mark, part-way into the decompression stage's
+                # scripted time (the AMR's course is scripted from the decompression start).
+                stages.append((int(round((t + DECOMPRESSION_COMPLETE_AT * duration) * fs)), "decompression_complete"))
+            t += duration
         end = int(round(t * fs))
     stages.append((end, "end"))
 

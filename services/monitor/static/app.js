@@ -11,7 +11,11 @@
 
 const COLORS = { present: "#3fb950", diminished: "#d29922", disappeared: "#58a6ff", reappeared: "#f0883e" };
 const CH_COLORS = ["#58a6ff", "#f778ba", "#7ee787", "#ffa657", "#d2a8ff", "#79c0ff"];
-const PRIO = { high: "#f85149", medium: "#d29922", low: "#58a6ff", info: "#8b949e" };
+// IEC 60601-1-8 alarm colours: high red, medium yellow, low cyan; the priority is also spelled out
+const PRIO = { high: "#ff4040", medium: "#ffd000", low: "#00c8d8", info: "#8b949e" };
+const PRIO_MARK = { high: "!!!", medium: "!!", low: "!" };
+const PRIO_RANK = { high: 0, medium: 1, low: 2 };
+const NA_COLOR = "#f2cc60"; // not assessable: hollow, never the colour of an absent or present sweep
 const BG = "#0a0d12";
 
 const page = {
@@ -49,6 +53,13 @@ function fmtTime(s) {
   return `${String(m).padStart(2, "0")}:${String(r).padStart(2, "0")}`;
 }
 function words(s) { return (s || "").replace(/_/g, " "); }
+function label(s) { const w = words(s); return w.charAt(0).toUpperCase() + w.slice(1); }
+// a measurement from before the per-sweep assessment existed is read from present/rejected
+function assessmentAt(t, k) {
+  if (t.assessment && t.assessment[k]) return t.assessment[k];
+  return t.rejected[k] ? "rejected" : t.present[k] ? "present" : "absent";
+}
+function counts(a) { return a === "present" || a === "absent"; }
 function pct(x) { return x == null ? "—" : `${Math.round(x)} %`; }
 function channelColor(name) {
   const chans = channels();
@@ -79,6 +90,7 @@ function applyMessage(m) {
   const S = page.S;
   if (m.kind === "status") { page.status = m.status; schedule(); return; }
   if (!S) return;
+  if (m.kind === "readout") { S.readout = m.readout; schedule(); return; }
   if (m.kind === "sweep") {
     const sw = m.sweep;
     const list = (S.sweeps[sw.channel] = S.sweeps[sw.channel] || []);
@@ -99,14 +111,18 @@ function applyEvent(S, e) {
       S.stages.push({ stage: e.stage, t_s: e.t_s, source: e.source });
       break;
     case "amr_measurement": {
-      const t = (S.trend[e.channel] = S.trend[e.channel] || { i: [], t: [], p2p: [], pct: [], present: [], rejected: [] });
+      const t = (S.trend[e.channel] = S.trend[e.channel]
+        || { i: [], t: [], p2p: [], pct: [], present: [], rejected: [], assessment: [], reason: [] });
       t.i.push(e.stimulus_index); t.t.push(e.stim_time_s); t.p2p.push(e.p2p_uv);
       t.pct.push(e.pct_of_baseline); t.present.push(e.present); t.rejected.push(e.rejected);
+      (t.assessment = t.assessment || []).push(e.assessment); (t.reason = t.reason || []).push(e.assessment_reason);
       S.now_s = Math.max(S.now_s, e.stim_time_s);
       for (const sw of S.sweeps[e.channel] || []) {
         if (sw.stimulus_index === e.stimulus_index) {
           sw.m = { p2p_uv: e.p2p_uv, peak_latency_ms: e.peak_latency_ms, onset_latency_ms: e.onset_latency_ms,
-                   present: e.present, rejected: e.rejected };
+                   present: e.present, rejected: e.rejected, assessment: e.assessment,
+                   assessment_reason: e.assessment_reason, detection_limit_uv: e.detection_limit_uv,
+                   stimulus_confirmed: e.stimulus_confirmed };
         }
       }
       break;
@@ -190,6 +206,8 @@ function render() {
   page.renderPending = false;
   page.lastRender = performance.now();
   renderBanners();
+  renderAlarmStrip();
+  renderVerdict();
   renderHeader();
   renderStates();
   renderPrediction();
@@ -247,20 +265,30 @@ function renderHeader() {
 
 function renderStates() {
   const S = page.S, box = $("states");
+  const ro = (S && S.readout && S.readout.channels) || {};
   const tiles = channels().map((c) => {
-    const st = S && S.states[c.name];
-    const tr = S && S.trend[c.name];
-    let last = null;
-    if (tr) for (let k = tr.pct.length - 1; k >= 0; k--) if (!tr.rejected[k]) { last = k; break; }
-    const state = st ? st.state : null;
-    const lastPct = last == null ? null : tr.pct[last];
-    const lastP2p = last == null ? null : tr.p2p[last];
-    return el("div", { class: `tile ${state || ""}`, "data-channel": c.name },
+    const r = ro[c.name];
+    if (!r) {
+      return el("div", { class: "tile tone-none", "data-channel": c.name, "data-tone": "none" },
+        el("div", { class: "ch", text: `${c.name} · ${words(c.muscle)} · ${c.direction || ""}` }),
+        el("div", { class: "state", text: "—" }),
+        el("div", { class: "pct", text: "no measurement yet" }));
+    }
+    return el("div", { class: `tile tone-${r.tone}`, "data-channel": c.name, "data-tone": r.tone },
       el("div", { class: "ch", text: `${c.name} · ${words(c.muscle)} · ${c.direction || ""}` }),
-      el("div", { class: "state", text: state ? state : "—" }),
-      el("div", { class: "pct", text: last == null ? "no measurement yet" : `${Math.round(lastP2p)} µV · ${pct(lastPct)} of baseline` }));
+      stateWord(r.word),
+      el("div", { class: "pct", text: r.detail }),
+      r.state_line ? el("div", { class: "course", text: r.state_line }) : null);
   });
   box.replaceChildren(...tiles);
+}
+
+// "NOT ASSESSABLE: NOISE" on two lines, the reason on its own, so neither word breaks
+function stateWord(word) {
+  const i = word.indexOf(": ");
+  if (i < 0) return el("div", { class: "state", text: word });
+  return el("div", { class: "state" }, el("span", { class: "lead", text: word.slice(0, i + 1) }),
+    el("span", { class: "reason", text: word.slice(i + 2) }));
 }
 
 function renderPrediction() {
@@ -274,10 +302,16 @@ function renderPrediction() {
     el("div", { style: `width:${(p.cutoff_high - p.cutoff_low) * 100}%;background:#7d5a00` }),
     el("div", { style: `width:${(1 - p.cutoff_high) * 100}%;background:#8e1519` }),
     el("div", { class: "marker", style: `left:calc(${p.probability * 100}% - 2px)` }));
+  // inputs outside the training range: the band is not trusted, and the page says so instead of showing it
+  const ex = p.extrapolated || [];
+  box.classList.toggle("extrapolated", ex.length > 0);
   box.replaceChildren(
     el("h2", { text: "Predicted persistence" }),
     el("div", { class: "prob", id: "probability", text: probText(p.probability) }),
-    el("span", { class: `band ${p.band}`, id: "band", text: p.band }),
+    ex.length ? el("span", { class: "band untrusted", id: "band", text: "band not trusted" })
+      : el("span", { class: `band ${p.band}`, id: "band", text: p.band }),
+    ex.length ? el("div", { class: "extrapolated-why", id: "extrapolated",
+      text: `outside the training range: ${ex.map(words).join(", ")}` }) : null,
     bar,
     el("div", { class: "small", text: `low below ${(p.cutoff_low * 100).toFixed(0)} % · high from ${(p.cutoff_high * 100).toFixed(0)} % · model ${p.model_sha256.slice(0, 10)}…` }),
     p.notice ? el("div", { class: "notice", text: p.notice }) : null);
@@ -294,21 +328,50 @@ function renderDecision() {
   const box = $("decision"), S = page.S;
   const ds = (S && S.decisions) || [];
   const superseded = new Set(ds.map((d) => d.supersedes).filter((x) => x != null));
-  const live = ds.filter((d) => !superseded.has(d.decision_id));
-  const d = live.length ? live[live.length - 1] : null;
-  box.className = `panel decision ${d ? "prio-" + d.priority : ""}`;
-  if (!d) {
+  const r = S && S.readout && S.readout.decision && S.readout.decision.current;
+  if (!r) {
+    box.className = "panel decision";
     box.replaceChildren(el("h2", { text: "Decision" }), el("div", { class: "small", text: "no decision yet" }));
-  } else {
+  } else if (r.provisional) {
+    // status while the surgeon is still working: grey, outlined, never the look of a verdict
+    box.className = "panel decision provisional";
     box.replaceChildren(
-      el("h2", { text: `Decision · ${d.priority} priority · ${fmtTime(d.t_s)}` }),
-      el("div", { class: "kind", id: "decision-kind", "data-kind": d.kind, text: words(d.kind) }),
-      el("div", { class: "rationale", text: d.rationale }));
+      el("h2", { text: `Status · provisional · ${fmtTime(r.t_s)}` }),
+      el("div", { class: "kind", id: "decision-kind", "data-kind": r.kind, "data-provisional": "true", text: r.headline }),
+      el("div", { class: "rationale", text: r.rationale }),
+      r.notice ? el("div", { class: "notice", id: "decision-notice", text: r.notice.toUpperCase() }) : null);
+  } else {
+    box.className = `panel decision final prio-${r.priority}`;
+    box.replaceChildren(
+      el("h2", { text: `Decision · ${r.priority} priority · ${fmtTime(r.t_s)}` }),
+      el("div", { class: "kind", id: "decision-kind", "data-kind": r.kind, "data-provisional": "false", text: r.headline }),
+      el("div", { class: "rationale", text: r.rationale }),
+      r.notice ? el("div", { class: "notice", id: "decision-notice", text: r.notice.toUpperCase() }) : null);
   }
   const list = $("decisions");
-  list.replaceChildren(...ds.slice().reverse().map((x) =>
-    el("li", { class: superseded.has(x.decision_id) ? "superseded" : "", "data-kind": x.kind },
-      `${fmtTime(x.t_s)} ${words(x.kind)} (${x.priority})`)));
+  list.replaceChildren(...ds.slice().reverse().map((x) => {
+    const prov = x.provisional || x.kind === "evaluating";
+    const cls = [superseded.has(x.decision_id) ? "superseded" : "", prov ? "provisional" : ""].join(" ").trim();
+    return el("li", { class: cls, "data-kind": x.kind },
+      `${fmtTime(x.t_s)} ${words(x.kind)} (${prov ? "provisional" : x.priority})${x.synthetic ? " · synthetic" : ""}`);
+  }));
+}
+
+// the final verdict, across the page: provisional status never gets here
+function renderVerdict() {
+  const box = $("verdict"), S = page.S;
+  const v = S && S.readout && S.readout.decision && S.readout.decision.verdict;
+  if (!v) { box.hidden = true; box.replaceChildren(); box.className = "verdict"; return; }
+  box.hidden = false;
+  box.className = `verdict prio-${v.priority}`;
+  box.dataset.kind = v.kind;
+  box.replaceChildren(
+    el("div", { class: "verdict-head" },
+      el("span", { class: "verdict-label", text: `VERDICT · ${v.priority.toUpperCase()} PRIORITY` }),
+      el("span", { class: "verdict-word", id: "verdict-word", text: v.headline }),
+      el("span", { class: "verdict-time", text: fmtTime(v.t_s) })),
+    el("div", { class: "verdict-why", text: v.rationale }),
+    v.notice ? el("div", { class: "verdict-notice", id: "verdict-notice", text: v.notice.toUpperCase() }) : null);
 }
 
 // -- canvases
@@ -412,12 +475,21 @@ function renderSweeps() {
         drawTrace(g, base, x, y0, uvPerPx, top, bottom);
       }
       const rejected = sw.m && sw.m.rejected;
+      const na = sw.m && sw.m.assessment === "not_assessable";
       const age = laneNo / Math.max(1, n - 1);
-      g.strokeStyle = rejected ? "rgba(248,81,73,0.35)" : laneNo === 0 ? "#ffffff" : `rgba(230,237,243,${0.85 - 0.6 * age})`;
+      g.strokeStyle = rejected ? "rgba(248,81,73,0.35)" : na ? `rgba(242,204,96,${laneNo === 0 ? 0.9 : 0.55})`
+        : laneNo === 0 ? "#ffffff" : `rgba(230,237,243,${0.85 - 0.6 * age})`;
       g.lineWidth = laneNo === 0 ? 2 : 1;
+      // a sweep that cannot tell is dashed and tagged, so it is never read as a flat (absent) one
+      if (na) g.setLineDash([5, 3]);
       // a rejected sweep (diathermy, saturation) is drawn squeezed into its own lane
       drawTrace(g, sw, x, y0, uvPerPx, rejected ? y0 - lane * 0.45 : top, rejected ? y0 + lane * 0.45 : bottom);
-      if (sw.m && sw.m.present && !rejected && sw.m.peak_latency_ms != null) {
+      g.setLineDash([]);
+      if (na) {
+        g.fillStyle = NA_COLOR; g.textAlign = "right"; g.font = laneNo === 0 ? "bold 13px system-ui, sans-serif" : "11px system-ui, sans-serif";
+        g.fillText(`N/A ${words(sw.m.assessment_reason || "")}`, w - R - 4, y0 - 3);
+      }
+      if (sw.m && sw.m.present && !rejected && !na && sw.m.peak_latency_ms != null) {
         const v = valueAt(sw, sw.m.peak_latency_ms);
         if (v != null) {
           g.fillStyle = "#f0883e";
@@ -434,9 +506,12 @@ function renderSweeps() {
     const newest = sweeps[sweeps.length - 1], fig = $(`fig-${name}`);
     if (newest && newest.m) {
       const m = newest.m;
-      fig.className = `fig${m.rejected ? " rejected" : ""}`;
+      const na = m.assessment === "not_assessable";
+      fig.className = `fig${m.rejected ? " rejected" : na ? " na" : ""}`;
       fig.textContent = m.rejected ? "newest sweep rejected"
-        : `p2p ${Math.round(m.p2p_uv)} µV${m.present && m.peak_latency_ms != null ? ` · peak ${m.peak_latency_ms.toFixed(1)} ms` : " · no AMR"}`;
+        : na ? `newest sweep NOT ASSESSABLE: ${words(m.assessment_reason) || "cannot tell"}`
+        : `p2p ${Math.round(m.p2p_uv)} µV${m.present && m.peak_latency_ms != null ? ` · peak ${m.peak_latency_ms.toFixed(1)} ms`
+          : ` · no AMR${m.detection_limit_uv != null ? ` (≥ ${Math.round(m.detection_limit_uv)} µV would show)` : ""}`}`;
     } else {
       fig.textContent = "";
     }
@@ -467,8 +542,9 @@ function drawTrend(c, height, title, key, refLine) {
   const tMax = page.mode === "replay" && page.replay.duration ? page.replay.duration
     : Math.max(10, S.now_s || 0, ...Object.values(S.trend).map((t) => (t.t.length ? t.t[t.t.length - 1] : 0)));
   let yMax = refLine ? 130 : 50;
+  // the scale follows the sweeps that count: a noisy or rejected sweep does not squash the others
   for (const t of Object.values(S.trend)) {
-    for (let k = 0; k < t[key].length; k++) if (!t.rejected[k] && t[key][k] != null) yMax = Math.max(yMax, t[key][k] * 1.1);
+    for (let k = 0; k < t[key].length; k++) if (counts(assessmentAt(t, k)) && t[key][k] != null) yMax = Math.max(yMax, t[key][k] * 1.1);
   }
   const x = (s) => L + (s / tMax) * (w - L - R);
   const y = (v) => h - B - (v / yMax) * (h - T - B);
@@ -496,7 +572,20 @@ function drawTrend(c, height, title, key, refLine) {
     const label = words(st.stage), lw = g.measureText(label).width;
     g.fillText(label, Math.min(px + 3, w - R - lw), T + 11 + (k % 2) * 13); // the newest stage stays readable
   });
-  // measurements per channel
+  // stretches where sweeps could not tell: shaded across the plot, so they never read as a disappearance
+  // (a run of them is one band, from its first sweep to the sweep after its last)
+  g.fillStyle = "rgba(242,204,96,0.07)";
+  for (const t of Object.values(S.trend)) {
+    for (let k = 0; k < t.t.length; k++) {
+      if (assessmentAt(t, k) !== "not_assessable") continue;
+      let j = k;
+      while (j + 1 < t.t.length && assessmentAt(t, j + 1) === "not_assessable") j++;
+      const x0 = x(t.t[k]) - 4, x1 = j + 1 < t.t.length ? x(t.t[j + 1]) - 4 : x(t.t[j]) + 4;
+      g.fillRect(x0, T, Math.max(8, x1 - x0), h - T - B);
+      k = j;
+    }
+  }
+  // measurements per channel: the line joins only sweeps that count (present, absent)
   channels().forEach((ch) => {
     const t = S.trend[ch.name];
     if (!t) return;
@@ -505,32 +594,50 @@ function drawTrend(c, height, title, key, refLine) {
     let pen = false;
     for (let k = 0; k < t.t.length; k++) {
       const v = t[key][k];
-      if (t.rejected[k] || v == null) { pen = false; continue; }
+      if (!counts(assessmentAt(t, k)) || v == null) { pen = false; continue; }
       if (pen) g.lineTo(x(t.t[k]), y(v)); else { g.moveTo(x(t.t[k]), y(v)); pen = true; }
     }
     g.stroke();
     for (let k = 0; k < t.t.length; k++) {
       const v = t[key][k];
       if (v == null) continue;
-      if (t.rejected[k]) { g.strokeStyle = "#6e7681"; g.strokeRect(x(t.t[k]) - 2, y(Math.min(v, yMax)) - 2, 4, 4); continue; }
-      g.fillStyle = t.present[k] ? col : "#6e7681";
-      g.fillRect(x(t.t[k]) - 1.5, y(v) - 1.5, 3, 3);
+      const a = assessmentAt(t, k), px = x(t.t[k]), py = y(Math.min(v, yMax));
+      if (a === "rejected") { // ×, dim
+        g.strokeStyle = "#6e7681"; g.lineWidth = 1;
+        g.beginPath(); g.moveTo(px - 3, py - 3); g.lineTo(px + 3, py + 3); g.moveTo(px + 3, py - 3); g.lineTo(px - 3, py + 3); g.stroke();
+      } else if (a === "not_assessable") { // hollow ring
+        g.strokeStyle = NA_COLOR; g.lineWidth = 1.5;
+        g.beginPath(); g.arc(px, py, 4.5, 0, 2 * Math.PI); g.stroke();
+      } else if (a === "present") { // filled dot in the channel's colour
+        g.fillStyle = col; g.beginPath(); g.arc(px, py, 2.5, 0, 2 * Math.PI); g.fill();
+      } else { // absent: filled grey square
+        g.fillStyle = "#9aa0a6"; g.fillRect(px - 2.5, py - 2.5, 5, 5);
+      }
     }
   });
   // disappearance (and reappearance) points
+  const chIndex = Object.fromEntries(channels().map((c, i) => [c.name, i]));
   for (const tr of S.transitions) {
     if (tr.state !== "disappeared" && tr.state !== "reappeared") continue;
     const px = x(tr.t_s), col = COLORS[tr.state];
     g.strokeStyle = col; g.lineWidth = 2;
     g.beginPath(); g.moveTo(px, T); g.lineTo(px, h - B); g.stroke();
     g.fillStyle = col; g.font = "bold 13px system-ui, sans-serif"; g.textAlign = "right";
-    g.fillText(`${tr.channel} ${tr.state}`, px - 4, h - B - 6);
+    // one line per channel, so two channels changing together stay readable
+    g.fillText(`${tr.channel} ${tr.state}`, px - 4, h - B - 6 - 15 * (chIndex[tr.channel] || 0));
   }
   if (page.mode === "replay") {
     g.strokeStyle = "#d2a8ff"; g.lineWidth = 2;
     g.beginPath(); g.moveTo(x(S.now_s), T); g.lineTo(x(S.now_s), h - B); g.stroke();
   }
-  // legend
+  // legend: the markers' shapes, then the channels
+  g.font = "13px system-ui, sans-serif"; g.textAlign = "left";
+  let mx = L + g.measureText(title).width + 24;
+  const mark = (draw, text) => { draw(mx + 5, 10); g.fillStyle = "#c9d1d9"; g.fillText(text, mx + 14, 14); mx += 14 + g.measureText(text).width + 16; };
+  mark((px, py) => { g.fillStyle = "#c9d1d9"; g.beginPath(); g.arc(px, py, 3, 0, 2 * Math.PI); g.fill(); }, "present");
+  mark((px, py) => { g.fillStyle = "#9aa0a6"; g.fillRect(px - 3, py - 3, 6, 6); }, "absent");
+  mark((px, py) => { g.strokeStyle = NA_COLOR; g.lineWidth = 1.5; g.beginPath(); g.arc(px, py, 4.5, 0, 2 * Math.PI); g.stroke(); }, "not assessable");
+  mark((px, py) => { g.strokeStyle = "#6e7681"; g.lineWidth = 1; g.beginPath(); g.moveTo(px - 3, py - 3); g.lineTo(px + 3, py + 3); g.moveTo(px + 3, py - 3); g.lineTo(px - 3, py + 3); g.stroke(); }, "rejected");
   g.textAlign = "right"; g.font = "13px system-ui, sans-serif";
   let lx = w - R;
   channels().slice().reverse().forEach((ch) => {
@@ -546,15 +653,36 @@ function niceStep(raw) {
   return 10 * p;
 }
 
+function sortedAlarms() {
+  const S = page.S;
+  return ((S && S.alarms) || []).slice().sort((a, b) => (PRIO_RANK[a.priority] ?? 3) - (PRIO_RANK[b.priority] ?? 3));
+}
+function alarmHead(a) {
+  return el("div", { class: "alarm-head" },
+    el("span", { class: "prio-mark", text: `${PRIO_MARK[a.priority] || ""} ${a.priority.toUpperCase()}` }),
+    el("span", { class: "alarm-kind", text: words(a.kind).toUpperCase() }));
+}
+
 function renderAlarms() {
-  const S = page.S, box = $("alarms");
-  const alarms = (S && S.alarms) || [];
+  const box = $("alarms");
+  const alarms = sortedAlarms();
   if (!alarms.length) { box.replaceChildren(el("div", { class: "small", text: "no active alarm" })); return; }
-  box.replaceChildren(...alarms.map((a) => el("div", { class: `alarm ${a.priority}`, "data-key": a.alarm_key },
-    el("div", { class: "msg", text: `${a.priority.toUpperCase()} · ${words(a.kind)} — ${a.message}` }),
+  box.replaceChildren(...alarms.map((a) => el("div", { class: `alarm ${a.priority}`, "data-key": a.alarm_key, "data-kind": a.kind },
+    alarmHead(a),
+    el("div", { class: "msg", text: a.message }),
     el("div", { class: "small", text: `from ${a.source}` }),
     a.ack ? el("div", { class: "acked", text: `acknowledged${a.ack.operator ? " by " + a.ack.operator : ""}` })
       : page.mode === "live" ? el("button", { class: "ack", onclick: () => acknowledge(a.alarm_key), text: "Acknowledge" }) : null)));
+}
+
+// active alarms at the top of the page, where they are seen from 3 m (the panel below acknowledges them)
+function renderAlarmStrip() {
+  const box = $("alarm-strip");
+  const alarms = sortedAlarms();
+  box.replaceChildren(...alarms.map((a) => el("div", { class: `strip-alarm ${a.priority}${a.ack ? " acked" : ""}`, "data-key": a.alarm_key, "data-kind": a.kind },
+    alarmHead(a),
+    el("span", { class: "strip-msg", text: a.message }),
+    a.ack ? el("span", { class: "strip-acked", text: "acknowledged" }) : null)));
 }
 
 function renderStageButtons() {
@@ -600,7 +728,7 @@ function operatorName() { return $("operator").value.trim() || null; }
 
 async function markStage(stage) {
   const r = await post("/api/mark", { stage });
-  showResult(r.ok, r.ok ? `stage ${words(stage)} published (seq ${r.seq})` : `stage refused: ${r.error}`);
+  showResult(r.ok, r.ok ? `stage "${label(stage)}" published (seq ${r.seq})` : `stage refused: ${r.error}`);
 }
 
 async function acknowledge(key) {
@@ -626,8 +754,11 @@ async function submitFactors(ev) {
 
 function buildControls() {
   const cfg = page.config;
+  // decompression_complete starts the window the verdict is given over: set apart so it is not hit for another
   $("stage-buttons").replaceChildren(...cfg.stages.map((s) =>
-    el("button", { type: "button", "data-stage": s, onclick: () => markStage(s), text: words(s) })));
+    el("button", { type: "button", "data-stage": s, onclick: () => markStage(s), text: label(s),
+                   class: s === "decompression_complete" ? "key-stage" : "",
+                   title: s === "decompression_complete" ? "The surgeon says the decompression is done: the verdict is given from here" : label(s) })));
   $("factor-fields").replaceChildren(...cfg.factors.map((f) => {
     const range = f.kind === "bool" ? "yes / no" : `${f.min}–${f.max}${f.unit ? " " + f.unit : ""}`;
     const input = f.kind === "bool"
