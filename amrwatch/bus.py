@@ -138,7 +138,7 @@ class Publisher:
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         if configure:
             configure(self.sock)
-        security.client(self.sock)
+        security.client(self.sock, endpoint)  # keyed unlike the bus: an error with the hint, not silence
         self.sock.connect(endpoint)
         self.endpoint = endpoint
         self._seq: dict[str, int] = {}
@@ -247,7 +247,7 @@ class Subscriber:
             configure(self.sock)
         for t in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        security.client(self.sock)
+        security.client(self.sock, endpoint)  # keyed unlike the bus: an error with the hint, not silence
         self.sock.connect(endpoint)
         self.endpoint = endpoint
         self.tracker = GapTracker()

@@ -62,6 +62,21 @@ def _emg_channels(value: str) -> int:
     return n
 
 
+#: The acquirer's retransmit buffer: at least a minute (a recorder restart), at most an hour (memory).
+MIN_RETRANSMIT_S, MAX_RETRANSMIT_S = 60.0, 3600.0
+
+
+def _retransmit_s(value: str) -> float:
+    try:
+        s = float(value)
+    except ValueError:
+        s = None
+    if s is None or not MIN_RETRANSMIT_S <= s <= MAX_RETRANSMIT_S:
+        raise argparse.ArgumentTypeError(
+            f"--retransmit-s must be {MIN_RETRANSMIT_S:g} to {MAX_RETRANSMIT_S:g} seconds; got {value!r}")
+    return s
+
+
 def _stage_seconds(value: str) -> tuple[str, float]:
     stage, _, seconds = value.partition("=")
     try:
@@ -195,6 +210,7 @@ def cmd_acquirer(args: argparse.Namespace) -> int:
             wait_for=tuple(w for w in (args.wait_for or "").split(",") if w),
             wait_timeout_s=args.wait_timeout,
             control_bind=args.control_bind,
+            retransmit_s=args.retransmit_s,
             keep_state=not args.no_state,
             **_service_kw(args),
         )
@@ -272,8 +288,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             last = now
             if args.session and msg.session_id != args.session:
                 continue
-            if msg.type in wanted:
-                show(msg)
+            if msg.type in wanted and show(msg):
                 seen += 1
                 if args.count and seen >= args.count:
                     break
@@ -461,6 +476,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     down = [r["service"] for r in rows if not r["up"]]
     if down:
         print(f"amrwatch: down: {', '.join(down)}", file=sys.stderr)
+        if not seen:
+            from . import security
+
+            keyed = security.key_dir()
+            print(f"amrwatch: no heartbeat at all on {endpoint} within {args.wait:g} s: is the stack running "
+                  "(amrwatch up)? If it is, keys may be the reason: "
+                  + (f"this command uses AMRWATCH_KEYS={keyed}; the stack must be keyed alike"
+                     if keyed else "a stack keyed with CURVE (AMRWATCH_KEYS) hears nothing from a client without "
+                     "keys — set AMRWATCH_KEYS and AMRWATCH_CLIENT_KEY for this command too"), file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -496,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--control-bind", help="control socket (env AMRWATCH_CONTROL_BIND)")
     a.add_argument("--wait-for", default="", help="comma-separated services to wait for before starting")
     a.add_argument("--wait-timeout", type=float, default=20.0, help="seconds to wait for them")
+    a.add_argument("--retransmit-s", dest="retransmit_s", type=_retransmit_s, default=90.0, metavar="S",
+                   help=f"how long sent messages are kept for the recorder to refetch, {MIN_RETRANSMIT_S:g} to "
+                   f"{MAX_RETRANSMIT_S:g} s (default 90)")
     a.add_argument("--no-state", action="store_true",
                    help="keep no session state for restarted services (they then report their state as unknown)")
     a.set_defaults(func=cmd_acquirer)
@@ -508,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--session", metavar="ID", help="only this session")
     e.add_argument("--timeout", type=float, default=10.0,
                    help="without --follow: stop after this many quiet seconds (default 10)")
-    e.add_argument("--count", type=int, default=0, help="stop after N events")
+    e.add_argument("--count", type=int, default=0, help="stop after N events shown")
     e.set_defaults(func=cmd_events)
 
     m = sub.add_parser("mark", help="publish a surgical stage marker for the running session")

@@ -33,10 +33,13 @@ class DeadLetter:
         }
         line = (json.dumps(rec) + "\n").encode()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Refused input may carry anything, identifiers included: owner-only, 0700 / 0600.
+            for parent in reversed([p for p in self.path.parents if not p.exists()]):
+                parent.mkdir(mode=0o700, exist_ok=True)
             if self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
                 os.replace(self.path, self.path.with_suffix(self.path.suffix + ".1"))
-            with open(self.path, "ab") as f:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "ab") as f:
                 f.write(line)
             self.written += 1
         except OSError as err:  # the dead-letter file is a diagnostic, never a reason to stop

@@ -61,20 +61,22 @@ def line(msg: Message) -> str:
 
 def make_printer(
     *, json_lines: bool = False, quiet_measurements: bool = False, show_all: bool = False
-) -> Callable[[Message], None]:
-    """`show_all`: print every type received (the caller filtered already)."""
+) -> Callable[[Message], bool]:
+    """`show_all`: print every type received (the caller filtered already). The printer returns whether it
+    printed the message (`events --count N` counts only what it shows)."""
     hidden = set() if show_all else {"emg_frame", "heartbeat", "sim_truth", "stimulus"}
     if quiet_measurements:
         hidden.add("amr_measurement")
 
-    def show(msg: Message) -> None:
+    def show(msg: Message) -> bool:
         if msg.type in hidden:
-            return
+            return False
         text = msg.model_dump_json() if json_lines else line(msg)
         try:
             print(text, flush=True)
         except BrokenPipeError:  # `amrwatch events | head`
             sys.stderr.close()
             raise SystemExit(0)
+        return True
 
     return show

@@ -20,6 +20,9 @@ import logging
 import os
 import shutil
 import stat
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -109,9 +112,75 @@ def server(sock: zmq.Socket, ctx: zmq.Context) -> None:
     sock.curve_server = True
 
 
-def client(sock: zmq.Socket) -> None:
-    """Make `sock` a CURVE client if keys are configured (before connect)."""
+_monitors = 0
+#: sysexits.h EX_CONFIG: this process and the socket it connects to disagree about CURVE.
+EXIT_KEYS_MISMATCH = 78
+#: ZMTP error: the peer speaks another security mechanism (CURVE against NULL, or the reverse).
+_MECHANISM_MISMATCH = 0x11000002
+
+
+def mismatch_hint(endpoint: str, event: int, value: int) -> str:
     d = key_dir()
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (f"{endpoint} refused this process's CURVE key ({os.environ.get('AMRWATCH_CLIENT_KEY', 'client')} in "
+                f"{d}): its public key is not in the server's authorized/ directory")
+    if d is None:
+        return (f"{endpoint} uses CURVE but AMRWATCH_KEYS is not set for this process: partial keying — set "
+                "AMRWATCH_KEYS (and AMRWATCH_CLIENT_KEY) for every service and client of the stack, or for none")
+    return (f"{endpoint} does not use CURVE but AMRWATCH_KEYS={d} is set for this process: partial keying — set "
+            "AMRWATCH_KEYS for every service of the stack (the bus and the acquirer included), or for none")
+
+
+def _exit_on_mismatch(text: str) -> None:
+    log.critical("%s", text)
+    print(f"amrwatch: {text}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(EXIT_KEYS_MISMATCH)
+
+
+def watch_handshake(sock: zmq.Socket, endpoint: str,
+                    on_mismatch: Callable[[str], None] | None = None) -> None:
+    """Watch `sock`'s connection for a security handshake that fails because the two ends are not keyed
+    alike (some services keyed, not others): such a socket connects and then receives nothing, silently.
+    The default answer is an error exit (78) with the hint. Call on the socket's own thread, before
+    connect; the monitor is read by a daemon thread that ends with the context."""
+    on_mismatch = on_mismatch or _exit_on_mismatch
+    global _monitors
+    _monitors += 1
+    addr = f"inproc://amrwatch-handshake-{os.getpid()}-{_monitors}"
+    sock.monitor(addr, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    # Made here, then handed to the thread; not through ctx.socket(), so that ctx.destroy() on this thread
+    # never closes it under the thread's feet (ctx.term() ends the thread's recv instead).
+    mon = zmq.Socket(sock.context, zmq.PAIR)
+    mon.connect(addr)
+
+    def run() -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        try:
+            while True:
+                ev = recv_monitor_message(mon)
+                event, value = int(ev["event"]), int(ev["value"])
+                if event == zmq.EVENT_MONITOR_STOPPED:
+                    return
+                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH or value == _MECHANISM_MISMATCH:
+                    on_mismatch(mismatch_hint(endpoint, event, value))
+                    return
+        except zmq.ZMQError:  # the context is ending
+            pass
+        finally:
+            mon.close(linger=0)
+
+    threading.Thread(target=run, name="curve-handshake", daemon=True).start()
+
+
+def client(sock: zmq.Socket, endpoint: str | None = None,
+           on_mismatch: Callable[[str], None] | None = None) -> None:
+    """Make `sock` a CURVE client if keys are configured (before connect). With `endpoint`, a handshake that
+    fails because one end is keyed and the other is not is an error (`watch_handshake`)."""
+    d = key_dir()
+    if endpoint is not None:
+        watch_handshake(sock, endpoint, on_mismatch)
     if d is None:
         return
     server_public, _ = _load(d / "server.key", secret=False)

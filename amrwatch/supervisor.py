@@ -27,6 +27,10 @@ from .proto.messages import Alarm, Heartbeat, Message
 log = logging.getLogger("amrwatch.up")
 
 PR_SET_PDEATHSIG = 1
+#: After the restarted bus is first heard: time for subscribers to reconnect before the alarm is sent.
+BUS_GRACE_S = 1.0
+#: service_down:bus is cleared once the bus has stayed up this long after the raise.
+BUS_CLEAR_AFTER_S = 2.0
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -74,6 +78,10 @@ class Supervisor:
         self.source_failed = False
         self.max_backoff_s = max_backoff_s
         self._stop = False
+        self._bus_seen: tuple[str, str | None] | None = None  # (instance, session) of the last bus heartbeat
+        self._bus_instance_before: str | None = None  # the bus instance that died
+        self._bus_heard_at: float | None = None  # when the restarted bus was first heard
+        self._bus_raised_at: float | None = None  # service_down:bus raised, not yet cleared
 
     def request_stop(self, *_a) -> None:
         self._stop = True
@@ -85,7 +93,9 @@ class Supervisor:
         # The bus comes first so that everyone else has somewhere to connect.
         for child in self.children:
             child.start(self.env)
-        pub = Publisher(ctx, self.bus_in, "supervisor")
+        # XPUB_VERBOSE: a restarted bus's subscriptions are reported again even though the dead bus's were
+        # never unsubscribed, so `wait_ready` can tell when the alarm about its death will reach anyone.
+        pub = Publisher(ctx, self.bus_in, "supervisor", configure=lambda s: s.setsockopt(zmq.XPUB_VERBOSE, 1))
         sub = Subscriber(ctx, self.bus_out, ("",), on_seq=lambda ev: self._seq_event(ev))
         finished_at: float | None = None
         last_event = time.monotonic()
@@ -94,11 +104,13 @@ class Supervisor:
             while not self._stop:
                 msg = sub.recv(200)
                 now = time.monotonic()
+                if msg is not None:
+                    self._observe(msg, pub)
                 if msg is not None and msg.type != "heartbeat":
                     last_event = now
-                    self._observe(msg, pub)
                     if self.printer:
                         self.printer(msg)
+                self._bus_alarm(pub, now)
                 for child in self.children:
                     finished = self._check(child, pub, now)
                     if finished:
@@ -118,28 +130,42 @@ class Supervisor:
             print(f"!! {ev.describe()}", file=sys.stderr, flush=True)
 
     def _observe(self, msg: Message, pub: Publisher) -> None:
-        """Services' own absences are alarmed by the bus (heartbeats); the
-        bus cannot alarm its own death, so the supervisor records it once the
-        new bus is up."""
-        if not (isinstance(msg, Heartbeat) and msg.service == "bus"):
-            return
+        """Services' own absences are alarmed by the bus (heartbeats); the bus
+        cannot alarm its own death, so the supervisor does, once a new bus is
+        there to carry it (nothing published while it is away reaches anyone)."""
+        if isinstance(msg, Heartbeat) and msg.service == "bus":
+            self._bus_seen = (msg.instance, msg.session_id)
+
+    def _bus_alarm(self, pub: Publisher, now: float) -> None:
+        """service_down:bus — raised once the restarted bus is heard (plus a short
+        grace so that subscribers reconnecting to it hear it too), cleared after
+        the bus has stayed up for `BUS_CLEAR_AFTER_S`."""
         bus = next((c for c in self.children if c.name == "bus"), None)
         if bus is None or bus.down_since is None:
             return
-        pub.wait_ready(2.0)
-        away = time.monotonic() - bus.down_since
-        for state in ("raised", "cleared"):
-            pub.publish(
-                Alarm,
-                msg.session_id,
-                kind="service_down",
-                priority="high",
-                state=state,
-                message=f"bus was down for {away:.1f} s (exit code {bus.last_rc}); restarted by the supervisor",
-                source="supervisor",
-                alarm_key="service_down:bus",
-            )
-        bus.down_since = None
+        alive = bus.proc is not None and bus.proc.poll() is None
+        if not (alive and self._bus_seen is not None and self._bus_seen[0] != self._bus_instance_before):
+            return
+        if self._bus_heard_at is None:
+            self._bus_heard_at = now
+        if self._bus_raised_at is None:
+            if now - self._bus_heard_at < BUS_GRACE_S or not pub.wait_ready(0, ("alarm",)):
+                return
+            away = self._bus_heard_at - bus.down_since
+            self._publish_bus(pub, "raised", f"bus died (exit code {bus.last_rc}) and was away for {away:.1f} s; "
+                              "messages published meanwhile reached no one; restarted by the supervisor")
+            self._bus_raised_at = now
+        elif now - max(self._bus_raised_at, self._bus_heard_at) >= BUS_CLEAR_AFTER_S:
+            self._publish_bus(pub, "cleared", f"bus is back and has stayed up {now - self._bus_heard_at:.1f} s "
+                              f"({bus.restarts} restart(s) so far)")
+            bus.down_since = None
+            self._bus_raised_at = self._bus_heard_at = None
+
+    def _publish_bus(self, pub: Publisher, state: str, message: str) -> None:
+        pub.publish(Alarm, self._bus_seen[1] if self._bus_seen else None, kind="service_down", priority="high",
+                    state=state, message=message[:1000], source="supervisor", alarm_key="service_down:bus")
+        log.log(logging.ERROR if state == "raised" else logging.INFO, "ALARM %s service_down:bus: %s", state,
+                message)
 
     def _check(self, child: Child, pub: Publisher, now: float) -> bool:
         """Restart a dead child; True when the service we exit with ended normally."""
@@ -164,10 +190,15 @@ class Supervisor:
         child.restarts += 1
         backoff = min(self.max_backoff_s, 0.5 * 2 ** min(child.restarts - 1, 5))
         child.restart_at = now + backoff
-        child.down_since = now
+        if child.name != "bus":
+            child.down_since = now
         child.last_rc = rc
         if child.name == "bus":
             pub.reset_ready()
+            if child.down_since is None:
+                child.down_since = now
+            self._bus_heard_at = None
+            self._bus_instance_before = self._bus_seen[0] if self._bus_seen else None
         log.error("%s exited with code %s; restarting in %.1f s", child.name, rc, backoff)
         return False
 

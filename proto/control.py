@@ -79,3 +79,28 @@ class ControlReply(Strict):
     seq: Count | None = None
     n_messages: Count = 0
     detail: ScalarMap = {}
+
+
+#: Most bytes of messages one retransmit reply may carry (at least one message is always carried); a cut
+#: reply says so in `detail` (`truncated_by`, `resume_from_seq`).
+MAX_REPLY_BYTES = 1024 * 1024
+
+
+def describe_request(err) -> str:
+    """`codec.describe` for a control request: the field's path without the union's tag (not
+    `factors.factors.cohen_grade`) and the allowed range with both bounds, from the request's own model."""
+    from pydantic import ValidationError
+
+    from .codec import describe
+
+    by_op = {"mark": MarkRequest, "factors": FactorsRequest, "session": SessionRequest,
+             "retransmit": RetransmitRequest, "state": StateRequest}
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        model = by_op.get(loc[0]) if loc and isinstance(loc[0], str) else None
+        if model is not None:
+            loc = loc[1:]
+        one = ValidationError.from_exception_data(err.title, [{**e, "loc": loc}])  # type: ignore[typeddict-item]
+        lines.append(describe(one, model))
+    return "; ".join(lines)

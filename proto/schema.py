@@ -15,6 +15,33 @@ from .control import ControlReply, ControlRequest
 from .messages import BY_TYPE, EmgFrame
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
+#: Every schema declares the draft it is written in, so a validator does not guess.
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _standard(schema: dict, *, sent_whole: bool) -> dict:
+    """Plain JSON Schema 2020-12: `$schema` declared, pydantic's OpenAPI `discriminator` dropped (the `const`
+    on the tag already selects the branch; strict validators refuse unknown keywords), and with `sent_whole`
+    every property of every object `required` — amrwatch always sends optional values as null, never
+    omits them (the protocol page says so; a client may rely on it)."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            node.pop("discriminator", None)
+            if sent_whole and node.get("type") == "object" and isinstance(node.get("properties"), dict):
+                node["required"] = sorted(node["properties"])
+            for key, value in node.items():
+                if key in ("properties", "$defs", "patternProperties"):
+                    for sub in value.values():
+                        walk(sub)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(schema)
+    return {"$schema": DIALECT, **schema}
 
 
 def generate() -> dict[str, str]:
@@ -25,13 +52,13 @@ def generate() -> dict[str, str]:
     for name, cls in BY_TYPE.items():
         schema = cls.model_json_schema()
         schema["$id"] = f"https://amrwatch.invalid/proto/schemas/{name}.json"
-        schema["x-topic"] = cls.TOPIC
+        comment = f"topic (first frame): {cls.TOPIC}"
         if cls is EmgFrame:
-            schema["x-payload"] = (
-                "third frame: n_channels × n_samples little-endian float32 (µV), channel-major"
-            )
+            comment += "; third frame: n_channels × n_samples little-endian float32 (µV), channel-major"
+        schema["$comment"] = comment
+        schema = _standard(schema, sent_whole=True)
         out[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    req = TypeAdapter(ControlRequest).json_schema()
+    req = _standard(TypeAdapter(ControlRequest).json_schema(), sent_whole=False)
     out["control_request.json"] = json.dumps(req, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     from .montage import MontageFile
 
@@ -39,9 +66,11 @@ def generate() -> dict[str, str]:
     mf["$id"] = "https://amrwatch.invalid/proto/schemas/montage_file.json"
     mf["description"] = (MontageFile.__doc__ or "").strip() + (
         " The file given to --montage (YAML or JSON): see the README, 'Montage'.")
+    mf = _standard(mf, sent_whole=False)
     out["montage_file.json"] = json.dumps(mf, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     out["control_reply.json"] = (
-        json.dumps(ControlReply.model_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        json.dumps(_standard(ControlReply.model_json_schema(), sent_whole=True), indent=2, sort_keys=True,
+                   ensure_ascii=False) + "\n"
     )
     return out
 

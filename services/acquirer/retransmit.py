@@ -55,9 +55,10 @@ class RetransmitBuffer:
         q = self._by_type.get(type_)
         return q[0].seq if q else None
 
-    def get(self, type_: str, from_seq: int, to_seq: int, limit: int) -> tuple[list[Entry], int | None]:
-        """Entries from_seq..to_seq (inclusive, at most `limit`) and the first
-        requested seq that is no longer held (None if all were)."""
+    def get(self, type_: str, from_seq: int, to_seq: int, limit: int,
+            max_bytes: int | None = None) -> tuple[list[Entry], int | None]:
+        """Entries from_seq..to_seq (inclusive, at most `limit`, and no more than `max_bytes` of them
+        beyond the first) and the first requested seq that is no longer held (None if all were)."""
         q = self._by_type.get(type_)
         if not q or to_seq < from_seq:
             return [], (from_seq if to_seq >= from_seq else None)
@@ -65,4 +66,12 @@ class RetransmitBuffer:
         missing = from_seq if from_seq < first else None
         start = max(from_seq, first) - first
         stop = min(to_seq - first + 1, len(q), start + limit)
-        return [q[i] for i in range(start, max(start, stop))], missing
+        out: list[Entry] = []
+        nbytes = 0
+        for i in range(start, max(start, stop)):
+            e = q[i]
+            nbytes += e.nbytes
+            if out and max_bytes is not None and nbytes > max_bytes:
+                break
+            out.append(e)
+        return out, missing

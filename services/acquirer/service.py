@@ -20,9 +20,10 @@ from pydantic import ValidationError
 
 from ... import config, security
 from ...bus import harden
-from ...proto.codec import describe, encode
+from ...proto.codec import encode
 from ...proto.control import (
     CONTROL_REQUEST,
+    MAX_REPLY_BYTES,
     MAX_RETRANSMIT,
     MAX_STATE,
     ControlReply,
@@ -31,6 +32,7 @@ from ...proto.control import (
     RetransmitRequest,
     SessionRequest,
     StateRequest,
+    describe_request,
 )
 from ...proto.messages import (
     EmgFrame,
@@ -48,6 +50,7 @@ from ...proto.messages import (
 from ...bus import SeqEvent
 from ...service import Service
 from .labels import describe_channels
+from .control_server import ControlLimits, ControlServer, configure
 from .retransmit import RetransmitBuffer
 from .snapshot import STATE_TYPES, SessionSnapshot
 from .source import Chunk, Source
@@ -118,13 +121,18 @@ class Acquirer(Service):
         self.waiting_since = 0.0
         self.control: zmq.Socket | None = None
         self.source_alarms: set[str] = set()
+        self.control_limits = ControlLimits()
+        self.control_server: ControlServer | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def setup(self) -> None:
         self.control = self.ctx.socket(zmq.ROUTER)
         harden(self.control)
+        configure(self.control, self.control_limits)
         security.server(self.control, self.ctx)
         self.control.bind(self.control_bind)
+        self.control_server = ControlServer(self.control, self._handle, self.control_limits,
+                                            on_refuse=self._control_refused)
         self.add_socket(self.control, self._serve_control)
         self.waiting_since = time.monotonic()
         log.info(
@@ -231,6 +239,11 @@ class Acquirer(Service):
 
     # -- the paced loop ---------------------------------------------------------
     def tick(self, now: float) -> None:
+        self._tick_source(now)
+        if self.control_server is not None and self.control_server.clients:
+            self._serve_control()  # requests left waiting by the last turn's budget, after the frames
+
+    def _tick_source(self, now: float) -> None:
         if self.session_start is None:
             if not self._ready(now):
                 return
@@ -343,25 +356,22 @@ class Acquirer(Service):
 
     # -- control socket ----------------------------------------------------------
     def _serve_control(self) -> None:
-        assert self.control is not None
-        for _ in range(100):
-            try:
-                parts = self.control.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(parts) < 3 or parts[-2] != b"":
-                log.warning("control: malformed request envelope (%d frames) dropped", len(parts))
-                continue
-            envelope, request = parts[:-1], parts[-1]
-            reply, extra = self._handle(request)
-            self.control.send_multipart([*envelope, reply.model_dump_json().encode(), *extra])
+        """A budgeted turn of the control socket (control_server.py); also called from `tick` so that
+        requests left waiting by the budget are answered without new traffic."""
+        if self.control_server is not None:
+            self.control_server.pump()
+
+    def _control_refused(self, limit: str, text: str) -> None:
+        self.alarms.raise_("input_rejected", f"control_limit:{limit}", "low",
+                           f"acquirer refused control requests over a limit: {text}", pulse=True)
 
     def _handle(self, raw: bytes) -> tuple[ControlReply, list[bytes]]:
         try:
             req = CONTROL_REQUEST.validate_json(raw)
         except ValidationError as err:
-            self._on_reject("control_invalid", describe(err), [raw])
-            return ControlReply(ok=False, error=f"request refused: {describe(err)}"), []
+            text = describe_request(err)
+            self._on_reject("control_invalid", text, [raw])
+            return ControlReply(ok=False, error=f"request refused: {text}"), []
         if isinstance(req, SessionRequest):
             if self.session_start is None:
                 return ControlReply(ok=False, error="no session is running yet"), []
@@ -386,21 +396,35 @@ class Acquirer(Service):
         return ControlReply(ok=True, session_id=self.session_id, seq=msg.seq), []
 
     def _retransmit(self, req: RetransmitRequest) -> tuple[ControlReply, list[bytes]]:
+        """The asked seqs the buffer holds, cut at MAX_RETRANSMIT messages or MAX_REPLY_BYTES (the reply says
+        so and where to resume); `unavailable_*` names only seqs that were sent and have aged out."""
         if req.instance != self.pub.instance:
             return ControlReply(
                 ok=False,
                 error=f"instance {req.instance} is not this acquirer's ({self.pub.instance}); "
                 "those messages are gone with the process that sent them",
             ), []
-        entries, missing = self.buffer.get(req.type, req.from_seq, req.to_seq, MAX_RETRANSMIT)
+        if req.to_seq < req.from_seq:
+            return ControlReply(ok=False, error=f"retransmit: to_seq {req.to_seq} is before from_seq {req.from_seq}; "
+                                "give from_seq <= to_seq", detail={"reason": "reversed_range"}), []
+        last_sent = self.pub.next_seq(req.type) - 1
+        if req.from_seq > last_sent:
+            sent = f"the last sent is seq {last_sent}" if last_sent >= 0 else "none has been sent"
+            return ControlReply(ok=False, error=f"retransmit: {req.type} seq {req.from_seq} has not been sent yet "
+                                f"({sent})", detail={"reason": "not_yet_sent", "last_sent_seq": last_sent}), []
+        to_seq = min(req.to_seq, last_sent)
+        entries, missing = self.buffer.get(req.type, req.from_seq, to_seq, MAX_RETRANSMIT, MAX_REPLY_BYTES)
         frames: list[bytes] = []
         for e in entries:
             frames.extend(e.frames)
-        detail: dict[str, Any] = {}
+        detail: dict[str, Any] = {"last_sent_seq": last_sent}
         if missing is not None:
             oldest = self.buffer.oldest_seq(req.type)
             detail["unavailable_from"] = missing
-            detail["unavailable_to"] = (oldest - 1) if oldest is not None else req.to_seq
+            detail["unavailable_to"] = min(to_seq, oldest - 1) if oldest is not None else to_seq
+        if entries and entries[-1].seq < to_seq:
+            detail["truncated_by"] = "max_messages" if len(entries) >= MAX_RETRANSMIT else "max_bytes"
+            detail["resume_from_seq"] = entries[-1].seq + 1
         return ControlReply(ok=True, session_id=self.session_id, n_messages=len(entries), detail=detail), frames
 
     def _state(self, req: StateRequest) -> tuple[ControlReply, list[bytes]]:

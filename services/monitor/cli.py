@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ...cli import SERVICE_COMMANDS, add_data, add_service_endpoints, fail
-from .settings import ENV_BIND, ENV_PORT, ENV_TOKEN, ENV_TOKEN_FILE
+from .settings import ENV_ALLOWED_HOSTS, ENV_BIND, ENV_PORT, ENV_TOKEN, ENV_TOKEN_FILE
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -32,8 +32,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return fail(f"--port / {ENV_PORT} must be a TCP port 1-65535; got {port_text!r}")
     data = Path(args.data) if args.data else config.data_dir()
     try:
+        hosts = tuple(args.allow_host or ()) + tuple(
+            h.strip() for h in os.environ.get(ENV_ALLOWED_HOSTS, "").split(",") if h.strip())
         server = ServerSettings(bind=bind, port=port, token=token, data_dir=data, client_queue=args.client_queue,
-                                send_buffer_bytes=args.send_buffer)
+                                send_buffer_bytes=args.send_buffer, allowed_hosts=hosts,
+                                max_live_clients=args.max_live_clients)
         sweeps = SweepSettings(analysis_window_ms=tuple(args.window_ms))
         view = ViewSettings(waterfall_sweeps=args.waterfall)
     except ValidationError as err:
@@ -61,6 +64,11 @@ def register(sub) -> None:
                    help="page messages queued per browser before it is disconnected to resynchronise (default 20000)")
     p.add_argument("--send-buffer", type=int, default=256 * 1024, metavar="BYTES",
                    help="kernel send buffer per browser, bounding what a stalled page holds (default 262144)")
+    p.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="a host name the page answers to besides localhost/127.0.0.1/::1 and the bind address "
+                        f"(repeatable; env {ENV_ALLOWED_HOSTS}, comma-separated); other Host headers are refused")
+    p.add_argument("--max-live-clients", type=int, default=32, metavar="N",
+                   help="open pages served at once; one more is refused with the reason (default 32)")
     p.add_argument("--waterfall", type=int, default=30, metavar="N", help="sweeps stacked per channel (default 30)")
     p.set_defaults(func=cmd_monitor)
     SERVICE_COMMANDS["monitor"] = cmd_monitor

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ...freetext import identifier_problem
 from ...proto.codec import describe
 from ...proto.messages import FACTOR_RANGES, STAGE_ORDER, FactorValues
 
@@ -151,6 +152,10 @@ def parse_ack(body: Mapping[str, Any]) -> dict:
         problems.append(f"alarm_key: must be the key of a raised alarm (1-256 characters); got {key!r}")
     operator = _text(body.get("operator"))
     note = _text(body.get("note"))
+    for field, value in (("operator", operator), ("note", note)):
+        problem = identifier_problem(field, value)
+        if problem:
+            problems.append(problem)
     out = {"alarm_key": key, "operator": operator, "note": note}
     if not problems:
         try:

@@ -6,7 +6,9 @@ value given, so a typo in a flag or environment variable is never guessed at.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -91,6 +93,42 @@ class ServerSettings(BaseModel):
     min_token_chars: Annotated[int, _within(8, 4096, "characters")] = 16
     #: Where archived sessions are read from for the replay view.
     data_dir: Path | None = None
+    #: Live event streams (open pages) served at once; one more is refused with the reason (503), so that
+    #: a script opening connections cannot exhaust the server's threads, sockets and queues.
+    max_live_clients: Annotated[int, _within(1, 1000, "connections")] = 32
+    #: Host names the page answers to besides the loopback names (localhost, 127.0.0.1, ::1) and the bind
+    #: address. Any other Host header is refused (403): a hostile site that re-points its own name at this
+    #: address (DNS rebinding) is then still another host, and its requests never reach the page.
+    allowed_hosts: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _hosts_are_names(self) -> ServerSettings:
+        for h in self.allowed_hosts:
+            if not _HOST.match(h):
+                raise ValueError(f"allowed_hosts: {h!r} is not a host name or IP address (letters, digits, '-', "
+                                 "'.', or an IPv6 address in brackets); give names as typed in the browser, no port")
+        return self
+
+    def host_allowed(self, host_header: str | None) -> bool:
+        """Is the request's Host header one of ours (port ignored)? An IP address is always accepted: DNS
+        rebinding needs the attacker's own *name* in the Host header, and a page reached by this machine's
+        address on the network (bound to 0.0.0.0) must keep working."""
+        name = _host_name(host_header)
+        if name is None:
+            return False
+        if name in self.hosts():
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    def hosts(self) -> frozenset[str]:
+        out = set(LOOPBACK_HOSTS) | {h.lower().strip("[]") for h in self.allowed_hosts}
+        if self.bind not in ("0.0.0.0", "::", ""):
+            out.add(self.bind.lower().strip("[]"))
+        return frozenset(out)
 
     @model_validator(mode="after")
     def _token_long_enough(self) -> ServerSettings:
@@ -102,11 +140,29 @@ class ServerSettings(BaseModel):
         return self
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)$")
+
+
+def _host_name(header: str | None) -> str | None:
+    """'name:port' / '[v6]:port' / 'name' → the lower-case name (brackets removed); None if unparseable."""
+    if not header:
+        return None
+    h = header.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[1:end] if end > 0 else None
+    if h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    return h or None
+
+
 #: Environment variables of the monitor (flags override them).
 ENV_BIND = "AMRWATCH_MONITOR_BIND"
 ENV_PORT = "AMRWATCH_MONITOR_PORT"
 ENV_TOKEN = "AMRWATCH_MONITOR_TOKEN"
 ENV_TOKEN_FILE = "AMRWATCH_MONITOR_TOKEN_FILE"
+ENV_ALLOWED_HOSTS = "AMRWATCH_MONITOR_ALLOWED_HOSTS"
 
 
 class TokenError(ValueError):

@@ -82,6 +82,33 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class HostGuard:
+    """Refuses a request whose Host header is not one of the page's names (DNS rebinding: a hostile site
+    re-points its own name at this address; the browser then sends that name as the Host, and the
+    Origin matches it, so the cross-site check alone would let it through)."""
+
+    def __init__(self, app, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), None)
+            if not self.settings.host_allowed(host):
+                allowed = ", ".join(sorted(self.settings.hosts()))
+                log.warning("refused a request for Host %r (allowed: %s)", (host or "")[:100], allowed)
+                resp = JSONResponse({"ok": False, "error": f"Host {(host or '')[:100]!r} is not one this monitor "
+                                     f"answers to (allowed: {allowed}, or an IP address); add a name with --allow-host or "
+                                     "AMRWATCH_MONITOR_ALLOWED_HOSTS"}, status_code=403)
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyTooLarge(ValueError):
+    pass
+
+
 def _static(name: str) -> bytes:
     return resources.files("amrwatch.services.monitor").joinpath("static", name).read_bytes()
 
@@ -99,10 +126,25 @@ def _cross_site(request: Request) -> bool:
     return urlsplit(origin).netloc != request.headers.get("host", "")
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body, read as it arrives and refused as soon as it passes MAX_BODY (a declared Content-Length over
+    it is refused before anything is read): `request.body()` would hold a 1.5 GB POST in memory first."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > MAX_BODY:
+        raise BodyTooLarge(f"request body of {int(declared)} bytes (Content-Length) refused; at most {MAX_BODY} "
+                           "bytes accepted")
+    chunks: list[bytes] = []
+    n = 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > MAX_BODY:
+            raise BodyTooLarge(f"request body refused after {n} bytes: at most {MAX_BODY} bytes accepted")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json_body(request: Request) -> dict:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise FormError([f"request body is {len(raw)} bytes; at most {MAX_BODY} accepted"])
+    raw = await _read_body(request)
     try:
         body = json.loads(raw or b"{}")
     except ValueError:
@@ -150,7 +192,15 @@ def create_app(ctx: WebContext) -> Any:
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(ctx.status())
 
-    async def events(request: Request) -> StreamingResponse:
+    live = {"n": 0}
+
+    async def events(request: Request) -> Response:
+        if live["n"] >= settings.max_live_clients:
+            log.warning("refused a live page connection: %d open (limit %d)", live["n"], settings.max_live_clients)
+            return JSONResponse({"ok": False, "error": f"too many live page connections: {live['n']} open, limit "
+                                 f"{settings.max_live_clients} (setting max_live_clients, --max-live-clients); close "
+                                 "a page or raise the limit"}, status_code=503, headers={"retry-after": "5"})
+        live["n"] += 1
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
 
@@ -177,6 +227,7 @@ def create_app(ctx: WebContext) -> Any:
                         return
             finally:
                 hub.disconnect(client)
+                live["n"] -= 1
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
@@ -192,6 +243,8 @@ def create_app(ctx: WebContext) -> Any:
             stage = parse_stage(body.get("stage"))
         except PermissionError as err:
             return JSONResponse({"ok": False, "error": str(err)}, status_code=403)
+        except BodyTooLarge as err:
+            return JSONResponse({"ok": False, "error": str(err)}, status_code=413, headers={"connection": "close"})
         except FormError as err:
             return _refused(err)
         return _result(await run_in_threadpool(actions.mark, stage))
@@ -202,6 +255,8 @@ def create_app(ctx: WebContext) -> Any:
             values = parse_factors(body)
         except PermissionError as err:
             return JSONResponse({"ok": False, "error": str(err)}, status_code=403)
+        except BodyTooLarge as err:
+            return JSONResponse({"ok": False, "error": str(err)}, status_code=413, headers={"connection": "close"})
         except FormError as err:
             return _refused(err)
         return _result(await run_in_threadpool(actions.factors, values))
@@ -212,6 +267,8 @@ def create_app(ctx: WebContext) -> Any:
             parsed = parse_ack(body)
         except PermissionError as err:
             return JSONResponse({"ok": False, "error": str(err)}, status_code=403)
+        except BodyTooLarge as err:
+            return JSONResponse({"ok": False, "error": str(err)}, status_code=413, headers={"connection": "close"})
         except FormError as err:
             return _refused(err)
         return _result(await run_in_threadpool(actions.ack, parsed))
@@ -284,4 +341,4 @@ def create_app(ctx: WebContext) -> Any:
         Route("/api/replay/{session_id}/at", replay_at),
     ]
     app = Starlette(routes=routes)
-    return SecurityHeaders(TokenAuth(app, settings.token))
+    return SecurityHeaders(HostGuard(TokenAuth(app, settings.token), settings))

@@ -43,8 +43,16 @@ def cmd_recorder(args: argparse.Namespace) -> int:
         return base.fail(f"recorder settings refused: {describe(err, RecorderSettings)}", base.EXIT_USAGE)
     except ValueError as err:
         return base.fail(str(err), base.EXIT_USAGE)
-    svc = Recorder(data_dir=_data_dir(args), settings=settings, control=args.control, **base._service_kw(args))
-    return svc.run()
+    from .datalock import lock_or_exit
+
+    lock = lock_or_exit(_data_dir(args), "amrwatch recorder")
+    if isinstance(lock, int):
+        return lock
+    try:
+        svc = Recorder(data_dir=_data_dir(args), settings=settings, control=args.control, **base._service_kw(args))
+        return svc.run()
+    finally:
+        lock.release()
 
 
 # --------------------------------------------------------------------------- #
@@ -177,7 +185,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         wait = tuple(w for w in (args.wait_for or "").split(",") if w)
         result = replay_session(_data_dir(args), args.id, speed=args.speed, bus_in=bus_in,
                                 bus_out=args.bus or config.get("bus_out"), wait_for=wait,
-                                wait_timeout_s=args.wait_timeout, log=lambda s: print(s, file=sys.stderr))
+                                wait_timeout_s=args.wait_timeout, log=lambda s: print(s, file=sys.stderr),
+                                force=args.force)
     except ReplayError as err:
         return base.fail(str(err))
     except ValueError as err:
@@ -266,6 +275,8 @@ def register(sub) -> None:
                     help="services whose heartbeat must say they receive before the replay starts "
                          "(comma-separated; default recorder,analyzer,predictor; empty: none)")
     rp.add_argument("--wait-timeout", type=float, default=20.0, help="seconds to wait for them")
+    rp.add_argument("--force", action="store_true",
+                    help="replay an archive that fails its integrity check (says what is skipped)")
     rp.set_defaults(func=cmd_replay)
 
     v = sub.add_parser("verify", help="check an archived session's integrity and re-run its analysis and "

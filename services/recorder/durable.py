@@ -41,9 +41,16 @@ class ArchiveIO:
                 done += n
 
     def write_atomically(self, path: Path, data: bytes) -> None:
-        """tmp file + fsync + rename + directory fsync: the file is either the old or the new one."""
+        """tmp file + fsync + rename + directory fsync: the file is either the old or the new one.
+
+        The tmp file is always a new file of ours (O_CREAT|O_EXCL|O_NOFOLLOW): a symlink planted under its
+        name in the data directory is removed, never written through (a stale tmp from a crash likewise)."""
         tmp = path.with_name(path.name + ".tmp")
-        fd = self.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.unlink(tmp)  # removes a link itself, not what it points to
+        except FileNotFoundError:
+            pass
+        fd = self.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
         try:
             self.write_all(fd, data)
             self.fsync(fd)

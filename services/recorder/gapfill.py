@@ -215,11 +215,16 @@ class GapFiller:
         return None
 
     def on_reply(self, req: Request, got: Iterable[tuple[int, str | None]],
-                 unavailable: tuple[int, int] | None) -> None:
+                 unavailable: tuple[int, int] | None, *, resume_from: int | None = None,
+                 last_sent: int | None = None) -> None:
         """The acquirer answered: `got` is (seq, session_id) of every message it returned (already claimed
-        by the caller); `unavailable` the seqs it no longer holds."""
+        by the caller); `unavailable` the seqs it no longer holds; `resume_from` where a reply cut at its size
+        limit goes on; `last_sent` the newest seq of the type the acquirer has sent (nothing after it is lost,
+        it was never sent)."""
         s = self.streams[req.key]
         got = list(got)
+        if unavailable is not None and last_sent is not None:
+            unavailable = (unavailable[0], min(unavailable[1], last_sent)) if unavailable[0] <= last_sent else None
         if req.purpose == "back":
             self._back_reply(s, req, got, unavailable)
             return
@@ -228,7 +233,10 @@ class GapFiller:
             ours = [seq for seq, sid in got if self.is_recording(sid)]
             if ours:
                 s.floor = min(ours) if s.floor is None else min(s.floor, min(ours))
-            s.scan = (max(seq for seq, _ in got) + 1) if len(got) >= min(self.batch, MAX_BATCH) else None
+            if resume_from is not None:
+                s.scan = resume_from
+            else:
+                s.scan = (max(seq for seq, _ in got) + 1) if len(got) >= min(self.batch, MAX_BATCH) else None
             return
         if unavailable is not None:
             a, b = max(unavailable[0], req.from_seq), min(unavailable[1], req.to_seq)
@@ -236,7 +244,7 @@ class GapFiller:
                 after, before = s.owners.near(a, b)
                 self._give_up(s, a, b, after or before, "aged out of the acquirer's retransmit buffer "
                               "before the recorder could refetch them")
-        if req.purpose == "tail" and len(got) < req.to_seq - req.from_seq + 1:
+        if req.purpose == "tail" and len(got) < req.to_seq - req.from_seq + 1 and resume_from is None:
             s.tail = False
         if not got and unavailable is None:
             s.attempts += 1

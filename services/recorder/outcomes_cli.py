@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ...cli import EXIT_OK, add_data, fail
@@ -27,8 +28,10 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _default_actor() -> str:
+    from ...freetext import identifier_problem
+
     for candidate in (os.environ.get("AMRWATCH_ACTOR"), _user()):
-        if candidate and _ACTOR.match(candidate):
+        if candidate and _ACTOR.match(candidate) and identifier_problem("actor", candidate) is None:
             return candidate
     return "cli"
 
@@ -69,18 +72,43 @@ def _print_outcome(row, note: str | None, what: str) -> None:
         print(note, file=sys.stderr)
 
 
+@contextmanager
+def _writer_lock(args: argparse.Namespace, what: str, *, create: bool = False):
+    """The data directory's writer lock (datalock.py) for this command; yields 0, or the exit code if refused.
+    Unless `create`, a data directory that does not exist is not created here: the command itself says so."""
+    from .datalock import lock_or_exit
+
+    data = _data_dir(args)
+    if create:
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not data.is_dir():
+        yield 0
+        return
+    lock = lock_or_exit(data, what)
+    if isinstance(lock, int):
+        yield lock
+        return
+    try:
+        yield 0
+    finally:
+        lock.release()
+
+
 def cmd_outcome_add(args: argparse.Namespace) -> int:
     from .outcomes import OutcomeInputError, add_outcome
     from .registry import Registry, RegistryError
 
-    try:
-        with Registry.existing(_data_dir(args)) as reg:
-            row, note = add_outcome(reg, args.session_id, actor=args.actor or _default_actor(),
-                                    timepoint=args.timepoint, cohen_grade=args.cohen_grade,
-                                    outcome_class=args.outcome_class, spasm_free_date=args.spasm_free_date,
-                                    complications=args.complication)
-    except (OutcomeInputError, RegistryError) as err:
-        return fail(f"outcome refused, nothing written: {err}")
+    with _writer_lock(args, "amrwatch outcome add") as locked:
+        if locked:
+            return locked
+        try:
+            with Registry.existing(_data_dir(args)) as reg:
+                row, note = add_outcome(reg, args.session_id, actor=args.actor or _default_actor(),
+                                        timepoint=args.timepoint, cohen_grade=args.cohen_grade,
+                                        outcome_class=args.outcome_class, spasm_free_date=args.spasm_free_date,
+                                        complications=args.complication)
+        except (OutcomeInputError, RegistryError) as err:
+            return fail(f"outcome refused, nothing written: {err}")
     _print_outcome(row, note, "recorded")
     return EXIT_OK
 
@@ -100,12 +128,15 @@ def cmd_outcome_edit(args: argparse.Namespace) -> int:
         return fail("give --spasm-free-date or --no-spasm-free-date, not both", 2)
     if args.no_complications and args.complication:
         return fail("give --complication or --no-complications, not both", 2)
-    try:
-        with Registry.existing(_data_dir(args)) as reg:
-            row, note = edit_outcome(reg, args.session_id, actor=args.actor or _default_actor(),
-                                     timepoint=args.timepoint, **kw)
-    except (OutcomeInputError, RegistryError) as err:
-        return fail(f"edit refused, nothing written: {err}")
+    with _writer_lock(args, "amrwatch outcome edit") as locked:
+        if locked:
+            return locked
+        try:
+            with Registry.existing(_data_dir(args)) as reg:
+                row, note = edit_outcome(reg, args.session_id, actor=args.actor or _default_actor(),
+                                         timepoint=args.timepoint, **kw)
+        except (OutcomeInputError, RegistryError) as err:
+            return fail(f"edit refused, nothing written: {err}")
     _print_outcome(row, note, "corrected:")
     return EXIT_OK
 
@@ -200,6 +231,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_synthetic(args: argparse.Namespace) -> int:
+    with _writer_lock(args, "amrwatch registry synthetic", create=True) as locked:
+        return locked or _registry_synthetic(args)
+
+
+def _registry_synthetic(args: argparse.Namespace) -> int:
     from .registry import Registry
     from .synthetic_registry import SOURCE, generate
 

@@ -78,8 +78,7 @@ class PseudonymMap:
             raise RegistryError(f"pseudonym map path {str(self.path)!r} is inside the data directory "
                                 f"{str(data_dir)!r}; it must live outside it (default: "
                                 f"{default_identities_path(data_dir)})")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = connect_durable(self.path)
+        self.conn = connect_durable(self.path)  # 0600 in 0700 directories
         if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
             with Transaction(self.conn):
                 for stmt in _SCHEMA:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -167,8 +168,14 @@ def _check(pattern: re.Pattern, value: Any, field: str, what: str, optional: boo
 
 
 def check_actor(actor: Any) -> str:
-    return _check(_NAME, actor, "actor", "1-64 characters of A-Z a-z 0-9 _ . : - naming who makes the change",
-                  optional=False)
+    from ...freetext import identifier_problem
+
+    actor = _check(_NAME, actor, "actor", "1-64 characters of A-Z a-z 0-9 _ . : - naming who makes the change",
+                   optional=False)
+    problem = identifier_problem("actor", actor)
+    if problem:
+        raise RegistryError(problem)
+    return actor
 
 
 @dataclass(frozen=True)
@@ -246,9 +253,25 @@ def _plain(row: SessionRow) -> dict:
     return row.as_dict()
 
 
+def private_file(path: Path) -> None:
+    """Create `path` (and missing parent directories) readable by its owner only: 0600 in 0700 directories.
+    The registry and the pseudonym map hold who was operated on and when; SQLite gives its -wal and -shm
+    files the database file's permissions. An existing file is narrowed to 0600, never widened."""
+    path = Path(path)
+    for parent in reversed([p for p in path.parents if not p.exists()]):
+        parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def connect_durable(path: Path) -> sqlite3.Connection:
     """A connection with WAL, synchronous=FULL and foreign keys, each read back:
-    a filesystem that refuses WAL is an error, not a silent downgrade."""
+    a filesystem that refuses WAL is an error, not a silent downgrade. The file is private (0600)."""
+    private_file(path)
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
     conn.row_factory = sqlite3.Row
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -269,7 +292,6 @@ class Registry:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = connect_durable(self.path)
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:

@@ -114,9 +114,32 @@ def _wait_for_services(ctx, bus_out: str, wanted: tuple[str, ...], timeout_s: fl
     return ready
 
 
+def integrity_check(d: Path, session_id: str, *, force: bool, log: Callable[[str], None]) -> None:
+    """A damaged archive is not replayed as if whole: a flipped byte or a cut tail would be analysed again
+    and recorded as a new session that looks complete. Refused unless `force`, which says what it skips."""
+    from .integrity import analyse
+
+    a = analyse(d)
+    problems = [p for p in a.problems if p.what != "torn_tail" or a.closed]
+    if not problems:
+        return
+    listed = "; ".join(str(p) for p in problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    if not force:
+        raise ReplayError(f"session {session_id}'s archive fails its integrity check ({len(problems)} problem(s): "
+                          f"{listed}); run `amrwatch verify {session_id}` for the full report, or give --force to "
+                          "replay what can still be read")
+    with ArchiveIndex.build(d) as idx:
+        stopped = f"everything from {idx.stopped_at[0]} byte {idx.stopped_at[1]} on" if idx.stopped_at else None
+        skipped = [x for x in (stopped, f"{len(idx.unreadable)} unreadable record(s) {idx.unreadable[:10]}"
+                               if idx.unreadable else None) if x]
+    log(f"--force: replaying {session_id} despite {len(problems)} integrity problem(s) ({listed}); skipped: "
+        f"{', '.join(skipped) or 'no record (the damage is in the checkpoint or chain, not in a body)'}; "
+        "what is replayed may not be the whole session, and records after the damage are not vouched for")
+
+
 def replay_session(data_dir: Path, session_id: str, *, speed: float = 1.0, bus_in: str, bus_out: str,
                    wait_for: tuple[str, ...] = ("recorder", "analyzer", "predictor"), wait_timeout_s: float = 20.0,
-                   log: Callable[[str], None] = lambda s: None) -> ReplayResult:
+                   log: Callable[[str], None] = lambda s: None, force: bool = False) -> ReplayResult:
     import zmq
 
     from ... import security
@@ -131,6 +154,7 @@ def replay_session(data_dir: Path, session_id: str, *, speed: float = 1.0, bus_i
         raise ReplayError(str(err)) from None
     if not d.is_dir():
         raise ReplayError(f"no archived session {session_id!r} in {data_dir} (`amrwatch sessions` lists them)")
+    integrity_check(d, session_id, force=force, log=log)
     ctx = zmq.Context()
     try:
         with ArchiveIndex.build(d) as idx:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from ... import __version__, config, security
 from ...bus import harden
 from ...proto.codec import DecodeError, decode
 from ...proto.control import ControlReply
-from ...proto.messages import AmrCourse, Message, Prediction, SessionEnd, SessionStart
+from ...proto.messages import Alarm, AmrCourse, Message, Prediction, SessionEnd, SessionStart
 from ...service import Service
 from .archive import ArchiveClosed, ArchiveCorrupt, ArchiveFatal, ArchiveWriter, session_path, utc_iso
 from .durable import ArchiveIO
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: sysexits.h EX_IOERR: the archive could not be written; the supervisor restarts the recorder.
 EXIT_ARCHIVE_FATAL = 74
+#: Notes that the last recorder stopped with archive_fatal, so the next one clears the alarm.
+FATAL_MARKER = "archive_fatal.json"
 #: Messages of sessions the recorder has not seen start, held while it asks the acquirer.
 HOLD_MESSAGES = 4000
 #: Message types the registry's session summary is built from.
@@ -92,11 +95,19 @@ class Recorder(Service):
         self._last_commit_utc: str | None = None
         self._setup_fatal: ArchiveFatal | None = None
         self._last_tick = time.monotonic()
+        self._fatal_before: str | None = None  # what stopped the recorder before this one (FATAL_MARKER)
+        self._committed = False
 
     # ---------------------------------------------------------------- lifecycle
 
     def setup(self) -> None:
         self._new_dealer()
+        try:
+            self._fatal_before = json.loads((self.data_dir / FATAL_MARKER).read_text()).get("error") or "unknown"
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, AttributeError) as err:
+            self._fatal_before = f"unknown ({FATAL_MARKER} unreadable: {err})"
         try:
             try:
                 self.registry = Registry.in_data_dir(self.data_dir)
@@ -454,10 +465,15 @@ class Recorder(Service):
             return
         req: Request = what
         if not reply.ok:
-            log.warning("retransmit %s %s %d..%d refused: %s", req.key[1], req.key[2], req.from_seq, req.to_seq,
-                        reply.error)
+            log.log(logging.DEBUG if reply.detail.get("reason") == "not_yet_sent" else logging.WARNING,
+                    "retransmit %s %s %d..%d refused: %s", req.key[1], req.key[2], req.from_seq, req.to_seq,
+                    reply.error)
             if reply.error and "not this acquirer" in reply.error:
                 self.filler.instance_gone(req.key[0], req.key[1], reply.error[:200])
+            elif reply.detail.get("reason") == "not_yet_sent":
+                # Nothing from from_seq on was ever sent: the end of a tail or scan, not a loss.
+                last = reply.detail.get("last_sent_seq")
+                self.filler.on_reply(req, [], None, last_sent=last if isinstance(last, int) else None)
             else:
                 self.filler.on_failure(req, reply.error or "refused")
             return
@@ -484,7 +500,10 @@ class Recorder(Service):
         unavailable = None
         if isinstance(d.get("unavailable_from"), int) and isinstance(d.get("unavailable_to"), int):
             unavailable = (d["unavailable_from"], d["unavailable_to"])
-        self.filler.on_reply(req, got, unavailable)
+        resume = d.get("resume_from_seq")
+        last = d.get("last_sent_seq")
+        self.filler.on_reply(req, got, unavailable, resume_from=resume if isinstance(resume, int) else None,
+                             last_sent=last if isinstance(last, int) else None)
 
     # ---------------------------------------------------------------- gaps
 
@@ -525,6 +544,7 @@ class Recorder(Service):
             self._end_sessions(now)
         except ArchiveFatal as err:
             self._fatal(err)
+        self._clear_fatal_if_resumed()
 
     def _commit(self, now: float, late: float) -> None:
         slow = late if late > self.settings.stall_s else 0.0
@@ -534,6 +554,7 @@ class Recorder(Service):
                 continue
             t = time.perf_counter()
             w.commit()
+            self._committed = True
             took = time.perf_counter() - t
             FSYNC.observe(took)
             LAST_COMMIT.set_to_current_time()
@@ -579,5 +600,33 @@ class Recorder(Service):
         log.critical("%s", err)
         self.pub.wait_ready(1.0, ("alarm",))
         self.alarms.raise_("archive_fatal", "archive_fatal", "high", f"recorder stopped: {err}")
+        self._mark_fatal(str(err))
         raise SystemExit(EXIT_ARCHIVE_FATAL)
+
+    def _mark_fatal(self, text: str) -> None:
+        """The alarm outlives this process: the recorder that takes over clears it once it records again.
+        Best effort — the disk that failed may refuse this too (then the alarm stays for the operator)."""
+        try:
+            fd = os.open(self.data_dir / FATAL_MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"error": text[:900], "pid": os.getpid()}))
+        except OSError as err:
+            log.error("could not note the archive_fatal alarm in %s: %s", self.data_dir / FATAL_MARKER, err)
+
+    def _clear_fatal_if_resumed(self) -> None:
+        """Called after a tick without a fault: recording has resumed (a group commit succeeded, or there is
+        nothing to commit), so the archive_fatal raised by the process before this one is cleared."""
+        if self._fatal_before is None or not (self._committed or not self.sessions):
+            return
+        if not self.pub.wait_ready(0, ("alarm",)):
+            return
+        self.pub.publish(Alarm, self.session_id, kind="archive_fatal", priority="high", state="cleared",
+                         message=f"recording resumed after the recorder stopped on: {self._fatal_before}"[:1000],
+                         source=self.name, alarm_key="archive_fatal")
+        log.info("archive_fatal cleared: recording resumed")
+        self._fatal_before = None
+        try:
+            (self.data_dir / FATAL_MARKER).unlink()
+        except OSError as err:
+            log.warning("could not remove %s: %s", self.data_dir / FATAL_MARKER, err)
 

@@ -168,7 +168,7 @@ def test_a_page_that_cannot_keep_up_is_disconnected_with_the_reason_and_resyncs(
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # a stalled browser: tiny window, never read
     s.connect(("127.0.0.1", int(env["AMRWATCH_MONITOR_PORT"])))
-    s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     procs.start("acquirer", "--speed", "10", "--wait-for", "monitor")
     wait_for(lambda: http("GET", base_url(env) + "/api/status").json()["clients"] == 0, 40,
              "the stalled page to be disconnected")

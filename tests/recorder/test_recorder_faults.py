@@ -128,13 +128,17 @@ def test_an_fsync_error_raises_archive_fatal_and_exits_non_zero(procs, stack_env
         procs.start("acquirer", "--speed", "5", "--time-scale", "0.1", "--wait-for", "recorder")
         alarm = _alarm(sub, "archive_fatal", timeout=60)
         assert rec.wait(timeout=30) == EXIT_ARCHIVE_FATAL
+        assert alarm.priority == "high" and "EIO" in alarm.message and alarm.state == "raised"
+        log = procs.log("recorder")
+        assert "Traceback" not in log and "EIO" in log
+        # The supervisor restarts it: recovery on what the disk holds, and the session goes on — and the
+        # alarm the dead process raised is cleared once recording has resumed (it used to stay raised).
+        procs.start("recorder")
+        cleared = _alarm(sub, "archive_fatal", timeout=60)
+        assert cleared.state == "cleared" and cleared.alarm_key == alarm.alarm_key, cleared
+        assert "resumed" in cleared.message and "EIO" in cleared.message
     finally:
         ctx.destroy(linger=0)
-    assert alarm.priority == "high" and "EIO" in alarm.message
-    log = procs.log("recorder")
-    assert "Traceback" not in log and "EIO" in log
-    # The supervisor restarts it: recovery on what the disk holds, and the session goes on.
-    procs.start("recorder")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         rows = sessions(Path(stack_env["AMRWATCH_DATA"]))
