@@ -590,7 +590,7 @@ def _extensions():
         "amrwatch.services.analyzer.cli",
         "amrwatch.services.predictor.cli",
         "amrwatch.services.recorder.cli",
-        "amrwatch.services.recorder.outcomes_cli",
+        "amrwatch.registry.cli",
         "amrwatch.services.monitor.cli",
     ):
         try:

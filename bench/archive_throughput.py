@@ -33,9 +33,9 @@ import numpy as np
 
 from amrwatch.proto.codec import encode
 from amrwatch.proto.messages import EmgFrame
-from amrwatch.services.recorder.archive import ArchiveWriter
-from amrwatch.services.recorder.bodies import encode_message
-from amrwatch.services.recorder.settings import ArchiveSettings
+from amrwatch.archive.writer import ArchiveWriter
+from amrwatch.archive.bodies import encode_message
+from amrwatch.archive.settings import ArchiveSettings
 
 
 def make_frames(n: int, channels: int, samples: int, rate: float) -> list[list[bytes]]:

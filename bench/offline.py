@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from amrwatch.services.recorder.archive import session_path
+from amrwatch.archive.writer import session_path
 
 from . import verify_speed as vs
 

@@ -198,7 +198,7 @@ def latencies(probe_npz: Path, probe_json: Path, publish_npz: Path, fs: float = 
 def archive_loss(data_dir: Path) -> dict:
     """Samples the recorder's archives hold, checked like the probe checks them; gap records counted."""
     from amrwatch.proto.codec import decode
-    from amrwatch.services.recorder.archive import ArchiveReader
+    from amrwatch.archive.writer import ArchiveReader
 
     out = {"sessions": 0, "frames": 0, "samples": 0, "lost_samples": 0, "bad_index_frames": 0, "gap_records": 0,
            "bytes": 0}

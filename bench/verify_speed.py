@@ -38,11 +38,11 @@ from amrwatch.proto.messages import BY_TYPE, SCHEMA_VERSION, Montage
 from amrwatch.services.analyzer.engine import AnalyzerEngine
 from amrwatch.services.predictor.core import PredictorCore
 from amrwatch.services.predictor.service import load_or_explain
-from amrwatch.services.recorder.archive import ArchiveWriter, session_path
-from amrwatch.services.recorder.index import ArchiveIndex
-from amrwatch.services.recorder.integrity import analyse, list_segments
-from amrwatch.services.recorder.replay import replay_plan
-from amrwatch.services.recorder.verify import BLOCK_S, verify_session
+from amrwatch.archive.writer import ArchiveWriter, session_path
+from amrwatch.archive.index import ArchiveIndex
+from amrwatch.archive.integrity import analyse, list_segments
+from amrwatch.audit.replay import replay_plan
+from amrwatch.audit.verify import BLOCK_S, verify_session
 
 FS = 20_000
 FRAME = 100  # 5 ms, as the acquirer publishes

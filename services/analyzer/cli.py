@@ -58,7 +58,7 @@ HEADER = (f"{'stim':>6} {'time_s':>9} {'dir':<3} {'channel':<10} {'p2p_uV':>9} {
 def cmd_analyze(args: argparse.Namespace) -> int:
     from ..acquirer.labels import MontageError
     from ..acquirer.source import SourceError
-    from ..recorder.integrity import ArchiveError
+    from amrwatch.archive.integrity import ArchiveError
     from .offline import analyze_edf, analyze_messages, analyze_source
 
     try:
@@ -119,7 +119,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def archived_messages(session_dir: Path):
     """The bus messages of an archived session, decoded, in archive order."""
     from ...proto.codec import decode
-    from ..recorder.archive import ArchiveReader
+    from amrwatch.archive.writer import ArchiveReader
 
     for _record_no, frames in ArchiveReader(session_dir).messages():
         yield decode(frames)

@@ -110,9 +110,9 @@ class ReplayIndex:
 def archived_messages(data_dir: Path, session_id: str) -> Iterator[Message]:
     """Every bus message archived for `session_id`, decoded, in archive order.
     A torn tail (the session is still being written) is tolerated."""
-    from ..recorder.archive import ArchiveReader, session_path
-    from ..recorder.bodies import decode_message
-    from ..recorder.segment import Kind
+    from amrwatch.archive.writer import ArchiveReader, session_path
+    from amrwatch.archive.bodies import decode_message
+    from amrwatch.archive.segment import Kind
 
     try:
         path = session_path(data_dir, session_id)
@@ -122,7 +122,7 @@ def archived_messages(data_dir: Path, session_id: str) -> Iterator[Message]:
         reader = ArchiveReader(path)
     except FileNotFoundError:
         raise ReplayError(f"no archived session {session_id!r} under {Path(data_dir) / 'sessions'}") from None
-    from ..recorder.integrity import ArchiveError
+    from amrwatch.archive.integrity import ArchiveError
 
     try:
         for rec in reader.records(allow_torn_tail=True):
@@ -139,7 +139,7 @@ def archived_messages(data_dir: Path, session_id: str) -> Iterator[Message]:
 
 def list_archived(data_dir: Path) -> list[dict]:
     """Archived sessions, newest last, from the recorder's registry."""
-    from ..recorder.registry import REGISTRY_FILE, Registry
+    from amrwatch.registry.store import REGISTRY_FILE, Registry
 
     if not (Path(data_dir) / REGISTRY_FILE).exists():
         return []

@@ -54,8 +54,8 @@ def cmd_predictor(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .cohortcsv import CohortCsvError
-    from .training import TrainingError, train
+    from amrwatch.study.cohortcsv import CohortCsvError
+    from amrwatch.study.training import TrainingError, train
 
     try:
         train(args.out, synthetic_n=args.synthetic, csv=args.csv, seed=args.seed)

@@ -32,7 +32,7 @@ def cmd_recorder(args: argparse.Namespace) -> int:
     from ...service import setup_logging
     from .recorder_settings import RecorderSettings
     from .service import Recorder
-    from .settings import ArchiveSettings
+    from amrwatch.archive.settings import ArchiveSettings
 
     setup_logging("recorder", args.log_level)
     try:
@@ -43,7 +43,7 @@ def cmd_recorder(args: argparse.Namespace) -> int:
         return base.fail(f"recorder settings refused: {describe(err, RecorderSettings)}", base.EXIT_USAGE)
     except ValueError as err:
         return base.fail(str(err), base.EXIT_USAGE)
-    from .datalock import lock_or_exit
+    from amrwatch.archive.datalock import lock_or_exit
 
     lock = lock_or_exit(_data_dir(args), "amrwatch recorder")
     if isinstance(lock, int):
@@ -63,7 +63,7 @@ _LIST_FIELDS = ("session_id", "started_at", "ended_at", "status", "source", "sce
 
 
 def _registry(args: argparse.Namespace):
-    from .registry import REGISTRY_FILE, Registry
+    from amrwatch.registry.store import REGISTRY_FILE, Registry
 
     d = _data_dir(args)
     if not (d / REGISTRY_FILE).exists():
@@ -99,10 +99,10 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 def session_summary(data_dir: Path, session_id: str) -> dict[str, Any]:
     """What `session show` prints: the registry row and what the archive holds."""
-    from .archive import session_path
-    from .index import ArchiveIndex
-    from .order import SignalOrder
-    from .registry import Registry
+    from amrwatch.archive.writer import session_path
+    from amrwatch.archive.index import ArchiveIndex
+    from amrwatch.archive.order import SignalOrder
+    from amrwatch.registry.store import Registry
 
     with Registry.in_data_dir(data_dir) as reg:
         row = reg.get(session_id)
@@ -142,7 +142,7 @@ def session_summary(data_dir: Path, session_id: str) -> dict[str, Any]:
 
 
 def cmd_session_show(args: argparse.Namespace) -> int:
-    from .registry import UnknownSession
+    from amrwatch.registry.store import UnknownSession
 
     try:
         _registry(args).close()
@@ -178,7 +178,7 @@ def _bus_in(args: argparse.Namespace) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import ReplayError, replay_session
+    from amrwatch.audit.replay import ReplayError, replay_session
 
     try:
         bus_in = _bus_in(args)
@@ -197,7 +197,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import VerifyError, verify_session
+    from amrwatch.audit.verify import VerifyError, verify_session
 
     try:
         report = verify_session(_data_dir(args), args.id, model_dir=args.model or os.environ.get("AMRWATCH_MODEL_DIR"),
@@ -213,7 +213,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export_edf(args: argparse.Namespace) -> int:
-    from .export_edf import ExportError, export_edf
+    from amrwatch.audit.export_edf import ExportError, export_edf
 
     try:
         info = export_edf(_data_dir(args), args.id, Path(args.out))

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ...proto.control import MAX_RETRANSMIT as MAX_BATCH
-from .seqset import SeqSet
+from amrwatch.archive.seqset import SeqSet
 
 StreamKey = tuple[str, str, str]
 """(publisher, instance, type)."""

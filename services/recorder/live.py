@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .archive import ArchiveWriter
+from amrwatch.archive.writer import ArchiveWriter
 from .recorder_settings import RecorderSettings
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...proto.control import MAX_RETRANSMIT
-from .settings import ArchiveSettings
+from amrwatch.archive.settings import ArchiveSettings
 
 
 from ...ranges import within as _within

@@ -33,15 +33,15 @@ from ...proto.codec import DecodeError, decode
 from ...proto.control import ControlReply
 from ...proto.messages import Alarm, AmrCourse, Message, Prediction, SessionEnd, SessionStart
 from ...service import Service
-from .archive import ArchiveClosed, ArchiveCorrupt, ArchiveFatal, ArchiveWriter, session_path, utc_iso
-from .durable import ArchiveIO
+from amrwatch.archive.writer import ArchiveClosed, ArchiveCorrupt, ArchiveFatal, ArchiveWriter, session_path, utc_iso
+from amrwatch.archive.durable import ArchiveIO
 from .gapfill import ACQUIRER_TYPES, GapFiller, GapNote, Request
-from .index import ArchiveIndex
+from amrwatch.archive.index import ArchiveIndex
 from .live import LiveSession
 from .recorder_settings import RecorderSettings
-from .registry import Registry, RegistryError, UnknownSession, new_patient_token
-from .seqset import SeqSet
-from .summary import SummaryError, summarize
+from amrwatch.registry.store import Registry, RegistryError, UnknownSession, new_patient_token
+from amrwatch.archive.seqset import SeqSet
+from amrwatch.registry.summary import SummaryError, summarize
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import zmq
 
 from amrwatch.bus import Subscriber
 from amrwatch.proto.codec import decode
-from amrwatch.services.recorder.archive import ArchiveReader, session_path
+from amrwatch.archive.writer import ArchiveReader, session_path
 from amrwatch.proto.messages import Alarm, EmgFrame, SessionStart, Stimulus
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -160,7 +160,7 @@ def test_message_stream_equals_the_engine_fed_directly(recorded):
 
 
 def test_archived_session_directory(tmp_path, recorded):
-    from amrwatch.services.recorder.archive import ArchiveWriter
+    from amrwatch.archive.writer import ArchiveWriter
 
     _, msgs = recorded
     session_dir = tmp_path / "sessions" / SID

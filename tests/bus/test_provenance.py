@@ -7,7 +7,7 @@ import platform as _platform
 
 from amrwatch import provenance
 from amrwatch.proto.messages import ServiceSettings
-from amrwatch.services.recorder.compare import normalise
+from amrwatch.audit.compare import normalise
 
 
 def test_platform_names_the_libraries_that_compute_the_numbers():

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from amrwatch.proto.messages import AmrCourse, Baseline, Factors, FactorValues, Message, Prediction
-from amrwatch.services.recorder.cohort_table import build_cohort, write_csv
-from amrwatch.services.recorder.registry import Registry
-from amrwatch.services.recorder.report import make_report
-from amrwatch.services.recorder.synthetic_registry import generate
+from amrwatch.study.cohort_table import build_cohort, write_csv
+from amrwatch.registry.store import Registry
+from amrwatch.study.report import make_report
+from amrwatch.study.synthetic_registry import generate
 
 #: The study's cohort size; the report must handle it in under 30 s.
 N_STUDY = 157

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from amrwatch.cli import main
-from amrwatch.services.recorder.outcomes import (
+from amrwatch.registry.outcomes import (
     OutcomeInputError,
     add_outcome,
     derive_class,
     edit_outcome,
 )
-from amrwatch.services.recorder.outcomes_cli import register
-from amrwatch.services.recorder.registry import Registry, RegistryError, UnknownSession
+from amrwatch.registry.cli import register
+from amrwatch.registry.store import Registry, RegistryError, UnknownSession
 
 from .conftest import SEVEN, T0
 

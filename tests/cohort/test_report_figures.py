@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from amrwatch.services.recorder.cohort_stats import ReportSettings
-from amrwatch.services.recorder.report import make_report
-from amrwatch.services.recorder.report_figures import FIGURE_TITLES
+from amrwatch.study.cohort_stats import ReportSettings
+from amrwatch.study.report import make_report
+from amrwatch.study.report_figures import FIGURE_TITLES
 
 from .conftest import copy_registry, png_size
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from amrwatch.services.recorder.cohort_table import build_cohort
-from amrwatch.services.recorder.pseudonyms import PseudonymMap, default_identities_path
-from amrwatch.services.recorder.registry import Registry
+from amrwatch.study.cohort_table import build_cohort
+from amrwatch.registry.pseudonyms import PseudonymMap, default_identities_path
+from amrwatch.registry.store import Registry
 
 HOSPITAL_NUMBER = "MRN-4471-2209-QZ"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from amrwatch.services.recorder.cohort_stats import ReportSettings
-from amrwatch.services.recorder.registry import Registry
-from amrwatch.services.recorder.report import make_report
+from amrwatch.study.cohort_stats import ReportSettings
+from amrwatch.registry.store import Registry
+from amrwatch.study.report import make_report
 
 from .conftest import T0, copy_registry
 

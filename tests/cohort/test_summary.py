@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from amrwatch.proto.codec import encode
-from amrwatch.services.recorder.archive import ArchiveWriter, session_path
-from amrwatch.services.recorder.cohort_table import build_cohort
-from amrwatch.services.recorder.registry import REGISTRY_FILE, SCHEMA_VERSION, Registry, RegistryError
-from amrwatch.services.recorder.settings import ArchiveSettings
-from amrwatch.services.recorder.summary import SummaryError, summarize
+from amrwatch.archive.writer import ArchiveWriter, session_path
+from amrwatch.study.cohort_table import build_cohort
+from amrwatch.registry.store import REGISTRY_FILE, SCHEMA_VERSION, Registry, RegistryError
+from amrwatch.archive.settings import ArchiveSettings
+from amrwatch.registry.summary import SummaryError, summarize
 
 from .conftest import SEVEN, T0, baseline, course, factors, prediction
 

@@ -11,12 +11,12 @@ import pytest
 from scipy import stats
 
 from amrwatch.cli import main
-from amrwatch.services.predictor.cohortcsv import read_cohort
+from amrwatch.study.cohortcsv import read_cohort
 from amrwatch.services.predictor.features import FEATURE_NAMES
 from amrwatch.services.predictor.model import LoadedModel
-from amrwatch.services.recorder.cohort_table import build_cohort, csv_text
-from amrwatch.services.recorder.registry import TIMEPOINTS, Registry
-from amrwatch.services.recorder.synthetic_registry import (
+from amrwatch.study.cohort_table import build_cohort, csv_text
+from amrwatch.registry.store import TIMEPOINTS, Registry
+from amrwatch.study.synthetic_registry import (
     SyntheticRegistrySettings,
     _follow_up,
     generate,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from amrwatch.proto.codec import encode
 from amrwatch.proto.messages import Message, SessionStart
-from amrwatch.services.recorder.archive import ArchiveWriter, session_path
-from amrwatch.services.recorder.registry import Registry
+from amrwatch.archive.writer import ArchiveWriter, session_path
+from amrwatch.registry.store import Registry
 
 
 def write_archive(data_dir: Path, msgs: list[Message]) -> str:

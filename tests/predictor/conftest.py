@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from amrwatch.services.predictor.training import TrainingSettings, train
+from amrwatch.study.training import TrainingSettings, train
 
 #: Tests use a short bootstrap; the shipped card uses the full default count.
 QUICK = TrainingSettings(bootstrap_resamples=20)

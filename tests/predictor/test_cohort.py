@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from amrwatch.services.predictor.cohort import DEFAULT, CohortGenerator, describe, synthetic_cohort
+from amrwatch.study.cohort import DEFAULT, CohortGenerator, describe, synthetic_cohort
 from amrwatch.services.predictor.features import FEATURE_NAMES, validate, row_dict
-from amrwatch.services.predictor.training import fit_pipeline, predict_proba
+from amrwatch.study.training import fit_pipeline, predict_proba
 
 COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
 SEEDS = 100 if os.environ.get("AMRWATCH_FULL") else 20

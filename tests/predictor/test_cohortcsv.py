@@ -6,15 +6,15 @@ import io
 import numpy as np
 import pytest
 
-from amrwatch.services.predictor.cohort import synthetic_cohort
-from amrwatch.services.predictor.cohortcsv import (
+from amrwatch.study.cohort import synthetic_cohort
+from amrwatch.study.cohortcsv import (
     COHORT_COLUMNS,
     CohortCsvError,
     parse_cohort,
     read_cohort,
 )
 from amrwatch.services.predictor.features import FEATURE_NAMES, row_dict
-from amrwatch.services.predictor.training import train
+from amrwatch.study.training import train
 
 
 def export(x, y, extra_courses=None) -> str:

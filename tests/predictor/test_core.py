@@ -186,7 +186,7 @@ def test_factors_outside_the_training_range_are_listed_and_the_band_not_trusted(
 
 
 def test_the_training_range_is_the_training_rows_range(model):
-    from amrwatch.services.predictor import cohort
+    from amrwatch.study import cohort
     from amrwatch.services.predictor.features import FEATURE_NAMES
 
     X, _ = cohort.synthetic_cohort(157, 0)

@@ -8,7 +8,7 @@ import pytest
 
 from amrwatch.services.predictor.features import FactorError
 from amrwatch.services.predictor.model import LoadedModel, ModelInvalid, band_for
-from amrwatch.services.predictor.training import train
+from amrwatch.study.training import train
 
 
 @pytest.fixture

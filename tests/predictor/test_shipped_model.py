@@ -3,7 +3,7 @@
 import json
 
 from amrwatch.services.predictor.model import DEFAULT_CARD, DEFAULT_DIR, DEFAULT_MODEL, LoadedModel
-from amrwatch.services.predictor.training import SCENARIO_PATIENTS, train
+from amrwatch.study.training import SCENARIO_PATIENTS, train
 
 
 def test_shipped_files_are_what_training_produces_today(tmp_path):

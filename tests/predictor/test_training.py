@@ -11,9 +11,9 @@ from hypothesis import given, settings, strategies as st
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from amrwatch.services.predictor.cohort import synthetic_cohort
+from amrwatch.study.cohort import synthetic_cohort
 from amrwatch.services.predictor.features import FEATURES
-from amrwatch.services.predictor.training import (
+from amrwatch.study.training import (
     TrainingError,
     TrainingSettings,
     bootstrap_optimism,
@@ -186,7 +186,7 @@ def test_unusable_data_is_refused(tmp_path):
         train(tmp_path, echo=None)
     with pytest.raises(ValueError, match="bootstrap_resamples must be in"):
         TrainingSettings(bootstrap_resamples=0)
-    from amrwatch.services.predictor.training import fit_and_describe
+    from amrwatch.study.training import fit_and_describe
 
     x[:, 3] = 1.0
     with pytest.raises(TrainingError, match="factor vessels has the same value"):

@@ -14,10 +14,10 @@ import pytest
 
 from amrwatch.proto.codec import encode
 from amrwatch.proto.messages import EmgFrame
-from amrwatch.services.recorder.archive import ArchiveReader, ArchiveWriter
-from amrwatch.services.recorder.durable import ArchiveIO
-from amrwatch.services.recorder.segment import SEGMENT_HEADER_SIZE, record_size
-from amrwatch.services.recorder.settings import ArchiveSettings
+from amrwatch.archive.writer import ArchiveReader, ArchiveWriter
+from amrwatch.archive.durable import ArchiveIO
+from amrwatch.archive.segment import SEGMENT_HEADER_SIZE, record_size
+from amrwatch.archive.settings import ArchiveSettings
 
 FULL = os.environ.get("AMRWATCH_FULL") == "1"
 T0 = dt.datetime(2026, 11, 24, 8, 0, 0, tzinfo=dt.timezone.utc)

@@ -13,7 +13,7 @@ import sys
 import time
 
 from amrwatch.service import setup_logging
-from amrwatch.services.recorder.durable import ArchiveIO
+from amrwatch.archive.durable import ArchiveIO
 from amrwatch.services.recorder.service import Recorder
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from amrwatch.services.recorder.registry import REGISTRY_FILE, Registry, SessionRow
+from amrwatch.registry.store import REGISTRY_FILE, Registry, SessionRow
 
 from ..conftest import ROOT, Procs, free_port
 

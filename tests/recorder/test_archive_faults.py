@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from amrwatch.services.recorder.archive import ArchiveFatal, ArchiveReader, ArchiveWriter
-from amrwatch.services.recorder.integrity import recover
-from amrwatch.services.recorder.settings import ArchiveSettings
+from amrwatch.archive.writer import ArchiveFatal, ArchiveReader, ArchiveWriter
+from amrwatch.archive.integrity import recover
+from amrwatch.archive.settings import ArchiveSettings
 
 from .conftest import CountingIO, emg_frames
 

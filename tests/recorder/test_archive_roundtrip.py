@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from amrwatch.proto.codec import decode
-from amrwatch.services.recorder.archive import ArchiveClosed, ArchiveReader, ArchiveWriter, session_path
-from amrwatch.services.recorder.bodies import BodyError, Gap, decode_segment
-from amrwatch.services.recorder.segment import Kind
-from amrwatch.services.recorder.settings import ArchiveSettings
+from amrwatch.archive.writer import ArchiveClosed, ArchiveReader, ArchiveWriter, session_path
+from amrwatch.archive.bodies import BodyError, Gap, decode_segment
+from amrwatch.archive.segment import Kind
+from amrwatch.archive.settings import ArchiveSettings
 
 from .conftest import CountingIO, emg_frames, make_session
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from amrwatch.services.recorder.datalock import EXIT_LOCKED, LOCK_FILE
+from amrwatch.archive.datalock import EXIT_LOCKED, LOCK_FILE
 
 
 def wait_holder(lock: Path, pid: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:

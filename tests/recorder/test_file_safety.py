@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 
 from amrwatch.deadletter import DeadLetter
-from amrwatch.services.recorder.archive import ArchiveWriter
-from amrwatch.services.recorder.checkpoint import CHECKPOINT_FILE
-from amrwatch.services.recorder.pseudonyms import PseudonymMap
-from amrwatch.services.recorder.registry import Registry
+from amrwatch.archive.writer import ArchiveWriter
+from amrwatch.archive.checkpoint import CHECKPOINT_FILE
+from amrwatch.registry.pseudonyms import PseudonymMap
+from amrwatch.registry.store import Registry
 
 from .conftest import emg_frames
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import crc32c
 
-from amrwatch.services.recorder.archive import ArchiveWriter
-from amrwatch.services.recorder.settings import ArchiveSettings
+from amrwatch.archive.writer import ArchiveWriter
+from amrwatch.archive.settings import ArchiveSettings
 
 from .conftest import emg_frames
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from amrwatch.services.monitor.forms import FormError, parse_ack
-from amrwatch.services.recorder.registry import Registry, RegistryError
+from amrwatch.registry.store import Registry, RegistryError
 
 
 def test_alarm_ack_note_and_operator_refuse_identifier_like_digit_runs():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from amrwatch.services.recorder.gapfill import GapFiller, Request
-from amrwatch.services.recorder.seqset import SeqSet
+from amrwatch.archive.seqset import SeqSet
 
 ACQ = ("acquirer", "0123abcd", "emg_frame")
 ANA = ("analyzer", "89abcdef", "amr_measurement")

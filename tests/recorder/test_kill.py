@@ -24,11 +24,11 @@ import zmq
 
 from amrwatch.bus import Subscriber
 from amrwatch.proto.messages import Alarm, SessionEnd, SessionStart
-from amrwatch.services.recorder.archive import ArchiveReader, session_path
-from amrwatch.services.recorder.index import ArchiveIndex
-from amrwatch.services.recorder.integrity import list_segments
-from amrwatch.services.recorder.order import SignalOrder
-from amrwatch.services.recorder.segment import RECORD_MAGIC
+from amrwatch.archive.writer import ArchiveReader, session_path
+from amrwatch.archive.index import ArchiveIndex
+from amrwatch.archive.integrity import list_segments
+from amrwatch.archive.order import SignalOrder
+from amrwatch.archive.segment import RECORD_MAGIC
 
 from .stack import wait_closed
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import zmq
 
-from amrwatch.services.recorder.archive import session_path
-from amrwatch.services.recorder.index import ArchiveIndex
+from amrwatch.archive.writer import session_path
+from amrwatch.archive.index import ArchiveIndex
 
 from .stack import sessions
 

@@ -19,8 +19,8 @@ import zmq
 
 from amrwatch.bus import Subscriber
 from amrwatch.proto.messages import Alarm
-from amrwatch.services.recorder.archive import ArchiveWriter, session_path
-from amrwatch.services.recorder.registry import Registry
+from amrwatch.archive.writer import ArchiveWriter, session_path
+from amrwatch.registry.store import Registry
 from amrwatch.services.recorder.service import EXIT_ARCHIVE_FATAL
 
 from .conftest import T0, emg_frames, layout

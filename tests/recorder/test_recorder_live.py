@@ -12,9 +12,9 @@ import pyedflib
 import pytest
 
 from amrwatch.services.acquirer.annotations import parse as parse_annotation
-from amrwatch.services.recorder.archive import ArchiveReader, session_path
-from amrwatch.services.recorder.index import ArchiveIndex
-from amrwatch.services.recorder.order import SignalOrder
+from amrwatch.archive.writer import ArchiveReader, session_path
+from amrwatch.archive.index import ArchiveIndex
+from amrwatch.archive.order import SignalOrder
 
 from ..conftest import Procs
 from .stack import cli, json_lines, private_env, wait_closed

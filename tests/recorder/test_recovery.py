@@ -9,10 +9,10 @@ from pathlib import Path
 import crc32c
 import pytest
 
-from amrwatch.services.recorder.archive import ArchiveReader, ArchiveWriter
-from amrwatch.services.recorder.integrity import ArchiveCorrupt, recover
-from amrwatch.services.recorder.segment import RECORD_HEADER_SIZE, Kind
-from amrwatch.services.recorder.settings import ArchiveSettings
+from amrwatch.archive.writer import ArchiveReader, ArchiveWriter
+from amrwatch.archive.integrity import ArchiveCorrupt, recover
+from amrwatch.archive.segment import RECORD_HEADER_SIZE, Kind
+from amrwatch.archive.settings import ArchiveSettings
 
 from .conftest import FULL, emg_frames, layout, make_session, restore, snapshot
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from amrwatch.services.recorder.archive import ArchiveWriter, session_path
-from amrwatch.services.recorder.pseudonyms import PseudonymMap, default_identities_path
-from amrwatch.services.recorder.registry import (
+from amrwatch.archive.writer import ArchiveWriter, session_path
+from amrwatch.registry.pseudonyms import PseudonymMap, default_identities_path
+from amrwatch.registry.store import (
     PATIENT_TOKEN,
     Registry,
     RegistryError,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from amrwatch.services.recorder.registry import Registry
+from amrwatch.registry.store import Registry
 
 
 def test_live_session_summary_feeds_the_cohort_table(stack_env, tmp_path):

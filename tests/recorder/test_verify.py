@@ -9,11 +9,11 @@ from pathlib import Path
 import crc32c
 import pytest
 
-from amrwatch.services.recorder.archive import ArchiveReader, ArchiveWriter
-from amrwatch.services.recorder.bodies import canonical_json
-from amrwatch.services.recorder.checkpoint import key_id
-from amrwatch.services.recorder.integrity import ArchiveCorrupt, recover
-from amrwatch.services.recorder.settings import ArchiveSettings
+from amrwatch.archive.writer import ArchiveReader, ArchiveWriter
+from amrwatch.archive.bodies import canonical_json
+from amrwatch.archive.checkpoint import key_id
+from amrwatch.archive.integrity import ArchiveCorrupt, recover
+from amrwatch.archive.settings import ArchiveSettings
 
 from .conftest import FULL, emg_frames, layout, make_session, restore, snapshot
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from amrwatch.services.acquirer.sim.scenario import scenario_names
-from amrwatch.services.recorder.archive import ArchiveReader, ArchiveWriter, session_path
-from amrwatch.services.recorder.bodies import Gap, decode_message
-from amrwatch.services.recorder.index import ArchiveIndex
-from amrwatch.services.recorder.segment import SEGMENT_HEADER_SIZE, Kind, record_size
-from amrwatch.services.recorder.verify import verify_session
+from amrwatch.archive.writer import ArchiveReader, ArchiveWriter, session_path
+from amrwatch.archive.bodies import Gap, decode_message
+from amrwatch.archive.index import ArchiveIndex
+from amrwatch.archive.segment import SEGMENT_HEADER_SIZE, Kind, record_size
+from amrwatch.audit.verify import verify_session
 
 from ..conftest import Procs
 from .conftest import Span, snapshot
@@ -257,8 +257,8 @@ def test_settings_from_another_platform_are_used_and_the_move_is_named(tmp_path)
     from amrwatch.proto.codec import encode
     from amrwatch.proto.messages import ServiceSettings
     from amrwatch.services.analyzer.settings import AnalyzerSettings
-    from amrwatch.services.recorder.settings import ArchiveSettings
-    from amrwatch.services.recorder.verify import VerifyReport, _archived_settings
+    from amrwatch.archive.settings import ArchiveSettings
+    from amrwatch.audit.verify import VerifyReport, _archived_settings
 
     elsewhere = {**provenance.platform(), "cpu": "Intel(R) Xeon(R) Gold 6130", "numpy": "2.3.5"}
     settings = AnalyzerSettings(disappear_k=4).model_dump(mode="json")

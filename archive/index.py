@@ -27,10 +27,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .bodies import BodyError, Gap, decode_json
-from .integrity import list_segments
-from .segment import RECORD_HEAD, RECORD_HEADER_SIZE, RECORD_MAGIC, RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, Kind
-from .seqset import SeqSet
+from amrwatch.archive.bodies import BodyError, Gap, decode_json
+from amrwatch.archive.integrity import list_segments
+from amrwatch.archive.segment import RECORD_HEAD, RECORD_HEADER_SIZE, RECORD_MAGIC, RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, Kind
+from amrwatch.archive.seqset import SeqSet
 
 _LEN = struct.Struct("<I")
 

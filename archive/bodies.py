@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .segment import CHAIN_SIZE, SEGMENT_BODY
+from amrwatch.archive.segment import CHAIN_SIZE, SEGMENT_BODY
 
 _LEN = struct.Struct("<I")
 

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import pyedflib
 
-from ..acquirer.annotations import stage_text, stim_text
-from .archive import session_path
-from .index import ArchiveIndex, parse_utc
-from .order import SignalOrder
+from amrwatch.services.acquirer.annotations import stage_text, stim_text
+from amrwatch.archive.writer import session_path
+from amrwatch.archive.index import ArchiveIndex, parse_utc
+from amrwatch.archive.order import SignalOrder
 
 #: EDFlib: annotation signals per file, and characters per annotation text.
 MAX_ANNOTATION_SIGNALS = 64

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .registry import (
+from amrwatch.registry.store import (
     PATIENT_TOKEN,
     RegistryError,
     Transaction,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from .cohort_stats import COURSES, GROUPS, ReportSettings
-from .registry import TIMEPOINTS
+from amrwatch.study.cohort_stats import COURSES, GROUPS, ReportSettings
+from amrwatch.registry.store import TIMEPOINTS
 
 COLOURS = {"persisted": "#c0392b", "disappeared": "#2471a3"}
 COURSE_LABELS = {

@@ -16,19 +16,19 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from ...cli import EXIT_OK, add_data, fail
+from amrwatch.cli import EXIT_OK, add_data, fail
 
 _ACTOR = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from ... import config
+    from amrwatch import config
 
     return Path(args.data) if args.data else config.data_dir()
 
 
 def _default_actor() -> str:
-    from ...freetext import identifier_problem
+    from amrwatch.freetext import identifier_problem
 
     for candidate in (os.environ.get("AMRWATCH_ACTOR"), _user()):
         if candidate and _ACTOR.match(candidate) and identifier_problem("actor", candidate) is None:
@@ -76,7 +76,7 @@ def _print_outcome(row, note: str | None, what: str) -> None:
 def _writer_lock(args: argparse.Namespace, what: str, *, create: bool = False):
     """The data directory's writer lock (datalock.py) for this command; yields 0, or the exit code if refused.
     Unless `create`, a data directory that does not exist is not created here: the command itself says so."""
-    from .datalock import lock_or_exit
+    from amrwatch.archive.datalock import lock_or_exit
 
     data = _data_dir(args)
     if create:
@@ -95,8 +95,8 @@ def _writer_lock(args: argparse.Namespace, what: str, *, create: bool = False):
 
 
 def cmd_outcome_add(args: argparse.Namespace) -> int:
-    from .outcomes import OutcomeInputError, add_outcome
-    from .registry import Registry, RegistryError
+    from amrwatch.registry.outcomes import OutcomeInputError, add_outcome
+    from amrwatch.registry.store import Registry, RegistryError
 
     with _writer_lock(args, "amrwatch outcome add") as locked:
         if locked:
@@ -114,8 +114,8 @@ def cmd_outcome_add(args: argparse.Namespace) -> int:
 
 
 def cmd_outcome_edit(args: argparse.Namespace) -> int:
-    from .outcomes import KEEP, OutcomeInputError, edit_outcome
-    from .registry import Registry, RegistryError
+    from amrwatch.registry.outcomes import KEEP, OutcomeInputError, edit_outcome
+    from amrwatch.registry.store import Registry, RegistryError
 
     kw = {
         "cohen_grade": KEEP if args.cohen_grade is None else args.cohen_grade,
@@ -142,8 +142,8 @@ def cmd_outcome_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_outcome_list(args: argparse.Namespace) -> int:
-    from .outcomes import outcome_dict
-    from .registry import Registry, RegistryError
+    from amrwatch.registry.outcomes import outcome_dict
+    from amrwatch.registry.store import Registry, RegistryError
 
     try:
         with Registry.existing(_data_dir(args)) as reg:
@@ -172,8 +172,8 @@ def cmd_outcome_list(args: argparse.Namespace) -> int:
 
 
 def cmd_export_cohort(args: argparse.Namespace) -> int:
-    from .cohort_table import Cohort, build_cohort, write_csv
-    from .registry import Registry, RegistryError
+    from amrwatch.study.cohort_table import Cohort, build_cohort, write_csv
+    from amrwatch.registry.store import Registry, RegistryError
 
     data = _data_dir(args)
     try:
@@ -211,8 +211,8 @@ def cmd_export_cohort(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from .registry import RegistryError
-    from .report import make_report
+    from amrwatch.registry.store import RegistryError
+    from amrwatch.study.report import make_report
 
     data = _data_dir(args)
     out = Path(args.out) if args.out else data / "reports" / dt.datetime.now(dt.timezone.utc).strftime(
@@ -236,8 +236,8 @@ def cmd_registry_synthetic(args: argparse.Namespace) -> int:
 
 
 def _registry_synthetic(args: argparse.Namespace) -> int:
-    from .registry import Registry
-    from .synthetic_registry import SOURCE, generate
+    from amrwatch.registry.store import Registry
+    from amrwatch.study.synthetic_registry import SOURCE, generate
 
     data = Path(args.data)
     if (data / "registry.sqlite").exists():
@@ -260,7 +260,7 @@ def _registry_synthetic(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from .registry import COMPLICATIONS, OUTCOME_CLASSES, TIMEPOINTS
+    from amrwatch.registry.store import COMPLICATIONS, OUTCOME_CLASSES, TIMEPOINTS
 
     o = sub.add_parser("outcome", help="follow-up outcomes linked to a session (add, edit, list)")
     osub = o.add_subparsers(dest="outcome_what", required=True, metavar="ACTION")

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from ..predictor.features import FEATURES
-from .cohort_table import CohortRow
-from .outcomes import FollowUpSettings
-from .registry import OUTCOME_CLASSES, TIMEPOINTS
+from amrwatch.services.predictor.features import FEATURES
+from amrwatch.study.cohort_table import CohortRow
+from amrwatch.registry.outcomes import FollowUpSettings
+from amrwatch.registry.store import OUTCOME_CLASSES, TIMEPOINTS
 
 COURSES = ("never_detected", "disappeared_before_decompression", "disappeared_after_decompression", "persisted")
 GROUPS = ("persisted", "disappeared")
@@ -249,7 +249,7 @@ def _auc_optimism(X: np.ndarray, y: np.ndarray, s: ReportSettings) -> float:
     """Harrell's bootstrap optimism of the AUC, with the trainer's own pipeline."""
     from sklearn.metrics import roc_auc_score
 
-    from ..predictor.training import fit_pipeline, predict_proba
+    from amrwatch.study.training import fit_pipeline, predict_proba
 
     rng = np.random.default_rng(s.seed)
     diffs = []
@@ -266,7 +266,7 @@ def multivariable(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
-    from ..predictor.training import TrainingError, delong_auc
+    from amrwatch.study.training import TrainingError, delong_auc
 
     X, y, incomplete = design(rows)
     events, non_events = int(y.sum()), int(len(y) - y.sum())
@@ -414,7 +414,7 @@ def time_to_relief(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
 
 def validation(rows: list[CohortRow], model, s: ReportSettings, export_sha256: str | None = None) -> dict[str, Any]:
     """How the model in use predicts this registry's patients (external unless it was fitted on them)."""
-    from ..predictor.training import TrainingError, brier, calibration, delong_auc
+    from amrwatch.study.training import TrainingError, brier, calibration, delong_auc
 
     X, y, incomplete = design(rows)
     card = model.card

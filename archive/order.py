@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .index import ArchiveIndex, Event, parse_utc
+from amrwatch.archive.index import ArchiveIndex, Event, parse_utc
 
 #: Signal-order phases within one chunk, as the acquirer publishes them.
 _PHASE = {"stage": 0, "factors": 1, "frame": 2, "stimulus": 3, "sim_truth": 4}

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from .bodies import CheckpointBody, Gap, canonical_json, check_message, decode_message, encode_message, encode_segment
-from .checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
-from .durable import ArchiveIO
-from .integrity import (
+from amrwatch.archive.bodies import CheckpointBody, Gap, canonical_json, check_message, decode_message, encode_message, encode_segment
+from amrwatch.archive.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
+from amrwatch.archive.durable import ArchiveIO
+from amrwatch.archive.integrity import (
     ArchiveCorrupt,
     ArchiveError,
     Problem,
@@ -36,7 +36,7 @@ from .integrity import (
     list_segments,
     recover,
 )
-from .segment import (
+from amrwatch.archive.segment import (
     GENESIS,
     SEGMENT_BODY,
     SEGMENT_HEADER_SIZE,
@@ -46,7 +46,7 @@ from .segment import (
     segment_header,
     segment_name,
 )
-from .settings import ArchiveSettings
+from amrwatch.archive.settings import ArchiveSettings
 
 __all__ = [
     "ArchiveClosed",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import crc32c
 
-from .bodies import canonical_json
-from .durable import ArchiveIO
+from amrwatch.archive.bodies import canonical_json
+from amrwatch.archive.durable import ArchiveIO
 
 CHECKPOINT_FILE = "checkpoint.json"
 CHECKPOINT_FORMAT = "amrwatch-archive-checkpoint/1"

@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...proto.codec import DecodeError, decode
-from ..predictor.cohortcsv import COHORT_COLUMNS, LABEL, UNLABELLED_COURSES
-from ..predictor.features import BY_NAME, FEATURE_NAMES
-from .archive import ArchiveReader, session_path
-from .integrity import ArchiveError
-from .outcomes import FollowUpSettings
-from .registry import COMPLICATIONS, TIMEPOINTS, OutcomeRow, Registry, SessionRow
-from .summary import SUMMARY_TOPICS, SummaryError, summarize
+from amrwatch.proto.codec import DecodeError, decode
+from amrwatch.study.cohortcsv import COHORT_COLUMNS, LABEL, UNLABELLED_COURSES
+from amrwatch.services.predictor.features import BY_NAME, FEATURE_NAMES
+from amrwatch.archive.writer import ArchiveReader, session_path
+from amrwatch.archive.integrity import ArchiveError
+from amrwatch.registry.outcomes import FollowUpSettings
+from amrwatch.registry.store import COMPLICATIONS, TIMEPOINTS, OutcomeRow, Registry, SessionRow
+from amrwatch.registry.summary import SUMMARY_TOPICS, SummaryError, summarize
 
 OUTCOME_COLUMNS: tuple[str, ...] = (
     *(f"{what}_{tp}" for tp in TIMEPOINTS for what in ("grade", "class")),

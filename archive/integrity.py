@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bodies import BodyError, CheckpointBody, Gap, decode_json, decode_message, decode_segment
-from .checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError, check_hmac, read_checkpoint
-from .durable import ArchiveIO
-from .segment import (
+from amrwatch.archive.bodies import BodyError, CheckpointBody, Gap, decode_json, decode_message, decode_segment
+from amrwatch.archive.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError, check_hmac, read_checkpoint
+from amrwatch.archive.durable import ArchiveIO
+from amrwatch.archive.segment import (
     GENESIS,
     KIND_NAMES,
     SEGMENT_HEADER_SIZE,

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..predictor.features import FEATURE_NAMES
-from . import report_figures as figs
-from .cohort_stats import ReportSettings, analyse, unavailable
-from .cohort_table import Cohort, build_cohort, csv_text
-from .registry import TIMEPOINTS, Registry
-from .report_html import render
-from .synthetic_registry import describe as describe_synthetic
+from amrwatch.services.predictor.features import FEATURE_NAMES
+from amrwatch.study import report_figures as figs
+from amrwatch.study.cohort_stats import ReportSettings, analyse, unavailable
+from amrwatch.study.cohort_table import Cohort, build_cohort, csv_text
+from amrwatch.registry.store import TIMEPOINTS, Registry
+from amrwatch.study.report_html import render
+from amrwatch.study.synthetic_registry import describe as describe_synthetic
 
 HTML_FILE = "report.html"
 JSON_FILE = "report.json"
@@ -43,7 +43,7 @@ class ReportResult:
 
 def load_model(model_dir: str | Path | None):
     """(model, None) or (None, reason): a model that fails its checks is reported, not fatal to the report."""
-    from ..predictor.model import DEFAULT_CARD, DEFAULT_MODEL, LoadedModel, ModelInvalid
+    from amrwatch.services.predictor.model import DEFAULT_CARD, DEFAULT_MODEL, LoadedModel, ModelInvalid
 
     try:
         if model_dir:

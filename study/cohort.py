@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from .features import FEATURE_NAMES
+from amrwatch.services.predictor.features import FEATURE_NAMES
 
 #: The study's headline figures the default generator is tuned to (literature).
 TARGET_N = 157

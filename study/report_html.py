@@ -13,9 +13,9 @@ import html
 import math
 from typing import Any
 
-from ..predictor.features import FEATURES
-from .registry import OUTCOME_CLASSES, TIMEPOINTS
-from .report_figures import FIGURE_TITLES
+from amrwatch.services.predictor.features import FEATURES
+from amrwatch.registry.store import OUTCOME_CLASSES, TIMEPOINTS
+from amrwatch.study.report_figures import FIGURE_TITLES
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:980px;margin:1.5em auto;padding:0 1em;color:#222}

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 MIB = 1024 * 1024
 
 
-from ...ranges import within as _within
+from amrwatch.ranges import within as _within
 
 
 class ArchiveSettings(BaseModel):

@@ -10,7 +10,7 @@ Assumptions (ours unless marked literature; each is a field of
 `SyntheticRegistrySettings`):
 
 - Factors and AMR persistence: the predictor's synthetic cohort generator
-  (services/predictor/cohort.py), tuned to the study: 21.7% persistence,
+  (study/cohort.py), tuned to the study: 21.7% persistence,
   apparent AUC ≈ 0.93 at n = 157.
 - Course: 15% of operations never show an AMR (literature, 214-patient
   series), drawn independently of the factors; their persistence label is
@@ -50,11 +50,11 @@ from typing import Any
 
 import numpy as np
 
-from ..predictor.cohort import DEFAULT as DEFAULT_COHORT
-from ..predictor.cohort import CohortGenerator
-from ..predictor.features import FEATURE_NAMES, row_dict
-from .outcomes import FollowUpSettings, derive_class
-from .registry import COMPLICATIONS, TIMEPOINTS, Registry, new_patient_token
+from amrwatch.study.cohort import DEFAULT as DEFAULT_COHORT
+from amrwatch.study.cohort import CohortGenerator
+from amrwatch.services.predictor.features import FEATURE_NAMES, row_dict
+from amrwatch.registry.outcomes import FollowUpSettings, derive_class
+from amrwatch.registry.store import COMPLICATIONS, TIMEPOINTS, Registry, new_patient_token
 
 SOURCE = "synthetic"
 ACTOR = "synthetic-generator"
@@ -182,7 +182,7 @@ def _start_times(n: int, rng: np.random.Generator, settings: SyntheticRegistrySe
 def generate(data_dir: Path, n: int, *, seed: int = 0, settings: SyntheticRegistrySettings | None = None,
              cohort: CohortGenerator = DEFAULT_COHORT, model=None) -> SyntheticRegistryResult:
     """Write n synthetic sessions (registry rows, summaries, outcomes) into DATA_DIR's registry."""
-    from ..predictor.model import LoadedModel
+    from amrwatch.services.predictor.model import LoadedModel
 
     settings = settings or SyntheticRegistrySettings()
     if not 1 <= n <= 100_000:

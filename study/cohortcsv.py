@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import BY_NAME, FEATURE_NAMES
+from amrwatch.services.predictor.features import BY_NAME, FEATURE_NAMES
 
 LABEL = "amr_persisted"
 REQUIRED_COLUMNS: tuple[str, ...] = ("session_id", *FEATURE_NAMES, LABEL)

@@ -27,20 +27,20 @@ from typing import Any
 
 import numpy as np
 
-from ... import provenance
-from ...proto.messages import BY_TYPE, Montage
-from ..analyzer.engine import AnalyzerEngine
-from ..analyzer.settings import AnalyzerSettings
-from ..predictor.core import INPUT_TYPES, PredictorCore
-from ..predictor.decision import DecisionSettings
-from ..predictor.model import ModelInvalid
-from .archive import session_path
-from .compare import Alignment, Difference, align
-from .index import ArchiveIndex, Event
-from .integrity import Problem, analyse
-from .order import SignalOrder, bus_order
-from .settings import read_hmac_key
-from .seqset import SeqSet
+from amrwatch import provenance
+from amrwatch.proto.messages import BY_TYPE, Montage
+from amrwatch.services.analyzer.engine import AnalyzerEngine
+from amrwatch.services.analyzer.settings import AnalyzerSettings
+from amrwatch.services.predictor.core import INPUT_TYPES, PredictorCore
+from amrwatch.services.predictor.decision import DecisionSettings
+from amrwatch.services.predictor.model import ModelInvalid
+from amrwatch.archive.writer import session_path
+from amrwatch.audit.compare import Alignment, Difference, align
+from amrwatch.archive.index import ArchiveIndex, Event
+from amrwatch.archive.integrity import Problem, analyse
+from amrwatch.archive.order import SignalOrder, bus_order
+from amrwatch.archive.settings import read_hmac_key
+from amrwatch.archive.seqset import SeqSet
 
 ANALYZER_TYPES = ("amr_measurement", "amr_state", "baseline", "amr_course")
 PREDICTOR_TYPES = ("prediction", "decision")
@@ -307,7 +307,7 @@ def _run_analyzer(idx: ArchiveIndex, sig: SignalOrder, montage: Montage, setting
 
 
 def _model(idx: ArchiveIndex, model_dir: str | None):
-    from ..predictor.service import load_or_explain
+    from amrwatch.services.predictor.service import load_or_explain
 
     try:
         model = load_or_explain(model_dir)

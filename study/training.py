@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from . import cohort as cohort_mod
-from .cohortcsv import read_cohort
-from .features import FEATURE_NAMES, FEATURES, row_dict
-from .model import SYNTHETIC_NOTICE, band_for
+from amrwatch.study import cohort as cohort_mod
+from amrwatch.study.cohortcsv import read_cohort
+from amrwatch.services.predictor.features import FEATURE_NAMES, FEATURES, row_dict
+from amrwatch.services.predictor.model import SYNTHETIC_NOTICE, band_for
 
 CARD_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -329,7 +329,7 @@ def onnx_io(blob: bytes) -> dict[str, Any]:
     """The card's description of the graph's inputs and outputs, read from the graph itself."""
     import onnx
 
-    from .model import tensor_spec
+    from amrwatch.services.predictor.model import tensor_spec
 
     proto = onnx.load_model_from_string(blob)
     spec = lambda v: dict(zip(("name", "dtype", "shape"), tensor_spec(v)))  # noqa: E731

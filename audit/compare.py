@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...proto.messages import BY_TYPE
-from .index import ENVELOPE, Event
-from .seqset import SeqSet
+from amrwatch.proto.messages import BY_TYPE
+from amrwatch.archive.index import ENVELOPE, Event
+from amrwatch.archive.seqset import SeqSet
 
 _EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 

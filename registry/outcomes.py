@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import COMPLICATIONS, OUTCOME_CLASSES, TIMEPOINTS, OutcomeRow, Registry
+from amrwatch.registry.store import COMPLICATIONS, OUTCOME_CLASSES, TIMEPOINTS, OutcomeRow, Registry
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...proto.messages import (
+from amrwatch.proto.messages import (
     EmgFrame,
     Factors,
     Message,
@@ -31,9 +31,9 @@ from ...proto.messages import (
     Stimulus,
     utc_now,
 )
-from .archive import session_path
-from .index import ENVELOPE, ArchiveIndex
-from .order import SignalOrder
+from amrwatch.archive.writer import session_path
+from amrwatch.archive.index import ENVELOPE, ArchiveIndex
+from amrwatch.archive.order import SignalOrder
 
 PUBLISHER = "replay"
 SPEED_RANGE = (0.01, 1000.0)
@@ -96,8 +96,8 @@ def replay_plan(idx: ArchiveIndex, started_at: dt.datetime) -> Iterator[tuple[fl
 
 def _wait_for_services(ctx, bus_out: str, wanted: tuple[str, ...], timeout_s: float) -> set[str]:
     """Services whose heartbeat says messages reach them (the acquirer's slow-joiner rule)."""
-    from ...bus import Subscriber
-    from ...proto.messages import Heartbeat
+    from amrwatch.bus import Subscriber
+    from amrwatch.proto.messages import Heartbeat
 
     ready: set[str] = set()
     if not wanted:
@@ -117,7 +117,7 @@ def _wait_for_services(ctx, bus_out: str, wanted: tuple[str, ...], timeout_s: fl
 def integrity_check(d: Path, session_id: str, *, force: bool, log: Callable[[str], None]) -> None:
     """A damaged archive is not replayed as if whole: a flipped byte or a cut tail would be analysed again
     and recorded as a new session that looks complete. Refused unless `force`, which says what it skips."""
-    from .integrity import analyse
+    from amrwatch.archive.integrity import analyse
 
     a = analyse(d)
     problems = [p for p in a.problems if p.what != "torn_tail" or a.closed]
@@ -142,9 +142,9 @@ def replay_session(data_dir: Path, session_id: str, *, speed: float = 1.0, bus_i
                    log: Callable[[str], None] = lambda s: None, force: bool = False) -> ReplayResult:
     import zmq
 
-    from ... import security
-    from ...bus import Publisher
-    from ..acquirer.service import new_session_id
+    from amrwatch import security
+    from amrwatch.bus import Publisher
+    from amrwatch.services.acquirer.service import new_session_id
 
     if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
         raise ValueError(f"--speed must be between {SPEED_RANGE[0]:g} and {SPEED_RANGE[1]:g}; got {speed:g}")

@@ -168,7 +168,7 @@ def _check(pattern: re.Pattern, value: Any, field: str, what: str, optional: boo
 
 
 def check_actor(actor: Any) -> str:
-    from ...freetext import identifier_problem
+    from amrwatch.freetext import identifier_problem
 
     actor = _check(_NAME, actor, "actor", "1-64 characters of A-Z a-z 0-9 _ . : - naming who makes the change",
                    optional=False)
@@ -507,7 +507,7 @@ class Registry:
 
     def set_summary(self, session_id: str, summary: dict, *, actor: str) -> SummaryRow:
         """Store what the session contributes to the cohort (summary.summarize); a later call supersedes."""
-        from .summary import SummaryError, check_summary
+        from amrwatch.registry.summary import SummaryError, check_summary
 
         actor = check_actor(actor)
         try:

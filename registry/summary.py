@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...proto.messages import (
+from amrwatch.proto.messages import (
     AmrCourse,
     Baseline,
     Course,
