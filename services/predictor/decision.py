@@ -240,7 +240,10 @@ class DecisionEngine:
             elif stage == "end" and self._decompressing and not self._evaluated:
                 self._window_mark, self._window_n = None, 0
                 out += self._close_window(stage)
-        out += self._check_never_detected()
+        if not self._dated:
+            # Undated measurements: arrival order is all there is. Dated ones are judged by the first sweep
+            # recorded after baseline (on_measurement), not by the marker, which can overtake the analyzer.
+            out += self._check_never_detected(stage)
         if stage == "end":
             self._ended = True
             out += self._prognosis()
@@ -354,6 +357,8 @@ class DecisionEngine:
             if self._present_sweeps >= self.settings.min_present_sweeps:
                 self._ever_present = True
                 out += self._detected_after_all()
+        if stage is not None and stage != "baseline":
+            out += self._check_never_detected(stage)
         return out
 
     def on_prediction(self, probability: float, band: str, cutoff_low: float, cutoff_high: float, *,
@@ -721,8 +726,9 @@ class DecisionEngine:
             )]
         return []
 
-    def _check_never_detected(self) -> list[dict]:
-        if (self._ever_present or self._never_detected_said or self.stage in (None, "baseline")
+    def _check_never_detected(self, stage: str | None) -> list[dict]:
+        """Baseline is over (`stage` is past it) with enough good sweeps and none with an AMR."""
+        if (self._ever_present or self._never_detected_said or stage in (None, "baseline")
                 or self._total_good < self.settings.min_baseline_sweeps):
             return []
         return self._say_never_detected()

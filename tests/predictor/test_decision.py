@@ -371,6 +371,28 @@ def test_a_detected_amr_is_not_called_never_detected():
     assert r.stage("incision") == []
 
 
+def test_a_stage_marker_that_overtakes_the_analyzer_does_not_call_a_present_amr_never_detected():
+    """The marker comes straight from the acquirer, the measurements a hop later through the analyzer: under
+    load (or a replay at speed) the next stage can arrive while baseline sweeps are still on their way. Dated
+    sweeps decide, not the marker's arrival."""
+    r = Run()
+    r.stage("baseline")
+    r.sweeps(12, present=False, stage="baseline")  # the AMR is still building up in the first sweeps
+    assert r.stage("incision") == [] or not any(d["kind"] == "amr_not_monitorable" for d in r.log)
+    r.sweeps(5, present=True, stage="baseline")  # the rest of baseline, late
+    r.sweeps(5, present=True, stage="incision")
+    assert not any(d["kind"] == "amr_not_monitorable" for d in r.log), r.log
+
+
+def test_dated_sweeps_after_baseline_without_an_amr_are_never_detected():
+    r = Run()
+    r.stage("baseline")
+    r.sweeps(15, present=False, stage="baseline")
+    r.stage("incision")
+    d = only(r.sweeps(1, present=False, stage="incision"), "amr_not_monitorable")
+    assert d["evidence"]["reason"] == "never_detected"
+
+
 def test_too_many_rejected_sweeps_then_recovery():
     r = Run()
     r.stage("baseline")
