@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from amrwatch.proto.codec import DecodeError, decode
-from amrwatch.study.cohortcsv import COHORT_COLUMNS, LABEL, UNLABELLED_COURSES
+from amrwatch.study.cohortcsv import COHORT_COLUMNS, ELIGIBLE_COLUMN, INELIGIBLE_COURSES, LABEL, UNLABELLED_COURSES
 from amrwatch.services.predictor.features import BY_NAME, FEATURE_NAMES
 from amrwatch.archive.writer import ArchiveReader, session_path
 from amrwatch.archive.integrity import ArchiveError
@@ -77,6 +77,13 @@ class CohortRow:
         if self.course is None or self.course in UNLABELLED_COURSES:
             return None
         return int(self.course == "persisted")
+
+    @property
+    def eligible(self) -> bool | None:
+        """In the decision model's population: the AMR was present when decompression started."""
+        if self.course is None:
+            return None
+        return self.course not in UNLABELLED_COURSES and self.course not in INELIGIBLE_COURSES
 
     @property
     def complete(self) -> bool:
@@ -211,6 +218,7 @@ def csv_text(cohort: Cohort) -> str:
     w.writerow(CSV_COLUMNS)
     for r in cohort.rows:
         cells: dict[str, Any] = {"session_id": r.session_id, LABEL: r.label, "course": r.course,
+                                 ELIGIBLE_COLUMN: r.eligible,
                                  "final_pct_of_baseline": r.final_pct_of_baseline,
                                  "predicted_probability": r.predicted_probability,
                                  "predicted_band": r.predicted_band,

@@ -52,7 +52,7 @@ from amrwatch.study.cohortcsv import read_cohort
 from amrwatch.services.predictor.features import FEATURE_NAMES, FEATURES, row_dict
 from amrwatch.services.predictor.model import SYNTHETIC_NOTICE, band_for
 
-CARD_VERSION = 1
+CARD_VERSION = 2
 MODEL_FILE = "model.onnx"
 CARD_FILE = "model_card.json"
 INPUT_NAME = "factors"
@@ -75,6 +75,10 @@ class TrainingError(ValueError):
 @dataclass(frozen=True)
 class TrainingSettings:
     bootstrap_resamples: int = 200
+    shrinkage_resamples: int = 200
+    """Bootstrap resamples estimating the shipped model's shrinkage factor."""
+    nested_shrinkage_resamples: int = 25
+    """Inner resamples estimating each validation resample's own shrinkage factor."""
     low_sensitivity: float = 0.95
     high_specificity: float = 0.90
     ci_level: float = 0.95
@@ -87,6 +91,8 @@ class TrainingSettings:
     def __post_init__(self) -> None:
         checks = [
             ("bootstrap_resamples", self.bootstrap_resamples, 10, 100_000),
+            ("shrinkage_resamples", self.shrinkage_resamples, 10, 100_000),
+            ("nested_shrinkage_resamples", self.nested_shrinkage_resamples, 5, 10_000),
             ("low_sensitivity", self.low_sensitivity, 0.5, 1.0),
             ("high_specificity", self.high_specificity, 0.5, 1.0),
             ("ci_level", self.ci_level, 0.5, 0.999),
@@ -176,42 +182,152 @@ def _scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"auc": float(roc_auc_score(y, p)), "cal_intercept": intercept, "cal_slope": slope, "brier": brier(y, p)}
 
 
-def bootstrap_optimism(X: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> dict[str, float]:
-    """Harrell's optimism: mean over resamples of (score on the resample − score on the original).
+SEPARATION_BETA = 15.0
+"""A maximum-likelihood coefficient beyond this many log-odds per standard deviation of a factor means
+the fit ran off towards infinity (separation): no real effect is that large."""
 
-    A resample whose outcomes the factors separate perfectly has no maximum-
-    likelihood fit (the coefficients run off to infinity and the calibration
-    intercept with them); such resamples are skipped and counted
-    (`separated_skipped`) rather than averaged into nonsense."""
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    diffs: dict[str, list[float]] = {}
-    done = separated = 0
-    while done < resamples:
-        idx = rng.integers(0, n, n)
-        yb = y[idx]
-        if yb.min() == yb.max():
-            continue  # one outcome only: nothing to fit
-        pipe = fit_pipeline(X[idx], yb)
-        pb = predict_proba(pipe, X[idx])
-        if pb[yb == 1].min() > pb[yb == 0].max():
-            separated += 1
-            if separated > 10 * resamples:
-                raise TrainingError("nearly every bootstrap resample separates the outcomes perfectly; "
-                                    "the data are too few or too clean for an optimism correction")
-            continue
-        on_boot = _scores(yb, pb)
-        on_orig = _scores(y, predict_proba(pipe, X))
-        for k in on_boot:
-            diffs.setdefault(k, []).append(on_boot[k] - on_orig[k])
-        done += 1
-    out = {k: float(np.mean(v)) for k, v in diffs.items()}
-    out["separated_skipped"] = float(separated)
+
+def _design(X: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    return np.c_[np.ones(len(X)), (np.asarray(X, dtype=float) - mean) / sd]
+
+
+def ml_or_firth(Z: np.ndarray, y: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients (B, p) by maximum likelihood, and which (B,) were separated and so fitted by Firth."""
+    from amrwatch.study import logistic as lg
+
+    conv = np.empty(len(W), dtype=bool)
+    beta = lg.fit(Z, y, W, firth=False, max_iter=60, converged=conv)
+    bad = ~conv | ~np.isfinite(beta).all(axis=1) | (np.abs(beta[:, 1:]).max(axis=1) > SEPARATION_BETA)
+    if bad.any():
+        beta[bad] = lg.fit(Z, y, W[bad], firth=True)
+    return beta, bad
+
+
+def shrinkage_factors(Z: np.ndarray, y: np.ndarray, W: np.ndarray, resamples: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Uniform shrinkage factor (B,) of each weighted data set W: the mean calibration slope, on that data,
+    of models refitted on `resamples` bootstrap resamples of it (capped at 1); and how many of those
+    inner fits were separated (Firth)."""
+    from amrwatch.study import logistic as lg
+
+    B, n = W.shape
+    out = np.empty(B)
+    separated = 0
+    chunk = max(1, 4000 // resamples)
+    for c in range(0, B, chunk):
+        Wc = W[c:c + chunk]
+        inner = np.concatenate([rng.multinomial(n, w / w.sum(), size=resamples) for w in Wc]).astype(float)
+        beta, sep = ml_or_firth(Z, y, inner)
+        separated += int(sep.sum())
+        _, slope = lg.calibration(y, lg.predict_lp(Z, beta), np.repeat(Wc, resamples, axis=0))
+        out[c:c + chunk] = slope.reshape(len(Wc), resamples).mean(axis=1)
+    return np.minimum(out, 1.0), separated
+
+
+def fit_procedure(Z: np.ndarray, y: np.ndarray, W: np.ndarray, shrink_resamples: int,
+                  rng: np.random.Generator) -> dict[str, Any]:
+    """The whole model-building procedure on each weighted data set W (B, n).
+
+    Maximum likelihood (Firth where separated) → uniform shrinkage of the slopes by the bootstrap
+    calibration slope → intercept re-estimated so the mean prediction equals the event rate.
+    Returns coef (B, p) on the standardised design, shrinkage (B,), separated (B,) and inner_separated."""
+    from amrwatch.study import logistic as lg
+
+    beta, sep = ml_or_firth(Z, y, W)
+    s, inner_sep = shrinkage_factors(Z, y, W, shrink_resamples, rng)
+    slopes = beta[:, 1:] * s[:, None]
+    lp = lg.predict_lp(Z[:, 1:], slopes)
+    a = lg.refit_intercept(y, lp, W)
+    return {"coef": np.c_[a, slopes], "ml": beta, "shrinkage": s, "separated": sep, "inner_separated": inner_sep}
+
+
+def _metrics(y: np.ndarray, lp: np.ndarray, W: np.ndarray | None, calibration: bool = True) -> dict[str, np.ndarray]:
+    from amrwatch.study import logistic as lg
+
+    lp = np.atleast_2d(lp)
+    Wn = np.ones_like(lp) if W is None else W
+    p = lg.expit(lp)
+    out = {"auc": lg.auc(y, lp, Wn), "brier": (Wn * (p - y) ** 2).sum(axis=1) / Wn.sum(axis=1)}
+    if calibration:
+        out["cal_intercept"], out["cal_slope"] = lg.calibration(y, lp, Wn)
     return out
 
 
-def odds_ratios(X: np.ndarray, y: np.ndarray, level: float = 0.95) -> list[dict[str, Any]]:
-    """Per-factor odds ratios (per the feature's reporting increment) with Wald CIs, by statsmodels."""
+def bootstrap_validation(Z: np.ndarray, y: np.ndarray, settings: "TrainingSettings", seed: int,
+                         apparent: dict[str, float]) -> dict[str, Any]:
+    """Harrell's bootstrap with the whole procedure (fit, shrinkage, intercept, cut-offs) refitted in each
+    resample; separated resamples are fitted by Firth and kept. Per statistic: optimism (mean of
+    resample score − original-data score), the corrected estimate (apparent − optimism) and an
+    approximate interval (the resamples' own scores' percentiles, shifted by the optimism)."""
+    from amrwatch.study import logistic as lg
+
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(n, np.full(n, 1.0 / n), size=settings.bootstrap_resamples).astype(float)
+    fits = fit_procedure(Z, y, W, settings.nested_shrinkage_resamples, rng)
+    lp = lg.predict_lp(Z, fits["coef"])
+    on_boot, on_orig = _metrics(y, lp, W, calibration=False), _metrics(y, lp, None)
+    # Each resample's calibration on itself follows from the procedure: the maximum-likelihood fit is
+    # calibrated on its own data (intercept 0, slope 1), so shrinking its slopes by s and refitting the
+    # intercept gives intercept 0 and slope 1/s there. Taken analytically because a separated resample's
+    # own calibration slope is infinite (its Firth fit is the finite stand-in, not its apparent slope).
+    on_boot["cal_intercept"] = np.zeros(len(W))
+    on_boot["cal_slope"] = 1.0 / fits["shrinkage"]
+    sens_b, sens_o, spec_b, spec_o = [], [], [], []
+    p = lg.expit(lp)
+    for b in range(len(W)):
+        low, high = _cutoff_values(y, p[b], settings, W[b])  # crossed cut-offs still have sens and spec
+        sens_b.append(_wmean(p[b] >= low, W[b] * y))
+        spec_b.append(_wmean(p[b] < high, W[b] * (1 - y)))
+        sens_o.append(float(np.mean(p[b][y == 1] >= low)))
+        spec_o.append(float(np.mean(p[b][y == 0] < high)))
+    on_boot["sens_low"], on_orig["sens_low"] = np.array(sens_b), np.array(sens_o)
+    on_boot["spec_high"], on_orig["spec_high"] = np.array(spec_b), np.array(spec_o)
+    alpha = 1.0 - settings.ci_level
+    out: dict[str, Any] = {}
+    for k in on_boot:
+        opt = float(np.mean(on_boot[k] - on_orig[k]))
+        corrected = apparent[k] - opt
+        if k.startswith("cal_"):
+            # fixed by construction on each resample, so the spread comes from the original-data side
+            lo, hi = np.quantile(on_orig[k], [alpha / 2, 1 - alpha / 2]) + (corrected - float(np.mean(on_orig[k])))
+        else:
+            lo, hi = np.quantile(on_boot[k], [alpha / 2, 1 - alpha / 2]) - opt
+        out[k] = {"apparent": apparent[k], "optimism": opt, "corrected": corrected,
+                  "ci": [float(lo), float(hi)], "resamples": int(len(on_boot[k]))}
+    out["_separated"] = int(fits["separated"].sum())
+    out["_inner_separated"] = int(fits["inner_separated"])
+    out["_shrinkage"] = fits["shrinkage"]
+    return out
+
+
+def _wmean(hit: np.ndarray, w: np.ndarray) -> float:
+    return float(np.sum(w * hit) / np.sum(w))
+
+
+def bootstrap_optimism(X: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> dict[str, float]:
+    """Optimism of the whole procedure, keyed as `_scores` (the test-facing short form of
+    `bootstrap_validation`)."""
+    settings = TrainingSettings(bootstrap_resamples=resamples, nested_shrinkage_resamples=10)
+    mean, sd = X.mean(axis=0), X.std(axis=0)
+    Z = _design(X, mean, sd)
+    fits = fit_procedure(Z, y, np.ones((1, len(y))), settings.shrinkage_resamples, np.random.default_rng(seed))
+    from amrwatch.study import logistic as lg
+
+    m = _metrics(y, lg.predict_lp(Z, fits["coef"]), None)
+    apparent = {k: float(v[0]) for k, v in m.items()}
+    apparent.update(sens_low=1.0, spec_high=1.0)
+    val = bootstrap_validation(Z, y, settings, seed, apparent)
+    out = {k: v["optimism"] for k, v in val.items() if not k.startswith("_")}
+    out["separated_firth"] = float(val["_separated"])
+    return out
+
+
+def odds_ratios(X: np.ndarray, y: np.ndarray, level: float = 0.95, shrinkage: float = 1.0) -> list[dict[str, Any]]:
+    """Per-factor odds ratios (per the feature's reporting increment) with Wald CIs, by statsmodels.
+
+    The odds ratio, interval and p-value are the unpenalised fit's (the study's analysis);
+    `shrunk_odds_ratio` is the model's own (log-odds times the shrinkage factor)."""
     import statsmodels.api as sm
 
     with warnings.catch_warnings():
@@ -238,6 +354,7 @@ def odds_ratios(X: np.ndarray, y: np.ndarray, level: float = 0.95) -> list[dict[
             "unit": feat.unit,
             "log_odds_per_unit": _sig(b),
             "odds_ratio": _sig(math.exp(b * feat.per)),
+            "shrunk_odds_ratio": _sig(math.exp(shrinkage * b * feat.per)),
             "ci_low": _sig(math.exp(lo * feat.per)),
             "ci_high": _sig(math.exp(hi * feat.per)),
             "p_value": _sig(float(res.pvalues[j]), 3),
@@ -250,20 +367,40 @@ def _midpoint_below(values: np.ndarray, t: float) -> float:
     return float((t + below.max()) / 2) if below.size else float(t / 2)
 
 
+def _rates(y: np.ndarray, p: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, sensitivity of p >= t, specificity of p < t) over the distinct p of rows with weight."""
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=float)
+    keep = w > 0
+    y, p, w = y[keep], p[keep], w[keep]
+    uniq = np.unique(p)
+    order = np.argsort(p, kind="mergesort")
+    ps, wp, wn = p[order], (w * y)[order], (w * (1 - y))[order]
+    idx = np.searchsorted(ps, uniq, side="left")  # rows strictly below each threshold
+    cp, cn = np.r_[0.0, np.cumsum(wp)], np.r_[0.0, np.cumsum(wn)]
+    sens = 1.0 - cp[idx] / cp[-1]
+    spec = cn[idx] / cn[-1]
+    return uniq, sens, spec
+
+
+def _cutoff_values(y: np.ndarray, p: np.ndarray, settings: "TrainingSettings",
+                   w: np.ndarray | None = None) -> tuple[float, float]:
+    """(low, high) by the documented rules on (weighted) data; low may lie above high (the caller decides)."""
+    uniq, sens, spec = _rates(y, p, w)
+    t_low = uniq[sens >= settings.low_sensitivity - 1e-12].max()
+    t_high = uniq[spec >= settings.high_specificity - 1e-12].min()
+    return _midpoint_below(uniq, t_low), _midpoint_below(uniq, t_high)
+
+
 def choose_cutoffs(y: np.ndarray, p: np.ndarray, settings: TrainingSettings) -> dict[str, Any]:
     """The low/high cut-offs by the rules in the module docstring, with what they achieve."""
     pos, neg = p[y == 1], p[y == 0]
-    uniq = np.unique(p)
-    sens = np.array([(pos >= t).mean() for t in uniq])
-    spec = np.array([(neg < t).mean() for t in uniq])
-    t_low = uniq[sens >= settings.low_sensitivity].max()
-    t_high = uniq[spec >= settings.high_specificity].min()
-    low, high = _midpoint_below(uniq, t_low), _midpoint_below(uniq, t_high)
+    uniq, sens, spec = _rates(y, p, None)
+    low, high = _cutoff_values(y, p, settings)
     if low > high:
         raise TrainingError(
-            f"the model cannot separate the outcomes well enough: the cut-off keeping sensitivity ≥ "
-            f"{settings.low_sensitivity:g} ({low:.3f}) lies above the one keeping specificity ≥ "
-            f"{settings.high_specificity:g} ({high:.3f})"
+            f"the two cut-offs cross: the one keeping sensitivity ≥ {settings.low_sensitivity:g} ({low:.3f}) lies "
+            f"above the one keeping specificity ≥ {settings.high_specificity:g} ({high:.3f}), so no intermediate "
+            "band exists; lower low_sensitivity or high_specificity"
         )
     youden = uniq[int(np.argmax(sens + spec - 1))]
     bands = [band_for(float(v), low, high) for v in p]
@@ -394,55 +531,142 @@ def _check_data(X: np.ndarray, y: np.ndarray, settings: TrainingSettings) -> Non
             )
 
 
+def shrunk_pipeline(X: np.ndarray, coef: np.ndarray):
+    """The sklearn pipeline (scaler + logistic regression) carrying given coefficients on the standardised
+    scale, float32-rounded as the ONNX graph stores them."""
+    pipe = fit_pipeline(X, (np.arange(len(X)) % 2).astype(int))  # shapes and fitted state only
+    scaler, lr = pipe.named_steps["scaler"], pipe.named_steps["logreg"]
+    f32 = lambda a: np.asarray(a, dtype=np.float32).astype(np.float64)  # noqa: E731
+    scaler.mean_ = f32(np.asarray(X, dtype=float).mean(axis=0))
+    scaler.scale_ = 1.0 / f32(1.0 / np.asarray(X, dtype=float).std(axis=0))
+    scaler.var_ = scaler.scale_ ** 2
+    lr.coef_ = f32(np.asarray(coef[1:])[None, :])
+    lr.intercept_ = f32(np.asarray(coef[:1]))
+    return pipe
+
+
+def _ci(d: dict[str, Any]) -> dict[str, Any]:
+    return {"apparent": _sig(d["apparent"]), "optimism": _sig(d["optimism"]), "estimate": _sig(d["corrected"]),
+            "ci": [_sig(d["ci"][0]), _sig(d["ci"][1])]}
+
+
 def fit_and_describe(X: np.ndarray, y: np.ndarray, settings: TrainingSettings, seed: int) -> tuple[Any, dict]:
-    """The fitted pipeline and every statistic the card reports about it."""
+    """The fitted (shrunk) pipeline and every statistic the card reports about it."""
+    from amrwatch.study import logistic as lg
+
     _check_data(X, y, settings)
-    pipe = fit_pipeline(X, y)
+    mean, sd = X.mean(axis=0), X.std(axis=0)
+    Z = _design(X, mean, sd)
+    rng = np.random.default_rng([seed, 1])  # the shrinkage factor's own stream, apart from validation's
+    final = fit_procedure(Z, y, np.ones((1, len(y))), settings.shrinkage_resamples, rng)
+    pipe = shrunk_pipeline(X, final["coef"][0])
     p = predict_proba(pipe, X)
+    lp = np.log(p / (1.0 - p))
     auc, lo, hi, se = delong_auc(y, p, settings.ci_level)
-    apparent = _scores(y, p)
-    optimism = bootstrap_optimism(X, y, settings.bootstrap_resamples, seed)
-    corrected = {k: apparent[k] - optimism[k] for k in apparent}
+    m = _metrics(y, lp, None)
+    apparent = {k: float(v[0]) for k, v in m.items()}
+    cutoffs = choose_cutoffs(y, p, settings)
+    apparent["sens_low"] = float(cutoffs["sensitivity_at_low"])
+    apparent["spec_high"] = float(cutoffs["specificity_at_high"])
+    val = bootstrap_validation(Z, y, settings, seed, apparent)
     scaler, lr = pipe.named_steps["scaler"], pipe.named_steps["logreg"]
     beta_std = lr.coef_[0]
     beta_unit = beta_std / scaler.scale_
     intercept_unit = float(lr.intercept_[0] - np.sum(beta_unit * scaler.mean_))
-    cutoffs = choose_cutoffs(y, p, settings)
+    shrink = float(final["shrinkage"][0])
+    cutoffs["sensitivity_at_low_corrected"] = _ci(val["sens_low"])
+    cutoffs["specificity_at_high_corrected"] = _ci(val["spec_high"])
     events = int(y.sum())
+    ml_unit = final["ml"][0, 1:] / sd
+    perf = {
+        "apparent_auc": _sig(auc),
+        "apparent_auc_ci": [_sig(lo), _sig(hi)],
+        "auc_ci_level": settings.ci_level,
+        "auc_ci_method": "DeLong",
+        "auc_se": _sig(se),
+        "optimism_corrected_auc": _sig(val["auc"]["corrected"]),
+        "auc_optimism": _sig(val["auc"]["optimism"]),
+        "brier": _sig(apparent["brier"]),
+        "optimism_corrected_brier": _sig(val["brier"]["corrected"]),
+        "calibration_apparent": {"intercept": _sig(apparent["cal_intercept"]), "slope": _sig(apparent["cal_slope"])},
+        "calibration_optimism_corrected": {"intercept": _sig(val["cal_intercept"]["corrected"]),
+                                           "slope": _sig(val["cal_slope"]["corrected"])},
+        "optimism_corrected": {
+            "auc": _ci(val["auc"]), "brier": _ci(val["brier"]),
+            "calibration_intercept": _ci(val["cal_intercept"]), "calibration_slope": _ci(val["cal_slope"]),
+            "sensitivity_at_low": _ci(val["sens_low"]), "specificity_at_high": _ci(val["spec_high"]),
+        },
+        "interval_method": (
+            f"{settings.ci_level:.0%} interval of each corrected statistic: the {100 * (1 - settings.ci_level) / 2:g}th "
+            f"and {100 * (1 + settings.ci_level) / 2:g}th percentiles of the statistic in the bootstrap resamples "
+            "(each model scored on its own resample), shifted by the estimated optimism; for the calibration "
+            "intercept and slope, which the procedure fixes on its own resample (0 and 1/shrinkage), the "
+            "percentiles of the resample models scored on the original data, centred on the corrected value. "
+            "Approximate: an exact interval needs a double bootstrap"),
+        "bootstrap_separated_firth": val["_separated"],
+        "bootstrap_inner_separated_firth": val["_inner_separated"],
+        "validation": (f"bootstrap optimism correction (Harrell), {settings.bootstrap_resamples} resamples, seed {seed}; "
+                       "every resample refits the whole procedure: maximum likelihood (Firth where separated), its "
+                       f"own shrinkage factor ({settings.nested_shrinkage_resamples} inner resamples), the intercept "
+                       "and both cut-offs; separated resamples are fitted by Firth and kept, none is skipped"),
+    }
     stats_ = {
         "n": int(len(y)),
         "events": events,
         "events_per_variable": _sig(events / len(FEATURES), 3),
-        "performance": {
-            "apparent_auc": _sig(auc),
-            "apparent_auc_ci": [_sig(lo), _sig(hi)],
-            "auc_ci_level": settings.ci_level,
-            "auc_ci_method": "DeLong",
-            "auc_se": _sig(se),
-            "optimism_corrected_auc": _sig(corrected["auc"]),
-            "auc_optimism": _sig(optimism["auc"]),
-            "bootstrap_separated_skipped": int(optimism["separated_skipped"]),
-            "brier": _sig(apparent["brier"]),
-            "optimism_corrected_brier": _sig(corrected["brier"]),
-            "calibration_apparent": {"intercept": round(apparent["cal_intercept"], 4) + 0.0, "slope": round(apparent["cal_slope"], 4)},
-            "calibration_optimism_corrected": {
-                "intercept": _sig(corrected["cal_intercept"]),
-                "slope": _sig(corrected["cal_slope"]),
-            },
-            "validation": f"bootstrap optimism correction (Harrell), {settings.bootstrap_resamples} resamples, seed {seed}",
+        "shrinkage": {
+            "method": "uniform shrinkage of the maximum-likelihood slopes by the bootstrap calibration slope "
+                      "(van Houwelingen & le Cessie 1990; Steyerberg 2019, ch. 13), intercept re-estimated so the "
+                      "mean prediction equals the event rate",
+            "reason": (
+                f"{events} events for {len(FEATURES)} factors ({events / len(FEATURES):.1f} per factor) overfit an "
+                "unpenalised model: its predictions are too extreme on new patients (calibration slope < 1). One "
+                "factor, estimated by the bootstrap, keeps the study's seven coefficients readable and their ratios "
+                "intact; ridge with a cross-validated penalty was the alternative, but its penalty is itself "
+                "unstable at this sample size and does not target calibration directly"),
+            "factor": _sig(shrink),
+            "resamples": settings.shrinkage_resamples,
+            "cap": "the factor is capped at 1 (no expansion)",
+            "separation": "resamples whose outcomes the factors separate (no maximum-likelihood estimate) are "
+                          "fitted with Firth's penalised likelihood and kept",
+            "unshrunk_log_odds_per_unit": {n: _sig(float(b)) for n, b in zip(FEATURE_NAMES, ml_unit)},
         },
+        "performance": perf,
         "coefficients": {
             "intercept_per_unit": _sig(intercept_unit),
             "log_odds_per_unit": {n: _sig(float(b)) for n, b in zip(FEATURE_NAMES, beta_unit)},
             "standardised": {n: _sig(float(b)) for n, b in zip(FEATURE_NAMES, beta_std)},
             "standardised_intercept": _sig(float(lr.intercept_[0])),
-            "scaler_mean": {n: _sig(float(m), 8) for n, m in zip(FEATURE_NAMES, scaler.mean_)},
-            "scaler_sd": {n: _sig(float(s), 8) for n, s in zip(FEATURE_NAMES, scaler.scale_)},
+            "scaler_mean": {n: _sig(float(m_), 8) for n, m_ in zip(FEATURE_NAMES, scaler.mean_)},
+            "scaler_sd": {n: _sig(float(s_), 8) for n, s_ in zip(FEATURE_NAMES, scaler.scale_)},
+            "shrunk": True,
         },
-        "odds_ratios": odds_ratios(X, y, settings.ci_level),
+        "odds_ratios": odds_ratios(X, y, settings.ci_level, shrink),
         "cutoffs": cutoffs,
     }
     return pipe, stats_
+
+
+ELIGIBILITY = ("patients whose AMR was detected and still present when decompression started; an AMR that "
+               "was never detected, or that disappeared before decompression (during opening or arachnoid "
+               "dissection), is outside the population: the predictor is consulted only once decompression "
+               "begins with the AMR present")
+
+
+def population_summary(detected: int, persisted: int, ineligible: int, never_detected: int) -> dict[str, Any]:
+    """Both populations: every detected AMR (the study's denominator) and the eligible ones (the model's)."""
+    eligible = detected - ineligible
+    return {
+        "eligibility": ELIGIBILITY,
+        "never_detected_excluded": never_detected,
+        "all_detected": {"n": detected, "persisted": persisted,
+                         "persistence": _sig(persisted / detected, 4) if detected else None},
+        "disappeared_before_decompression_excluded": ineligible,
+        "eligible": {"n": eligible, "persisted": persisted,
+                     "persistence": _sig(persisted / eligible, 4) if eligible else None},
+        "note": "early disappearances counted as 'disappeared' would lower the persistence the model learns "
+                "(they never reach the point where it is consulted), so its predictions would run low",
+    }
 
 
 def train(
@@ -462,8 +686,10 @@ def train(
     if synthetic:
         if not 20 <= synthetic_n <= 1_000_000:
             raise ValueError(f"synthetic_n must be in [20, 1000000] patients; got {synthetic_n}")
-        X, y = cohort_mod.synthetic_cohort(synthetic_n, seed)
+        X_all, y_all, ok = cohort_mod.DEFAULT.cohort_with_eligibility(synthetic_n, seed)
+        X, y = X_all[ok], y_all[ok]
         provenance = {"source": "synthetic", "n": synthetic_n, "seed": seed, **cohort_mod.describe()}
+        population = population_summary(len(y_all), int(y_all.sum()), int((~ok).sum()), 0)
     else:
         table = read_cohort(csv)
         X, y = table.X, table.y
@@ -475,6 +701,8 @@ def train(
             "rows_skipped": len(table.skipped),
             "skipped": [str(s) for s in table.skipped[:50]],
         }
+        population = population_summary(len(y) + table.ineligible, int(y.sum()), table.ineligible,
+                                         table.never_detected)
     pipe, stats_ = fit_and_describe(X, y, settings, seed)
     blob = export_onnx(pipe, settings, synthetic=synthetic)
     card: dict[str, Any] = {
@@ -489,6 +717,7 @@ def train(
         "onnx": onnx_io(blob),
         "training_data": provenance,
         "training_range": training_range(X),
+        "population": population,
         **stats_,
         "golden_vectors": golden_vectors(pipe, X, stats_["cutoffs"], settings),
         "golden_tolerance": 1e-5,
