@@ -214,10 +214,14 @@ def factor_comparison(rows: list[CohortRow], s: ReportSettings) -> list[dict[str
 # Multivariable model
 
 
-def design(rows: list[CohortRow]) -> tuple[np.ndarray, np.ndarray, int]:
-    """(X, y, n_incomplete): labelled rows with all seven factors, in FEATURE_NAMES order."""
-    usable = [r for r in rows if r.label is not None and r.complete]
-    incomplete = sum(1 for r in rows if r.label is not None and not r.complete)
+def design(rows: list[CohortRow], eligible_only: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """(X, y, n_incomplete): labelled rows with all seven factors, in FEATURE_NAMES order.
+
+    eligible_only: the decision model's population — the AMR still present when decompression started
+    (an early disappearance never reaches the point where the model is consulted)."""
+    pool = [r for r in rows if r.label is not None and (r.eligible or not eligible_only)]
+    usable = [r for r in pool if r.complete]
+    incomplete = sum(1 for r in pool if not r.complete)
     X = np.array([[float(r.factors[f.name]) for f in FEATURES] for r in usable], dtype=float).reshape(-1, len(FEATURES))
     y = np.array([r.label for r in usable], dtype=int)
     return X, y, incomplete
@@ -262,6 +266,17 @@ def _auc_optimism(X: np.ndarray, y: np.ndarray, s: ReportSettings) -> float:
     return float(np.mean(diffs))
 
 
+def population(rows: list[CohortRow]) -> dict[str, Any]:
+    """Both populations: every labelled patient (the study's denominator) and the model's eligible ones."""
+    labelled = [r for r in rows if r.label is not None]
+    eligible = [r for r in labelled if r.eligible]
+    rate = lambda rs: (sum(r.label for r in rs) / len(rs)) if rs else None  # noqa: E731
+    return {"all_detected": {"n": len(labelled), "persisted": sum(r.label for r in labelled), "persistence": rate(labelled)},
+            "eligible": {"n": len(eligible), "persisted": sum(r.label for r in eligible), "persistence": rate(eligible)},
+            "disappeared_before_decompression": len(labelled) - len(eligible),
+            "definition": "eligible: the AMR was detected and still present when decompression started"}
+
+
 def multivariable(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
@@ -270,7 +285,8 @@ def multivariable(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
 
     X, y, incomplete = design(rows)
     events, non_events = int(y.sum()), int(len(y) - y.sum())
-    base = {"n": int(len(y)), "events": events, "non_events": non_events, "excluded_incomplete": incomplete}
+    base = {"n": int(len(y)), "events": events, "non_events": non_events, "excluded_incomplete": incomplete,
+            "population": population(rows)}
     if events < s.min_events or non_events < s.min_events:
         return {**base, **unavailable(
             f"the model of seven factors needs at least {s.min_events} patients whose AMR persisted and "

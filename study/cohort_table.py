@@ -45,7 +45,7 @@ OUTCOME_COLUMNS: tuple[str, ...] = (
     "followup_days",
     "complications",
 )
-EXTRA_COLUMNS: tuple[str, ...] = ("predicted_band", "prediction_model_sha256", "prediction_synthetic")
+EXTRA_COLUMNS: tuple[str, ...] = (ELIGIBLE_COLUMN, "predicted_band", "prediction_model_sha256", "prediction_synthetic")
 #: The export's columns: the trainer's layout first, then context, then follow-up.
 CSV_COLUMNS: tuple[str, ...] = (*COHORT_COLUMNS, *EXTRA_COLUMNS, *OUTCOME_COLUMNS)
 SYNTHETIC_SOURCE = "synthetic"

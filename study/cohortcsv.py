@@ -35,7 +35,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("session_id", *FEATURE_NAMES, LABEL)
 COHORT_COLUMNS: tuple[str, ...] = (
     *REQUIRED_COLUMNS,
     "course",
-    "eligible",
     "final_pct_of_baseline",
     "predicted_probability",
 )
