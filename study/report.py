@@ -97,6 +97,9 @@ def _figures(results: dict[str, Any], s: ReportSettings, synthetic: bool) -> dic
         out["km"] = figs.km(results["time_to_relief"], s, synthetic)
     if results["validation"]["available"]:
         out["validation"] = figs.validation(results["validation"], s, synthetic)
+        out["decision_curve"] = figs.decision_curve(results["validation"], s, synthetic)
+    if results.get("ratio", {}).get("available"):
+        out["ratio_roc"] = figs.ratio_roc(results["ratio"], s, synthetic)
     return out
 
 
@@ -114,6 +117,10 @@ def make_report(data_dir: Path, out_dir: Path, *, model_dir: str | Path | None =
     results = analyse(cohort.rows, settings, model, export_sha)
     if model is None:
         results["validation"] = unavailable(why)
+    else:
+        card = json.loads(Path(model.card_path).read_text(encoding="utf-8"))
+        card.get("training_data", {}).pop("skipped", None)  # names sessions; the report names none
+        results["model_card"] = card
     meta = _meta(cohort, n_sessions, Path(data_dir), settings, now)
     pngs = _figures(results, settings, cohort.synthetic)
     page = render(results, meta, pngs)
