@@ -238,20 +238,16 @@ def roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]]:
 
 
 def _auc_optimism(X: np.ndarray, y: np.ndarray, s: ReportSettings) -> float:
-    """Harrell's bootstrap optimism of the AUC, with the trainer's own pipeline."""
-    from sklearn.metrics import roc_auc_score
+    """Harrell's bootstrap optimism of the unpenalised model's AUC: all resamples fitted as one batch
+    (study/logistic.py; Firth where a resample is separated, so none is skipped)."""
+    from amrwatch.study import logistic as lg
+    from amrwatch.study.training import _design, ml_or_firth, resample_weights
 
-    from amrwatch.study.training import fit_pipeline, predict_proba
-
-    rng = np.random.default_rng(s.seed)
-    diffs = []
-    while len(diffs) < s.bootstrap_resamples:
-        idx = rng.integers(0, len(y), len(y))
-        if y[idx].min() == y[idx].max():
-            continue
-        pipe = fit_pipeline(X[idx], y[idx])
-        diffs.append(roc_auc_score(y[idx], predict_proba(pipe, X[idx])) - roc_auc_score(y, predict_proba(pipe, X)))
-    return float(np.mean(diffs))
+    Z = _design(X, X.mean(axis=0), X.std(axis=0))
+    W = resample_weights(np.random.default_rng(s.seed), y, s.bootstrap_resamples)
+    beta, _ = ml_or_firth(Z, y, W)
+    lp = lg.predict_lp(Z, beta)
+    return float(np.mean(lg.auc(y, lp, W) - lg.auc(y, lp)))
 
 
 def population(rows: list[CohortRow]) -> dict[str, Any]:
@@ -642,6 +638,54 @@ def validation(rows: list[CohortRow], model, s: ReportSettings, export_sha256: s
         "found and freed a missed vessel turns a would-be persistence into a disappearance. Such a registry "
         "therefore measures the model together with its use, not the model alone; the figures are biased in a "
         "direction that depends on how often advice was followed")
+    return out
+
+
+def delong_paired(y: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> dict[str, float]:
+    """DeLong's test of two correlated AUCs on the same patients: difference, its SE, z and two-sided p."""
+    from scipy import stats
+
+    y = np.asarray(y, dtype=int)
+
+    def placements(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos, neg = p[y == 1], p[y == 0]
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        return psi.mean(axis=1), psi.mean(axis=0)
+
+    (a10, a01), (b10, b01) = placements(p1), placements(p2)
+    m, n = len(a10), len(a01)
+    s10, s01 = np.cov(np.vstack([a10, b10])), np.cov(np.vstack([a01, b01]))
+    cov = s10 / m + s01 / n
+    diff = float(a10.mean() - b10.mean())
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    se = math.sqrt(var) if var > 0 else 0.0
+    z = diff / se if se > 0 else 0.0
+    return {"auc_1": float(a10.mean()), "auc_2": float(b10.mean()), "difference": diff, "se": se, "z": z,
+            "p_value": float(2 * stats.norm.sf(abs(z))) if se > 0 else 1.0}
+
+
+def compare_models(rows: list[CohortRow], model, other, s: ReportSettings) -> dict[str, Any]:
+    """Two models side by side on the same eligible patients: AUCs with DeLong's test of the difference,
+    calibration intercept and slope, net benefit at each model's own cut-offs and across thresholds."""
+    from amrwatch.study.training import calibration
+
+    X, y, _ = design(rows)
+    if y.sum() < 2 or (1 - y).sum() < 2:
+        return unavailable("a comparison needs at least 2 patients of each outcome with all seven factors")
+    out: dict[str, Any] = {"available": True, "n": int(len(y)), "events": int(y.sum()), "models": []}
+    ps = []
+    for m in (model, other):
+        p = np.asarray(m.probabilities(X), dtype=float)
+        ps.append(p)
+        ci_, cs_ = calibration(y, p)
+        out["models"].append({"model_sha256": m.sha256, "synthetic": bool(m.synthetic), "cutoffs": list(m.cutoffs),
+                              "calibration": {"intercept": ci_, "slope": cs_},
+                              "brier": float(np.mean((p - y) ** 2)),
+                              "net_benefit": net_benefit(y, p),
+                              "net_benefit_at_cutoffs": {
+                                  name: net_benefit(y, p, (round(float(c), 6),))["model"][0]
+                                  for name, c in zip(("low", "high"), m.cutoffs)}})
+    out["delong"] = delong_paired(y, ps[0], ps[1])
     return out
 
 

@@ -31,6 +31,7 @@ FIGURE_TITLES = {
     "km": "Time to relief of spasm by AMR status (Kaplan–Meier, 95% bands)",
     "validation": "The model on this registry: ROC, and calibration (groups and smoothed curve with its band)",
     "decision_curve": "Decision curve: net benefit of the model against acting on all or none, cut-offs marked",
+    "comparison": "Two models on this registry: net benefit across thresholds",
     "ratio_roc": "Final amplitude (% of baseline) as a predictor of persistent spasm at 1 year",
 }
 
@@ -208,5 +209,24 @@ def ratio_roc(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> byt
     fig, (ax,) = _figure(s, synthetic)
     _roc(ax, result["roc"], result["auc"], "final % of baseline", "#117a65")
     ax.set_title(f"Final amplitude vs persistent spasm at {result['timepoint']}", fontsize=10)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
+    return _png(fig, s)
+
+
+def comparison(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    colours = ("#7d3c98", "#117a65")
+    for m, c, name in zip(result["models"], colours, ("model", "compared")):
+        nb = m["net_benefit"]
+        ax.plot(nb["thresholds"], nb["model"], color=c, label=f"{name} {m['model_sha256'][:8]}")
+    nb = result["models"][0]["net_benefit"]
+    ax.plot(nb["thresholds"], nb["treat_all"], color="#7f8c8d", ls="--", label="act on all")
+    ax.axhline(0, color="#222", lw=0.8)
+    top = max(max(m["net_benefit"]["model"]) for m in result["models"])
+    ax.set_ylim(-0.05 * max(top, 0.01) - 0.01, max(top, 0.01) * 1.1)
+    ax.set_xlabel("threshold probability of persistence")
+    ax.set_ylabel("net benefit")
+    ax.set_title("Net benefit of the two models", fontsize=10)
+    ax.legend(fontsize=7)
     fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
     return _png(fig, s)

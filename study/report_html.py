@@ -289,6 +289,28 @@ def validation_section(res: dict[str, Any], png: bytes | None, dca_png: bytes | 
     return "\n".join(parts)
 
 
+def comparison_section(res: dict[str, Any] | None, png: bytes | None) -> str:
+    if res is None:
+        return ""
+    parts = ["<h3>Two models on this registry</h3>"]
+    if not res["available"]:
+        return "\n".join(parts) + na(res)
+    d = res["delong"]
+    rows = []
+    for m, name in zip(res["models"], ("model", "compared")):
+        c = m["calibration"]
+        nb = m["net_benefit_at_cutoffs"]
+        rows.append([f"{name} <code>{esc(m['model_sha256'][:16])}</code>" + (" (synthetic)" if m["synthetic"] else ""),
+                     num(d["auc_1"] if name == "model" else d["auc_2"], 3), num(c["intercept"], 3), num(c["slope"], 3),
+                     num(m["brier"], 3), f"{num(nb['low'], 4)} / {num(nb['high'], 4)}"])
+    parts.append(f"<p>Same {res['n']} eligible patients ({res['events']} persisted).</p>" + _table(
+        ["model", "AUC", "calibration intercept", "calibration slope", "Brier", "net benefit at low / high cut-off"], rows))
+    parts.append(f"<p>Difference in AUC {num(d['difference'], 3)} (SE {num(d['se'], 3)}), DeLong's test for correlated "
+                 f"AUCs: z = {num(d['z'], 2)}, p {p_is(d['p_value'])}.</p>")
+    parts.append(figure("comparison", png))
+    return "\n".join(parts)
+
+
 def ratio_section(res: dict[str, Any], png: bytes | None) -> str:
     parts = ["<h3>The final/baseline amplitude as a predictor of persistent spasm</h3>"]
     if not res["available"]:
@@ -401,6 +423,7 @@ def render(results: dict[str, Any], meta: dict[str, Any], pngs: dict[str, bytes 
         outcome_section(results["outcomes"], results["time_to_relief"], pngs.get("outcomes"), pngs.get("km")),
         ratio_section(results["ratio"], pngs.get("ratio_roc")) if "ratio" in results else "",
         validation_section(results["validation"], pngs.get("validation"), pngs.get("decision_curve")),
+        comparison_section(results.get("comparison"), pngs.get("comparison")),
         card_section(results.get("model_card")),
         methods_section(meta),
     ])

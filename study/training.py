@@ -601,20 +601,30 @@ def riley_sample_size(Z: np.ndarray, y: np.ndarray, beta_ml: np.ndarray, target_
     rate = y.mean()
     ll0 = float(n * (rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
     r2cs = 1.0 - math.exp(-2.0 * (ll - ll0) / n)
+    r2_max = 1.0 - math.exp(2.0 * ll0 / n)
+    r2_conservative = 0.15 * r2_max  # Riley's default when the R² is not known independently
     s = target_shrinkage
-    needed = math.ceil(params / ((s - 1.0) * math.log(1.0 - r2cs / s)))
+
+    def needed(r2: float) -> int:
+        return math.ceil(params / ((s - 1.0) * math.log(1.0 - r2 / s)))
+
+    n_app, n_cons = needed(r2cs), needed(r2_conservative)
     return {
         "criterion": f"Riley et al. 2020, criterion 1 (expected uniform shrinkage >= {s:g})",
         "cox_snell_r2_apparent": _sig(r2cs, 4),
+        "cox_snell_r2_conservative": _sig(r2_conservative, 4),
         "parameters": params,
-        "patients_needed": needed,
-        "events_needed": math.ceil(needed * rate),
+        "patients_needed_apparent_r2": n_app,
+        "patients_needed": n_cons,
+        "events_needed": math.ceil(n_cons * rate),
         "patients_available": n,
         "rationale": (f"no formal calculation was possible before the data existed: n is the study's size. With "
                       f"{int(y.sum())} events for {params} parameters ({y.sum() / params:.1f} per parameter) the "
-                      f"model needs shrinkage; Riley's criterion asks for at least {needed} patients "
-                      f"({math.ceil(needed * rate)} events) for an expected shrinkage of {s:g} — "
-                      f"{'met' if n >= needed else 'not met, hence the explicit shrinkage'}"),
+                      f"model needs shrinkage. Riley's criterion with the conservative R² (15 % of the maximum, "
+                      f"{r2_conservative:.3f}) asks for {n_cons} patients ({math.ceil(n_cons * rate)} events) for an "
+                      f"expected shrinkage of {s:g} — {'met' if n >= n_cons else 'not met, hence the explicit shrinkage'}; "
+                      f"with this sample's apparent R² ({r2cs:.3f}, which overfitting inflates) it would ask only "
+                      f"{n_app}"),
     }
 
 
@@ -944,3 +954,131 @@ def format_summary(card: dict[str, Any]) -> str:
         lines.append(f"training file sha256 {src['sha256']} ({src['rows_skipped']} unlabelled rows skipped)")
     lines.append(f"model sha256 {card['model_sha256']}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- #
+# Recalibration (`amrwatch train --recalibrate --csv FILE`)
+
+
+def _card_coefficients(card: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scaler mean, scaler sd, coef [intercept, slopes]) on the standardised scale, from a card."""
+    c = card["coefficients"]
+    mean = np.array([c["scaler_mean"][n] for n in FEATURE_NAMES], dtype=float)
+    sd = np.array([c["scaler_sd"][n] for n in FEATURE_NAMES], dtype=float)
+    coef = np.r_[c["standardised_intercept"], [c["standardised"][n] for n in FEATURE_NAMES]].astype(float)
+    return mean, sd, coef
+
+
+def recalibrate(out_dir: str | Path, *, csv: str | Path, base_dir: str | Path | None = None,
+                settings: TrainingSettings | None = None, echo: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Logistic recalibration of an existing model on an institution's registry: keep the model's linear
+    predictor lp, fit outcome ~ a + b·lp (statsmodels), and export the model with intercept a + b·α and
+    slopes b·β; cut-offs re-chosen by the same rules on the registry. The usual first step before
+    refitting (Steyerberg ch. 20): two parameters, so it needs far fewer events than a new model."""
+    import statsmodels.api as sm
+
+    from amrwatch.services.predictor.model import DEFAULT_DIR, LoadedModel, ModelInvalid
+
+    settings = settings or TrainingSettings()
+    base = Path(base_dir) if base_dir else DEFAULT_DIR
+    try:
+        base_model = LoadedModel.load(base / MODEL_FILE, base / CARD_FILE)
+    except ModelInvalid as err:
+        raise TrainingError(f"the model to recalibrate failed its checks: {err}") from None
+    base_card = json.loads((base / CARD_FILE).read_text(encoding="utf-8"))
+    if "coefficients" not in base_card:
+        raise TrainingError(f"{base / CARD_FILE} records no coefficients; only amrwatch logistic models can be "
+                            "recalibrated")
+    table = read_cohort(csv)
+    X, y = table.X, table.y
+    events, non_events = int(y.sum()), int(len(y) - y.sum())
+    if min(events, non_events) < settings.min_events:
+        raise TrainingError(f"recalibration needs at least {settings.min_events} patients whose AMR persisted and "
+                            f"{settings.min_events} whose AMR disappeared; got {events} and {non_events}")
+    mean, sd, coef = _card_coefficients(base_card)
+    lp = coef[0] + ((X - mean) / sd) @ coef[1:]
+    fit = sm.GLM(y, sm.add_constant(lp, has_constant="add"), family=sm.families.Binomial()).fit(tol=1e-12)
+    a, b = (float(v) for v in fit.params)
+    ci = np.asarray(fit.conf_int(alpha=1 - settings.ci_level))
+    new = np.r_[a + b * coef[0], b * coef[1:]]
+    pipe = shrunk_pipeline(X, new)
+    # keep the base model's standardisation (the coefficients are on its scale)
+    f32 = lambda v: np.asarray(v, dtype=np.float32).astype(np.float64)  # noqa: E731
+    scaler = pipe.named_steps["scaler"]
+    scaler.mean_, scaler.scale_ = f32(mean), 1.0 / f32(1.0 / sd)
+    scaler.var_ = scaler.scale_ ** 2
+    p_before = np.asarray(base_model.probabilities(X), dtype=float)
+    p = predict_proba(pipe, X)
+    auc, lo, hi, se = delong_auc(y, p, settings.ci_level)
+    ci_before, cs_before = calibration(y, p_before)
+    ci_after, cs_after = calibration(y, p)
+    cutoffs = choose_cutoffs(y, p, settings)
+    synthetic = bool(base_card.get("synthetic"))
+    blob = export_onnx(pipe, settings, synthetic=synthetic)
+    lr = pipe.named_steps["logreg"]
+    beta_unit = lr.coef_[0] / scaler.scale_
+    card: dict[str, Any] = {
+        "card_version": CARD_VERSION,
+        "model": base_card.get("model", "") + " — recalibrated on an institution's registry",
+        "synthetic": synthetic,
+        "notice": SYNTHETIC_NOTICE if synthetic else None,
+        "model_file": MODEL_FILE,
+        "model_sha256": hashlib.sha256(blob).hexdigest(),
+        "features": [f.spec() for f in FEATURES],
+        "feature_order": list(FEATURE_NAMES),
+        "onnx": onnx_io(blob),
+        "training_data": {"source": "csv", "file": Path(csv).name, "sha256": table.sha256, "rows_used": len(y),
+                          "rows_skipped": len(table.skipped), "skipped": [str(x) for x in table.skipped[:50]]},
+        "training_range": base_card.get("training_range") or training_range(X),
+        "population": population_summary(len(y) + table.ineligible, events, table.ineligible, table.never_detected),
+        "recalibration": {
+            "method": "logistic recalibration: outcome ~ a + b · (the base model's linear predictor), statsmodels GLM",
+            "base_model_sha256": base_model.sha256,
+            "base_synthetic": bool(base_card.get("synthetic")),
+            "intercept_a": _sig(a), "intercept_a_ci": [_sig(ci[0, 0]), _sig(ci[0, 1])],
+            "slope_b": _sig(b), "slope_b_ci": [_sig(ci[1, 0]), _sig(ci[1, 1])],
+            "calibration_before": {"intercept": _sig(ci_before), "slope": _sig(cs_before)},
+            "calibration_after": {"intercept": _sig(ci_after), "slope": _sig(cs_after)},
+            "note": "apparent figures on the registry the recalibration was fitted on; two parameters overfit little, "
+                    "but validate on later patients before relying on it",
+        },
+        "n": int(len(y)),
+        "events": events,
+        "events_per_variable": _sig(events / 2, 3),
+        "performance": {
+            "apparent_auc": _sig(auc), "apparent_auc_ci": [_sig(lo), _sig(hi)], "auc_ci_level": settings.ci_level,
+            "auc_ci_method": "DeLong", "auc_se": _sig(se), "brier": _sig(brier(y, p)),
+            "calibration_apparent": {"intercept": _sig(ci_after), "slope": _sig(cs_after)},
+            "validation": "none beyond apparent: a recalibration (2 parameters) of a model fitted elsewhere",
+        },
+        "coefficients": {
+            "intercept_per_unit": _sig(float(lr.intercept_[0] - np.sum(beta_unit * scaler.mean_))),
+            "log_odds_per_unit": {n: _sig(float(v)) for n, v in zip(FEATURE_NAMES, beta_unit)},
+            "standardised": {n: _sig(float(v)) for n, v in zip(FEATURE_NAMES, lr.coef_[0])},
+            "standardised_intercept": _sig(float(lr.intercept_[0])),
+            "scaler_mean": {n: _sig(float(m), 8) for n, m in zip(FEATURE_NAMES, scaler.mean_)},
+            "scaler_sd": {n: _sig(float(v), 8) for n, v in zip(FEATURE_NAMES, scaler.scale_)},
+        },
+        "cutoffs": cutoffs,
+        "golden_vectors": golden_vectors(pipe, X, cutoffs, settings),
+        "golden_tolerance": 1e-5,
+        "software": _versions(),
+        "settings": {**asdict(settings), "recalibrated": True},
+        "intended_use": base_card.get("intended_use"),
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MODEL_FILE).write_bytes(blob)
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if echo is not None:
+        r = card["recalibration"]
+        echo("\n".join([
+            *([f"*** {card['notice']} ***"] if synthetic else []),
+            f"recalibrated model {base_model.sha256[:16]}… on {Path(csv).name}: n = {len(y)}, events = {events}",
+            f"a = {r['intercept_a']:+.3f} [{r['intercept_a_ci'][0]:+.3f}, {r['intercept_a_ci'][1]:+.3f}], "
+            f"b = {r['slope_b']:.3f} [{r['slope_b_ci'][0]:.3f}, {r['slope_b_ci'][1]:.3f}]",
+            f"calibration before: intercept {ci_before:+.3f}, slope {cs_before:.3f}; after: intercept "
+            f"{ci_after:+.3f}, slope {cs_after:.3f}; AUC {auc:.3f} (unchanged by recalibration)",
+            f"bands: low < {cutoffs['low']:.3f} ≤ intermediate < {cutoffs['high']:.3f} ≤ high",
+            f"model sha256 {card['model_sha256']}"]))
+    return card

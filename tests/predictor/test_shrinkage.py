@@ -95,3 +95,20 @@ def test_weighted_cutoffs_equal_the_cutoffs_of_the_expanded_data(data):
     assert _cutoff_values(y, p, s, w[0]) == (low, high)
     yy, pp = np.repeat(y, k), np.repeat(p, k)
     assert np.mean(pp[yy == 1] >= low) >= 0.95 and np.mean(pp[yy == 0] < high) >= 0.90
+
+
+def test_riley_sample_size_from_the_likelihood_ratio(data):
+    import math
+
+    from amrwatch.study.training import riley_sample_size
+
+    z, y, _ = data
+    res = sm.Logit(y, z).fit(disp=0, tol=1e-12)
+    n = len(y)
+    r2 = 1 - math.exp(-2 * (res.llf - res.llnull) / n)
+    r2_max = 1 - math.exp(2 * res.llnull / n)
+    got = riley_sample_size(z, y, res.params)
+    assert got["cox_snell_r2_apparent"] == pytest.approx(r2, rel=1e-3)
+    assert got["cox_snell_r2_conservative"] == pytest.approx(0.15 * r2_max, rel=1e-3)
+    want = math.ceil(7 / ((0.9 - 1) * math.log(1 - 0.15 * r2_max / 0.9)))
+    assert got["patients_needed"] == want
