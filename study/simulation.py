@@ -23,7 +23,7 @@ import numpy as np
 
 from amrwatch.study import cohort as cohort_mod
 from amrwatch.study import logistic as lg
-from amrwatch.study.training import TrainingSettings, predict_proba, shrunk_pipeline, train
+from amrwatch.study.training import TrainingSettings, train
 
 FRESH_SEED_OFFSET = 1_000_003
 

@@ -285,7 +285,6 @@ def bootstrap_validation(Z: np.ndarray, y: np.ndarray, settings: "TrainingSettin
     approximate interval (the resamples' own scores' percentiles, shifted by the optimism)."""
     from amrwatch.study import logistic as lg
 
-    n = len(y)
     rng = np.random.default_rng([seed, 2])  # a stream of its own: not the cohort generator's `seed` stream
     W = resample_weights(rng, y, settings.bootstrap_resamples)
     fits = fit_procedure(Z, y, W, settings.nested_shrinkage_resamples, rng)
@@ -630,7 +629,6 @@ def riley_sample_size(Z: np.ndarray, y: np.ndarray, beta_ml: np.ndarray, target_
 
 def fit_and_describe(X: np.ndarray, y: np.ndarray, settings: TrainingSettings, seed: int) -> tuple[Any, dict]:
     """The fitted (shrunk) pipeline and every statistic the card reports about it."""
-    from amrwatch.study import logistic as lg
 
     _check_data(X, y, settings)
     mean, sd = X.mean(axis=0), X.std(axis=0)
