@@ -109,6 +109,9 @@ class TrainingSettings:
     opset: int = 17
     ml_opset: int = 3
     golden_training_rows: int = 4
+    comparison_model: bool = False
+    """Also fit gradient boosting (sklearn) on the same resamples and report it beside the logistic model;
+    it is never exported or shipped."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -318,9 +321,56 @@ def bootstrap_validation(Z: np.ndarray, y: np.ndarray, settings: "TrainingSettin
             lo, hi = np.quantile(on_boot[k], [alpha / 2, 1 - alpha / 2]) - opt
         out[k] = {"apparent": apparent[k], "optimism": opt, "corrected": corrected,
                   "ci": [float(lo), float(hi)], "resamples": int(len(on_boot[k]))}
+    if settings.comparison_model:
+        out["_comparison"] = comparison_model(X_orig_from_Z(Z), y, W, settings)
     out["_separated"] = int(fits["separated"].sum())
     out["_inner_separated"] = int(fits["inner_separated"])
     out["_shrinkage"] = fits["shrinkage"]
+    return out
+
+
+def X_orig_from_Z(Z: np.ndarray) -> np.ndarray:
+    """The standardised factors (a tree model is invariant to the scaling)."""
+    return Z[:, 1:]
+
+
+GBM_PARAMS = {"max_iter": 100, "learning_rate": 0.05, "max_depth": 3, "min_samples_leaf": 10, "random_state": 0}
+
+
+def _gbm(X: np.ndarray, y: np.ndarray, w: np.ndarray | None):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(**GBM_PARAMS).fit(X, y, sample_weight=w)
+
+
+def comparison_model(X: np.ndarray, y: np.ndarray, W: np.ndarray, settings: "TrainingSettings") -> dict[str, Any]:
+    """Gradient boosting (sklearn HistGradientBoosting, fixed settings and seed) validated on the very resamples
+    the logistic model was: apparent, optimism and corrected AUC and Brier. Reported, never shipped."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # hundreds of small fits: threads only contend (and the result must not vary)
+        return _comparison_model(X, y, W)
+
+
+def _comparison_model(X: np.ndarray, y: np.ndarray, W: np.ndarray) -> dict[str, Any]:
+    from amrwatch.study import logistic as lg
+
+    full = _gbm(X, y, None).predict_proba(X)[:, 1]
+    app = {"auc": float(lg.auc(y, full)[0]), "brier": float(np.mean((full - y) ** 2))}
+    boot = {"auc": [], "brier": []}
+    orig = {"auc": [], "brier": []}
+    for w in W:
+        keep = w > 0
+        p = _gbm(X[keep], y[keep], w[keep]).predict_proba(X)[:, 1]
+        boot["auc"].append(float(lg.auc(y, p, w)[0]))
+        boot["brier"].append(float(np.sum(w * (p - y) ** 2) / w.sum()))
+        orig["auc"].append(float(lg.auc(y, p)[0]))
+        orig["brier"].append(float(np.mean((p - y) ** 2)))
+    out: dict[str, Any] = {"model": "gradient boosting (sklearn HistGradientBoostingClassifier)", "params": GBM_PARAMS,
+                           "shipped": False, "resamples": int(len(W))}
+    for k in ("auc", "brier"):
+        opt = float(np.mean(np.array(boot[k]) - np.array(orig[k])))
+        out[k] = {"apparent": _sig(app[k]), "optimism": _sig(opt), "estimate": _sig(app[k] - opt)}
     return out
 
 
@@ -680,6 +730,7 @@ def fit_and_describe(X: np.ndarray, y: np.ndarray, settings: TrainingSettings, s
             "intercept and slope, which the procedure fixes on its own resample (0 and 1/shrinkage), the "
             "percentiles of the resample models scored on the original data, centred on the corrected value. "
             "Approximate: an exact interval needs a double bootstrap"),
+        **({"comparison_model": val["_comparison"]} if "_comparison" in val else {}),
         "bootstrap_separated_firth": val["_separated"],
         "bootstrap_inner_separated_firth": val["_inner_separated"],
         "validation": (f"bootstrap optimism correction (Harrell), {settings.bootstrap_resamples} resamples, seed {seed}; "

@@ -63,7 +63,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 return fail("--recalibrate needs --csv FILE (the institution's registry export)")
             recalibrate(args.out, csv=args.csv, base_dir=args.model)
         else:
-            train(args.out, synthetic_n=args.synthetic, csv=args.csv, seed=args.seed)
+            from amrwatch.study.training import TrainingSettings
+
+            train(args.out, synthetic_n=args.synthetic, csv=args.csv, seed=args.seed,
+                  settings=TrainingSettings(comparison_model=args.compare_gbm))
     except (CohortCsvError, TrainingError, ValueError, OSError) as err:
         return fail(f"training failed, nothing written: {err}")
     return 0
@@ -99,4 +102,7 @@ def register(sub) -> None:
                    help="update the intercept and slope of an existing model (--model, default the shipped one) on "
                    "the registry in --csv instead of refitting")
     t.add_argument("--model", metavar="DIR", help="with --recalibrate: the model to recalibrate")
+    t.add_argument("--compare-gbm", action="store_true",
+                   help="also validate gradient boosting on the same bootstrap resamples and report it in the card "
+                   "beside the logistic model (never shipped)")
     t.set_defaults(func=cmd_train)

@@ -112,3 +112,22 @@ def test_riley_sample_size_from_the_likelihood_ratio(data):
     assert got["cox_snell_r2_conservative"] == pytest.approx(0.15 * r2_max, rel=1e-3)
     want = math.ceil(7 / ((0.9 - 1) * math.log(1 - 0.15 * r2_max / 0.9)))
     assert got["patients_needed"] == want
+
+
+def test_the_comparison_model_is_validated_on_the_same_resamples_and_not_shipped(tmp_path):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    from amrwatch.study.training import GBM_PARAMS, train
+
+    s = TrainingSettings(bootstrap_resamples=12, shrinkage_resamples=20, nested_shrinkage_resamples=5,
+                         comparison_model=True)
+    card = train(tmp_path, synthetic_n=157, seed=4, settings=s, echo=None)
+    cmp_ = card["performance"]["comparison_model"]
+    assert cmp_["shipped"] is False and cmp_["resamples"] == 12
+    x, y = DEFAULT.eligible_cohort(157, 4)
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    p = HistGradientBoostingClassifier(**GBM_PARAMS).fit(z, y).predict_proba(z)[:, 1]
+    assert cmp_["auc"]["apparent"] == pytest.approx(roc_auc_score(y, p), rel=1e-5)
+    assert cmp_["auc"]["estimate"] < cmp_["auc"]["apparent"], "trees overfit: the optimism is positive"
+    assert "comparison_model" not in card["coefficients"]
