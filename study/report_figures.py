@@ -36,6 +36,10 @@ FIGURE_TITLES = {
 }
 
 
+#: Figures drawn only when asked for (`amrwatch report --compare`).
+OPTIONAL_FIGURES = frozenset({"comparison"})
+
+
 def _figure(s: ReportSettings, synthetic: bool, ncols: int = 1):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -107,3 +107,4 @@ def test_report_compares_two_models_on_the_same_patients(study, retrained, eligi
         assert m["calibration"]["slope"] == pytest.approx(slope, rel=1e-6)
     page = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
     assert "Two models on this registry" in page and "DeLong" in page
+    assert (tmp_path / "rep" / "figures" / "comparison.png").stat().st_size > 1000
