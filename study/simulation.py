@@ -42,7 +42,10 @@ def simulate(seed: int, *, n: int = 157, fresh: int = 10_000, settings: Training
     settings = settings or TrainingSettings()
     with tempfile.TemporaryDirectory() as d:
         card = train(d, synthetic_n=n, seed=seed, settings=settings, echo=None)
-    xf, yf = (fresh_x, fresh_y) if fresh_x is not None else fresh_patients(fresh, seed)
+    if fresh_x is not None and fresh_y is not None:
+        xf, yf = fresh_x, fresh_y
+    else:
+        xf, yf = fresh_patients(fresh, seed)
     coef = card["coefficients"]
     mean = np.array(list(coef["scaler_mean"].values()))
     sd = np.array(list(coef["scaler_sd"].values()))

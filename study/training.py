@@ -357,8 +357,8 @@ def _comparison_model(X: np.ndarray, y: np.ndarray, W: np.ndarray) -> dict[str, 
 
     full = _gbm(X, y, None).predict_proba(X)[:, 1]
     app = {"auc": float(lg.auc(y, full)[0]), "brier": float(np.mean((full - y) ** 2))}
-    boot = {"auc": [], "brier": []}
-    orig = {"auc": [], "brier": []}
+    boot: dict[str, list[float]] = {"auc": [], "brier": []}
+    orig: dict[str, list[float]] = {"auc": [], "brier": []}
     for w in W:
         keep = w > 0
         p = _gbm(X[keep], y[keep], w[keep]).predict_proba(X)[:, 1]
