@@ -160,8 +160,15 @@ def km(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
             times = np.asarray(c["time"])
             idx = np.searchsorted(times, cens, side="right") - 1
             ax.plot(cens, [c["survival"][i] for i in idx], "|", color=COLOURS[g], ms=7)
-    ticks = [0, *s.follow_up.timepoint_days.values()]
-    ax.set_xticks(ticks, ["0", *TIMEPOINTS], fontsize=7)
+    # Day 0 and each follow-up point; a point too close to the previous one (1 week on a 1-year axis) is
+    # labelled under it on a second line so the labels do not overlap.
+    ticks, labels, prev = [0], ["0"], 0.0
+    for tp, d in s.follow_up.timepoint_days.items():
+        close = d - prev < 0.06 * last
+        ticks.append(d)
+        labels.append(("\n" if close else "") + f"{tp}")
+        prev = d
+    ax.set_xticks(ticks, labels, fontsize=7)
     ax.set_xlim(0, last * 1.05)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("time after surgery (days, linear; | censored)")
