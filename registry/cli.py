@@ -218,7 +218,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else data / "reports" / dt.datetime.now(dt.timezone.utc).strftime(
         "report-%Y%m%dT%H%M%SZ")
     try:
-        res = make_report(data, out, model_dir=args.model or os.environ.get("AMRWATCH_MODEL_DIR"))
+        res = make_report(data, out, model_dir=args.model or os.environ.get("AMRWATCH_MODEL_DIR"),
+                          compare_dir=args.compare)
     except RegistryError as err:
         return fail(str(err))
     except OSError as err:
@@ -310,6 +311,8 @@ def register(sub) -> None:
     r.add_argument("--out", metavar="DIR", help="output directory (default DATA_DIR/reports/report-<time>)")
     r.add_argument("--model", metavar="DIR", help="model to validate (default $AMRWATCH_MODEL_DIR, else the "
                    "shipped model)")
+    r.add_argument("--compare", metavar="MODEL_DIR", help="a second model to put beside it on the same patients "
+                   "(AUC difference by DeLong's test, calibration, net benefit)")
     add_data(r)
     r.set_defaults(func=cmd_report)
 

@@ -8,10 +8,12 @@ computed from nothing. The report prints the sentence.
 
 Test choice, stated once here and in the report's methods:
 
-- continuous factors: Welch's t-test when the Shapiro–Wilk test does not
-  reject normality (p > `normality_alpha`) in either group and both groups
-  vary, otherwise the two-sided Mann–Whitney U test; ordinal factors
-  (grades, counts): always Mann–Whitney U;
+- continuous and ordinal factors: the two-sided Mann–Whitney U test, chosen
+  in advance (durations and amplitudes are skewed, grades and counts are
+  ordinal) and summarised by median [IQR]; no normality pre-test decides
+  the test, since a two-stage rule (Shapiro–Wilk, then t or U) distorts the
+  error rate of the second test; ordinal medians and quartiles are values of
+  the scale (integers);
 - binary factors and 2×2 outcome tables: Pearson's chi-square with Yates'
   continuity correction when every expected count is ≥ `min_expected_count`,
   otherwise Fisher's exact test (two-sided);
@@ -44,10 +46,13 @@ GROUPS = ("persisted", "disappeared")
 @dataclass(frozen=True)
 class ReportSettings:
     ci_level: float = 0.95
-    normality_alpha: float = 0.05
     min_expected_count: float = 5.0
     min_group_size: int = 3
-    """Per group, for a two-group comparison of a factor (Shapiro–Wilk needs 3)."""
+    """Per group, for a two-group comparison of a factor."""
+    calibration_band_resamples: int = 100
+    """Bootstrap resamples for the band around the smoothed calibration curve."""
+    ratio_threshold_resamples: int = 200
+    """Bootstrap resamples for the interval of the best final/baseline threshold."""
     min_events: int = 10
     """Persisted and disappeared patients each, for the multivariable model (as `amrwatch train`)."""
     bootstrap_resamples: int = 200
@@ -59,8 +64,7 @@ class ReportSettings:
     follow_up: FollowUpSettings = field(default_factory=FollowUpSettings)
 
     def __post_init__(self) -> None:
-        checks = [("ci_level", self.ci_level, 0.5, 0.999), ("normality_alpha", self.normality_alpha, 0.001, 0.5),
-                  ("min_expected_count", self.min_expected_count, 0.0, 100.0),
+        checks = [("ci_level", self.ci_level, 0.5, 0.999), ("min_expected_count", self.min_expected_count, 0.0, 100.0),
                   ("min_group_size", self.min_group_size, 3, 1000), ("min_events", self.min_events, 2, 10_000),
                   ("bootstrap_resamples", self.bootstrap_resamples, 0, 100_000),
                   ("calibration_bins", self.calibration_bins, 2, 100),
@@ -123,17 +127,16 @@ def course_summary(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
 # Factors by AMR status
 
 
-def _describe(values: np.ndarray, kind: str, normal: bool) -> dict[str, Any]:
+def _describe(values: np.ndarray, kind: str) -> dict[str, Any]:
     if len(values) == 0:
         return {"n": 0}
     if kind == "bool":
         k = int(values.sum())
         return {"n": int(len(values)), "yes": k, "percent": 100.0 * k / len(values)}
-    q1, med, q3 = (float(v) for v in np.percentile(values, [25, 50, 75]))
-    d = {"n": int(len(values)), "median": med, "q1": q1, "q3": q3}
-    if len(values) >= 2:
-        d.update(mean=float(values.mean()), sd=float(values.std(ddof=1)))
-    d["shown"] = "mean_sd" if normal and "sd" in d else "median_iqr"
+    # An ordinal scale has no value between its steps: its median and quartiles are observed values.
+    method = "inverted_cdf" if kind == "int" else "linear"
+    q1, med, q3 = (float(v) for v in np.percentile(values, [25, 50, 75], method=method))
+    d = {"n": int(len(values)), "median": med, "q1": q1, "q3": q3, "shown": "median_iqr", "ordinal": kind == "int"}
     return d
 
 
@@ -167,7 +170,6 @@ def factor_comparison(rows: list[CohortRow], s: ReportSettings) -> list[dict[str
                              if _group(r) == g and r.factors[feat.name] is not None]) for g in GROUPS}
         a, b = vals["persisted"], vals["disappeared"]
         entry: dict[str, Any] = {"feature": feat.name, "label": feat.label, "unit": feat.unit, "kind": feat.kind}
-        normal = False
         if feat.kind == "bool":
             table = np.array([[int(a.sum()), int(len(a) - a.sum())], [int(b.sum()), int(len(b) - b.sum())]])
             if len(a) == 0 or len(b) == 0:
@@ -184,27 +186,13 @@ def factor_comparison(rows: list[CohortRow], s: ReportSettings) -> list[dict[str
         elif np.all(np.concatenate([a, b]) == a[0]):
             test = unavailable(f"every patient has the same value ({a[0]:g} {feat.unit}), so there is nothing to compare")
         else:
-            if feat.kind == "float":
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # constant group: Shapiro warns, p = 1
-                    p_a = float(stats.shapiro(a).pvalue)
-                    p_b = float(stats.shapiro(b).pvalue)
-                # A group without spread is not "normal" (Shapiro says p = 1, a t statistic would be infinite).
-                normal = (_finite(p_a, p_b) and p_a > s.normality_alpha and p_b > s.normality_alpha
-                          and a.std() > 0 and b.std() > 0)
-                entry["shapiro_p"] = {"persisted": p_a if _finite(p_a) else None,
-                                      "disappeared": p_b if _finite(p_b) else None}
-            if normal:
-                r = stats.ttest_ind(a, b, equal_var=False)
-                test = {"test": "Welch's t-test", "statistic": float(r.statistic), "p_value": float(r.pvalue)}
-            else:
-                r = stats.mannwhitneyu(a, b, alternative="two-sided")
-                test = {"test": "Mann-Whitney U", "statistic": float(r.statistic), "p_value": float(r.pvalue)}
+            r = stats.mannwhitneyu(a, b, alternative="two-sided")
+            test = {"test": "Mann-Whitney U", "statistic": float(r.statistic), "p_value": float(r.pvalue)}
             test["available"] = True
             if not _finite(test["p_value"], test["statistic"]):
                 test = unavailable(f"{test['test']} gave no finite result on these values")
-        entry["persisted"] = _describe(a, feat.kind, normal)
-        entry["disappeared"] = _describe(b, feat.kind, normal)
+        entry["persisted"] = _describe(a, feat.kind)
+        entry["disappeared"] = _describe(b, feat.kind)
         entry["test"] = test
         out.append(entry)
     return out
@@ -214,10 +202,14 @@ def factor_comparison(rows: list[CohortRow], s: ReportSettings) -> list[dict[str
 # Multivariable model
 
 
-def design(rows: list[CohortRow]) -> tuple[np.ndarray, np.ndarray, int]:
-    """(X, y, n_incomplete): labelled rows with all seven factors, in FEATURE_NAMES order."""
-    usable = [r for r in rows if r.label is not None and r.complete]
-    incomplete = sum(1 for r in rows if r.label is not None and not r.complete)
+def design(rows: list[CohortRow], eligible_only: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """(X, y, n_incomplete): labelled rows with all seven factors, in FEATURE_NAMES order.
+
+    eligible_only: the decision model's population — the AMR still present when decompression started
+    (an early disappearance never reaches the point where the model is consulted)."""
+    pool = [r for r in rows if r.label is not None and (r.eligible or not eligible_only)]
+    usable = [r for r in pool if r.complete]
+    incomplete = sum(1 for r in pool if not r.complete)
     X = np.array([[float(r.factors[f.name]) for f in FEATURES] for r in usable], dtype=float).reshape(-1, len(FEATURES))
     y = np.array([r.label for r in usable], dtype=int)
     return X, y, incomplete
@@ -246,20 +238,27 @@ def roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]]:
 
 
 def _auc_optimism(X: np.ndarray, y: np.ndarray, s: ReportSettings) -> float:
-    """Harrell's bootstrap optimism of the AUC, with the trainer's own pipeline."""
-    from sklearn.metrics import roc_auc_score
+    """Harrell's bootstrap optimism of the unpenalised model's AUC: all resamples fitted as one batch
+    (study/logistic.py; Firth where a resample is separated, so none is skipped)."""
+    from amrwatch.study import logistic as lg
+    from amrwatch.study.training import _design, ml_or_firth, resample_weights
 
-    from amrwatch.study.training import fit_pipeline, predict_proba
+    Z = _design(X, X.mean(axis=0), X.std(axis=0))
+    W = resample_weights(np.random.default_rng(s.seed), y, s.bootstrap_resamples)
+    beta, _ = ml_or_firth(Z, y, W)
+    lp = lg.predict_lp(Z, beta)
+    return float(np.mean(lg.auc(y, lp, W) - lg.auc(y, lp)))
 
-    rng = np.random.default_rng(s.seed)
-    diffs = []
-    while len(diffs) < s.bootstrap_resamples:
-        idx = rng.integers(0, len(y), len(y))
-        if y[idx].min() == y[idx].max():
-            continue
-        pipe = fit_pipeline(X[idx], y[idx])
-        diffs.append(roc_auc_score(y[idx], predict_proba(pipe, X[idx])) - roc_auc_score(y, predict_proba(pipe, X)))
-    return float(np.mean(diffs))
+
+def population(rows: list[CohortRow]) -> dict[str, Any]:
+    """Both populations: every labelled patient (the study's denominator) and the model's eligible ones."""
+    labelled = [r for r in rows if r.label is not None]
+    eligible = [r for r in labelled if r.eligible]
+    rate = lambda rs: (sum(r.label for r in rs) / len(rs)) if rs else None  # noqa: E731
+    return {"all_detected": {"n": len(labelled), "persisted": sum(r.label for r in labelled), "persistence": rate(labelled)},
+            "eligible": {"n": len(eligible), "persisted": sum(r.label for r in eligible), "persistence": rate(eligible)},
+            "disappeared_before_decompression": len(labelled) - len(eligible),
+            "definition": "eligible: the AMR was detected and still present when decompression started"}
 
 
 def multivariable(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
@@ -270,7 +269,8 @@ def multivariable(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
 
     X, y, incomplete = design(rows)
     events, non_events = int(y.sum()), int(len(y) - y.sum())
-    base = {"n": int(len(y)), "events": events, "non_events": non_events, "excluded_incomplete": incomplete}
+    base = {"n": int(len(y)), "events": events, "non_events": non_events, "excluded_incomplete": incomplete,
+            "population": population(rows)}
     if events < s.min_events or non_events < s.min_events:
         return {**base, **unavailable(
             f"the model of seven factors needs at least {s.min_events} patients whose AMR persisted and "
@@ -353,6 +353,24 @@ def outcomes_by_status(rows: list[CohortRow], s: ReportSettings) -> list[dict[st
     return out
 
 
+def _loglog_ci(surv: np.ndarray, se: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise log-log interval of a Kaplan–Meier curve from Greenwood's standard error (stays in [0, 1])."""
+    from scipy import stats
+
+    z = stats.norm.ppf(0.5 + level / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_s = np.log(surv)
+        theta = z * se / (surv * np.abs(log_s))
+        lo, hi = surv ** np.exp(theta), surv ** np.exp(-theta)
+    ok = (surv > 0) & (surv < 1) & np.isfinite(theta)
+    return np.where(ok, lo, surv), np.where(ok, hi, surv)
+
+
+def _at_risk(t: np.ndarray, days: dict[str, int]) -> dict[str, int]:
+    """Patients still followed and still in spasm just before each time point (the numbers under a KM plot)."""
+    return {"0": int(len(t)), **{tp: int(np.sum(t >= d)) for tp, d in days.items()}}
+
+
 def time_to_relief(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
     """Kaplan–Meier of 'still in spasm' by AMR status, with the log-rank test."""
     from statsmodels.duration.survfunc import SurvfuncRight, survdiff
@@ -366,7 +384,15 @@ def time_to_relief(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
             data[g].append((float(r.days_to_relief), 1))
         elif r.followup_days is not None:
             data[g].append((float(r.followup_days), 0))
-    out: dict[str, Any] = {"censoring": "patients without relief are censored at their last follow-up point"}
+    by_visit = sum(1 for r in rows if _group(r) is not None and r.relief_dated_by == "first_cured_followup")
+    out: dict[str, Any] = {
+        "censoring": "patients without relief are censored at their last follow-up point",
+        "interval_censored": by_visit,
+        "interval_censoring": (
+            f"{by_visit} relief time(s) have no spasm-free date: relief happened between the last visit with spasm "
+            "and the first without (interval-censored). They are analysed at the visit that found the patient "
+            "relieved, an upper bound, so the curves run late and the medians are overestimates for them"
+            if by_visit else "every relief time is dated by a spasm-free date")}
     curves: dict[str, Any] = {}
     for g in GROUPS:
         if len(data[g]) < 2:
@@ -374,8 +400,10 @@ def time_to_relief(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
             continue
         t = np.array([d[0] for d in data[g]])
         e = np.array([d[1] for d in data[g]])
+        days = s.follow_up.timepoint_days
         if e.sum() == 0:
             curves[g] = {"available": True, "n": int(len(t)), "events": 0, "time": [0.0], "survival": [1.0],
+                         "ci_low": [1.0], "ci_high": [1.0], "at_risk": _at_risk(t, days),
                          "censored_times": sorted(float(x) for x in t), "median_days": None,
                          "relieved_by": {tp: 0.0 for tp in TIMEPOINTS}}
             continue
@@ -388,8 +416,12 @@ def time_to_relief(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
             i = np.searchsorted(times, day, side="right") - 1
             return 1.0 if i < 0 else float(surv[i])
 
+        se = np.asarray(sf.surv_prob_se, dtype=float)
+        lo_ci, hi_ci = _loglog_ci(surv, se, s.ci_level)
         curves[g] = {"available": True, "n": int(len(t)), "events": int(e.sum()),
                      "time": [0.0, *times.tolist()], "survival": [1.0, *surv.tolist()],
+                     "ci_low": [1.0, *lo_ci.tolist()], "ci_high": [1.0, *hi_ci.tolist()],
+                     "at_risk": _at_risk(t, days),
                      "censored_times": sorted(float(x) for x, ev in zip(t, e) if ev == 0),
                      "median_days": float(times[below[0]]) if below.size else None,
                      "relieved_by": {tp: 1.0 - at(days[tp]) for tp in TIMEPOINTS}}
@@ -406,6 +438,146 @@ def time_to_relief(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
         out["logrank"] = ({"available": True, "test": "log-rank", "statistic": float(chi2), "p_value": float(p)}
                           if _finite(chi2, p) else unavailable("the log-rank test gave no finite p-value"))
     return out
+
+
+# --------------------------------------------------------------------------- #
+# Model-use analyses: decision curves, smoothed calibration, outcomes by band
+
+
+DCA_THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(1, 81))
+
+
+def net_benefit(y: np.ndarray, p: np.ndarray, thresholds=DCA_THRESHOLDS) -> dict[str, list[float]]:
+    """Decision-curve analysis (Vickers & Elkin 2006): net benefit of acting on p ≥ t, of acting on everyone
+    and of acting on no one (0), at each threshold t. Net benefit = TP/n − FP/n · t/(1 − t)."""
+    y = np.asarray(y, dtype=int)
+    n = len(y)
+    prev = y.mean()
+    model, treat_all = [], []
+    for t in thresholds:
+        act = p >= t
+        tp, fp = float(np.sum(act & (y == 1))), float(np.sum(act & (y == 0)))
+        w = t / (1 - t)
+        model.append(tp / n - fp / n * w)
+        treat_all.append(prev - (1 - prev) * w)
+    return {"thresholds": list(thresholds), "model": model, "treat_all": treat_all, "treat_none": [0.0] * len(thresholds)}
+
+
+def smoothed_calibration(y: np.ndarray, p: np.ndarray, s: ReportSettings, grid_n: int = 50) -> dict[str, Any]:
+    """LOWESS of outcome on predicted probability (statsmodels, frac 2/3, no robustness iterations, linear
+    interpolation within 0.5 % of the range), read on a grid, with a percentile bootstrap band
+    (`calibration_band_resamples`)."""
+    from statsmodels.nonparametric.smoothers_lowess import lowess
+
+    lo_p, hi_p = float(np.quantile(p, 0.01)), float(np.quantile(p, 0.99))
+    grid = np.linspace(lo_p, hi_p, grid_n)
+
+    def curve(yy: np.ndarray, pp: np.ndarray) -> np.ndarray:
+        fit = lowess(yy, pp, frac=2 / 3, it=0, delta=0.005 * (hi_p - lo_p), return_sorted=True)
+        return np.clip(np.interp(grid, fit[:, 0], fit[:, 1]), 0.0, 1.0)
+
+    main = curve(y.astype(float), p)
+    rng = np.random.default_rng(s.seed)
+    boots = []
+    for _ in range(s.calibration_band_resamples):
+        idx = rng.integers(0, len(y), len(y))
+        boots.append(curve(y[idx].astype(float), p[idx]))
+    band = np.nanquantile(np.array(boots), [(1 - s.ci_level) / 2, (1 + s.ci_level) / 2], axis=0) if boots else \
+        np.vstack([main, main])
+    return {"grid": grid.tolist(), "observed": main.tolist(), "band_low": band[0].tolist(),
+            "band_high": band[1].tolist(), "method": "LOWESS (frac 2/3) with a percentile bootstrap band",
+            "resamples": s.calibration_band_resamples}
+
+
+def implied_decision(row: CohortRow) -> str | None:
+    """The verdict the decision rules give for a band and a course (decision.py): an AMR gone after
+    decompression confirms it; a persisting AMR is unexpected in the low band (explore further), expected in
+    the high band (termination acceptable once decompression is seen to be adequate), undecided in between."""
+    if row.course is None or row.predicted_band is None:
+        return None
+    if row.course == "disappeared_after_decompression":
+        return "decompression_confirmed"
+    if row.course != "persisted":
+        return None
+    return {"low": "explore_further", "high": "termination_acceptable", "intermediate": "indeterminate"}.get(
+        row.predicted_band)
+
+
+def outcomes_by_band(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
+    """Persistent spasm at each follow-up point by the band predicted in the operating room and by the
+    decision that band implied — did 'termination acceptable' patients do well?"""
+    out: dict[str, Any] = {"by_band": {}, "by_decision": {},
+                           "note": "decision implied by the band recorded in the operating room and the AMR "
+                                   "course, by the decision rules; the registry stores the band, not each decision"}
+    for key, fn, levels in (("by_band", lambda r: r.predicted_band, ("low", "intermediate", "high")),
+                            ("by_decision", implied_decision,
+                             ("decompression_confirmed", "explore_further", "indeterminate", "termination_acceptable"))):
+        for lev in levels:
+            entry = {}
+            for tp in TIMEPOINTS:
+                seen = [r for r in rows if r.eligible and fn(r) == lev and r.grades[tp] is not None]
+                k = sum(1 for r in seen if r.grades[tp] > 0)
+                entry[tp] = {"n": len(seen), "spasm": k,
+                             **({"rate": k / len(seen), "ci": list(wilson(k, len(seen), s.ci_level))} if seen else {})}
+            out[key][lev] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# The final/baseline amplitude ratio as a predictor of outcome
+
+RATIO_CRITERION_PCT = 13.5
+"""Pan et al.: a reduction of at least 86.5 % (final ≤ 13.5 % of baseline) predicted resolution."""
+
+
+def ratio_as_predictor(rows: list[CohortRow], s: ReportSettings, timepoint: str = "1y") -> dict[str, Any]:
+    """ROC of the final amplitude (percent of baseline) for persistent spasm at `timepoint`; the best
+    (Youden) threshold with a percentile bootstrap interval; the 86.5 % reduction criterion's sensitivity
+    and specificity."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from amrwatch.study.training import TrainingError, delong_auc
+
+    use = [r for r in rows if r.final_pct_of_baseline is not None and r.grades[timepoint] is not None]
+    x = np.array([r.final_pct_of_baseline for r in use], dtype=float)
+    y = np.array([int(r.grades[timepoint] > 0) for r in use], dtype=int)
+    base = {"timepoint": timepoint, "n": int(len(y)), "events": int(y.sum()),
+            "per_channel": unavailable("the registry summary keeps the session's final percentage (its largest "
+                                       "channel's), not each channel's or each stimulation direction's; a per-channel "
+                                       "analysis needs the archive's per-channel course")}
+    if y.sum() < 2 or (1 - y).sum() < 2:
+        return {**base, **unavailable(f"a ROC needs at least 2 patients with and 2 without spasm at {timepoint} "
+                                      f"who have a final percentage; got {int(y.sum())} and {int((1 - y).sum())}")}
+    try:
+        auc, lo, hi, se = delong_auc(y, x, s.ci_level)
+    except TrainingError as err:  # pragma: no cover - guarded above
+        return {**base, **unavailable(str(err))}
+
+    def youden(yy: np.ndarray, xx: np.ndarray) -> float:
+        fpr, tpr, thr = roc_curve(yy, xx)
+        finite = np.isfinite(thr)
+        j = np.argmax((tpr - fpr)[finite])
+        return float(thr[finite][j])
+
+    best = youden(y, x)
+    rng = np.random.default_rng(s.seed)
+    boots = []
+    for _ in range(s.ratio_threshold_resamples):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() != y[idx].max():
+            boots.append(youden(y[idx], x[idx]))
+    blo, bhi = (np.quantile(boots, [(1 - s.ci_level) / 2, (1 + s.ci_level) / 2]) if boots else (best, best))
+    crit = x > RATIO_CRITERION_PCT  # predicts persistent spasm
+    fpr, tpr, _ = roc_curve(y, x)
+    return {**base, "available": True,
+            "auc": {"value": auc, "ci": [lo, hi], "se": se, "method": "DeLong", "check": float(roc_auc_score(y, x))},
+            "best_threshold_pct": best, "best_threshold_ci": [float(blo), float(bhi)],
+            "best_threshold_rule": "Youden's J (final % of baseline ≥ threshold predicts persistent spasm); percentile "
+                                   f"bootstrap interval, {len(boots)} resamples",
+            "at_best": {"sensitivity": float(np.mean(x[y == 1] >= best)), "specificity": float(np.mean(x[y == 0] < best))},
+            "criterion_pct": RATIO_CRITERION_PCT,
+            "at_criterion": {"sensitivity": float(np.mean(crit[y == 1])), "specificity": float(np.mean(~crit[y == 0]))},
+            "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()}}
 
 
 # --------------------------------------------------------------------------- #
@@ -448,6 +620,72 @@ def validation(rows: list[CohortRow], model, s: ReportSettings, export_sha256: s
             cal_int = cal_slope = float("nan")
     out["calibration_fit"] = ({"intercept": cal_int, "slope": cal_slope} if _finite(cal_int, cal_slope)
                               else unavailable("the calibration intercept and slope cannot be estimated on these data"))
+    out["smoothed_calibration"] = smoothed_calibration(y, p, s)
+    out["decision_curve"] = net_benefit(y, p)
+    out["outcomes_by_band"] = outcomes_by_band(rows, s)
+    claims = (getattr(card, "performance", None) or {}).get("optimism_corrected", {})
+    flags = []
+    for key, got in (("sensitivity_at_low", out["sensitivity_at_low"]), ("specificity_at_high", out["specificity_at_high"]),
+                     ("auc", auc)):
+        claim = claims.get(key)
+        if claim and got < claim["ci"][0]:
+            flags.append({"measure": key, "observed": got, "card_estimate": claim["estimate"], "card_ci": claim["ci"]})
+    out["below_card"] = flags
+    out["treatment_effect"] = (
+        f"{info['same_model_in_or']} of these operations were advised by this same model in the operating room. Where "
+        "a prediction changed what the surgeon did (explored further after an unexpected persistence, stopped after "
+        "an expected one), the outcome the model predicts was itself affected by the prediction: an exploration that "
+        "found and freed a missed vessel turns a would-be persistence into a disappearance. Such a registry "
+        "therefore measures the model together with its use, not the model alone; the figures are biased in a "
+        "direction that depends on how often advice was followed")
+    return out
+
+
+def delong_paired(y: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> dict[str, float]:
+    """DeLong's test of two correlated AUCs on the same patients: difference, its SE, z and two-sided p."""
+    from scipy import stats
+
+    y = np.asarray(y, dtype=int)
+
+    def placements(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos, neg = p[y == 1], p[y == 0]
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        return psi.mean(axis=1), psi.mean(axis=0)
+
+    (a10, a01), (b10, b01) = placements(p1), placements(p2)
+    m, n = len(a10), len(a01)
+    s10, s01 = np.cov(np.vstack([a10, b10])), np.cov(np.vstack([a01, b01]))
+    cov = s10 / m + s01 / n
+    diff = float(a10.mean() - b10.mean())
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    se = math.sqrt(var) if var > 0 else 0.0
+    z = diff / se if se > 0 else 0.0
+    return {"auc_1": float(a10.mean()), "auc_2": float(b10.mean()), "difference": diff, "se": se, "z": z,
+            "p_value": float(2 * stats.norm.sf(abs(z))) if se > 0 else 1.0}
+
+
+def compare_models(rows: list[CohortRow], model, other, s: ReportSettings) -> dict[str, Any]:
+    """Two models side by side on the same eligible patients: AUCs with DeLong's test of the difference,
+    calibration intercept and slope, net benefit at each model's own cut-offs and across thresholds."""
+    from amrwatch.study.training import calibration
+
+    X, y, _ = design(rows)
+    if y.sum() < 2 or (1 - y).sum() < 2:
+        return unavailable("a comparison needs at least 2 patients of each outcome with all seven factors")
+    out: dict[str, Any] = {"available": True, "n": int(len(y)), "events": int(y.sum()), "models": []}
+    ps = []
+    for m in (model, other):
+        p = np.asarray(m.probabilities(X), dtype=float)
+        ps.append(p)
+        ci_, cs_ = calibration(y, p)
+        out["models"].append({"model_sha256": m.sha256, "synthetic": bool(m.synthetic), "cutoffs": list(m.cutoffs),
+                              "calibration": {"intercept": ci_, "slope": cs_},
+                              "brier": float(np.mean((p - y) ** 2)),
+                              "net_benefit": net_benefit(y, p),
+                              "net_benefit_at_cutoffs": {
+                                  name: net_benefit(y, p, (round(float(c), 6),))["model"][0]
+                                  for name, c in zip(("low", "high"), m.cutoffs)}})
+    out["delong"] = delong_paired(y, ps[0], ps[1])
     return out
 
 
@@ -459,6 +697,7 @@ def analyse(rows: list[CohortRow], s: ReportSettings, model=None, export_sha256:
         "multivariable": multivariable(rows, s),
         "outcomes": outcomes_by_status(rows, s),
         "time_to_relief": time_to_relief(rows, s),
+        "ratio": ratio_as_predictor(rows, s),
         "validation": validation(rows, model, s, export_sha256) if model is not None else
         unavailable("no model was loaded"),
     }

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from amrwatch.proto.codec import DecodeError, decode
-from amrwatch.study.cohortcsv import COHORT_COLUMNS, LABEL, UNLABELLED_COURSES
+from amrwatch.study.cohortcsv import COHORT_COLUMNS, ELIGIBLE_COLUMN, INELIGIBLE_COURSES, LABEL, UNLABELLED_COURSES
 from amrwatch.services.predictor.features import BY_NAME, FEATURE_NAMES
 from amrwatch.archive.writer import ArchiveReader, session_path
 from amrwatch.archive.integrity import ArchiveError
@@ -45,7 +45,7 @@ OUTCOME_COLUMNS: tuple[str, ...] = (
     "followup_days",
     "complications",
 )
-EXTRA_COLUMNS: tuple[str, ...] = ("predicted_band", "prediction_model_sha256", "prediction_synthetic")
+EXTRA_COLUMNS: tuple[str, ...] = (ELIGIBLE_COLUMN, "predicted_band", "prediction_model_sha256", "prediction_synthetic")
 #: The export's columns: the trainer's layout first, then context, then follow-up.
 CSV_COLUMNS: tuple[str, ...] = (*COHORT_COLUMNS, *EXTRA_COLUMNS, *OUTCOME_COLUMNS)
 SYNTHETIC_SOURCE = "synthetic"
@@ -77,6 +77,13 @@ class CohortRow:
         if self.course is None or self.course in UNLABELLED_COURSES:
             return None
         return int(self.course == "persisted")
+
+    @property
+    def eligible(self) -> bool | None:
+        """In the decision model's population: the AMR was present when decompression started."""
+        if self.course is None:
+            return None
+        return self.course not in UNLABELLED_COURSES and self.course not in INELIGIBLE_COURSES
 
     @property
     def complete(self) -> bool:
@@ -211,6 +218,7 @@ def csv_text(cohort: Cohort) -> str:
     w.writerow(CSV_COLUMNS)
     for r in cohort.rows:
         cells: dict[str, Any] = {"session_id": r.session_id, LABEL: r.label, "course": r.course,
+                                 ELIGIBLE_COLUMN: r.eligible,
                                  "final_pct_of_baseline": r.final_pct_of_baseline,
                                  "predicted_probability": r.predicted_probability,
                                  "predicted_band": r.predicted_band,

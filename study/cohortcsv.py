@@ -10,7 +10,10 @@ Layout: a header line, then one row per session. The reader needs
 exporter writes (extra columns, e.g. follow-up outcomes, may follow and are
 ignored here). Rows whose `course` is `never_detected` carry no label (an
 AMR that never appeared cannot persist) and are skipped, with the reason
-kept in `CohortTable.skipped`.
+kept in `CohortTable.skipped`. Rows outside the decision model's population
+— `course` `disappeared_before_decompression`, or `eligible` = no — are
+skipped the same way and counted: the model is consulted only when the AMR is
+still present as decompression starts, so its label is defined there.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ COHORT_COLUMNS: tuple[str, ...] = (
 )
 #: `course` values with no persistence label.
 UNLABELLED_COURSES = frozenset({"never_detected"})
+#: `course` values outside the decision model's population (the AMR was gone before decompression).
+INELIGIBLE_COURSES = frozenset({"disappeared_before_decompression"})
+ELIGIBLE_COLUMN = "eligible"
 
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"0", "false", "no", "n"}
@@ -80,6 +86,9 @@ class CohortTable:
     sha256: str
     lines: list[int] = field(default_factory=list)
     skipped: list[RowProblem] = field(default_factory=list)
+    never_detected: int = 0
+    ineligible: int = 0
+    """Labelled rows outside the model's population (AMR gone before decompression), skipped."""
 
 
 def _cell(name: str, text: str) -> tuple[float | None, str | None]:
@@ -138,6 +147,8 @@ def parse_cohort(text: str, path: str = "<text>") -> CohortTable:
     if problems:
         raise CohortCsvError(path, problems)
     course_col = seen.get("course")
+    elig_col = seen.get(ELIGIBLE_COLUMN)
+    never = inelig = 0
 
     ids: list[str] = []
     rows: list[list[float]] = []
@@ -164,7 +175,23 @@ def parse_cohort(text: str, path: str = "<text>") -> CohortTable:
         sid = record[seen["session_id"]].strip()
         if course_col is not None and record[course_col].strip() in UNLABELLED_COURSES:
             skipped.append(RowProblem(start, "course", f"session {sid or '?'}: {record[course_col].strip()} (no persistence label)"))
+            never += 1
             continue
+        if course_col is not None and record[course_col].strip() in INELIGIBLE_COURSES:
+            skipped.append(RowProblem(start, "course", f"session {sid or '?'}: {record[course_col].strip()} "
+                                      "(outside the model's population: no AMR when decompression started)"))
+            inelig += 1
+            continue
+        if elig_col is not None:
+            e = record[elig_col].strip().lower()
+            if e in _FALSE:
+                skipped.append(RowProblem(start, ELIGIBLE_COLUMN, f"session {sid or '?'}: not eligible "
+                                          "(no AMR when decompression started)"))
+                inelig += 1
+                continue
+            if e not in _TRUE:
+                problems.append(RowProblem(start, ELIGIBLE_COLUMN, f"must be yes/no, true/false or 1/0; got {e!r}"))
+                continue
         row_ok = True
         if not sid:
             problems.append(RowProblem(start, "session_id", "missing value"))
@@ -199,6 +226,8 @@ def parse_cohort(text: str, path: str = "<text>") -> CohortTable:
         sha256=sha,
         lines=lines,
         skipped=skipped,
+        never_detected=never,
+        ineligible=inelig,
     )
 
 

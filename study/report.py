@@ -97,11 +97,17 @@ def _figures(results: dict[str, Any], s: ReportSettings, synthetic: bool) -> dic
         out["km"] = figs.km(results["time_to_relief"], s, synthetic)
     if results["validation"]["available"]:
         out["validation"] = figs.validation(results["validation"], s, synthetic)
+        out["decision_curve"] = figs.decision_curve(results["validation"], s, synthetic)
+    if results.get("comparison", {}).get("available"):
+        out["comparison"] = figs.comparison(results["comparison"], s, synthetic)
+    if results.get("ratio", {}).get("available"):
+        out["ratio_roc"] = figs.ratio_roc(results["ratio"], s, synthetic)
     return out
 
 
 def make_report(data_dir: Path, out_dir: Path, *, model_dir: str | Path | None = None,
-                settings: ReportSettings | None = None, now: dt.datetime | None = None) -> ReportResult:
+                settings: ReportSettings | None = None, now: dt.datetime | None = None,
+                compare_dir: str | Path | None = None) -> ReportResult:
     """Analyse DATA_DIR's registry and write the report files into OUT_DIR."""
     t0 = time.perf_counter()
     settings = settings or ReportSettings()
@@ -114,6 +120,18 @@ def make_report(data_dir: Path, out_dir: Path, *, model_dir: str | Path | None =
     results = analyse(cohort.rows, settings, model, export_sha)
     if model is None:
         results["validation"] = unavailable(why)
+    else:
+        card = json.loads(Path(model.card_path).read_text(encoding="utf-8"))
+        card.get("training_data", {}).pop("skipped", None)  # names sessions; the report names none
+        results["model_card"] = card
+    if compare_dir is not None:
+        other, why_other = load_model(compare_dir)
+        if model is None or other is None:
+            results["comparison"] = unavailable(why or why_other)
+        else:
+            from amrwatch.study.cohort_stats import compare_models
+
+            results["comparison"] = compare_models(cohort.rows, model, other, settings)
     meta = _meta(cohort, n_sessions, Path(data_dir), settings, now)
     pngs = _figures(results, settings, cohort.synthetic)
     page = render(results, meta, pngs)

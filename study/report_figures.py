@@ -28,9 +28,16 @@ FIGURE_TITLES = {
     "model_roc": "ROC curve of the seven-factor logistic model (apparent)",
     "model_calibration": "Calibration of the seven-factor logistic model (apparent)",
     "outcomes": "Persistent spasm at each follow-up point by AMR status",
-    "km": "Time to relief of spasm by AMR status (Kaplan–Meier)",
-    "validation": "The current model on this registry: ROC and calibration",
+    "km": "Time to relief of spasm by AMR status (Kaplan–Meier, 95% bands)",
+    "validation": "The model on this registry: ROC, and calibration (groups and smoothed curve with its band)",
+    "decision_curve": "Decision curve: net benefit of the model against acting on all or none, cut-offs marked",
+    "comparison": "Two models on this registry: net benefit across thresholds",
+    "ratio_roc": "Final amplitude (% of baseline) as a predictor of persistent spasm at 1 year",
 }
+
+
+#: Figures drawn only when asked for (`amrwatch report --compare`).
+OPTIONAL_FIGURES = frozenset({"comparison"})
 
 
 def _figure(s: ReportSettings, synthetic: bool, ncols: int = 1):
@@ -144,6 +151,8 @@ def km(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
         t = c["time"] + [last]
         v = c["survival"] + [c["survival"][-1]]
         ax.step(t, v, where="post", color=COLOURS[g], label=f"AMR {g} (n = {c['n']}, {c['events']} relieved)")
+        ax.fill_between(t, c["ci_low"] + [c["ci_low"][-1]], c["ci_high"] + [c["ci_high"][-1]], step="post",
+                        color=COLOURS[g], alpha=0.15, linewidth=0)
         cens = c["censored_times"]
         if cens:
             import numpy as np
@@ -151,12 +160,18 @@ def km(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
             times = np.asarray(c["time"])
             idx = np.searchsorted(times, cens, side="right") - 1
             ax.plot(cens, [c["survival"][i] for i in idx], "|", color=COLOURS[g], ms=7)
-    ax.set_xscale("symlog", linthresh=7)
-    ticks = [0, *s.follow_up.timepoint_days.values()]
-    ax.set_xticks(ticks, ["0", *TIMEPOINTS])
+    # Day 0 and each follow-up point; a point too close to the previous one (1 week on a 1-year axis) is
+    # labelled under it on a second line so the labels do not overlap.
+    ticks, labels, prev = [0], ["0"], 0.0
+    for tp, d in s.follow_up.timepoint_days.items():
+        close = d - prev < 0.06 * last
+        ticks.append(d)
+        labels.append(("\n" if close else "") + f"{tp}")
+        prev = d
+    ax.set_xticks(ticks, labels, fontsize=7)
     ax.set_xlim(0, last * 1.05)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("time after surgery (symmetric log scale; | censored)")
+    ax.set_xlabel("time after surgery (days, linear; | censored)")
     ax.set_ylabel("proportion still with spasm")
     ax.set_title("Time to relief by AMR status (Kaplan–Meier)", fontsize=10)
     ax.legend(fontsize=7)
@@ -169,10 +184,60 @@ def validation(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> by
     _roc(a, result["roc"], result["auc"], "current model", "#7d3c98")
     a.set_title("ROC on this registry", fontsize=9)
     _calibration(b, result["calibration"], "#7d3c98")
+    sc = result.get("smoothed_calibration")
+    if sc:
+        b.plot(sc["grid"], sc["observed"], color="#117a65", lw=1.2, label="LOWESS")
+        b.fill_between(sc["grid"], sc["band_low"], sc["band_high"], color="#117a65", alpha=0.2, linewidth=0)
     b.set_title("Calibration on this registry", fontsize=9)
     for ax in (a, b):
         ax.xaxis.label.set_size(7)
         ax.yaxis.label.set_size(7)
         ax.tick_params(labelsize=7)
     fig.subplots_adjust(left=0.09, right=0.98, top=0.86, bottom=0.14, wspace=0.3)
+    return _png(fig, s)
+
+
+def decision_curve(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    d = result["decision_curve"]
+    ax.plot(d["thresholds"], d["model"], color="#7d3c98", label="model")
+    ax.plot(d["thresholds"], d["treat_all"], color="#7f8c8d", ls="--", label="act on all")
+    ax.plot(d["thresholds"], d["treat_none"], color="#222", lw=0.8, label="act on none")
+    for name, c in zip(("low", "high"), result["cutoffs"]):
+        ax.axvline(c, color="#b03a2e", ls=":", lw=1)
+        ax.text(c, 0.98, f" {name} cut-off", transform=ax.get_xaxis_transform(), fontsize=7, va="top", color="#b03a2e")
+    top = max(max(d["model"]), max(d["treat_all"]), 0.01)
+    ax.set_ylim(-0.05 * top - 0.01, top * 1.1)
+    ax.set_xlabel("threshold probability of persistence")
+    ax.set_ylabel("net benefit")
+    ax.set_title("Decision curve on this registry", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
+    return _png(fig, s)
+
+
+def ratio_roc(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    _roc(ax, result["roc"], result["auc"], "final % of baseline", "#117a65")
+    ax.set_title(f"Final amplitude vs persistent spasm at {result['timepoint']}", fontsize=10)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
+    return _png(fig, s)
+
+
+def comparison(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    colours = ("#7d3c98", "#117a65")
+    for m, c, name in zip(result["models"], colours, ("model", "compared")):
+        nb = m["net_benefit"]
+        ax.plot(nb["thresholds"], nb["model"], color=c, label=f"{name} {m['model_sha256'][:8]}")
+    nb = result["models"][0]["net_benefit"]
+    ax.plot(nb["thresholds"], nb["treat_all"], color="#7f8c8d", ls="--", label="act on all")
+    ax.axhline(0, color="#222", lw=0.8)
+    top = max(max(m["net_benefit"]["model"]) for m in result["models"])
+    ax.set_ylim(-0.05 * max(top, 0.01) - 0.01, max(top, 0.01) * 1.1)
+    ax.set_xlabel("threshold probability of persistence")
+    ax.set_ylabel("net benefit")
+    ax.set_title("Net benefit of the two models", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
     return _png(fig, s)

@@ -140,9 +140,8 @@ def _desc(d: dict[str, Any], kind: str) -> str:
         return "no values"
     if kind == "bool":
         return f"{d['yes']}/{d['n']} ({num(d['percent'], 1)}%)"
-    if d.get("shown") == "mean_sd":
-        return f"{num(d['mean'])} ± {num(d['sd'])} (n={d['n']})"
-    return f"{num(d['median'])} [{num(d['q1'])}–{num(d['q3'])}] (n={d['n']})"
+    digits = 0 if d.get("ordinal") else 2
+    return f"{num(d['median'], digits)} [{num(d['q1'], digits)}–{num(d['q3'], digits)}] (n={d['n']})"
 
 
 def factor_section(res: list[dict[str, Any]]) -> str:
@@ -153,8 +152,8 @@ def factor_section(res: list[dict[str, Any]]) -> str:
         rows.append([f"{esc(f['label'])} ({esc(f['unit'])})", _desc(f["persisted"], f["kind"]),
                      _desc(f["disappeared"], f["kind"]), test[0], test[1]])
     return ("<h2>3. The seven factors, persisted vs disappeared</h2>"
-            "<p>Continuous factors: mean ± SD where both groups look normal (Shapiro–Wilk), else median [IQR]; "
-            "ordinal factors median [IQR]; carbamazepine n/N (%).</p>"
+            "<p>Continuous and ordinal factors: median [IQR] (ordinal ones as values of their scale), compared by "
+            "the Mann–Whitney U test chosen in advance; carbamazepine n/N (%).</p>"
             + _table(["factor", "AMR persisted", "AMR disappeared", "test", "p"], rows, numeric={1, 2, 4}))
 
 
@@ -222,12 +221,19 @@ def outcome_section(res: list[dict[str, Any]], ttr: dict[str, Any], out_png: byt
     lr = ttr["logrank"]
     parts.append(f"<p>Log-rank test: χ² = {num(lr['statistic'], 2)}, p {p_is(lr['p_value'])}. "
                  f"{esc(ttr['censoring'].capitalize())}.</p>" if lr["available"] else na(lr))
+    if ttr.get("interval_censored"):
+        parts.append(f'<p class="warn">{esc(ttr["interval_censoring"])}.</p>')
     parts.append(figure("km", km_png))
+    risk_rows = [[g, *[str(ttr["curves"][g]["at_risk"][k]) for k in ("0", *TIMEPOINTS)]]
+                 for g in ("persisted", "disappeared") if ttr["curves"][g]["available"]]
+    if risk_rows:
+        parts.append("<p>Numbers at risk (still followed and still in spasm):</p>"
+                     + _table(["AMR", "day 0", *TIMEPOINTS], risk_rows))
     return "\n".join(parts)
 
 
-def validation_section(res: dict[str, Any], png: bytes | None) -> str:
-    parts = ["<h2>6. The current model on this registry</h2>"]
+def validation_section(res: dict[str, Any], png: bytes | None, dca_png: bytes | None = None) -> str:
+    parts = ["<h2>6. Validation of the model on your registry</h2>"]
     if "model_sha256" in res:
         who = "the shipped synthetic model" if res["synthetic"] else "a model trained on an institution's registry"
         parts.append(f"<p>Model <code>{esc(res['model_sha256'][:16])}…</code> ({esc(who)}"
@@ -259,25 +265,143 @@ def validation_section(res: dict[str, Any], png: bytes | None) -> str:
                  if cf.get("available", True) else na(cf))
     parts.append(_table(["band", "patients", "AMR persisted"],
                         [[b, str(v["n"]), str(v["persisted"])] for b, v in res["bands"].items()]))
+    for f in res.get("below_card", []):
+        parts.append(f'<p class="warn"><b>Below the card\'s claim:</b> {esc(f["measure"].replace("_", " "))} is '
+                     f'{num(f["observed"], 3)} here, under the interval the model card gives ({num(f["card_estimate"], 3)}, '
+                     f'{ci(f["card_ci"], 3)}). The model performs worse on this registry than its internal validation '
+                     "promised: recalibrate (<code>amrwatch train --recalibrate</code>) or retrain before relying on it.</p>")
+    parts.append(f'<p class="warn"><b>Treatment effect.</b> {esc(res["treatment_effect"])}.</p>')
     parts.append(figure("validation", png))
+    parts.append(figure("decision_curve", dca_png))
+    obb = res.get("outcomes_by_band")
+    if obb:
+        rows = []
+        for key, title in (("by_decision", "decision implied"), ("by_band", "band")):
+            for lev, entry in obb[key].items():
+                cells = [f"{title}: {esc(lev.replace('_', ' '))}"]
+                for tp in TIMEPOINTS:
+                    e = entry[tp]
+                    cells.append(f"{e['spasm']}/{e['n']} ({pct(e['rate'])})" if e["n"] else "—")
+                rows.append(cells)
+        parts.append("<p>Persistent spasm at each follow-up point by the band predicted in the operating room and by "
+                     f"the decision it implied (eligible patients; {esc(obb['note'])}):</p>"
+                     + _table(["group", *TIMEPOINTS], rows))
+    return "\n".join(parts)
+
+
+def comparison_section(res: dict[str, Any] | None, png: bytes | None) -> str:
+    if res is None:
+        return ""
+    parts = ["<h3>Two models on this registry</h3>"]
+    if not res["available"]:
+        return "\n".join(parts) + na(res)
+    d = res["delong"]
+    rows = []
+    for m, name in zip(res["models"], ("model", "compared")):
+        c = m["calibration"]
+        nb = m["net_benefit_at_cutoffs"]
+        rows.append([f"{name} <code>{esc(m['model_sha256'][:16])}</code>" + (" (synthetic)" if m["synthetic"] else ""),
+                     num(d["auc_1"] if name == "model" else d["auc_2"], 3), num(c["intercept"], 3), num(c["slope"], 3),
+                     num(m["brier"], 3), f"{num(nb['low'], 4)} / {num(nb['high'], 4)}"])
+    parts.append(f"<p>Same {res['n']} eligible patients ({res['events']} persisted).</p>" + _table(
+        ["model", "AUC", "calibration intercept", "calibration slope", "Brier", "net benefit at low / high cut-off"], rows))
+    parts.append(f"<p>Difference in AUC {num(d['difference'], 3)} (SE {num(d['se'], 3)}), DeLong's test for correlated "
+                 f"AUCs: z = {num(d['z'], 2)}, p {p_is(d['p_value'])}.</p>")
+    parts.append(figure("comparison", png))
+    return "\n".join(parts)
+
+
+def ratio_section(res: dict[str, Any], png: bytes | None) -> str:
+    parts = ["<h3>The final/baseline amplitude as a predictor of persistent spasm</h3>"]
+    if not res["available"]:
+        return "\n".join(parts) + na(res)
+    a = res["auc"]
+    parts.append(f"<p>Final amplitude (percent of baseline) against persistent spasm at {res['timepoint']} "
+                 f"(n = {res['n']}, {res['events']} with spasm): AUC <b>{num(a['value'], 3)}</b> "
+                 f"(95% CI {ci(a['ci'], 3)}, DeLong). Best threshold (Youden) <b>{num(res['best_threshold_pct'], 1)}%</b> "
+                 f"of baseline (95% CI {ci(res['best_threshold_ci'], 1)}%, bootstrap): sensitivity "
+                 f"{pct(res['at_best']['sensitivity'])}, specificity {pct(res['at_best']['specificity'])}. "
+                 f"The published criterion (reduction ≥ 86.5%, i.e. final ≤ {num(res['criterion_pct'], 1)}%): "
+                 f"sensitivity {pct(res['at_criterion']['sensitivity'])}, specificity "
+                 f"{pct(res['at_criterion']['specificity'])}.</p>")
+    parts.append(na(res["per_channel"]))
+    parts.append(figure("ratio_roc", png))
+    return "\n".join(parts)
+
+
+def _est(d: dict[str, Any], digits: int = 3) -> str:
+    return f"{num(d['estimate'], digits)} ({ci(d['ci'], digits)})"
+
+
+def card_section(card: dict[str, Any] | None) -> str:
+    """The model card as a page: the TRIPOD items a reader checks before trusting a prediction."""
+    parts = ["<h2>7. The model card (TRIPOD items)</h2>"]
+    if not card:
+        parts.append('<p class="na">No model card could be read.</p>')
+        return "\n".join(parts)
+    if card.get("synthetic"):
+        parts.append(f'<p class="warn"><b>{esc(card.get("notice"))}</b>: the model was fitted on a synthetic cohort; '
+                     "its figures show the method works, not that the model is clinically valid.</p>")
+    parts.append(f"<p>{esc(card.get('model', ''))}. Model file SHA-256 <code>{esc(card['model_sha256'])}</code>.</p>")
+    tri = card.get("tripod")
+    pop = card.get("population")
+    if pop:
+        a, e = pop["all_detected"], pop["eligible"]
+        parts.append("<h3>Populations</h3>" + _table(
+            ["population", "patients", "AMR persisted", "persistence"],
+            [["every detected AMR", str(a["n"]), str(a["persisted"]), pct(a["persistence"])],
+             ["eligible: AMR present at the start of decompression (the model's)", str(e["n"]), str(e["persisted"]),
+              pct(e["persistence"])]])
+            + f"<p>{esc(pop['eligibility'])}. {pop['disappeared_before_decompression_excluded']} early disappearances "
+              f"and {pop['never_detected_excluded']} never-detected AMRs were excluded.</p>")
+    if not tri:
+        parts.append('<p class="na">This card predates the TRIPOD items (card version 1); retrain to get them.</p>')
+        return "\n".join(parts)
+    o = tri["outcome_6a"]
+    parts.append("<h3>Outcome (item 6a)</h3>" + _table(["", ""], [[esc(k.replace("_", " ")), esc(v)] for k, v in o.items()
+                                                                   if isinstance(v, str)], numeric=set()))
+    parts.append("<h3>Predictors: how and when measured (item 7a)</h3>" + _table(
+        ["factor", "when", "how", "source"],
+        [[esc(p["name"]), esc(p["when"]), esc(p["how"]), esc(p["source"])] for p in tri["predictors_7a"]], numeric=set()))
+    ss = tri["sample_size_8"]
+    parts.append(f"<h3>Sample size (item 8)</h3><p>{card['n']} patients, {card['events']} events, "
+                 f"{num(card['events_per_variable'], 1)} events per variable. {esc(ss['rationale'])}.</p>")
+    parts.append(f"<h3>Missing data (item 9)</h3><p>{esc(tri['missing_data_9'])}.</p>")
+    sh = card.get("shrinkage", {})
+    parts.append(f"<h3>Model building (item 10b)</h3><p>{esc(sh.get('method', ''))}; shrinkage factor "
+                 f"<b>{num(sh.get('factor', 1.0), 3)}</b>. Why: {esc(sh.get('reason', ''))}. {esc(sh.get('separation', ''))}.</p>")
+    perf = card["performance"]
+    oc = perf.get("optimism_corrected", {})
+    names = {"auc": "AUC", "brier": "Brier score", "calibration_intercept": "calibration intercept",
+             "calibration_slope": "calibration slope", "sensitivity_at_low": "sensitivity at the low cut-off",
+             "specificity_at_high": "specificity at the high cut-off"}
+    parts.append("<h3>Performance, internally validated (items 10b, 16)</h3>" + _table(
+        ["measure", "apparent", "optimism", "optimism-corrected (95% interval)"],
+        [[names.get(k, k), num(d["apparent"], 3), num(d["optimism"], 3), _est(d)] for k, d in oc.items()])
+        + f"<p>{esc(perf.get('validation', ''))}. {esc(perf.get('interval_method', ''))}.</p>")
+    parts.append("<h3>Limitations (item 19a)</h3><ul>" + "".join(f"<li>{esc(x)}</li>" for x in tri["limitations_19a"])
+                 + "</ul>")
     return "\n".join(parts)
 
 
 def methods_section(meta: dict[str, Any]) -> str:
     features = ", ".join(f"{f.label} ({f.unit})" for f in FEATURES)
     return (
-        "<h2>7. Methods</h2><ul>"
+        "<h2>8. Methods</h2><ul>"
         "<li>Proportions: Wilson score 95% intervals.</li>"
-        "<li>Continuous factors: Welch's t-test if Shapiro–Wilk does not reject normality (p &gt; "
-        f"{num(meta['settings']['normality_alpha'], 2)}) in either group and both groups vary, else the two-sided "
-        "Mann–Whitney U test; "
-        "ordinal factors: Mann–Whitney U.</li>"
+        "<li>Continuous and ordinal factors: the two-sided Mann–Whitney U test, chosen before seeing the data (the "
+        "continuous factors are skewed); no normality pre-test, because choosing the test by a preliminary test "
+        "changes its error rate.</li>"
         "<li>Binary factors and outcome tables: Pearson's chi-square with Yates' correction if every expected count "
         f"is at least {num(meta['settings']['min_expected_count'], 0)}, else Fisher's exact test.</li>"
         f"<li>Multivariable model: unpenalised logistic regression on {esc(features)} (statsmodels); "
         "Wald intervals; AUC with DeLong's interval; optimism by Harrell's bootstrap using the same model as "
         "<code>amrwatch train</code>.</li>"
-        "<li>Time to relief: Kaplan–Meier (statsmodels), log-rank test; no relief = censored at the last "
+        "<li>Decision curve: net benefit (Vickers &amp; Elkin) of acting on p ≥ t vs acting on all or none. "
+        "Calibration curve: LOWESS with a bootstrap band.</li>"
+        "<li>Time to relief: Kaplan–Meier (statsmodels) with pointwise log-log 95% bands (Greenwood), numbers at "
+        "risk, linear time axis; log-rank test; relief without a date is interval-censored and analysed at the "
+        "visit that found it (stated in section 5); no relief = censored at the last "
         "follow-up point; follow-up points at " + ", ".join(
             f"{tp} = day {d}" for tp, d in meta["settings"]["follow_up"]["timepoint_days"].items()) + ".</li>"
         f"<li>Software: {esc(', '.join(f'{k} {v}' for k, v in meta['software'].items()))}.</li></ul>"
@@ -297,7 +421,10 @@ def render(results: dict[str, Any], meta: dict[str, Any], pngs: dict[str, bytes 
         factor_section(results["factors"]),
         model_section(results["multivariable"], pngs.get("model_roc"), pngs.get("model_calibration")),
         outcome_section(results["outcomes"], results["time_to_relief"], pngs.get("outcomes"), pngs.get("km")),
-        validation_section(results["validation"], pngs.get("validation")),
+        ratio_section(results["ratio"], pngs.get("ratio_roc")) if "ratio" in results else "",
+        validation_section(results["validation"], pngs.get("validation"), pngs.get("decision_curve")),
+        comparison_section(results.get("comparison"), pngs.get("comparison")),
+        card_section(results.get("model_card")),
         methods_section(meta),
     ])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'

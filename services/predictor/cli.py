@@ -55,10 +55,18 @@ def cmd_predictor(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from amrwatch.study.cohortcsv import CohortCsvError
-    from amrwatch.study.training import TrainingError, train
+    from amrwatch.study.training import TrainingError, recalibrate, train
 
     try:
-        train(args.out, synthetic_n=args.synthetic, csv=args.csv, seed=args.seed)
+        if args.recalibrate:
+            if not args.csv:
+                return fail("--recalibrate needs --csv FILE (the institution's registry export)")
+            recalibrate(args.out, csv=args.csv, base_dir=args.model)
+        else:
+            from amrwatch.study.training import TrainingSettings
+
+            train(args.out, synthetic_n=args.synthetic, csv=args.csv, seed=args.seed,
+                  settings=TrainingSettings(comparison_model=args.compare_gbm))
     except (CohortCsvError, TrainingError, ValueError, OSError) as err:
         return fail(f"training failed, nothing written: {err}")
     return 0
@@ -90,4 +98,11 @@ def register(sub) -> None:
     src.add_argument("--csv", metavar="FILE", help="a registry exported by `amrwatch export cohort`")
     t.add_argument("--out", required=True, metavar="DIR")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--recalibrate", action="store_true",
+                   help="update the intercept and slope of an existing model (--model, default the shipped one) on "
+                   "the registry in --csv instead of refitting")
+    t.add_argument("--model", metavar="DIR", help="with --recalibrate: the model to recalibrate")
+    t.add_argument("--compare-gbm", action="store_true",
+                   help="also validate gradient boosting on the same bootstrap resamples and report it in the card "
+                   "beside the logistic model (never shipped)")
     t.set_defaults(func=cmd_train)

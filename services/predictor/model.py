@@ -87,7 +87,7 @@ class GoldenVector(_Open):
 class ModelCard(_Open):
     """The part of `model_card.json` the runtime relies on (the rest is for people)."""
 
-    card_version: Literal[1]
+    card_version: Literal[1, 2]
     model_file: str
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     synthetic: bool

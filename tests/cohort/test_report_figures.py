@@ -17,7 +17,7 @@ from PIL import Image
 
 from amrwatch.study.cohort_stats import ReportSettings
 from amrwatch.study.report import make_report
-from amrwatch.study.report_figures import FIGURE_TITLES
+from amrwatch.study.report_figures import FIGURE_TITLES, OPTIONAL_FIGURES
 
 from .conftest import copy_registry, png_size
 
@@ -37,8 +37,8 @@ def _stamped(png: bytes) -> bool:
 
 def test_every_figure_is_a_png_of_the_promised_size_with_a_drawing_on_it(study):
     figs = study.report_dir / "figures"
-    assert sorted(p.stem for p in figs.glob("*.png")) == sorted(FIGURE_TITLES)
-    for name in FIGURE_TITLES:
+    assert sorted(p.stem for p in figs.glob("*.png")) == sorted(set(FIGURE_TITLES) - OPTIONAL_FIGURES)
+    for name in set(FIGURE_TITLES) - OPTIONAL_FIGURES:
         png = (figs / f"{name}.png").read_bytes()
         assert png_size(png) == SIZE, name
         px = _pixels(png)
@@ -52,7 +52,8 @@ def test_every_figure_is_a_png_of_the_promised_size_with_a_drawing_on_it(study):
 def test_the_page_inlines_the_same_figures_and_needs_nothing_from_outside(study):
     page = (study.report_dir / "report.html").read_text(encoding="utf-8")
     inlined = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    files = {name: (study.report_dir / "figures" / f"{name}.png").read_bytes() for name in FIGURE_TITLES}
+    files = {name: (study.report_dir / "figures" / f"{name}.png").read_bytes()
+             for name in set(FIGURE_TITLES) - OPTIONAL_FIGURES}
     assert sorted(base64.b64decode(s) for s in inlined) == sorted(files.values())
     assert not re.search(r"<link|<script|src=\"(?!data:)|url\(", page)
     assert page.count("SYNTHETIC REGISTRY") >= 2 and "This registry is synthetic." in page

@@ -101,7 +101,7 @@ def test_a_factor_nobody_recorded_leaves_its_comparison_and_the_model_out(study,
     res, page = _report(tmp_path / "data", tmp_path / "r")
     retraction = next(f for f in res["factors"] if f["feature"] == "retraction_mm")
     assert "got 0 persisted and 0 disappeared" in retraction["test"]["reason"]
-    assert res["multivariable"]["excluded_incomplete"] == res["courses"]["disappearance"]["n"]
+    assert res["multivariable"]["excluded_incomplete"] == res["multivariable"]["population"]["eligible"]["n"] > 0
     assert "Labelled patients missing a factor" in page
 
 

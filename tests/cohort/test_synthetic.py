@@ -104,10 +104,14 @@ def test_the_exported_table_reads_back_as_training_data(study):
     table = read_cohort(study.csv)
     with Registry.in_data_dir(study.data) as reg:
         rows = {r.session_id: r for r in build_cohort(reg).rows}
-    labelled = [r for r in rows.values() if r.label is not None]
+    labelled = [r for r in rows.values() if r.label is not None and r.eligible]
     assert table.session_ids == [r.session_id for r in labelled]
-    assert len(table.skipped) == sum(r.course == "never_detected" for r in rows.values()) > 0
-    assert all("never_detected (no persistence label)" in s.reason for s in table.skipped)
+    never = sum(r.course == "never_detected" for r in rows.values())
+    early = sum(r.course == "disappeared_before_decompression" for r in rows.values())
+    assert table.never_detected == never > 0 and table.ineligible == early > 0
+    assert len(table.skipped) == never + early
+    assert all("never_detected (no persistence label)" in s.reason or "outside the model's population" in s.reason
+               for s in table.skipped)
     expected = np.array([[float(r.factors[n]) for n in FEATURE_NAMES] for r in labelled])
     assert np.array_equal(table.X, expected)
     assert table.y.tolist() == [r.label for r in labelled]

@@ -135,3 +135,19 @@ def test_training_on_a_csv_records_its_provenance(tmp_path, quick):
     assert card["synthetic"] is False and card["notice"] is None
     assert card["training_data"]["source"] == "csv" and card["training_data"]["rows_used"] == 157
     assert card["n"] == 157 and card["events"] == int(y.sum())
+
+
+def test_rows_outside_the_model_population_are_skipped_and_counted():
+    header = ",".join([*COHORT_COLUMNS, "eligible"])
+    rows = [
+        "a,5,3,no,1,200,9,2,0,disappeared_after_decompression,,,yes",
+        "b,5,3,no,1,200,9,2,0,disappeared_before_decompression,,,no",   # early: outside by its course
+        "c,5,3,no,1,200,9,2,1,persisted,,,yes",
+        "d,5,3,no,1,200,9,2,0,disappeared_after_decompression,,,no",     # outside by the column
+        "e,5,3,no,1,,9,2,,never_detected,,,no",
+    ]
+    t = parse_cohort(header + "\n" + "\n".join(rows) + "\n")
+    assert t.session_ids == ["a", "c"] and t.ineligible == 2 and t.never_detected == 1
+    assert any("outside the model's population" in str(s) for s in t.skipped)
+    with pytest.raises(CohortCsvError, match="line 2, column eligible: must be yes/no"):
+        parse_cohort(header + "\na,5,3,no,1,200,9,2,0,persisted,,,perhaps\n")

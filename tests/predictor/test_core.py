@@ -189,7 +189,7 @@ def test_the_training_range_is_the_training_rows_range(model):
     from amrwatch.study import cohort
     from amrwatch.services.predictor.features import FEATURE_NAMES
 
-    X, _ = cohort.synthetic_cohort(157, 0)
+    X, _ = cohort.DEFAULT.eligible_cohort(157, 0)  # the rows the model was fitted on: the eligible ones
     for j, n in enumerate(FEATURE_NAMES):
         assert model.training_range[n] == (X[:, j].min(), X[:, j].max())
 

@@ -143,11 +143,19 @@ def test_card_reports_everything_the_issue_lists(trained):
     disk = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
     assert disk == card
     perf = card["performance"]
-    assert card["n"] == 157 and card["events_per_variable"] == pytest.approx(card["events"] / 7, abs=0.01)
+    pop = card["population"]
+    assert pop["all_detected"]["n"] == 157 and card["n"] == pop["eligible"]["n"] < 157
+    assert pop["eligible"]["persistence"] > pop["all_detected"]["persistence"]
+    assert card["events_per_variable"] == pytest.approx(card["events"] / 7, abs=0.01)
     lo, hi = perf["apparent_auc_ci"]
     assert lo < perf["apparent_auc"] < hi and perf["auc_ci_method"] == "DeLong"
     assert perf["optimism_corrected_auc"] < perf["apparent_auc"]
-    assert perf["calibration_optimism_corrected"]["slope"] < 1.0, "shrinkage expected at ~5 events per variable"
+    s = card["shrinkage"]["factor"]
+    assert 0 < s < 1, "shrinkage expected at ~5 events per variable"
+    assert perf["calibration_apparent"]["slope"] == pytest.approx(1 / s, rel=2e-3), "shrunk model: slope 1/s on its data"
+    for name, d in perf["optimism_corrected"].items():
+        assert d["ci"][0] <= d["estimate"] <= d["ci"][1], name
+        assert d["estimate"] == pytest.approx(d["apparent"] - d["optimism"], rel=1e-5, abs=1e-5), name
     assert 0 < perf["brier"] < perf["optimism_corrected_brier"] < 0.25
     assert [f["name"] for f in card["features"]] == card["feature_order"]
     assert all({"unit", "min", "max"} <= set(f) for f in card["features"])
@@ -155,15 +163,20 @@ def test_card_reports_everything_the_issue_lists(trained):
     assert card["training_data"]["seed"] == 3 and card["training_data"]["n"] == 157
     assert card["training_data"]["effects_log_odds_per_unit"]["displacement"] < 0
     assert "sensitivity >= 0.95" in card["cutoffs"]["rule"]
+    assert card["cutoffs"]["sensitivity_at_low_corrected"]["estimate"] <= card["cutoffs"]["sensitivity_at_low"] + 1e-9
 
 
 def test_odds_ratios_from_statsmodels_match_the_exported_model(trained):
     _, card = trained
     unit = card["coefficients"]["log_odds_per_unit"]
+    unshrunk = card["shrinkage"]["unshrunk_log_odds_per_unit"]
+    s = card["shrinkage"]["factor"]
     for o in card["odds_ratios"]:
-        assert o["log_odds_per_unit"] == pytest.approx(unit[o["feature"]], rel=1e-4), o["feature"]
+        assert o["log_odds_per_unit"] == pytest.approx(unshrunk[o["feature"]], rel=1e-4), o["feature"]
+        assert s * o["log_odds_per_unit"] == pytest.approx(unit[o["feature"]], rel=1e-4), o["feature"]
         assert o["ci_low"] < o["odds_ratio"] < o["ci_high"]
         assert o["odds_ratio"] == pytest.approx(math.exp(o["log_odds_per_unit"] * o["per"]), rel=1e-5)
+        assert o["shrunk_odds_ratio"] == pytest.approx(math.exp(unit[o["feature"]] * o["per"]), rel=1e-4)
 
 
 def test_console_summary_states_the_key_figures(tmp_path, quick):
@@ -193,12 +206,12 @@ def test_unusable_data_is_refused(tmp_path):
         fit_and_describe(x, y, TrainingSettings(bootstrap_resamples=10), 0)
 
 
-def test_separated_bootstrap_resamples_are_skipped_not_averaged():
-    """A tiny, cleanly separable cohort: the optimism must stay finite and say what it skipped."""
+def test_separated_bootstrap_resamples_are_fitted_by_firth_not_skipped():
+    """A tiny, nearly separable cohort: separated resamples are fitted (Firth), kept, and counted."""
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(40, 7))
+    x = rng.normal(size=(60, 7))
     y = (x[:, 0] > 0.3).astype(int)  # one factor separates the outcomes perfectly
     y[:3] = 1 - y[:3]  # ...almost: the full data have an MLE, many resamples do not
     opt = bootstrap_optimism(x, y, 30, seed=0)
-    assert opt["separated_skipped"] >= 1
+    assert opt["separated_firth"] >= 1
     assert all(np.isfinite(v) and abs(v) < 50 for v in opt.values())
