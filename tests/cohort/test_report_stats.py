@@ -51,11 +51,6 @@ def eligible(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["amr_persisted"].notna() & (df["eligible"] == "yes")]
 
 
-def test_the_report_of_the_study_sized_registry_takes_under_30_s(study):
-    print(f"report of {N_STUDY} sessions: {study.report_seconds:.2f} s")
-    assert study.report_seconds < 30.0
-
-
 def test_disappearance_rate_and_wilson_interval(frame, report):
     lab = labelled(frame)
     k, n = int((lab["amr_persisted"] == 0).sum()), len(lab)
