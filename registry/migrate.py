@@ -67,9 +67,16 @@ def upgrade(conn: sa.Connection) -> tuple[str | None, str]:
     return before, HEAD
 
 
+def display_url(url: sa.URL) -> str:
+    """The URL as the user writes it (postgresql://, not the driver's name), password hidden."""
+    if url.drivername.startswith("postgresql"):
+        url = url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=True)
+
+
 class SchemaMismatch(RuntimeError):
     def __init__(self, rev: str | None, conn: sa.Connection, *, newer: bool = False) -> None:
-        where = conn.engine.url.render_as_string(hide_password=True)
+        where = display_url(conn.engine.url)
         self.revision = rev
         if newer:
             msg = (f"registry {where} has schema revision {rev}, newer than this amrwatch reads ({HEAD}); "
@@ -78,3 +85,15 @@ class SchemaMismatch(RuntimeError):
             msg = (f"registry {where} is at schema revision {rev or 'none (empty database)'}; this amrwatch needs "
                    f"{HEAD}. Run: amrwatch registry migrate --registry '{where}'")
         super().__init__(msg)
+
+
+def migrate_url(target) -> tuple[str | None, str]:
+    """`amrwatch registry migrate`: bring the registry at `target` (URL or SQLite path) to HEAD."""
+    from amrwatch.registry.store import engine_for
+
+    eng = engine_for(target)
+    try:
+        with eng.connect() as c:
+            return upgrade(c)
+    finally:
+        eng.dispose()

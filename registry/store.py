@@ -231,6 +231,12 @@ def registry_target(registry: str | None, data_dir: Path | None) -> str | Path:
     return Path(data_dir if data_dir is not None else config.data_dir()) / REGISTRY_FILE
 
 
+def _display(url: sa.URL) -> str:
+    from amrwatch.registry.migrate import display_url
+
+    return display_url(url)
+
+
 def _is_url(target: str | Path) -> bool:
     return isinstance(target, str) and "://" in target
 
@@ -286,7 +292,7 @@ class Registry:
         self.engine = engine_for(target)
         self.dialect = self.engine.dialect.name
         self.path: Path | None = None if self.dialect != "sqlite" else Path(self.engine.url.database)
-        self.where = str(self.path) if self.path is not None else self.engine.url.render_as_string(hide_password=True)
+        self.where = str(self.path) if self.path is not None else _display(self.engine.url)
         self._cur: sa.Connection | None = None
         self._raw: sqlite3.Connection | None = None
         self._order = "rowid" if self.dialect == "sqlite" else "session_id"
