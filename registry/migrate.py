@@ -18,7 +18,6 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-
 from amrwatch.registry.schema import HEAD
 
 _LEGACY = {1: "0001_base", 2: "0002_summaries"}

@@ -39,10 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-
 from amrwatch.archive.integrity import analyse
 from amrwatch.archive.writer import session_path
-from amrwatch.registry.store import OutcomeRow, Registry, RegistryError, _outcome, utc_now_iso
+from amrwatch.registry.store import (
+    OutcomeRow,
+    Registry,
+    RegistryError,
+    _outcome,
+    utc_now_iso,
+)
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,31}$")
 SYNC_LOCK = "sync.lock"

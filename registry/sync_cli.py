@@ -31,10 +31,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _once(args: argparse.Namespace) -> int:
-    from amrwatch import config
     from amrwatch.registry.migrate import display_url
     from amrwatch.registry.store import Registry, RegistryError
-    from amrwatch.registry.sync import SyncError, Syncer, parse_resolve, reachable
+    from amrwatch.registry.sync import Syncer, SyncError, parse_resolve, reachable
+
+    from amrwatch import config
 
     data = Path(args.data) if args.data else config.data_dir()
     root = Path(args.to_archive)

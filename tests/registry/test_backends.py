@@ -5,7 +5,6 @@ from __future__ import annotations
 import psycopg
 import pytest
 import sqlalchemy as sa
-
 from amrwatch.registry import migrate
 from amrwatch.registry.schema import HEAD, metadata
 from amrwatch.registry.store import OutcomeConflict, Registry, RegistryError, engine_for
@@ -77,9 +76,8 @@ def test_append_only_tables_refuse_changes_on_both_backends(migrated_url: str, s
         reg.set_summary("S1", {"course": "persisted"}, actor="recorder")
         trail = [(a.id, a.actor, a.action) for a in reg.audit_trail()]
     eng = _raw(migrated_url)
-    with pytest.raises(sa.exc.DBAPIError) as err:
-        with eng.begin() as c:
-            c.exec_driver_sql(statement)
+    with pytest.raises(sa.exc.DBAPIError) as err, eng.begin() as c:
+        c.exec_driver_sql(statement)
     assert "append-only" in str(err.value) or "never" in str(err.value)
     if "postgresql" in migrated_url:
         assert isinstance(err.value.orig, psycopg.errors.RestrictViolation)

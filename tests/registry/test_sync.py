@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-
-from amrwatch.archive.integrity import analyse
-from amrwatch.archive.integrity import list_segments
+from amrwatch.archive.integrity import analyse, list_segments
 from amrwatch.archive.writer import session_path
 from amrwatch.registry.store import Registry
 
@@ -153,17 +152,24 @@ def test_an_outcome_conflict_names_both_and_the_resolution(migrated_url: str, tm
     assert " 0 pushed" in sync(cart, migrated_url, root).stdout
 
 
+#: AMRWATCH_FULL=1: more sessions, bigger archives, more kills
+FULL = os.environ.get("AMRWATCH_FULL") == "1"
+N_KILL, KIB_KILL, KILLS = (8, 1024, 8) if FULL else (5, 512, 4)
+
+
+@pytest.mark.slow
 def test_a_sync_killed_at_random_points_resumes_to_every_session_once_verified(migrated_url: str, tmp_path: Path):
     root = tmp_path / "central-archive"
     root.mkdir()
-    cart = make_cart(tmp_path, "cartA", "north", 8, kib=1024)
+    cart = make_cart(tmp_path, "cartA", "north", N_KILL, kib=KIB_KILL)
+    probe = make_cart(tmp_path / "probe", "cartP", "north", N_KILL, kib=KIB_KILL)
     t0 = time.monotonic()
-    full = sync(make_cart(tmp_path / "probe", "cartP", "north", 8, kib=1024), migrated_url, root)
+    full = sync(probe, migrated_url, root)
     assert full.returncode == 0, full.stderr
     span = time.monotonic() - t0  # one whole run, start-up included: the kills land anywhere in it
     rng = random.Random(20)
     landed = 0
-    for _ in range(6):
+    for _ in range(KILLS):
         proc = subprocess.Popen(sync_cmd(cart, migrated_url, root), cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         try:
@@ -177,11 +183,11 @@ def test_a_sync_killed_at_random_points_resumes_to_every_session_once_verified(m
     out = sync(cart, migrated_url, root)
     assert out.returncode == 0, out.stderr
     assert landed >= 1, "no kill landed while sync was running"
-    print(f"{landed} of 6 kills landed mid-run")
-    assert_central_complete(migrated_url, root, [cart])
+    print(f"{landed} of {KILLS} kills landed mid-run")
+    assert_central_complete(migrated_url, root, [cart, probe])
     with Registry(migrated_url) as reg:
-        assert reg._one("SELECT count(*) AS n FROM archive_receipts WHERE cart = 'cartA'")["n"] == 8
-        assert reg._one("SELECT count(*) AS n FROM outcomes WHERE origin = 'cartA'")["n"] == 8
+        assert reg._one("SELECT count(*) AS n FROM archive_receipts WHERE cart = 'cartA'")["n"] == N_KILL
+        assert reg._one("SELECT count(*) AS n FROM outcomes WHERE origin = 'cartA'")["n"] == N_KILL
     assert list((root / ".incoming").iterdir()) == []
 
 

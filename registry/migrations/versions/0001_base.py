@@ -2,7 +2,6 @@
 
 import sqlalchemy as sa
 from alembic import op
-
 from amrwatch.registry.migrations.ddl import distinct, json_check, refuse, token_check
 
 revision = "0001_base"

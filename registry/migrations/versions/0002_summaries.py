@@ -2,7 +2,6 @@
 
 import sqlalchemy as sa
 from alembic import op
-
 from amrwatch.registry.migrations.ddl import json_check, refuse
 
 revision = "0002_summaries"
