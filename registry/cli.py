@@ -226,7 +226,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else data / "reports" / dt.datetime.now(dt.timezone.utc).strftime(
         "report-%Y%m%dT%H%M%SZ")
     try:
-        res = make_report(data, out, model_dir=args.model or os.environ.get("AMRWATCH_MODEL_DIR"))
+        res = make_report(data, out, model_dir=args.model or os.environ.get("AMRWATCH_MODEL_DIR"),
+                          registry=args.registry)
     except RegistryError as err:
         return fail(str(err))
     except OSError as err:
@@ -278,14 +279,15 @@ def _registry_synthetic(args: argparse.Namespace) -> int:
     from amrwatch.study.synthetic_registry import SOURCE, generate
 
     data = Path(args.data)
-    if (data / "registry.sqlite").exists():
-        with Registry.in_data_dir(data) as reg:
+    target = args.registry or (data / "registry.sqlite" if (data / "registry.sqlite").exists() else None)
+    if target is not None:
+        with Registry(target) as reg:
             real = [s for s in reg.list() if s.source != SOURCE]
         if real:
-            return fail(f"{data} holds {len(real)} real (non-synthetic) sessions; synthetic sessions are never mixed "
-                        "into a real registry — give another --data DIR")
+            return fail(f"{args.registry or data} holds {len(real)} real (non-synthetic) sessions; synthetic "
+                        "sessions are never mixed into a real registry — give another --data DIR or --registry")
     try:
-        res = generate(data, args.n, seed=args.seed)
+        res = generate(data, args.n, seed=args.seed, registry=args.registry, site=args.site)
     except ValueError as err:
         return fail(str(err))
     courses = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(res.courses.items()))
@@ -351,6 +353,7 @@ def register(sub) -> None:
     r.add_argument("--model", metavar="DIR", help="model to validate (default $AMRWATCH_MODEL_DIR, else the "
                    "shipped model)")
     add_data(r)
+    _add_registry(r)
     r.set_defaults(func=cmd_report)
 
     rg = _subcommands(sub, "registry", "the session registry")
@@ -360,6 +363,8 @@ def register(sub) -> None:
     s.add_argument("n", type=int, metavar="N")
     s.add_argument("--data", required=True, metavar="DIR", help="data directory to write into")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--site", metavar="NAME", help="mark the sessions as recorded at site NAME (multi-site demos)")
+    _add_registry(s)
     s.set_defaults(func=cmd_registry_synthetic)
 
     rg = _subcommands(sub, "registry", "the session registry")

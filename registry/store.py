@@ -170,7 +170,7 @@ class OutcomeRow:
 
 
 _SESSION_COLS = ("session_id", "started_at", "ended_at", "source", "scenario", "replay_of", "montage", "settings",
-                 "model_sha256", "model_synthetic", "patient_token", "status", "status_reason")
+                 "model_sha256", "model_synthetic", "patient_token", "status", "status_reason", "cart", "site")
 #: Fields `update_session` may change (status goes through close_session / mark_corrupt).
 MUTABLE_FIELDS = ("scenario", "montage", "settings", "model_sha256", "model_synthetic", "patient_token")
 
@@ -380,8 +380,12 @@ class Registry:
         model_sha256: str | None = None,
         model_synthetic: bool | None = None,
         patient_token: str | None = None,
+        cart: str | None = None,
+        site: str | None = None,
     ) -> SessionRow:
         actor = check_actor(actor)
+        _check(_NAME, cart, "cart", "a cart name (A-Z a-z 0-9 _ . : -, up to 64)")
+        _check(_NAME, site, "site", "a site name (A-Z a-z 0-9 _ . : -, up to 64)")
         _check(_SESSION_ID, session_id, "session_id", "1-64 characters of A-Z a-z 0-9 _ -", optional=False)
         if not isinstance(source, str) or not (1 <= len(source) <= 256):
             raise RegistryError(f"source must be 1-256 characters (e.g. 'sim', 'edf:PATH'); got {source!r}")
@@ -391,7 +395,8 @@ class Registry:
                                         "model_sha256": model_sha256, "model_synthetic": model_synthetic,
                                         "patient_token": patient_token})
         row = {"session_id": session_id, "started_at": _iso(started_at, "started_at"), "ended_at": None,
-               "source": source, "replay_of": replay_of, "status": "recording", "status_reason": None, **fields}
+               "source": source, "replay_of": replay_of, "status": "recording", "status_reason": None,
+               "cart": cart, "site": site, **fields}
         with self._tx():
             if self._row(session_id) is not None:
                 raise RegistryError(f"session_id {session_id!r} is already registered; session ids are unique")
