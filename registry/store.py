@@ -627,7 +627,7 @@ class Registry:
         except sa.exc.IntegrityError as err:
             raise RegistryError(f"the registry refused the change, nothing was written: {err.orig}") from None
         except sa.exc.DBAPIError as err:
-            raise err.orig from err
+            raise self._driver_error(err) from err
 
     @contextmanager
     def _reading(self) -> Iterator[sa.Connection]:
@@ -638,7 +638,17 @@ class Registry:
             with self.engine.connect() as c:
                 yield c
         except sa.exc.DBAPIError as err:
-            raise err.orig from err
+            raise self._driver_error(err) from err
+
+    def _driver_error(self, err: sa.exc.DBAPIError) -> BaseException:
+        """SQLite: the sqlite3 error itself (the recorder tells a full disk from a refusal by it). A server: a
+        RegistryError naming the registry and what it said (a missing privilege, a lost connection)."""
+        if self.dialect == "sqlite":
+            return err.orig
+        first = str(err.orig).strip().splitlines()[0] if str(err.orig).strip() else type(err.orig).__name__
+        hint = (" (the role in the registry URL lacks this privilege: README, \"Connection settings\")"
+                if "permission denied" in first else "")
+        return RegistryError(f"registry {self.where}: {first}{hint}; nothing was written")
 
     def _q(self, sql: str, params: dict | None = None) -> list:
         with self._reading() as c:
@@ -656,12 +666,13 @@ class Registry:
         return int(self._exec(sql, params).scalar_one())
 
     def _row(self, session_id: str, lock: bool = False):
-        """The session's row; with `lock`, held until the transaction ends (PostgreSQL: FOR UPDATE; SQLite's
-        BEGIN IMMEDIATE already holds the whole database), so writers of one session queue."""
-        sql = "SELECT * FROM sessions WHERE session_id = :s"
+        """The session's row; with `lock`, writers of one session queue until the transaction ends. PostgreSQL:
+        a transaction-scoped advisory lock on the session id (unlike FOR UPDATE it needs no UPDATE privilege, so
+        a clinic role that may only insert outcomes can take it); SQLite's BEGIN IMMEDIATE already holds the
+        whole database. The unique index on first entries backs it up."""
         if lock and self.dialect == "postgresql" and self._cur is not None:
-            sql += " FOR UPDATE"
-        return self._one(sql, {"s": session_id})
+            self._exec("SELECT pg_advisory_xact_lock(hashtext('amrwatch.session:' || :s))", {"s": session_id})
+        return self._one("SELECT * FROM sessions WHERE session_id = :s", {"s": session_id})
 
     def _get(self, session_id: str) -> SessionRow:
         return _session_from_row(self._row(session_id))

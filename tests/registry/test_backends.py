@@ -130,3 +130,34 @@ def test_a_first_entry_raced_past_the_check_is_stopped_by_the_constraint(migrate
                               "VALUES ('S1', '3m', 0, '2026-06-01T00:00:00Z', 'x')")
     eng.dispose()
     assert issubclass(OutcomeConflict, RegistryError)
+
+
+def test_the_documented_least_privilege_roles_work_and_cannot_rewrite_history(pg_server, tmp_path):
+    """The README's roles, created for real: a clinic role adds outcomes and cannot touch the audit or a session."""
+    import re
+    from pathlib import Path
+
+    url = pg_server.new_database()
+    migrate.migrate_url(url)
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = re.search(r"```sql\n(CREATE ROLE amrwatch_owner.*?)```", readme, re.S).group(1)
+    suffix = url.rsplit("/", 1)[1]
+    sql = block.replace("amrwatch_", f"amrwatch_{suffix}_").replace("DATABASE amrwatch ", f'DATABASE "{suffix}" ')
+    with psycopg.connect(url, autocommit=True) as c:
+        no_comments = "\n".join(line.split("--")[0] for line in sql.splitlines())
+        for stmt in [s.strip() for s in no_comments.split(";")]:
+            if stmt:
+                c.execute(stmt)
+    with Registry(url) as reg:
+        reg.create_session("S1", actor="recorder", started_at=T0, source="sim")
+    clinic = url.replace("postgres@", f"amrwatch_{suffix}_clinic@")
+    with Registry(clinic) as reg:
+        reg.add_outcome("S1", actor="dr_lee", timepoint="3m", cohen_grade=1, outcome_class="improved")
+        assert [a.action for a in reg.audit_trail("outcomes")] == ["create"]
+        with pytest.raises(RegistryError):
+            reg.create_session("S2", actor="dr_lee", started_at=T0, source="sim")
+    with psycopg.connect(clinic) as c:
+        for stmt in ("UPDATE audit SET actor = 'x'", "UPDATE sessions SET status = 'corrupt'", "DELETE FROM outcomes"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(stmt)
+            c.rollback()
