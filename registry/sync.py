@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
+from amrwatch.archive.checkpoint import CheckpointError, read_checkpoint
 from amrwatch.archive.integrity import analyse
 from amrwatch.archive.writer import session_path
 from amrwatch.registry.store import (
@@ -68,6 +68,7 @@ class SyncReport:
     unchanged: int = 0
     refused: dict[str, str] = field(default_factory=dict)
     waiting_open: int = 0
+    corrupt: int = 0
     archive_bytes: int = 0
     archives_copied: int = 0
 
@@ -145,8 +146,9 @@ class Syncer:
             report = SyncReport()
             state = {r["session_id"]: r for r in self.local._q("SELECT * FROM sync_state")}
             for s in self.local.list():
-                if s.status != "closed":
+                if s.status != "closed":  # recording: later; corrupt: never (its archive failed verification)
                     report.waiting_open += s.status == "recording"
+                    report.corrupt += s.status == "corrupt"
                     continue
                 fp = self._fingerprint(s)
                 st = state.get(s.session_id)
@@ -227,9 +229,14 @@ class Syncer:
         if not src.is_dir():
             raise SessionRefused(f"session {sid} is closed in the registry but has no archive at {src}; "
                                  "nothing was pushed (`amrwatch verify` tells more)")
-        if dest.is_dir():
+        if dest.is_dir():  # a run killed after the rename, before its commit; or someone else's copy
             a = analyse(dest)
-            if not a.corruption and a.closed:
+            try:
+                mine = read_checkpoint(src)
+            except CheckpointError:
+                mine = None
+            if not a.corruption and a.closed and mine is not None and mine.record_count == a.record_count \
+                    and mine.chain_head == a.chain_head.hex():
                 return a
             aside = self.root / ".damaged" / f"{sid}.{utc_now_iso().replace(':', '')}"
             aside.parent.mkdir(exist_ok=True, mode=0o700)
@@ -414,4 +421,4 @@ def reachable(central_target) -> str | None:
     return None
 
 
-__all__ = ["SessionRefused", "SyncError", "SyncReport", "Syncer", "parse_resolve", "reachable", "sa"]
+__all__ = ["SessionRefused", "SyncError", "SyncReport", "Syncer", "parse_resolve", "reachable"]

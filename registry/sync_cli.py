@@ -62,7 +62,8 @@ def _once(args: argparse.Namespace) -> int:
         print(f"amrwatch sync: session {sid} NOT pushed: {why}", file=sys.stderr)
     print(f"sync {args.cart}@{args.site} -> {shown} + {root}: {len(report.pushed)} pushed "
           f"({report.archives_copied} archives, {report.archive_bytes / 1e6:.1f} MB, verified at the destination), "
-          f"{report.unchanged} already there, {len(report.refused)} refused, {report.waiting_open} still recording")
+          f"{report.unchanged} already there, {len(report.refused)} refused, {report.waiting_open} still recording"
+          + (f", {report.corrupt} marked corrupt (never pushed)" if report.corrupt else ""))
     return EXIT_FAILED if report.refused else EXIT_OK
 
 
