@@ -591,6 +591,7 @@ def _extensions():
         "amrwatch.services.predictor.cli",
         "amrwatch.services.recorder.cli",
         "amrwatch.registry.cli",
+        "amrwatch.registry.sync_cli",
         "amrwatch.services.monitor.cli",
     ):
         try:

@@ -56,6 +56,22 @@ def data_dir() -> Path:
     return Path(base) / "amrwatch"
 
 
+def registry_url() -> str | None:
+    """AMRWATCH_REGISTRY: a registry other than the data directory's SQLite file — a PostgreSQL URL
+    (postgresql://ROLE@HOST:PORT/DB?sslmode=verify-full) or sqlite:///PATH. None: DATA_DIR/registry.sqlite."""
+    return os.environ.get("AMRWATCH_REGISTRY") or None
+
+
+def cart_identity() -> tuple[str | None, str | None]:
+    """(AMRWATCH_CART, AMRWATCH_SITE): this cart's name and its site, recorded on each session it syncs."""
+    return os.environ.get("AMRWATCH_CART") or None, os.environ.get("AMRWATCH_SITE") or None
+
+
+def sync_targets() -> tuple[str | None, str | None]:
+    """(AMRWATCH_CENTRAL_REGISTRY, AMRWATCH_CENTRAL_ARCHIVE): where `amrwatch sync` pushes closed sessions."""
+    return os.environ.get("AMRWATCH_CENTRAL_REGISTRY") or None, os.environ.get("AMRWATCH_CENTRAL_ARCHIVE") or None
+
+
 def control_for_bus(bus_out: str) -> str:
     """The control endpoint that goes with a bus endpoint: same host, port + 1."""
     head, _, port = bus_out.rpartition(":")

@@ -2,10 +2,14 @@
 
 Two recorders on one data directory both appended to the same session's
 archive and both wrote its registry row (two record numbering sequences in
-one file, a verify failure at best). The recorder and every command that
-writes the registry (outcome add/edit, registry synthetic) take this lock for
-their whole life; a second one exits at once, naming the holder's pid and
-the lock file. The kernel drops a flock when its holder dies (even kill -9),
+one file, a verify failure at best). The lock covers the archive's writer:
+the recorder takes it for its whole life, and so does `registry synthetic`
+(which fills a whole registry and must not mix with a recording); a second
+one exits at once, naming the holder's pid and the lock file. Registry
+writes that are not the recorder's — a clinician's `outcome add/edit`, `amrwatch
+sync` — take no lock: each is one transaction (SQLite WAL with BEGIN
+IMMEDIATE, PostgreSQL row locks and constraints), so an outcome can be
+entered while the cart records. The kernel drops a flock when its holder dies (even kill -9),
 so a stale lock file never blocks a restart. Readers (sessions, verify,
 report, the monitor) take no lock.
 """

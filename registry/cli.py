@@ -43,6 +43,18 @@ def _user() -> str | None:
         return None
 
 
+def _add_registry(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", metavar="URL", default=None,
+                   help="a registry other than the data directory's SQLite file, e.g. "
+                        "postgresql://ROLE@HOST/DB?sslmode=verify-full (default $AMRWATCH_REGISTRY)")
+
+
+def _open(args: argparse.Namespace):
+    from amrwatch.registry.store import Registry
+
+    return Registry.open(getattr(args, "registry", None), _data_dir(args))
+
+
 def _add_actor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actor", default=None, metavar="NAME",
                    help="who records this, for the audit trail (default $AMRWATCH_ACTOR, else the login name)")
@@ -96,26 +108,25 @@ def _writer_lock(args: argparse.Namespace, what: str, *, create: bool = False):
 
 def cmd_outcome_add(args: argparse.Namespace) -> int:
     from amrwatch.registry.outcomes import OutcomeInputError, add_outcome
-    from amrwatch.registry.store import Registry, RegistryError
+    from amrwatch.registry.store import RegistryError
 
-    with _writer_lock(args, "amrwatch outcome add") as locked:
-        if locked:
-            return locked
-        try:
-            with Registry.existing(_data_dir(args)) as reg:
-                row, note = add_outcome(reg, args.session_id, actor=args.actor or _default_actor(),
-                                        timepoint=args.timepoint, cohen_grade=args.cohen_grade,
-                                        outcome_class=args.outcome_class, spasm_free_date=args.spasm_free_date,
-                                        complications=args.complication)
-        except (OutcomeInputError, RegistryError) as err:
-            return fail(f"outcome refused, nothing written: {err}")
+    # No data-directory lock: that lock is the archive writer's (datalock.py). An outcome is one registry
+    # transaction, safe next to a recording cart and next to other clinicians' writes.
+    try:
+        with _open(args) as reg:
+            row, note = add_outcome(reg, args.session_id, actor=args.actor or _default_actor(),
+                                    timepoint=args.timepoint, cohen_grade=args.cohen_grade,
+                                    outcome_class=args.outcome_class, spasm_free_date=args.spasm_free_date,
+                                    complications=args.complication)
+    except (OutcomeInputError, RegistryError) as err:
+        return fail(f"outcome refused, nothing written: {err}")
     _print_outcome(row, note, "recorded")
     return EXIT_OK
 
 
 def cmd_outcome_edit(args: argparse.Namespace) -> int:
     from amrwatch.registry.outcomes import KEEP, OutcomeInputError, edit_outcome
-    from amrwatch.registry.store import Registry, RegistryError
+    from amrwatch.registry.store import RegistryError
 
     kw = {
         "cohen_grade": KEEP if args.cohen_grade is None else args.cohen_grade,
@@ -128,25 +139,22 @@ def cmd_outcome_edit(args: argparse.Namespace) -> int:
         return fail("give --spasm-free-date or --no-spasm-free-date, not both", 2)
     if args.no_complications and args.complication:
         return fail("give --complication or --no-complications, not both", 2)
-    with _writer_lock(args, "amrwatch outcome edit") as locked:
-        if locked:
-            return locked
-        try:
-            with Registry.existing(_data_dir(args)) as reg:
-                row, note = edit_outcome(reg, args.session_id, actor=args.actor or _default_actor(),
-                                         timepoint=args.timepoint, **kw)
-        except (OutcomeInputError, RegistryError) as err:
-            return fail(f"edit refused, nothing written: {err}")
+    try:
+        with _open(args) as reg:
+            row, note = edit_outcome(reg, args.session_id, actor=args.actor or _default_actor(),
+                                     timepoint=args.timepoint, **kw)
+    except (OutcomeInputError, RegistryError) as err:
+        return fail(f"edit refused, nothing written: {err}")
     _print_outcome(row, note, "corrected:")
     return EXIT_OK
 
 
 def cmd_outcome_list(args: argparse.Namespace) -> int:
     from amrwatch.registry.outcomes import outcome_dict
-    from amrwatch.registry.store import Registry, RegistryError
+    from amrwatch.registry.store import RegistryError
 
     try:
-        with Registry.existing(_data_dir(args)) as reg:
+        with _open(args) as reg:
             reg.get(args.session_id)
             rows = reg.outcomes(args.session_id, include_superseded=args.all)
             superseded = {r.supersedes for r in reg.outcomes(args.session_id, include_superseded=True) if r.supersedes}
@@ -219,7 +227,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         "report-%Y%m%dT%H%M%SZ")
     try:
         res = make_report(data, out, model_dir=args.model or os.environ.get("AMRWATCH_MODEL_DIR"),
-                          compare_dir=args.compare)
+                          compare_dir=args.compare, registry=args.registry)
     except RegistryError as err:
         return fail(str(err))
     except OSError as err:
@@ -229,6 +237,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"report of {res.patients} patients written to {res.html} ({len(res.figures)} figures, "
           f"{res.seconds:.1f} s); numbers in {res.json}")
     return EXIT_OK
+
+
+def cmd_registry_migrate(args: argparse.Namespace) -> int:
+    from amrwatch.registry.migrate import SchemaMismatch, migrate_url
+    from amrwatch.registry.store import RegistryError, registry_target
+
+    target = registry_target(args.registry, _data_dir(args) if args.data else None)
+    shown = target if isinstance(target, Path) else _hide_password(target)
+    try:
+        before, after = migrate_url(target)
+    except (RegistryError, SchemaMismatch) as err:
+        return fail(str(err))
+    except Exception as err:  # the driver's own error: unreachable server, refused login, lacking privilege
+        return fail(f"cannot migrate {shown}: {type(err).__name__}: {str(err).strip().splitlines()[0]}")
+    if before == after:
+        print(f"registry {shown} is at schema revision {after}; nothing to do")
+    else:
+        print(f"registry {shown} migrated from {before or 'an empty database'} to schema revision {after}")
+    return EXIT_OK
+
+
+def _hide_password(url: str) -> str:
+    import sqlalchemy as sa
+
+    from amrwatch.registry.migrate import display_url
+
+    try:
+        return display_url(sa.engine.make_url(url))
+    except Exception:
+        return "(the registry URL given)"
 
 
 def cmd_registry_synthetic(args: argparse.Namespace) -> int:
@@ -241,14 +279,15 @@ def _registry_synthetic(args: argparse.Namespace) -> int:
     from amrwatch.study.synthetic_registry import SOURCE, generate
 
     data = Path(args.data)
-    if (data / "registry.sqlite").exists():
-        with Registry.in_data_dir(data) as reg:
+    target = args.registry or (data / "registry.sqlite" if (data / "registry.sqlite").exists() else None)
+    if target is not None:
+        with Registry(target) as reg:
             real = [s for s in reg.list() if s.source != SOURCE]
         if real:
-            return fail(f"{data} holds {len(real)} real (non-synthetic) sessions; synthetic sessions are never mixed "
-                        "into a real registry — give another --data DIR")
+            return fail(f"{args.registry or data} holds {len(real)} real (non-synthetic) sessions; synthetic "
+                        "sessions are never mixed into a real registry — give another --data DIR or --registry")
     try:
-        res = generate(data, args.n, seed=args.seed)
+        res = generate(data, args.n, seed=args.seed, registry=args.registry, site=args.site)
     except ValueError as err:
         return fail(str(err))
     courses = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(res.courses.items()))
@@ -279,6 +318,7 @@ def register(sub) -> None:
                        help=f"repeatable or comma-separated: {', '.join(COMPLICATIONS)}")
         _add_actor(p)
         add_data(p)
+        _add_registry(p)
 
     a = osub.add_parser("add", help="record the outcome at one follow-up point")
     common(a, required=True)
@@ -295,6 +335,7 @@ def register(sub) -> None:
     li.add_argument("--json", action="store_true", help="one JSON object per line")
     li.add_argument("--all", action="store_true", help="include superseded rows")
     add_data(li)
+    _add_registry(li)
     li.set_defaults(func=cmd_outcome_list)
 
     ex = _subcommands(sub, "export", "export a session or the registry")
@@ -314,6 +355,7 @@ def register(sub) -> None:
     r.add_argument("--compare", metavar="MODEL_DIR", help="a second model to put beside it on the same patients "
                    "(AUC difference by DeLong's test, calibration, net benefit)")
     add_data(r)
+    _add_registry(r)
     r.set_defaults(func=cmd_report)
 
     rg = _subcommands(sub, "registry", "the session registry")
@@ -323,7 +365,15 @@ def register(sub) -> None:
     s.add_argument("n", type=int, metavar="N")
     s.add_argument("--data", required=True, metavar="DIR", help="data directory to write into")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--site", metavar="NAME", help="mark the sessions as recorded at site NAME (multi-site demos)")
+    _add_registry(s)
     s.set_defaults(func=cmd_registry_synthetic)
+
+    rg = _subcommands(sub, "registry", "the session registry")
+    m = rg.add_parser("migrate", help="bring a registry to the schema this amrwatch reads (Alembic migrations)")
+    add_data(m)
+    _add_registry(m)
+    m.set_defaults(func=cmd_registry_migrate)
 
 
 __all__ = ["register"]

@@ -21,9 +21,11 @@ import secrets
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
-SCHEMA_VERSION = 2
+import sqlalchemy as sa
+
 REGISTRY_FILE = "registry.sqlite"
 
 STATUSES = ("recording", "closed", "corrupt")
@@ -38,91 +40,15 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: "pt_" and 24 hex digits: 96 random bits, and a shape no hospital number has.
 PATIENT_TOKEN = re.compile(r"^pt_[0-9a-f]{24}$")
 
-_SCHEMA = """
-CREATE TABLE sessions (
-    session_id      TEXT PRIMARY KEY CHECK (length(session_id) BETWEEN 1 AND 64),
-    started_at      TEXT NOT NULL,
-    ended_at        TEXT,
-    source          TEXT NOT NULL,
-    scenario        TEXT,
-    replay_of       TEXT REFERENCES sessions(session_id),
-    montage         TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(montage)),
-    settings        TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(settings)),
-    model_sha256    TEXT,
-    model_synthetic INTEGER CHECK (model_synthetic IN (0, 1)),
-    patient_token   TEXT CHECK (patient_token IS NULL OR patient_token GLOB 'pt_[0-9a-f]*'),
-    status          TEXT NOT NULL CHECK (status IN ('recording', 'closed', 'corrupt')),
-    status_reason   TEXT
-);
-CREATE INDEX sessions_started ON sessions(started_at);
-CREATE INDEX sessions_patient ON sessions(patient_token);
-
-CREATE TABLE audit (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    at          TEXT NOT NULL,
-    actor       TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 64),
-    action      TEXT NOT NULL,
-    table_name  TEXT NOT NULL,
-    row_key     TEXT NOT NULL,
-    old         TEXT CHECK (old IS NULL OR json_valid(old)),
-    new         TEXT CHECK (new IS NULL OR json_valid(new)),
-    supersedes  INTEGER REFERENCES audit(id)
-);
-CREATE INDEX audit_row ON audit(table_name, row_key);
-
-CREATE TABLE outcomes (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id      TEXT NOT NULL REFERENCES sessions(session_id),
-    timepoint       TEXT NOT NULL CHECK (timepoint IN ('1w', '3m', '6m', '1y')),
-    cohen_grade     INTEGER NOT NULL CHECK (cohen_grade BETWEEN 0 AND 4),
-    outcome_class   TEXT CHECK (outcome_class IS NULL OR outcome_class IN ('cured', 'improved', 'unchanged', 'worse')),
-    relief_date     TEXT,
-    complications   TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(complications)),
-    recorded_at     TEXT NOT NULL,
-    actor           TEXT NOT NULL,
-    supersedes      INTEGER UNIQUE REFERENCES outcomes(id)
-);
-CREATE INDEX outcomes_session ON outcomes(session_id, timepoint);
-
-CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'audit rows are append-only: add a new row instead of changing one'); END;
-CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'audit rows are append-only: they are never deleted'); END;
-CREATE TRIGGER outcomes_no_update BEFORE UPDATE ON outcomes
-BEGIN SELECT RAISE(ABORT, 'outcome rows are append-only: a correction is a new row that supersedes the old one'); END;
-CREATE TRIGGER outcomes_no_delete BEFORE DELETE ON outcomes
-BEGIN SELECT RAISE(ABORT, 'outcome rows are append-only: a correction is a new row that supersedes the old one'); END;
-CREATE TRIGGER sessions_no_delete BEFORE DELETE ON sessions
-BEGIN SELECT RAISE(ABORT, 'sessions are never deleted: mark them corrupt instead'); END;
-CREATE TRIGGER sessions_fixed_identity BEFORE UPDATE OF session_id, started_at, source, replay_of ON sessions
-WHEN NEW.session_id IS NOT OLD.session_id OR NEW.started_at IS NOT OLD.started_at
-  OR NEW.source IS NOT OLD.source OR NEW.replay_of IS NOT OLD.replay_of
-BEGIN SELECT RAISE(ABORT, 'a session''s id, start time, source and replay_of never change'); END;
-"""
-
-#: Schema changes by the version they lead to; a registry is upgraded in place, in one transaction.
-_MIGRATIONS: dict[int, str] = {
-    2: """
-CREATE TABLE session_summaries (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id  TEXT NOT NULL REFERENCES sessions(session_id),
-    summary     TEXT NOT NULL CHECK (json_valid(summary)),
-    recorded_at TEXT NOT NULL,
-    actor       TEXT NOT NULL,
-    supersedes  INTEGER UNIQUE REFERENCES session_summaries(id)
-);
-CREATE INDEX summaries_session ON session_summaries(session_id);
-
-CREATE TRIGGER summaries_no_update BEFORE UPDATE ON session_summaries
-BEGIN SELECT RAISE(ABORT, 'summary rows are append-only: a correction is a new row that supersedes the old one'); END;
-CREATE TRIGGER summaries_no_delete BEFORE DELETE ON session_summaries
-BEGIN SELECT RAISE(ABORT, 'summary rows are append-only: a correction is a new row that supersedes the old one'); END;
-""",
-}
-
+#: PRAGMA user_version of a cart's SQLite registry (the Alembic revision is the real version; see migrate.py).
+SCHEMA_VERSION = 3
 
 class RegistryError(ValueError):
     """A registry call that cannot be done as asked; the text says why and what to do."""
+
+
+class OutcomeConflict(RegistryError):
+    """Another writer entered the same follow-up first; the message says how to reconcile."""
 
 
 class UnknownSession(RegistryError, KeyError):
@@ -193,6 +119,8 @@ class SessionRow:
     patient_token: str | None
     status: str
     status_reason: str | None
+    cart: str | None = None
+    site: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -209,6 +137,8 @@ class AuditRow:
     old: dict | None
     new: dict | None
     supersedes: int | None
+    origin: str | None = None
+    origin_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +149,8 @@ class SummaryRow:
     recorded_at: str
     actor: str
     supersedes: int | None
+    origin: str | None = None
+    origin_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -233,15 +165,17 @@ class OutcomeRow:
     recorded_at: str
     actor: str
     supersedes: int | None
+    origin: str | None = None
+    origin_id: int | None = None
 
 
 _SESSION_COLS = ("session_id", "started_at", "ended_at", "source", "scenario", "replay_of", "montage", "settings",
-                 "model_sha256", "model_synthetic", "patient_token", "status", "status_reason")
+                 "model_sha256", "model_synthetic", "patient_token", "status", "status_reason", "cart", "site")
 #: Fields `update_session` may change (status goes through close_session / mark_corrupt).
 MUTABLE_FIELDS = ("scenario", "montage", "settings", "model_sha256", "model_synthetic", "patient_token")
 
 
-def _session_from_row(r: sqlite3.Row) -> SessionRow:
+def _session_from_row(r) -> SessionRow:
     d = dict(r)
     d["montage"] = json.loads(d["montage"])
     d["settings"] = json.loads(d["settings"])
@@ -287,26 +221,102 @@ def connect_durable(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class Registry:
-    """The registry at DATA_DIR/registry.sqlite. One connection; not shared between threads."""
+def registry_target(registry: str | None, data_dir: Path | None) -> str | Path:
+    """The registry to open: --registry, else $AMRWATCH_REGISTRY, else DATA_DIR/registry.sqlite."""
+    from amrwatch import config
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.conn = connect_durable(self.path)
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RegistryError(f"{self.path} has registry schema version {version}; this amrwatch reads "
-                                f"version {SCHEMA_VERSION}. Upgrade amrwatch")
-        if version < SCHEMA_VERSION:
-            with self._tx():
-                if version == 0:
-                    for stmt in _split_sql(_SCHEMA):
-                        self.conn.execute(stmt)
-                    version = 1
-                for target in range(version + 1, SCHEMA_VERSION + 1):
-                    for stmt in _split_sql(_MIGRATIONS[target]):
-                        self.conn.execute(stmt)
-                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    chosen = registry or config.registry_url()
+    if chosen:
+        return chosen
+    return Path(data_dir if data_dir is not None else config.data_dir()) / REGISTRY_FILE
+
+
+def _display(url: sa.URL) -> str:
+    from amrwatch.registry.migrate import display_url
+
+    return display_url(url)
+
+
+def _is_url(target: str | Path) -> bool:
+    return isinstance(target, str) and "://" in target
+
+
+def engine_for(target: str | Path) -> sa.Engine:
+    """An engine for a SQLite file (Path or sqlite:///PATH) or a PostgreSQL URL (postgresql://..., psycopg 3).
+
+    SQLite: WAL, synchronous=FULL, foreign keys on every connection, each read back (a filesystem that refuses
+    WAL is an error, not a silent downgrade); writes take the write lock at BEGIN (IMMEDIATE), so two writers
+    queue instead of failing half-way. The file is private (0600)."""
+    if _is_url(target):
+        url = sa.engine.make_url(str(target))
+        if url.get_backend_name() == "postgresql":
+            if url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+                url = url.set(drivername="postgresql+psycopg")
+            return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        if url.get_backend_name() != "sqlite" or not url.database:
+            raise RegistryError(f"registry must be postgresql://USER@HOST/DB or sqlite:///PATH; got {target!r}")
+        target = Path(url.database)
+    path = Path(target)
+    private_file(path)
+    eng = sa.create_engine(f"sqlite+pysqlite:///{path}", connect_args={"timeout": 10.0})
+
+    @sa.event.listens_for(eng, "connect")
+    def _durable(dbapi_conn, _record) -> None:
+        dbapi_conn.isolation_level = None  # we say BEGIN ourselves (below)
+        mode = dbapi_conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        dbapi_conn.execute("PRAGMA synchronous=FULL")
+        dbapi_conn.execute("PRAGMA foreign_keys=ON")
+        dbapi_conn.execute("PRAGMA busy_timeout=10000")
+        sync = dbapi_conn.execute("PRAGMA synchronous").fetchone()[0]
+        fk = dbapi_conn.execute("PRAGMA foreign_keys").fetchone()[0]
+        if str(mode).lower() != "wal" or sync != 2 or fk != 1:
+            raise RegistryError(f"{path}: SQLite did not accept journal_mode=WAL, synchronous=FULL, foreign_keys=ON "
+                                f"(got {mode}, {sync}, {fk}); put the data directory on a local filesystem")
+
+    @sa.event.listens_for(eng, "begin")
+    def _begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+    return eng
+
+
+class Registry:
+    """A registry: a cart's SQLite file (DATA_DIR/registry.sqlite) or a PostgreSQL database (a URL).
+
+    One instance is used by one thread. Every change is one transaction with its audit row; a change that a
+    constraint refuses (another writer got there first) rolls back whole and raises RegistryError saying what
+    to do."""
+
+    def __init__(self, target: Path | str):
+        self.url = str(target) if _is_url(target) else None
+        self.engine = engine_for(target)
+        self.dialect = self.engine.dialect.name
+        self.path: Path | None = None if self.dialect != "sqlite" else Path(self.engine.url.database)
+        self.where = str(self.path) if self.path is not None else _display(self.engine.url)
+        self._cur: sa.Connection | None = None
+        self._raw: sqlite3.Connection | None = None
+        self._order = "rowid" if self.dialect == "sqlite" else "session_id"
+        try:
+            self._check_version()
+        except Exception:
+            self.engine.dispose()
+            raise
+
+    def _check_version(self) -> None:
+        from amrwatch.registry import migrate
+
+        with self.engine.connect() as c:
+            try:
+                rev = migrate.current(c)
+            except sa.exc.DBAPIError as err:
+                raise RegistryError(f"cannot read the registry at {self.where}: {err.orig}") from None
+            if rev == migrate.HEAD:
+                return
+            if rev is not None and rev not in migrate.revisions():
+                raise RegistryError(str(migrate.SchemaMismatch(rev, c, newer=True)))
+            if self.dialect != "sqlite":
+                raise RegistryError(str(migrate.SchemaMismatch(rev, c)))
+            migrate.upgrade(c)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> Registry:
@@ -321,8 +331,28 @@ class Registry:
                                 "creates the registry with the first session)")
         return cls(path)
 
+    @classmethod
+    def open(cls, registry: str | None, data_dir: Path | None) -> Registry:
+        """--registry URL, else $AMRWATCH_REGISTRY, else DATA_DIR's existing SQLite registry."""
+        target = registry_target(registry, data_dir)
+        if isinstance(target, Path):
+            return cls.existing(target.parent)
+        return cls(target)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """A raw sqlite3 connection to the same file, for inspection and tests (SQLite registries only)."""
+        if self.path is None:
+            raise RegistryError(f"{self.where} is not a SQLite registry")
+        if self._raw is None:
+            self._raw = connect_durable(self.path)
+        return self._raw
+
     def close(self) -> None:
-        self.conn.close()
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+        self.engine.dispose()
 
     def __enter__(self) -> Registry:
         return self
@@ -330,7 +360,7 @@ class Registry:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def batch(self) -> Transaction:
+    def batch(self):
         """Many changes in one transaction (all or none, one fsync): `with reg.batch(): ...`."""
         return self._tx()
 
@@ -350,8 +380,12 @@ class Registry:
         model_sha256: str | None = None,
         model_synthetic: bool | None = None,
         patient_token: str | None = None,
+        cart: str | None = None,
+        site: str | None = None,
     ) -> SessionRow:
         actor = check_actor(actor)
+        _check(_NAME, cart, "cart", "a cart name (A-Z a-z 0-9 _ . : -, up to 64)")
+        _check(_NAME, site, "site", "a site name (A-Z a-z 0-9 _ . : -, up to 64)")
         _check(_SESSION_ID, session_id, "session_id", "1-64 characters of A-Z a-z 0-9 _ -", optional=False)
         if not isinstance(source, str) or not (1 <= len(source) <= 256):
             raise RegistryError(f"source must be 1-256 characters (e.g. 'sim', 'edf:PATH'); got {source!r}")
@@ -361,14 +395,15 @@ class Registry:
                                         "model_sha256": model_sha256, "model_synthetic": model_synthetic,
                                         "patient_token": patient_token})
         row = {"session_id": session_id, "started_at": _iso(started_at, "started_at"), "ended_at": None,
-               "source": source, "replay_of": replay_of, "status": "recording", "status_reason": None, **fields}
+               "source": source, "replay_of": replay_of, "status": "recording", "status_reason": None,
+               "cart": cart, "site": site, **fields}
         with self._tx():
             if self._row(session_id) is not None:
                 raise RegistryError(f"session_id {session_id!r} is already registered; session ids are unique")
             if replay_of is not None and self._row(replay_of) is None:
                 raise UnknownSession(f"replay_of: no session {replay_of!r} in the registry")
-            self.conn.execute(f"INSERT INTO sessions ({', '.join(_SESSION_COLS)}) VALUES "
-                              f"({', '.join('?' for _ in _SESSION_COLS)})", [row[c] for c in _SESSION_COLS])
+            self._exec(f"INSERT INTO sessions ({', '.join(_SESSION_COLS)}) VALUES "
+                       f"({', '.join(':' + c for c in _SESSION_COLS)})", {c: row[c] for c in _SESSION_COLS})
             created = self._get(session_id)
             self._audit(actor, "create", "sessions", session_id, None, _plain(created))
         return created
@@ -411,12 +446,12 @@ class Registry:
         if status is not None and status not in STATUSES:
             raise RegistryError(f"status must be one of {list(STATUSES)}; got {status!r}")
         sql = "SELECT * FROM sessions"
-        args: list[Any] = []
+        args: dict[str, Any] = {}
         if status is not None:
-            sql += " WHERE status = ?"
-            args.append(status)
-        sql += " ORDER BY started_at, rowid"
-        return [_session_from_row(r) for r in self.conn.execute(sql, args)]
+            sql += " WHERE status = :status"
+            args["status"] = status
+        sql += f" ORDER BY started_at, {self._order}"
+        return [_session_from_row(r) for r in self._q(sql, args)]
 
     # --------------------------------------------------------------- outcomes
 
@@ -452,7 +487,7 @@ class Registry:
                 raise RegistryError(f"relief_date must be a date YYYY-MM-DD; got {relief_date!r}") from None
         comp = _json(_complications(complications), "complications")
         with self._tx():
-            session = self._row(session_id)
+            session = self._row(session_id, lock=True)
             if session is None:
                 raise UnknownSession(f"no session {session_id!r} in the registry; `amrwatch sessions` lists them")
             surgery = session["started_at"][:10]
@@ -461,44 +496,53 @@ class Registry:
                                     f"{surgery}); the spasm cannot stop before surgery — check the date")
             old = None
             if supersedes is not None:
-                prev = self.conn.execute("SELECT * FROM outcomes WHERE id = ?", (supersedes,)).fetchone()
+                prev = self._one("SELECT * FROM outcomes WHERE id = :id", {"id": supersedes})
                 if prev is None or prev["session_id"] != session_id:
                     raise RegistryError(f"supersedes must be the id of an outcome of session {session_id!r}; "
                                         f"got {supersedes!r}")
-                if self.conn.execute("SELECT 1 FROM outcomes WHERE supersedes = ?", (supersedes,)).fetchone():
+                if self._one("SELECT 1 AS x FROM outcomes WHERE supersedes = :id", {"id": supersedes}):
                     raise RegistryError(f"outcome {supersedes} was already corrected; correct the newest row instead")
                 old = _outcome(prev)
                 if prev["timepoint"] != timepoint:
                     raise RegistryError(f"outcome {supersedes} is the {prev['timepoint']} follow-up; a correction keeps "
                                         f"the timepoint (got {timepoint!r}); add the {timepoint} outcome instead")
             else:
-                current = self.conn.execute(
-                    "SELECT id FROM outcomes o WHERE session_id = ? AND timepoint = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM outcomes n WHERE n.supersedes = o.id)", (session_id, timepoint)).fetchone()
+                current = self._one(
+                    "SELECT id FROM outcomes o WHERE session_id = :s AND timepoint = :t AND NOT EXISTS "
+                    "(SELECT 1 FROM outcomes n WHERE n.supersedes = o.id)", {"s": session_id, "t": timepoint})
                 if current is not None:
                     raise RegistryError(f"session {session_id} already has a {timepoint} outcome (id {current['id']}); "
                                         "correct it (`amrwatch outcome edit`) instead of adding a second one")
-            cur = self.conn.execute(
-                "INSERT INTO outcomes (session_id, timepoint, cohen_grade, outcome_class, relief_date, complications,"
-                " recorded_at, actor, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, timepoint, cohen_grade, outcome_class, relief, comp, utc_now_iso(), actor, supersedes))
-            row = _outcome(self.conn.execute("SELECT * FROM outcomes WHERE id = ?", (cur.lastrowid,)).fetchone())
+            try:
+                new_id = self._insert_returning_id(
+                    "INSERT INTO outcomes (session_id, timepoint, cohen_grade, outcome_class, relief_date, "
+                    "complications, recorded_at, actor, supersedes) VALUES (:s, :t, :g, :c, :r, :comp, :at, :actor, "
+                    ":sup) RETURNING id",
+                    {"s": session_id, "t": timepoint, "g": cohen_grade, "c": outcome_class, "r": relief,
+                     "comp": comp, "at": utc_now_iso(), "actor": actor, "sup": supersedes})
+            except sa.exc.IntegrityError:
+                raise OutcomeConflict(
+                    f"another writer recorded the {timepoint} outcome of session {session_id} at the same moment"
+                    + (f" (or corrected outcome {supersedes} first)" if supersedes is not None else "")
+                    + f"; nothing of yours was written. Look at it (`amrwatch outcome list {session_id}`) and, if "
+                    "yours differs, correct the newest row with `amrwatch outcome edit`") from None
+            row = _outcome(self._one("SELECT * FROM outcomes WHERE id = :id", {"id": new_id}))
             self._audit(actor, "correct" if supersedes is not None else "create", "outcomes", str(row.id),
                         asdict(old) if old else None, asdict(row),
                         history_key=str(supersedes) if supersedes is not None else None)
         return row
 
     def outcomes(self, session_id: str, *, include_superseded: bool = False) -> list[OutcomeRow]:
-        sql = "SELECT * FROM outcomes o WHERE session_id = ?"
+        sql = "SELECT * FROM outcomes o WHERE session_id = :s"
         if not include_superseded:
             sql += " AND NOT EXISTS (SELECT 1 FROM outcomes n WHERE n.supersedes = o.id)"
-        return [_outcome(r) for r in self.conn.execute(sql + " ORDER BY id", (session_id,))]
+        return [_outcome(r) for r in self._q(sql + " ORDER BY id", {"s": session_id})]
 
     def current_outcomes(self) -> dict[str, list[OutcomeRow]]:
         """Every session's current (not superseded) outcomes, in one query, for cohort tables."""
         out: dict[str, list[OutcomeRow]] = {}
-        for r in self.conn.execute("SELECT * FROM outcomes o WHERE NOT EXISTS "
-                                   "(SELECT 1 FROM outcomes n WHERE n.supersedes = o.id) ORDER BY id"):
+        for r in self._q("SELECT * FROM outcomes o WHERE NOT EXISTS "
+                         "(SELECT 1 FROM outcomes n WHERE n.supersedes = o.id) ORDER BY id"):
             row = _outcome(r)
             out.setdefault(row.session_id, []).append(row)
         return out
@@ -519,11 +563,12 @@ class Registry:
             if self._row(session_id) is None:
                 raise UnknownSession(f"no session {session_id!r} in the registry; `amrwatch sessions` lists them")
             prev = self._current_summary(session_id)
-            cur = self.conn.execute(
+            new_id = self._insert_returning_id(
                 "INSERT INTO session_summaries (session_id, summary, recorded_at, actor, supersedes) "
-                "VALUES (?, ?, ?, ?, ?)", (session_id, text, utc_now_iso(), actor, prev.id if prev else None))
-            row = _summary(self.conn.execute("SELECT * FROM session_summaries WHERE id = ?",
-                                             (cur.lastrowid,)).fetchone())
+                "VALUES (:s, :summary, :at, :actor, :sup) RETURNING id",
+                {"s": session_id, "summary": text, "at": utc_now_iso(), "actor": actor,
+                 "sup": prev.id if prev else None})
+            row = _summary(self._one("SELECT * FROM session_summaries WHERE id = :id", {"id": new_id}))
             self._audit(actor, "correct" if prev else "create", "session_summaries", session_id,
                         prev.summary if prev else None, row.summary)
         return row
@@ -533,39 +578,101 @@ class Registry:
         return self._current_summary(session_id)
 
     def summary_history(self, session_id: str) -> list[SummaryRow]:
-        return [_summary(r) for r in self.conn.execute(
-            "SELECT * FROM session_summaries WHERE session_id = ? ORDER BY id", (session_id,))]
+        return [_summary(r) for r in self._q(
+            "SELECT * FROM session_summaries WHERE session_id = :s ORDER BY id", {"s": session_id})]
 
     def current_summaries(self) -> dict[str, SummaryRow]:
         """Every session's current summary, in one query."""
-        return {row.session_id: row for row in map(_summary, self.conn.execute(
+        return {row.session_id: row for row in map(_summary, self._q(
             "SELECT * FROM session_summaries s WHERE NOT EXISTS "
             "(SELECT 1 FROM session_summaries n WHERE n.supersedes = s.id) ORDER BY id"))}
 
     def _current_summary(self, session_id: str) -> SummaryRow | None:
-        r = self.conn.execute("SELECT * FROM session_summaries s WHERE session_id = ? AND NOT EXISTS "
-                              "(SELECT 1 FROM session_summaries n WHERE n.supersedes = s.id)", (session_id,)).fetchone()
+        r = self._one("SELECT * FROM session_summaries s WHERE session_id = :s AND NOT EXISTS "
+                      "(SELECT 1 FROM session_summaries n WHERE n.supersedes = s.id)", {"s": session_id})
         return None if r is None else _summary(r)
 
     # ------------------------------------------------------------------ audit
 
     def audit_trail(self, table_name: str | None = None, row_key: str | None = None) -> list[AuditRow]:
-        sql, args = "SELECT * FROM audit WHERE 1=1", []
+        sql, args = "SELECT * FROM audit WHERE 1=1", {}
         if table_name is not None:
-            sql += " AND table_name = ?"
-            args.append(table_name)
+            sql += " AND table_name = :t"
+            args["t"] = table_name
         if row_key is not None:
-            sql += " AND row_key = ?"
-            args.append(row_key)
-        return [_audit(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+            sql += " AND row_key = :k"
+            args["k"] = row_key
+        return [_audit(r) for r in self._q(sql + " ORDER BY id", args)]
 
     # -------------------------------------------------------------- internals
 
-    def _tx(self):
-        return Transaction(self.conn)
+    @contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE); inside one (batch), a SAVEPOINT, so a refused
+        change rolls back alone and the batch commits at its end. Database errors surface as the driver's own
+        exception (sqlite3.Error, psycopg.Error), constraint refusals as RegistryError."""
+        if self._cur is not None:
+            with self._cur.begin_nested():
+                yield self._cur
+            return
+        try:
+            with self.engine.connect() as c:
+                c.execution_options(write=True)
+                self._cur = c
+                try:
+                    with c.begin():
+                        yield c
+                finally:
+                    self._cur = None
+        except sa.exc.IntegrityError as err:
+            raise RegistryError(f"the registry refused the change, nothing was written: {err.orig}") from None
+        except sa.exc.DBAPIError as err:
+            raise self._driver_error(err) from err
 
-    def _row(self, session_id: str) -> sqlite3.Row | None:
-        return self.conn.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        if self._cur is not None:
+            yield self._cur
+            return
+        try:
+            with self.engine.connect() as c:
+                yield c
+        except sa.exc.DBAPIError as err:
+            raise self._driver_error(err) from err
+
+    def _driver_error(self, err: sa.exc.DBAPIError) -> BaseException:
+        """SQLite: the sqlite3 error itself (the recorder tells a full disk from a refusal by it). A server: a
+        RegistryError naming the registry and what it said (a missing privilege, a lost connection)."""
+        if self.dialect == "sqlite":
+            return err.orig
+        first = str(err.orig).strip().splitlines()[0] if str(err.orig).strip() else type(err.orig).__name__
+        hint = (" (the role in the registry URL lacks this privilege: README, \"Connection settings\")"
+                if "permission denied" in first else "")
+        return RegistryError(f"registry {self.where}: {first}{hint}; nothing was written")
+
+    def _q(self, sql: str, params: dict | None = None) -> list:
+        with self._reading() as c:
+            return list(c.execute(sa.text(sql), params or {}).mappings())
+
+    def _one(self, sql: str, params: dict | None = None):
+        rows = self._q(sql, params)
+        return rows[0] if rows else None
+
+    def _exec(self, sql: str, params: dict | None = None) -> sa.CursorResult:
+        assert self._cur is not None, "a change outside a transaction"
+        return self._cur.execute(sa.text(sql), params or {})
+
+    def _insert_returning_id(self, sql: str, params: dict) -> int:
+        return int(self._exec(sql, params).scalar_one())
+
+    def _row(self, session_id: str, lock: bool = False):
+        """The session's row; with `lock`, writers of one session queue until the transaction ends. PostgreSQL:
+        a transaction-scoped advisory lock on the session id (unlike FOR UPDATE it needs no UPDATE privilege, so
+        a clinic role that may only insert outcomes can take it); SQLite's BEGIN IMMEDIATE already holds the
+        whole database. The unique index on first entries backs it up."""
+        if lock and self.dialect == "postgresql" and self._cur is not None:
+            self._exec("SELECT pg_advisory_xact_lock(hashtext('amrwatch.session:' || :s))", {"s": session_id})
+        return self._one("SELECT * FROM sessions WHERE session_id = :s", {"s": session_id})
 
     def _get(self, session_id: str) -> SessionRow:
         return _session_from_row(self._row(session_id))
@@ -599,8 +706,8 @@ class Registry:
             if allowed_from is not None and before.status not in allowed_from:
                 raise RegistryError(f"session {session_id!r} is {before.status}; {action} needs status "
                                     f"{' or '.join(allowed_from)}")
-            sets = ", ".join(f"{k} = ?" for k in fields)
-            self.conn.execute(f"UPDATE sessions SET {sets} WHERE session_id = ?", [*fields.values(), session_id])
+            sets = ", ".join(f"{k} = :{k}" for k in fields)
+            self._exec(f"UPDATE sessions SET {sets} WHERE session_id = :session_id", {**fields, "session_id": session_id})
             after = self._get(session_id)
             old = {k: getattr(before, k) for k in fields}
             new = {k: getattr(after, k) for k in fields}
@@ -610,14 +717,14 @@ class Registry:
     def _audit(self, actor: str, action: str, table: str, key: str, old: dict | None, new: dict | None,
                history_key: str | None = None) -> None:
         """`supersedes` points at the newest earlier audit row of the same row (or of the row corrected)."""
-        prev = self.conn.execute("SELECT max(id) FROM audit WHERE table_name = ? AND row_key = ?",
-                                 (table, history_key or key)).fetchone()[0]
-        self.conn.execute(
+        prev = self._exec("SELECT max(id) FROM audit WHERE table_name = :t AND row_key = :k",
+                          {"t": table, "k": history_key or key}).scalar()
+        self._exec(
             "INSERT INTO audit (at, actor, action, table_name, row_key, old, new, supersedes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (utc_now_iso(), actor, action, table, key,
-             None if old is None else json.dumps(old, sort_keys=True),
-             None if new is None else json.dumps(new, sort_keys=True), prev))
+            "VALUES (:at, :actor, :action, :t, :k, :old, :new, :sup)",
+            {"at": utc_now_iso(), "actor": actor, "action": action, "t": table, "k": key,
+             "old": None if old is None else json.dumps(old, sort_keys=True),
+             "new": None if new is None else json.dumps(new, sort_keys=True), "sup": prev})
 
 
 class Transaction:
@@ -676,19 +783,19 @@ def _complications(value: Any) -> dict:
     return dict(sorted(value.items()))
 
 
-def _summary(r: sqlite3.Row) -> SummaryRow:
+def _summary(r) -> SummaryRow:
     d = dict(r)
     d["summary"] = json.loads(d["summary"])
     return SummaryRow(**d)
 
 
-def _outcome(r: sqlite3.Row) -> OutcomeRow:
+def _outcome(r) -> OutcomeRow:
     d = dict(r)
     d["complications"] = json.loads(d["complications"])
     return OutcomeRow(**d)
 
 
-def _audit(r: sqlite3.Row) -> AuditRow:
+def _audit(r) -> AuditRow:
     d = dict(r)
     d["old"] = None if d["old"] is None else json.loads(d["old"])
     d["new"] = None if d["new"] is None else json.loads(d["new"])

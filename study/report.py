@@ -107,14 +107,19 @@ def _figures(results: dict[str, Any], s: ReportSettings, synthetic: bool) -> dic
 
 def make_report(data_dir: Path, out_dir: Path, *, model_dir: str | Path | None = None,
                 settings: ReportSettings | None = None, now: dt.datetime | None = None,
-                compare_dir: str | Path | None = None) -> ReportResult:
-    """Analyse DATA_DIR's registry and write the report files into OUT_DIR."""
+                compare_dir: str | Path | None = None, registry: str | None = None) -> ReportResult:
+    """Analyse DATA_DIR's registry (or `registry`, a URL, with DATA_DIR the archive root beside it) and write
+    the report files into OUT_DIR. A registry with sessions from more than one site gets the by-site section
+    (study/sites.py)."""
+    from amrwatch.study import sites as by_site
+
     t0 = time.perf_counter()
     settings = settings or ReportSettings()
     now = now or dt.datetime.now(dt.timezone.utc)
-    with Registry.existing(data_dir) as reg:
+    with Registry.open(registry, Path(data_dir)) as reg:
         n_sessions = len(reg.list())
         cohort = build_cohort(reg, Path(data_dir), settings.follow_up)
+        site_map = by_site.site_of_sessions(reg)
     export_sha = hashlib.sha256(csv_text(cohort).encode("utf-8")).hexdigest()
     model, why = load_model(model_dir)
     results = analyse(cohort.rows, settings, model, export_sha)
@@ -132,9 +137,14 @@ def make_report(data_dir: Path, out_dir: Path, *, model_dir: str | Path | None =
             from amrwatch.study.cohort_stats import compare_models
 
             results["comparison"] = compare_models(cohort.rows, model, other, settings)
+    if len(set(site_map.values())) > 1:
+        results["sites"] = by_site.site_analysis(cohort.rows, site_map, model, settings)
     meta = _meta(cohort, n_sessions, Path(data_dir), settings, now)
     pngs = _figures(results, settings, cohort.synthetic)
     page = render(results, meta, pngs)
+    if "sites" in results:
+        section = by_site.html_section(results["sites"], bool(model is None or model.synthetic))
+        page = page.replace("</body>", section + "\n</body>", 1)
 
     out = Path(out_dir)
     (out / FIGURE_DIR).mkdir(parents=True, exist_ok=True)

@@ -180,8 +180,10 @@ def _start_times(n: int, rng: np.random.Generator, settings: SyntheticRegistrySe
 
 
 def generate(data_dir: Path, n: int, *, seed: int = 0, settings: SyntheticRegistrySettings | None = None,
-             cohort: CohortGenerator = DEFAULT_COHORT, model=None) -> SyntheticRegistryResult:
-    """Write n synthetic sessions (registry rows, summaries, outcomes) into DATA_DIR's registry."""
+             cohort: CohortGenerator = DEFAULT_COHORT, model=None, registry: str | Path | None = None,
+             site: str | None = None) -> SyntheticRegistryResult:
+    """Write n synthetic sessions (registry rows, summaries, outcomes) into DATA_DIR's registry, or into
+    `registry` (a URL) with each session marked as recorded at `site` (multi-site registries, issue #20)."""
     from amrwatch.services.predictor.model import LoadedModel
 
     settings = settings or SyntheticRegistrySettings()
@@ -199,7 +201,7 @@ def generate(data_dir: Path, n: int, *, seed: int = 0, settings: SyntheticRegist
     outcomes_written = 0
     gen_settings = {"synthetic_registry": settings.as_json(), "seed": seed,
                     "generator": f"{__name__}.generate"}
-    with Registry.in_data_dir(data_dir) as reg, reg.batch():
+    with (Registry(registry) if registry is not None else Registry.in_data_dir(data_dir)) as reg, reg.batch():
         for i in range(n):
             factors = row_dict(X[i])
             if rng.random() < settings.never_detected:
@@ -238,7 +240,7 @@ def generate(data_dir: Path, n: int, *, seed: int = 0, settings: SyntheticRegist
             sid = f"{started:%Y%m%dT%H%M%SZ}-{int(rng.integers(16**6)):06x}"
             reg.create_session(sid, actor=ACTOR, started_at=started, source=SOURCE, settings=gen_settings,
                                model_sha256=model.sha256, model_synthetic=model.synthetic,
-                               patient_token=new_patient_token())
+                               patient_token=new_patient_token(), site=site, cart=site and f"{site}-cart")
             reg.close_session(sid, actor=ACTOR,
                               ended_at=started + dt.timedelta(minutes=int(rng.integers(120, 240))))
             reg.set_summary(sid, summary, actor=ACTOR)

@@ -11,6 +11,7 @@ import pytest
 from amrwatch.proto.codec import encode
 from amrwatch.archive.writer import ArchiveWriter, session_path
 from amrwatch.study.cohort_table import build_cohort
+from amrwatch.registry.schema import HEAD
 from amrwatch.registry.store import REGISTRY_FILE, SCHEMA_VERSION, Registry, RegistryError
 from amrwatch.archive.settings import ArchiveSettings
 from amrwatch.registry.summary import SummaryError, summarize
@@ -98,19 +99,26 @@ def test_a_bad_summary_names_the_field_and_nothing_is_written(reg: Registry, bad
 
 
 def test_a_version_1_registry_is_upgraded_in_place_with_its_data(tmp_path: Path):
+    # What an earlier amrwatch wrote (its DDL kept verbatim): no summaries table, user_version 1, no Alembic.
     data = tmp_path / "data"
-    with Registry.in_data_dir(data) as r:
-        r.create_session("S1", actor="recorder", started_at=T0, source="sim")
-        r.add_outcome("S1", actor="dr_lee", timepoint="1w", cohen_grade=1, outcome_class="improved")
-    # Make it what an earlier amrwatch wrote: no summaries table, user_version 1.
+    data.mkdir()
     conn = sqlite3.connect(data / REGISTRY_FILE)
-    conn.executescript("DROP TABLE session_summaries; PRAGMA user_version=1;")
+    conn.executescript((Path(__file__).parents[1] / "registry" / "legacy_v1.sql").read_text())
+    conn.execute("INSERT INTO sessions (session_id, started_at, source, status) VALUES ('S1', ?, 'sim', 'closed')",
+                 (T0,))
+    conn.execute("INSERT INTO outcomes (session_id, timepoint, cohen_grade, outcome_class, recorded_at, actor) "
+                 "VALUES ('S1', '1w', 1, 'improved', ?, 'dr_lee')", (T0,))
+    conn.commit()
     conn.close()
     with Registry.in_data_dir(data) as r:
-        assert r.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert r.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert r.conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD
         assert [o.cohen_grade for o in r.outcomes("S1")] == [1]
         r.set_summary("S1", {"course": "persisted"}, actor="recorder")
         assert r.summary("S1").summary["course"] == "persisted"
+        # the old triggers survived the upgrade
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            r.conn.execute("UPDATE outcomes SET cohen_grade = 4")
 
 
 def test_export_falls_back_to_the_archive_when_no_summary_was_stored(tmp_path: Path):

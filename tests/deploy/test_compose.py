@@ -37,7 +37,8 @@ def test_dockerfile_passes_hadolint():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-AMR_SERVICES = {n: s for n, s in SERVICES.items() if s.get("image", "").startswith("amrwatch")}
+#: The cart's microservices (always on); the optional profiles' jobs are checked on their own below.
+AMR_SERVICES = {n: s for n, s in SERVICES.items() if s.get("image", "").startswith("amrwatch") and not s.get("profiles")}
 
 
 def test_every_microservice_has_a_compose_service_running_its_command():
@@ -110,7 +111,7 @@ def test_curve_override_is_valid_and_covers_every_socket_owner():
     r = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
                         str(ROOT / "compose.curve.yaml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    amr = {n for n, s in SERVICES.items() if s.get("image", "").startswith("amrwatch")}
+    amr = set(AMR_SERVICES)  # the registry and sync jobs (postgres profile) own no socket and export no metrics
     assert set(CURVE["services"]) == amr
     for name, svc in CURVE["services"].items():
         assert svc["secrets"] == ["amrwatch_keys"], name
@@ -121,7 +122,7 @@ def test_prometheus_profile_scrapes_every_metrics_port():
     prom = SERVICES["prometheus"]
     assert prom["profiles"] == ["metrics"]
     targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in PROM["scrape_configs"]}
-    amr = {n for n, s in SERVICES.items() if s.get("image", "").startswith("amrwatch")}
+    amr = set(AMR_SERVICES)  # the registry and sync jobs (postgres profile) own no socket and export no metrics
     assert set(targets) == amr
     for name, target in targets.items():
         host, port = target.split(":")
@@ -132,3 +133,23 @@ def test_every_service_has_resource_limits():
     for name, svc in SERVICES.items():
         limits = svc["deploy"]["resources"]["limits"]
         assert limits["cpus"] and limits["memory"], name
+
+
+def test_postgres_profile_migrates_then_syncs_into_the_server():
+    pg, reg, sync = SERVICES["postgres"], SERVICES["registry"], SERVICES["sync"]
+    assert pg["profiles"] == reg["profiles"] == sync["profiles"] == ["postgres"]
+    assert pg["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert reg["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert sync["depends_on"]["registry"]["condition"] == "service_completed_successfully"
+    assert reg["restart"] == "no"
+    url = reg["environment"]["AMRWATCH_REGISTRY"]
+    assert url == sync["environment"]["AMRWATCH_CENTRAL_REGISTRY"] and url.startswith("postgresql://")
+    assert "@postgres:5432/" + pg["environment"]["POSTGRES_DB"] in url
+    assert "AMRWATCH_REGISTRY" not in sync["environment"]  # the cart keeps its own SQLite registry
+    parser = build_parser()
+    for svc in (reg, sync):  # the commands exist, with these flags
+        assert parser.parse_args(svc["command"]).func is not None
+    assert any(v.endswith(":/var/lib/amrwatch") for v in sync["volumes"])
+    assert sync["environment"]["AMRWATCH_CENTRAL_ARCHIVE"] in {v.split(":")[1] for v in sync["volumes"]}
+    # no password in the file: the server refuses to initialise until AMRWATCH_PG_PASSWORD is set
+    assert pg["environment"]["POSTGRES_PASSWORD"] == "${AMRWATCH_PG_PASSWORD:-}"

@@ -18,7 +18,7 @@ from amrwatch.archive.settings import ArchiveSettings
 
 from .conftest import emg_frames
 
-FORMAT_MD = Path(__file__).resolve().parents[2] / "services" / "recorder" / "FORMAT.md"
+FORMAT_MD = Path(__file__).resolve().parents[2] / "archive" / "FORMAT.md"
 
 
 def auditor_verify(session_dir: Path, key: bytes | None = None) -> list[str]:
