@@ -107,7 +107,7 @@ def site_analysis(rows: list[CohortRow], sites: dict[str, str], model, s: Report
     if model is None:
         out["stratified"] = unavailable("no model was loaded")
         return out
-    usable = [r for r in rows if r.label is not None and r.complete]
+    usable = [r for r in rows if r.label is not None and r.eligible and r.complete]  # as design() selects them
     X, y, _ = design(rows)
     strata = np.array([sites.get(r.session_id, NO_SITE) for r in usable])
     if len(y) == 0:
