@@ -33,6 +33,9 @@ LOOP_SECONDS = Histogram(
 AUTH_REFUSED = Counter(
     "amrwatch_auth_refusals_total", "Clients refused by CURVE authentication (unknown key)"
 )
+AUTH_REVOKED_CUT = Counter(
+    "amrwatch_auth_revoked_connections_cut_total", "Open connections cut because a CURVE key was revoked"
+)
 SERVICE = Info("amrwatch_service", "Service name and version")
 
 

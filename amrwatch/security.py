@@ -12,6 +12,23 @@ Servers (the bus proxy, the acquirer's control socket) authenticate clients
 against `authorized/`; a refused client receives nothing, and the refusal is
 counted (`amrwatch_auth_refusals_total`) and logged. Without AMRWATCH_KEYS,
 sockets are plain TCP and the README says what that means.
+
+Revocation (remove `authorized/NAME.key`) takes effect on *open* connections
+within `REVOKE_POLL_S` + one poll (≤ 1 s; measured in tests/security): the ZAP
+handler only runs at a handshake, so a watcher re-reads `authorized/` and, when
+a key that had been let in is gone, shuts down the TCP connections of every
+server socket of this process that came from the address(es) that key used.
+ZeroMQ sees the connection end and drops it; clients still authorized
+reconnect by themselves (ZeroMQ's reconnect, ~0.1 s) and pass the handshake
+again, the revoked one is refused at its next handshake. ZeroMQ cannot close
+one peer of a bound socket, and the ZAP request carries the peer's IP, not its
+port, so peers sharing the revoked key's IP are cycled too (a reconnect, which
+subscribers' seq tracking and the recorder's refill absorb).
+
+The User-Id ZeroMQ attaches to every message from an authenticated peer is the
+*name* of its key file in `authorized/` (`reader-anna.key` → `reader-anna`):
+the control socket attributes a remote reader's acknowledgements and notes to
+it (services/acquirer), never to a name the client typed.
 """
 
 from __future__ import annotations
@@ -19,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket as _socket
 import stat
 import sys
 import threading
@@ -28,10 +46,15 @@ from pathlib import Path
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 log = logging.getLogger(__name__)
+_monitors = 0
 
-_authenticators: dict[int, ThreadAuthenticator] = {}
+#: How often the authorized/ directory is re-read for revocations (seconds).
+REVOKE_POLL_S = 0.5
+
+_authenticators: dict[int, _Authenticator] = {}
 
 
 class KeyError_(ValueError):
@@ -78,15 +101,23 @@ class _Allowed:
         self.directory = directory
         self.refused = 0
 
-    def keys(self) -> set[bytes]:
-        out = set()
+    def named(self) -> dict[bytes, str]:
+        """Authorized public keys (Z85) → key name (the file's stem)."""
+        out: dict[bytes, str] = {}
         for p in sorted(self.directory.glob("*.key")):
-            public, _ = zmq.auth.load_certificate(str(p))
-            out.add(public)
+            try:
+                public, _ = zmq.auth.load_certificate(str(p))
+            except (OSError, ValueError) as err:  # a file being written, or not a key: say so, skip it
+                log.warning("authorized key %s unreadable, skipped: %s", p, err)
+                continue
+            out[public] = p.stem
         return out
 
+    def current(self) -> set[bytes]:
+        return set(self.named())
+
     def callback(self, domain: str, key: bytes) -> bool:
-        if key in self.keys():
+        if key in self.current():
             return True
         from . import metrics
 
@@ -96,23 +127,153 @@ class _Allowed:
         return False
 
 
+class _Authenticator(ThreadAuthenticator):
+    """pyzmq's ZAP handler, plus: remembers which peer address each accepted key came from, names the
+    peer's User-Id after its key file, and watches for revocations (module docstring)."""
+
+    def __init__(self, ctx: zmq.Context, allowed: _Allowed) -> None:
+        super().__init__(ctx)
+        self.allowed = allowed
+        self.lock = threading.Lock()
+        self.seen: dict[bytes, set[str]] = {}  # z85 key → peer IPs it was accepted from
+        self.servers: list[_ServerWatch] = []
+        self.cut = 0
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        if len(msg) >= 7 and msg[5] == b"CURVE" and len(msg[6]) == 32:
+            key = z85.encode(msg[6])
+            if key in self.allowed.current():
+                with self.lock:
+                    self.seen.setdefault(key, set()).add(msg[3].decode("utf-8", "replace"))
+        await super().handle_zap_message(msg)
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return self.allowed.named().get(z85.encode(client_public_key), "unknown")
+
+    def start(self) -> None:
+        super().start()
+        self._watcher = threading.Thread(target=self._watch, name="curve-revocation", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for w in self.servers:
+            w.stop()
+        super().stop()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(REVOKE_POLL_S):
+            try:
+                self.check_revoked()
+            except Exception:  # the watcher must outlive a bad directory read
+                log.exception("revocation check failed")
+
+    def check_revoked(self) -> int:
+        """Cut the open connections of keys no longer authorized; return how many were cut."""
+        current = self.allowed.current()
+        with self.lock:
+            gone = {k: ips for k, ips in self.seen.items() if k not in current}
+            for k in gone:
+                del self.seen[k]
+        if not gone:
+            return 0
+        ips = set().union(*gone.values())
+        n = sum(w.cut(ips) for w in list(self.servers))
+        self.cut += n
+        from . import metrics
+
+        metrics.AUTH_REVOKED_CUT.inc(n)
+        log.warning("CURVE key(s) %s revoked: cut %d open connection(s) from %s",
+                    ", ".join(k[:8].decode() + "…" for k in gone), n, ", ".join(sorted(ips)))
+        return n
+
+
+class _ServerWatch:
+    """The accepted TCP connections (file descriptors) of one server socket, from its monitor."""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        global _monitors
+        _monitors += 1
+        addr = f"inproc://amrwatch-server-{os.getpid()}-{_monitors}"
+        sock.monitor(addr, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED)
+        self.mon = zmq.Socket(sock.context, zmq.PAIR)
+        self.mon.connect(addr)
+        self.fds: set[int] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, name="curve-server-monitor", daemon=True).start()
+
+    def _run(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        try:
+            while True:
+                ev = recv_monitor_message(self.mon)
+                event, fd = int(ev["event"]), int(ev["value"])
+                with self.lock:
+                    if event == zmq.EVENT_ACCEPTED:
+                        self.fds.add(fd)
+                    elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
+                        self.fds.discard(fd)
+                    elif event == zmq.EVENT_MONITOR_STOPPED:
+                        return
+        except zmq.ZMQError:  # the context is ending
+            pass
+        finally:
+            self.mon.close(linger=0)
+
+    def cut(self, ips: set[str]) -> int:
+        """shutdown() (not close: the descriptor stays ZeroMQ's) every connection from `ips`."""
+        n = 0
+        with self.lock:
+            fds = list(self.fds)
+        for fd in fds:
+            try:
+                s = _socket.socket(fileno=os.dup(fd))
+            except OSError:
+                continue
+            try:
+                if s.type != _socket.SOCK_STREAM or s.getpeername()[0] not in ips:
+                    continue
+                s.shutdown(_socket.SHUT_RDWR)
+                n += 1
+            except OSError:
+                pass
+            finally:
+                s.close()
+        return n
+
+    def stop(self) -> None:
+        pass  # the monitor ends with the socket (EVENT_MONITOR_STOPPED) or the context
+
+
 def server(sock: zmq.Socket, ctx: zmq.Context) -> None:
-    """Make `sock` a CURVE server if keys are configured (before bind)."""
+    """Make `sock` a CURVE server if keys are configured (before bind), its open connections cut
+    when a key is revoked."""
     d = key_dir()
     if d is None:
         return
     public, secret = _load(d / "server.key_secret", secret=True)
     if id(ctx) not in _authenticators:
-        auth = ThreadAuthenticator(ctx)
+        allowed = _Allowed(d / "authorized")
+        auth = _Authenticator(ctx, allowed)
         auth.start()
-        auth.configure_curve_callback("*", credentials_provider=_Allowed(d / "authorized"))
+        auth.configure_curve_callback("*", credentials_provider=allowed)
         _authenticators[id(ctx)] = auth
+    auth = _authenticators[id(ctx)]
     sock.curve_secretkey = secret
     sock.curve_publickey = public
     sock.curve_server = True
+    auth.servers.append(_ServerWatch(sock))
 
 
-_monitors = 0
+def revocation_cuts(ctx: zmq.Context) -> int:
+    """Connections cut by revocations so far in `ctx` (tests, status)."""
+    auth = _authenticators.get(id(ctx))
+    return auth.cut if auth is not None else 0
+
+
 #: sysexits.h EX_CONFIG: this process and the socket it connects to disagree about CURVE.
 EXIT_KEYS_MISMATCH = 78
 #: ZMTP error: the peer speaks another security mechanism (CURVE against NULL, or the reverse).
