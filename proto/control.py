@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, TypeAdapter
 
-from .messages import Count, FactorValues, Name, ScalarMap, SessionId, Stage, Strict, Text
+from .messages import Count, FactorValues, Name, ScalarMap, SessionId, ShortText, Stage, Strict, Text
 
 #: Most messages one retransmit reply may carry (the recorder asks again for the rest).
 MAX_RETRANSMIT = 2000
@@ -62,8 +62,27 @@ class StateRequest(Strict):
     )
 
 
+class AckRequest(Strict):
+    """A remote reader acknowledges an alarm of the room. Published by the acquirer as `alarm_ack` with
+    `operator` = the reader's CURVE key name (the authenticated peer, never a typed name). Needs CURVE."""
+
+    op: Literal["ack"]
+    alarm_key: ShortText
+    note: ShortText | None = None
+
+
+class NoteRequest(Strict):
+    """A remote reader writes to the room (`kind` 'note'), or logs its presence ('watching' when it starts
+    following the room, 'left' when it stops). Published by the acquirer as `reader_note`, attributed to the
+    reader's CURVE key name. Needs CURVE."""
+
+    op: Literal["note"]
+    kind: Literal["note", "watching", "left"] = "note"
+    text: ShortText | None = None
+
+
 ControlRequest = Annotated[
-    Union[MarkRequest, FactorsRequest, SessionRequest, RetransmitRequest, StateRequest],
+    Union[MarkRequest, FactorsRequest, SessionRequest, RetransmitRequest, StateRequest, AckRequest, NoteRequest],
     Field(discriminator="op"),
 ]
 CONTROL_REQUEST = TypeAdapter(ControlRequest)
@@ -94,7 +113,7 @@ def describe_request(err) -> str:
     from .codec import describe
 
     by_op = {"mark": MarkRequest, "factors": FactorsRequest, "session": SessionRequest,
-             "retransmit": RetransmitRequest, "state": StateRequest}
+             "retransmit": RetransmitRequest, "state": StateRequest, "ack": AckRequest, "note": NoteRequest}
     lines = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])

@@ -125,6 +125,7 @@ AlarmKind = Literal[
     "recording_quality",
     "direct_response",
     "state_unknown",
+    "link_stale",
 ]
 InputSource = Literal["operator", "scenario", "replay", "file"]
 
@@ -589,6 +590,24 @@ class AlarmAck(Message):
     operator: Name | None = Field(description="Who acknowledged it, as typed on the page; null if not given.")
     note: ShortText | None
 
+class ReaderNote(Message):
+    """A remote reader (the hub, `amrwatch hub`) or the room wrote to the other side, or a reader started or
+    stopped watching the room. Published by the acquirer when the reader's request reaches the control socket,
+    so it is archived with the session; `reader` is the name of the reader's CURVE key on the cart (the
+    authenticated identity), never a name typed by the client."""
+
+    TOPIC: ClassVar[str] = "reader_note"
+    type: Literal["reader_note"]
+    reader: Name = Field(description="The remote reader: the name of its authorized CURVE key on the cart "
+                         "(or 'room' for a note written in the room to the reader).")
+    direction: Literal["to_room", "to_reader"] = Field(
+        description="'to_room': from the remote reader; 'to_reader': from the room's monitor to the reader.")
+    kind: Literal["note", "watching", "left"] = Field(
+        description="A note, or the presence log: the reader started ('watching') or stopped ('left') "
+        "watching the room.")
+    text: ShortText | None = Field(description="The note (null for presence).")
+
+
 class ServiceSettings(Message):
     """The settings a service analyses a session with, sent when it takes the session up.
 
@@ -658,6 +677,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Decision,
     Alarm,
     AlarmAck,
+    ReaderNote,
     ServiceSettings,
     Heartbeat,
 )

@@ -71,6 +71,13 @@ def configure(sock: zmq.Socket, limits: ControlLimits) -> None:
     sock.setsockopt(zmq.LINGER, 0)
 
 
+def _user_id(frame: zmq.Frame) -> str | None:
+    try:
+        return frame.get("User-Id")
+    except (zmq.ZMQError, KeyError):  # no ZAP handler on this socket (no CURVE)
+        return None
+
+
 @dataclass
 class _Client:
     queue: deque
@@ -96,6 +103,9 @@ class ControlServer:
         self.refused = 0
         self.dropped = 0
         self.malformed = 0
+        #: The authenticated peer of the request being handled: its ZeroMQ User-Id (with CURVE, the name of
+        #: its authorized key, amrwatch/security.py), None without CURVE.
+        self.current_user: str | None = None
 
     @property
     def pending(self) -> int:
@@ -111,13 +121,16 @@ class ControlServer:
         while self.clients and (served == 0 or (self.clock() - start < lim.turn_budget_s
                                                   and spent < lim.turn_budget_bytes)):
             ident, client = next(iter(self.clients.items()))
-            envelope, raw = client.queue.popleft()
+            envelope, raw, self.current_user = client.queue.popleft()
             client.nbytes -= len(raw)
             if client.queue:
                 self.clients.move_to_end(ident)  # round-robin: one request per client per round
             else:
                 del self.clients[ident]
-            reply, extra = self.handle(raw)
+            try:
+                reply, extra = self.handle(raw)
+            finally:
+                self.current_user = None
             spent += self._send(envelope, reply, extra, client)
             served += 1
             self.answered += 1
@@ -126,9 +139,10 @@ class ControlServer:
         lim = self.limits
         for _ in range(lim.reads_per_turn):
             try:
-                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            parts = [f.bytes for f in frames]
             if len(parts) < 3 or parts[-2] != b"":
                 self.malformed += 1
                 if self.malformed in (1, 10, 100) or self.malformed % 1000 == 0:
@@ -154,7 +168,7 @@ class ControlServer:
                              f"requests from this client not yet answered would hold {client.nbytes + len(raw)} "
                              f"bytes: limit {lim.max_pending_bytes} bytes", client)
             else:
-                client.queue.append((envelope, raw))
+                client.queue.append((envelope, raw, _user_id(frames[-1])))
                 client.nbytes += len(raw)
             if not client.queue:
                 del self.clients[ident]

@@ -34,7 +34,11 @@ from ...proto.control import (
     StateRequest,
     describe_request,
 )
+from ...proto.control import AckRequest, NoteRequest
+from ...freetext import identifier_problem
 from ...proto.messages import (
+    AlarmAck,
+    ReaderNote,
     EmgFrame,
     Factors,
     FactorValues,
@@ -69,9 +73,14 @@ def new_session_id() -> str:
 SNAPSHOT_TOPICS = tuple(t for t in STATE_TYPES if t not in ("stage", "factors"))
 
 
+#: The others' events the acquirer also keeps, for a remote reader's backfill (`retransmit` with the other
+#: publisher's instance): the state types, alarms and acknowledgements. Low rate (never frames).
+FOREIGN_TOPICS = (*SNAPSHOT_TOPICS, "alarm", "alarm_ack")
+
+
 class Acquirer(Service):
     name = "acquirer"
-    topics = ("heartbeat", *SNAPSHOT_TOPICS)
+    topics = ("heartbeat", *FOREIGN_TOPICS)
 
     def __init__(
         self,
@@ -107,6 +116,9 @@ class Acquirer(Service):
         self.control_bind = control_bind or config.get("control_bind")
         self.signal_lost_s = signal_lost_ms / 1000.0
         self.buffer = RetransmitBuffer(keep_s=retransmit_s)
+        # Other publishers' events, keyed "instance/type" (each its own gap-free seq stream); 64 MiB at most.
+        self.foreign = RetransmitBuffer(keep_s=retransmit_s, max_bytes=64 * 1024 * 1024)
+        self.foreign_last: dict[str, int] = {}
         self.pub.on_sent.append(lambda m, f: self.buffer.add(m.type, m.seq, f, time.monotonic()))
         self.keep_state = keep_state
         self.snapshot: SessionSnapshot | None = None
@@ -153,7 +165,12 @@ class Acquirer(Service):
             self.ready_services.add(msg.service)
 
     def on_wire(self, msg: Message, frames: list) -> None:
-        self._keep(msg, frames)
+        if msg.instance != self.pub.instance and msg.type in FOREIGN_TOPICS:
+            key = f"{msg.instance}/{msg.type}"
+            self.foreign.add(key, msg.seq, frames, time.monotonic())
+            self.foreign_last[key] = msg.seq
+        if msg.type in SNAPSHOT_TOPICS:
+            self._keep(msg, frames)
         self.on_message(msg)
 
     def _keep(self, msg: Message, frames: list) -> None:
@@ -382,6 +399,8 @@ class Acquirer(Service):
             return self._state(req)
         if self.session_start is None:
             return ControlReply(ok=False, error="no session is running yet; wait for the acquirer to start one"), []
+        if isinstance(req, (AckRequest, NoteRequest)):
+            return self._from_reader(req)
         if isinstance(req, MarkRequest):
             msg = self.pub.publish(
                 StageMarker, self.session_id, stage=req.stage, source="operator", sample_index=self.sent_samples
@@ -395,9 +414,68 @@ class Acquirer(Service):
         log.info("operator entered factors: %s", ", ".join(sorted(req.factors.given())))
         return ControlReply(ok=True, session_id=self.session_id, seq=msg.seq), []
 
+    def _from_reader(self, req: AckRequest | NoteRequest) -> tuple[ControlReply, list[bytes]]:
+        """An acknowledgement or note from a remote reader (the hub), attributed to the CURVE key it
+        authenticated with (the peer's User-Id is its key's name, amrwatch/security.py)."""
+        reader = self.control_server.current_user if self.control_server is not None else None
+        if not reader or reader in ("unknown", "anonymous"):
+            return ControlReply(ok=False, error=f"{req.op}: refused — a remote reader's {req.op} must come over "
+                                "CURVE with an authorized key, whose name is the reader's identity"), []
+        text = req.note if isinstance(req, AckRequest) else req.text
+        problem = identifier_problem("note" if isinstance(req, AckRequest) else "text", text)
+        if problem:
+            self._on_reject("control_invalid", problem, [])
+            return ControlReply(ok=False, error=f"request refused: {problem}"), []
+        if isinstance(req, AckRequest):
+            msg = self.pub.publish(AlarmAck, self.session_id, alarm_key=req.alarm_key, operator=reader[:64],
+                                   note=req.note)
+        else:
+            if req.kind == "note" and not req.text:
+                return ControlReply(ok=False, error="note: text is empty; give the note's text (1-256 "
+                                    "characters)"), []
+            msg = self.pub.publish(ReaderNote, self.session_id, reader=reader[:64], direction="to_room",
+                                   kind=req.kind, text=req.text if req.kind == "note" else None)
+        log.info("remote reader %s: %s", reader, req.op if isinstance(req, AckRequest) else req.kind)
+        return ControlReply(ok=True, session_id=self.session_id, seq=msg.seq), []
+
+    def _retransmit_foreign(self, req: RetransmitRequest) -> tuple[ControlReply, list[bytes]]:
+        """Another publisher's events, as the acquirer heard them on the bus (FOREIGN_TOPICS)."""
+        key = f"{req.instance}/{req.type}"
+        last = self.foreign_last.get(key)
+        if last is None:
+            return ControlReply(
+                ok=False,
+                error=f"instance {req.instance} is neither this acquirer's ({self.pub.instance}) nor a publisher "
+                f"of {req.type} it has heard (it keeps others' {', '.join(FOREIGN_TOPICS)})",
+                detail={"reason": "unknown_instance"},
+            ), []
+        if req.to_seq < req.from_seq:
+            return ControlReply(ok=False, error=f"retransmit: to_seq {req.to_seq} is before from_seq {req.from_seq}; "
+                                "give from_seq <= to_seq", detail={"reason": "reversed_range"}), []
+        if req.from_seq > last:
+            return ControlReply(ok=False, error=f"retransmit: {req.type} seq {req.from_seq} of {req.instance} has "
+                                f"not been heard yet (the last heard is seq {last})",
+                                detail={"reason": "not_yet_sent", "last_sent_seq": last}), []
+        to_seq = min(req.to_seq, last)
+        entries, missing = self.foreign.get(key, req.from_seq, to_seq, MAX_RETRANSMIT, MAX_REPLY_BYTES)
+        frames: list[bytes] = []
+        for e in entries:
+            frames.extend(e.frames)
+        detail: dict[str, Any] = {"last_sent_seq": last}
+        if missing is not None:
+            oldest = self.foreign.oldest_seq(key)
+            detail["unavailable_from"] = missing
+            detail["unavailable_to"] = min(to_seq, oldest - 1) if oldest is not None else to_seq
+        if entries and entries[-1].seq < to_seq:
+            detail["truncated_by"] = "max_messages" if len(entries) >= MAX_RETRANSMIT else "max_bytes"
+            detail["resume_from_seq"] = entries[-1].seq + 1
+        return ControlReply(ok=True, session_id=self.session_id, n_messages=len(entries), detail=detail), frames
+
     def _retransmit(self, req: RetransmitRequest) -> tuple[ControlReply, list[bytes]]:
         """The asked seqs the buffer holds, cut at MAX_RETRANSMIT messages or MAX_REPLY_BYTES (the reply says
         so and where to resume); `unavailable_*` names only seqs that were sent and have aged out."""
+        if req.instance != self.pub.instance and f"{req.instance}/{req.type}" in self.foreign_last:
+            return self._retransmit_foreign(req)
         if req.instance != self.pub.instance:
             return ControlReply(
                 ok=False,

@@ -55,6 +55,7 @@ BODIES: dict[str, dict] = {
     "alarm": dict(kind="sequence_gap", priority="medium", state="raised", message="3 messages lost",
                   source="analyzer", alarm_key="gap:acquirer:emg_frame"),
     "alarm_ack": dict(alarm_key="gap:acquirer:emg_frame", operator="dr_lee", note=None),
+    "reader_note": dict(reader="reader-anna", direction="to_room", kind="note", text="Looks fine from here."),
     # The hash as proto/README.md defines it: SHA-256 of the JSON with sorted keys and no spaces.
     "service_settings": dict(service="analyzer", settings=SETTINGS, settings_sha256=hashlib.sha256(
         json.dumps(SETTINGS, sort_keys=True, separators=(",", ":")).encode()).hexdigest(),
