@@ -593,6 +593,7 @@ def _extensions():
         "amrwatch.registry.cli",
         "amrwatch.registry.sync_cli",
         "amrwatch.services.monitor.cli",
+        "amrwatch.services.hub.cli",
     ):
         try:
             m = importlib.import_module(mod)

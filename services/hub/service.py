@@ -1,0 +1,388 @@
+"""The hub's thin loop: one SUB (events, never frames) and one DEALER (control) per cart, all outbound.
+
+Per room:
+- the SUB connects to the cart's bus_out with the hub's CURVE identity and the
+  cart's server key, subscribed to `core.EVENT_TYPES` + heartbeats only;
+- ZeroMQ reconnects by itself with exponential backoff (RECONNECT_IVL 100 ms
+  doubling to RECONNECT_IVL_MAX 5 s), and ZMTP heartbeats (1 s, timeout 3 s)
+  notice a dead link that TCP would keep open for minutes under a partition;
+- the DEALER asks the cart's acquirer for what the room missed (`retransmit`),
+  one request at a time with a timeout (a request lost with the link is sent
+  again on a fresh socket), and carries the reader's acks and notes;
+- after the link comes back (and every `PROBE_S`), each known stream is probed
+  past its newest seq, which finds what was lost at the end of a stream.
+
+Events taken (live or backfilled) are appended to DATA/ROOM/events.jsonl and
+link_stale changes to DATA/ROOM/alarms.jsonl: the hub's own record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import zmq
+from prometheus_client import Counter, Gauge
+from zmq.utils.monitor import recv_monitor_message
+
+from ...bus import harden
+from ...proto.codec import DecodeError, decode
+from ...proto.control import ControlReply
+from .config import HubConfig, RoomConfig
+from .core import EVENT_TYPES, LIVENESS_TYPES, Request, Room
+
+log = logging.getLogger(__name__)
+
+#: Seconds a control request waits for its reply before it is sent again on a fresh socket.
+REQUEST_TIMEOUT_S = 5.0
+#: Every known stream is probed for lost tails this often (and at once when a link comes back).
+PROBE_S = 10.0
+
+CONNECTED = Gauge("amrwatch_hub_room_connected", "1 while the hub's link to the room is up", ["room"])
+STALENESS = Gauge("amrwatch_hub_room_staleness_seconds", "Age of the newest data from the room", ["room"])
+STALE = Gauge("amrwatch_hub_room_stale", "1 while the room's link_stale alarm is raised", ["room"])
+EVENTS = Counter("amrwatch_hub_room_events_total", "Events taken from the room (exactly once by seq)", ["room"])
+BACKFILLED = Counter("amrwatch_hub_room_backfilled_total", "Events taken by backfill (retransmit)", ["room"])
+GAPS = Counter("amrwatch_hub_room_gap_messages_total", "Events the cart could no longer give (shown as gaps)",
+               ["room"])
+BYTES = Counter("amrwatch_hub_room_received_bytes_total", "Message bytes received from the room (live and "
+                "backfill)", ["room"])
+
+
+def _curve(sock: zmq.Socket, cfg: HubConfig, room: RoomConfig) -> None:
+    if cfg.key_secret is None:
+        return
+    sock.curve_serverkey = room.server_key
+    sock.curve_publickey = cfg.key_public
+    sock.curve_secretkey = cfg.key_secret
+
+
+def _links(sock: zmq.Socket) -> None:
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 6000)
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, 3000)
+    sock.setsockopt(zmq.LINGER, 0)
+
+
+class Link:
+    """One cart: its sockets, and the control requests waiting to go."""
+
+    def __init__(self, ctx: zmq.Context, cfg: HubConfig, rc: RoomConfig, room: Room, n: int) -> None:
+        self.ctx, self.cfg, self.rc, self.room, self.n = ctx, cfg, rc, room, n
+        self.sub = ctx.socket(zmq.SUB)
+        harden(self.sub)
+        _links(self.sub)
+        self.sub.setsockopt(zmq.RCVHWM, 100_000)
+        for t in (*EVENT_TYPES, *LIVENESS_TYPES):
+            self.sub.setsockopt(zmq.SUBSCRIBE, t.encode())
+        _curve(self.sub, cfg, rc)
+        addr = f"inproc://hub-mon-{os.getpid()}-{n}"
+        self.sub.monitor(addr, zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+                         | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self.mon = ctx.socket(zmq.PAIR)
+        self.mon.connect(addr)
+        self.sub.connect(rc.bus)
+        self.dealer: zmq.Socket | None = None
+        self.dealer_gen = 0
+        self._new_dealer()
+        self.queue: deque[tuple[dict, Request | None, Future | None]] = deque()
+        self.pending: tuple[dict, Request | None, Future | None, float] | None = None
+        self.next_probe = time.monotonic() + PROBE_S
+        self.announced: str | None = None  # the session this reader's presence ('watching') was logged in
+        self.announcing = False
+        self.events_file = self.ack_file = None
+        if cfg.data is not None:
+            d = cfg.data / rc.name
+            d.mkdir(parents=True, exist_ok=True)
+            self.events_file = open(d / "events.jsonl", "a", buffering=1)  # noqa: SIM115 - open for the link's life
+            self.alarms_file = open(d / "alarms.jsonl", "a", buffering=1)  # noqa: SIM115
+
+    def _new_dealer(self) -> None:
+        if self.dealer is not None:
+            self.dealer.close(linger=0)
+        self.dealer_gen += 1
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        harden(self.dealer)
+        _links(self.dealer)
+        _curve(self.dealer, self.cfg, self.rc)
+        self.dealer.connect(self.rc.control)
+
+    def close(self) -> None:
+        for s in (self.sub, self.mon, self.dealer):
+            if s is not None:
+                s.close(linger=0)
+        for f in (self.events_file, getattr(self, "alarms_file", None)):
+            if f is not None:
+                f.close()
+
+
+class Hub:
+    """Follows every room of the config; `tiles()` and `send()` are safe from other threads."""
+
+    def __init__(self, cfg: HubConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.ctx = zmq.Context()
+        self.lock = threading.Lock()
+        self.rooms = {rc.name: Room(rc.name, cfg.stale_after_s) for rc in cfg.rooms}
+        self.links = {rc.name: Link(self.ctx, cfg, rc, self.rooms[rc.name], i) for i, rc in enumerate(cfg.rooms)}
+        self._stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        for name in self.rooms:
+            for m in (CONNECTED, STALENESS, STALE):
+                m.labels(name)
+            for c in (EVENTS, BACKFILLED, GAPS, BYTES):
+                c.labels(name)
+
+    # -- for the page (other threads) ----------------------------------------
+    def tiles(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        with self.lock:
+            out = []
+            for name, room in self.rooms.items():
+                t = room.tile(now)
+                t["monitor"] = self.links[name].rc.monitor
+                out.append(t)
+            return out
+
+    def room_detail(self, name: str) -> dict[str, Any] | None:
+        now = self.clock()
+        with self.lock:
+            room = self.rooms.get(name)
+            if room is None:
+                return None
+            t = room.tile(now)
+            t["recent"] = list(room.recent)[-200:]
+            t["gaps"] = [g.__dict__ | {"n": g.n} for g in room.gaps]
+            return t
+
+    def send(self, room: str, body: dict) -> Future:
+        """Queue a control request (ack, note) for the room's cart; the future gets the reply as a dict."""
+        fut: Future = Future()
+        with self.lock:
+            self.links[room].queue.append((body, None, fut))
+        return fut
+
+    # -- the loop -------------------------------------------------------------
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name="hub", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+    def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                poller = zmq.Poller()
+                for link in self.links.values():
+                    poller.register(link.sub, zmq.POLLIN)
+                    poller.register(link.mon, zmq.POLLIN)
+                    poller.register(link.dealer, zmq.POLLIN)
+                events = dict(poller.poll(100))
+                now = self.clock()
+                with self.lock:
+                    for link in self.links.values():
+                        if events.get(link.mon):
+                            self._monitor(link, now)
+                        if events.get(link.sub):
+                            self._live(link)
+                        if events.get(link.dealer):
+                            self._reply(link)
+                        self._housekeeping(link, self.clock())
+        finally:
+            with self.lock:
+                for link in self.links.values():
+                    self._farewell(link)
+                    link.close()
+            self.ctx.term()
+
+    def _farewell(self, link: Link) -> None:
+        """Presence log: tell the cart this reader left (best effort, the link may be down)."""
+        if not link.announced or link.dealer is None:
+            return
+        try:
+            link.dealer.send_multipart([b"", json.dumps({"op": "note", "kind": "left"}).encode()], zmq.NOBLOCK)
+            if link.dealer.poll(1000):
+                link.dealer.recv_multipart()
+        except zmq.ZMQError:
+            pass
+
+    def _monitor(self, link: Link, now: float) -> None:
+        room = link.room
+        while True:
+            try:
+                ev = recv_monitor_message(link.mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = int(ev["event"])
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                room.connected, room.refused = True, None
+                CONNECTED.labels(room.name).set(1)
+                log.info("room %s: link up (%s)", room.name, link.rc.bus)
+                link.next_probe = now  # backfill what the outage cost, at once
+            elif event == zmq.EVENT_DISCONNECTED:
+                if room.connected:
+                    log.warning("room %s: link down (%s); reconnecting with backoff", room.name, link.rc.bus)
+                room.connected = False
+                CONNECTED.labels(room.name).set(0)
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                room.refused = ("the cart refused the hub's CURVE key: add the hub's public key to the cart's "
+                                "authorized/ directory")
+                if room.connected is not False or not getattr(link, "_refusal_logged", False):
+                    log.error("room %s: %s", room.name, room.refused)
+                    link._refusal_logged = True
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                room.refused = "security mismatch: the cart and the hub are not keyed alike (CURVE on one side only)"
+
+    def _take(self, link: Link, frames: list, via: str) -> None:
+        room = link.room
+        nbytes = sum(len(f) for f in frames)
+        BYTES.labels(room.name).inc(nbytes)
+        try:
+            msg = decode(frames)
+        except DecodeError as err:
+            log.warning("room %s: rejected a message: %s", room.name, err)
+            return
+        now = self.clock()
+        if msg.type in LIVENESS_TYPES:
+            room.heard(now)
+            return
+        d = msg.model_dump(mode="json")
+        key = (d["instance"], d["type"])
+        new_stream = key not in room.streams
+        if room.take(d, now, via):
+            EVENTS.labels(room.name).inc()
+            if via != "live":
+                BACKFILLED.labels(room.name).inc()
+            if link.events_file is not None:
+                link.events_file.write(json.dumps({"publisher": d["publisher"], "instance": d["instance"],
+                                                   "type": d["type"], "seq": d["seq"], "via": via,
+                                                   "session_id": d.get("session_id")}) + "\n")
+        if via == "live":
+            if new_stream:
+                req = room.joined(d["publisher"], d["instance"], d["type"], d["seq"])
+                if req is not None:
+                    link.queue.append((req.body(""), req, None))
+            elif room.streams[key].held_above:
+                for req in room.backfill_plan():
+                    if (req.instance, req.type) == key:
+                        link.queue.append((req.body(""), req, None))
+
+    def _live(self, link: Link) -> None:
+        for _ in range(1000):
+            try:
+                frames = link.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._take(link, frames, "live")
+
+    def _reply(self, link: Link) -> None:
+        while True:
+            try:
+                parts = link.dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if link.pending is None or len(parts) < 2:
+                continue  # a late reply to a request already given up
+            body, req, fut, _sent = link.pending
+            link.pending = None
+            try:
+                reply = ControlReply.model_validate_json(parts[1])
+            except ValueError as err:
+                log.warning("room %s: unreadable control reply: %s", link.room.name, err)
+                continue
+            extra = parts[2:]
+            if fut is not None:
+                fut.set_result(reply.model_dump())
+            if req is None:
+                if body.get("kind") == "watching":
+                    link.announcing = False
+                    if reply.ok:
+                        link.announced = reply.session_id
+                continue
+            room = link.room
+            if reply.ok:
+                for i in range(0, len(extra) - 2, 3):
+                    self._take(link, extra[i:i + 3], "backfill")
+                det = reply.detail
+                if "unavailable_from" in det:
+                    gap = room.unavailable(req, int(det["unavailable_from"]), int(det["unavailable_to"]),
+                                           "aged out of the cart's retransmit buffer")
+                    self._gap(link, gap)
+                if "resume_from_seq" in det:
+                    more = Request(req.publisher, req.instance, req.type, int(det["resume_from_seq"]), req.to_seq)
+                    link.queue.appendleft((more.body(""), more, None))
+            elif reply.detail.get("reason") == "not_yet_sent":
+                last = reply.detail.get("last_sent_seq")
+                stream = room.streams.get((req.instance, req.type))
+                if stream is not None and isinstance(last, int) and stream.highest < last:
+                    more = Request(req.publisher, req.instance, req.type, stream.next_seq, last)
+                    link.queue.append((more.body(""), more, None))
+            elif not req.probe or reply.detail.get("reason") == "unknown_instance":
+                stream = room.streams.get((req.instance, req.type))
+                if stream is not None and not req.probe:
+                    gap = room.unavailable(req, req.from_seq, req.to_seq, reply.error or "refused by the cart")
+                    self._gap(link, gap)
+
+    def _gap(self, link: Link, gap) -> None:
+        if gap is None:
+            return
+        GAPS.labels(link.room.name).inc(gap.n)
+        log.warning("room %s: %d %s message(s) of %s/%s (seq %d..%d) could not be got: %s — shown as a gap",
+                    link.room.name, gap.n, gap.type, gap.publisher, gap.instance, gap.from_seq, gap.to_seq,
+                    gap.reason)
+
+    def _housekeeping(self, link: Link, now: float) -> None:
+        room = link.room
+        change = room.check_stale(now)
+        age = room.age(now)
+        STALENESS.labels(room.name).set(age if age is not None else float("nan"))
+        STALE.labels(room.name).set(1 if room.stale_alarm else 0)
+        if change is not None:
+            log.log(logging.WARNING if change == "raised" else logging.INFO, "room %s: link_stale %s (age %s s)",
+                    room.name, change, "never" if age is None else f"{age:.1f}")
+            if link.events_file is not None:
+                link.alarms_file.write(json.dumps({"kind": "link_stale", "state": change, "room": room.name,
+                                                   "age_s": age, "ts": time.time()}) + "\n")
+            if change == "cleared":
+                link.next_probe = now
+        if link.pending is not None and now - link.pending[3] > REQUEST_TIMEOUT_S:
+            body, req, fut, _ = link.pending
+            link.pending = None
+            log.info("room %s: control request %s unanswered after %g s; sending again on a fresh socket",
+                     room.name, body.get("op"), REQUEST_TIMEOUT_S)
+            link._new_dealer()
+            link.queue.appendleft((body, req, fut))
+        if (room.connected and room.session_id and link.announced != room.session_id and not link.announcing):
+            # Presence log: this reader watches the room's session (again after a new session starts).
+            link.queue.append(({"op": "note", "kind": "watching"}, None, None))
+            link.announcing = True
+        if now >= link.next_probe and room.connected and room.session_id:
+            link.next_probe = now + PROBE_S
+            planned = {(r.instance, r.type, r.from_seq) for _, r, _ in link.queue if r is not None}
+            for req in room.backfill_plan(probe=True):
+                if (req.instance, req.type, req.from_seq) not in planned:
+                    link.queue.append((req.body(""), req, None))
+        if link.pending is None and link.queue and room.connected:
+            body, req, fut = link.queue.popleft()
+            if req is not None:
+                if not room.session_id:
+                    link.queue.appendleft((body, req, fut))
+                    return
+                body = req.body(room.session_id)
+            link.dealer.send_multipart([b"", json.dumps(body).encode()])
+            link.pending = (body, req, fut, now)
+
