@@ -81,8 +81,18 @@ class NoteRequest(Strict):
     text: ShortText | None = None
 
 
+class StreamsRequest(Strict):
+    """Which seq streams the acquirer can retransmit from: its own, and the other publishers' events it keeps.
+    The reply's one extra frame is a JSON list of {publisher, instance, type, last_seq, oldest_seq}
+    (`oldest_seq` null when none is held any more). A remote reader (the hub) compares it with what it holds
+    to find what it never saw: a stream whose only messages went by while its link was down."""
+
+    op: Literal["streams"]
+
+
 ControlRequest = Annotated[
-    Union[MarkRequest, FactorsRequest, SessionRequest, RetransmitRequest, StateRequest, AckRequest, NoteRequest],
+    Union[MarkRequest, FactorsRequest, SessionRequest, RetransmitRequest, StateRequest, AckRequest, NoteRequest,
+          StreamsRequest],
     Field(discriminator="op"),
 ]
 CONTROL_REQUEST = TypeAdapter(ControlRequest)
@@ -113,7 +123,8 @@ def describe_request(err) -> str:
     from .codec import describe
 
     by_op = {"mark": MarkRequest, "factors": FactorsRequest, "session": SessionRequest,
-             "retransmit": RetransmitRequest, "state": StateRequest, "ack": AckRequest, "note": NoteRequest}
+             "retransmit": RetransmitRequest, "state": StateRequest, "ack": AckRequest, "note": NoteRequest,
+             "streams": StreamsRequest}
     lines = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])

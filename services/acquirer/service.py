@@ -10,6 +10,7 @@ restarted mid-session asks for (`state`) to take the session up where it was.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import secrets
 import time
@@ -34,7 +35,7 @@ from ...proto.control import (
     StateRequest,
     describe_request,
 )
-from ...proto.control import AckRequest, NoteRequest
+from ...proto.control import AckRequest, NoteRequest, StreamsRequest
 from ...freetext import identifier_problem
 from ...proto.messages import (
     AlarmAck,
@@ -119,6 +120,7 @@ class Acquirer(Service):
         # Other publishers' events, keyed "instance/type" (each its own gap-free seq stream); 64 MiB at most.
         self.foreign = RetransmitBuffer(keep_s=retransmit_s, max_bytes=64 * 1024 * 1024)
         self.foreign_last: dict[str, int] = {}
+        self.foreign_publisher: dict[str, str] = {}
         self.pub.on_sent.append(lambda m, f: self.buffer.add(m.type, m.seq, f, time.monotonic()))
         self.keep_state = keep_state
         self.snapshot: SessionSnapshot | None = None
@@ -169,6 +171,7 @@ class Acquirer(Service):
             key = f"{msg.instance}/{msg.type}"
             self.foreign.add(key, msg.seq, frames, time.monotonic())
             self.foreign_last[key] = msg.seq
+            self.foreign_publisher[msg.instance] = msg.publisher
         if msg.type in SNAPSHOT_TOPICS:
             self._keep(msg, frames)
         self.on_message(msg)
@@ -397,6 +400,8 @@ class Acquirer(Service):
             return self._retransmit(req)
         if isinstance(req, StateRequest):
             return self._state(req)
+        if isinstance(req, StreamsRequest):
+            return self._streams()
         if self.session_start is None:
             return ControlReply(ok=False, error="no session is running yet; wait for the acquirer to start one"), []
         if isinstance(req, (AckRequest, NoteRequest)):
@@ -437,6 +442,17 @@ class Acquirer(Service):
                                    kind=req.kind, text=req.text if req.kind == "note" else None)
         log.info("remote reader %s: %s", reader, req.op if isinstance(req, AckRequest) else req.kind)
         return ControlReply(ok=True, session_id=self.session_id, seq=msg.seq), []
+
+    def _streams(self) -> tuple[ControlReply, list[bytes]]:
+        """The seq streams this acquirer can retransmit from (own, and others' kept events)."""
+        out = [{"publisher": self.name, "instance": self.pub.instance, "type": t, "last_seq": self.pub.next_seq(t) - 1,
+                "oldest_seq": self.buffer.oldest_seq(t)} for t in sorted(self.pub._seq)]
+        for key, last in sorted(self.foreign_last.items()):
+            instance, type_ = key.split("/", 1)
+            out.append({"publisher": self.foreign_publisher.get(instance, "?"), "instance": instance, "type": type_,
+                        "last_seq": last, "oldest_seq": self.foreign.oldest_seq(key)})
+        return ControlReply(ok=True, session_id=self.session_id, detail={"n_streams": len(out)}), \
+            [json.dumps(out).encode()]
 
     def _retransmit_foreign(self, req: RetransmitRequest) -> tuple[ControlReply, list[bytes]]:
         """Another publisher's events, as the acquirer heard them on the bus (FOREIGN_TOPICS)."""

@@ -194,6 +194,25 @@ class Room:
                 out.append(Request(s.publisher, instance, type_, s.next_seq, s.next_seq + MAX_ASK - 1, probe=True))
         return out
 
+    def plan_streams(self, entries: list[dict[str, Any]]) -> list[Request]:
+        """What to ask for, given the cart's list of retransmittable streams (the `streams` control op): every
+        seq up to each stream's last that the hub does not hold — streams it never heard of included (their
+        only messages went by while the link was down)."""
+        out: list[Request] = []
+        for e in entries:
+            if e.get("type") not in EVENT_TYPES or not isinstance(e.get("last_seq"), int) or e["last_seq"] < 0:
+                continue
+            key = (e["instance"], e["type"])
+            s = self.streams.get(key)
+            if s is None:
+                s = self.streams[key] = Stream(str(e.get("publisher", "?")))
+            for a, b in s.missing():
+                out.append(Request(s.publisher, e["instance"], e["type"], a, min(b, a + MAX_ASK - 1)))
+            if s.next_seq <= e["last_seq"] and s.highest < e["last_seq"]:
+                a = max(s.next_seq, s.highest + 1)
+                out.append(Request(s.publisher, e["instance"], e["type"], a, min(e["last_seq"], a + MAX_ASK - 1)))
+        return out
+
     def joined(self, publisher: str, instance: str, type_: str, seq: int) -> Request | None:
         """The first message of a stream came at seq > 0: ask for the beginning too."""
         if seq <= 0:

@@ -170,7 +170,7 @@ class Hub:
         """Queue a control request (ack, note) for the room's cart; the future gets the reply as a dict."""
         fut: Future = Future()
         with self.lock:
-            self.links[room].queue.append((body, None, fut))
+            self.links[room].queue.appendleft((body, None, fut))  # the reader's own requests before backfill
         return fut
 
     # -- the loop -------------------------------------------------------------
@@ -307,6 +307,9 @@ class Hub:
             extra = parts[2:]
             if fut is not None:
                 fut.set_result(reply.model_dump())
+            if req is None and body.get("op") == "streams":
+                self._streams(link, reply, extra)
+                continue
             if req is None:
                 if body.get("kind") == "watching":
                     link.announcing = False
@@ -336,6 +339,23 @@ class Hub:
                 if stream is not None and not req.probe:
                     gap = room.unavailable(req, req.from_seq, req.to_seq, reply.error or "refused by the cart")
                     self._gap(link, gap)
+
+    def _streams(self, link: Link, reply: ControlReply, extra: list) -> None:
+        room = link.room
+        if not reply.ok or not extra:
+            log.warning("room %s: the cart did not list its streams: %s", room.name, reply.error)
+            return
+        try:
+            entries = json.loads(extra[0])
+        except ValueError as err:
+            log.warning("room %s: unreadable streams list: %s", room.name, err)
+            return
+        if room.session_id is None and reply.session_id:
+            room.session_id = reply.session_id
+        planned = {(r.instance, r.type, r.from_seq) for _, r, _ in link.queue if r is not None}
+        for req in room.plan_streams(entries if isinstance(entries, list) else []):
+            if (req.instance, req.type, req.from_seq) not in planned:
+                link.queue.append((req.body(""), req, None))
 
     def _gap(self, link: Link, gap) -> None:
         if gap is None:
@@ -370,12 +390,11 @@ class Hub:
             # Presence log: this reader watches the room's session (again after a new session starts).
             link.queue.append(({"op": "note", "kind": "watching"}, None, None))
             link.announcing = True
-        if now >= link.next_probe and room.connected and room.session_id:
+        if now >= link.next_probe and room.connected:
             link.next_probe = now + PROBE_S
-            planned = {(r.instance, r.type, r.from_seq) for _, r, _ in link.queue if r is not None}
-            for req in room.backfill_plan(probe=True):
-                if (req.instance, req.type, req.from_seq) not in planned:
-                    link.queue.append((req.body(""), req, None))
+            asked = [b for b, _, _ in link.queue] + ([link.pending[0]] if link.pending else [])
+            if not any(b.get("op") == "streams" for b in asked):
+                link.queue.append(({"op": "streams"}, None, None))
         if link.pending is None and link.queue and room.connected:
             body, req, fut = link.queue.popleft()
             if req is not None:
