@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from amrwatch.services.hub.config import ConfigError, load
 
 from amrwatch import security
-from amrwatch.services.hub.config import ConfigError, load
 
 
 def write(tmp_path, hub: str, room: str):

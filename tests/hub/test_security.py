@@ -15,10 +15,10 @@ import urllib.request
 
 import zmq
 import zmq.auth
+from amrwatch.proto.messages import Stimulus
 
 from amrwatch import security
 from amrwatch.bus import Subscriber
-from amrwatch.proto.messages import Stimulus
 
 from ..conftest import free_port
 from .wan import ROOT

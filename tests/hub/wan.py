@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +51,7 @@ class Wan:
         self.relays: list[subprocess.Popen] = []
         self.how = ""
 
-    def __enter__(self) -> Wan:
+    def __enter__(self) -> Self:
         run("ip", "netns", "add", self.ns)
         try:
             run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.cart_if)

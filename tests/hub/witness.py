@@ -9,9 +9,9 @@ import sys
 import time
 
 import zmq
+from amrwatch.services.hub.core import EVENT_TYPES
 
 from amrwatch import security
-from amrwatch.services.hub.core import EVENT_TYPES
 
 
 def main(out: str, rooms: list[str]) -> None:
@@ -34,7 +34,7 @@ def main(out: str, rooms: list[str]) -> None:
     with open(out, "a", buffering=1) as f:
         while not stop["now"]:
             for s, _ in poller.poll(200):
-                topic, header, _payload = s.recv_multipart()
+                _topic, header, _payload = s.recv_multipart()
                 h = json.loads(header)
                 f.write(json.dumps({"room": socks[s], "publisher": h["publisher"], "instance": h["instance"],
                                     "type": h["type"], "seq": h["seq"], "t": time.time()}) + "\n")
