@@ -138,6 +138,9 @@ class Hub:
         self.links = {rc.name: Link(self.ctx, cfg, rc, self.rooms[rc.name], i) for i, rc in enumerate(cfg.rooms)}
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
+        #: Bumped whenever a tile changes other than by age (an event taken, a link or staleness change): the
+        #: page's long poll returns at once when it moves.
+        self.version = 0
         for name in self.rooms:
             for m in (CONNECTED, STALENESS, STALE):
                 m.labels(name)
@@ -228,6 +231,7 @@ class Hub:
             except zmq.Again:
                 return
             event = int(ev["event"])
+            self.version += 1
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 room.connected, room.refused = True, None
                 CONNECTED.labels(room.name).set(1)
@@ -264,6 +268,7 @@ class Hub:
         key = (d["instance"], d["type"])
         new_stream = key not in room.streams
         if room.take(d, now, via):
+            self.version += 1
             EVENTS.labels(room.name).inc()
             if via != "live":
                 BACKFILLED.labels(room.name).inc()
@@ -372,6 +377,7 @@ class Hub:
         STALENESS.labels(room.name).set(age if age is not None else float("nan"))
         STALE.labels(room.name).set(1 if room.stale_alarm else 0)
         if change is not None:
+            self.version += 1
             log.log(logging.WARNING if change == "raised" else logging.INFO, "room %s: link_stale %s (age %s s)",
                     room.name, change, "never" if age is None else f"{age:.1f}")
             if link.events_file is not None:

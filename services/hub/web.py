@@ -1,9 +1,10 @@
 """The multi-room page and its JSON, token-protected like the monitor (services/monitor/auth.py).
 
-Thin: state is the `Hub`'s; this only renders it. The page polls
-/api/rooms every 0.5 s (one small JSON for all rooms — at 32 rooms a few
-kB — simpler and cheaper on the reading station than one live stream per
-room). A stale room is drawn greyed and striped with its age, so it never
+Thin: state is the `Hub`'s; this only renders it. The page long-polls
+/api/rooms?since=VERSION: the answer comes as soon as any tile changes (an
+event taken, a link or staleness change; checked every 20 ms) or after 1 s
+(so ages move), one JSON for all rooms — simpler than a live stream per room
+and as quick. A stale room is drawn greyed and striped with its age, so it never
 looks live. Alarm colours follow IEC 60601-1-8: high red, medium yellow,
 low cyan.
 """
@@ -26,6 +27,8 @@ from .service import Hub
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4096
+#: Longest a long poll waits for a change before answering anyway (ages move).
+LONG_POLL_S = 1.0
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>amrwatch hub</title>
@@ -59,15 +62,19 @@ function tile(t){
     <h2>${esc(t.room)} <span class="age">${esc(age)}</span></h2>
     <div>stage: <b class="stage">${esc(t.stage||'—')}</b></div><div>${amr}</div>${d}${conn}${al}${gaps}
     <div class="notice">${since(t.last_stimulus_utc)} · ${t.events} events, ${t.backfilled} backfilled</div></div>`}
+let version=null;
 async function refresh(){
-  try{const r=await fetch('api/rooms',{cache:'no-store'});if(!r.ok)throw new Error(r.status);const j=await r.json();
+  try{const r=await fetch('api/rooms'+(version==null?'':'?since='+version),{cache:'no-store'});
+    if(!r.ok)throw new Error(r.status);const j=await r.json();version=j.version;
     document.getElementById('me').textContent='reader: '+j.reader;
     document.getElementById('grid').innerHTML=j.rooms.map(tile).join('');
     for(const el of document.querySelectorAll('.tile'))el.onclick=()=>{location.href='rooms/'+encodeURIComponent(el.dataset.room)};
     document.body.dataset.updated=Date.now();
-  }catch(e){document.getElementById('me').textContent='hub unreachable: '+e}
+    if(window.onTiles)window.onTiles(j);
+    setTimeout(refresh,0);
+  }catch(e){document.getElementById('me').textContent='hub unreachable: '+e;version=null;setTimeout(refresh,1000)}
 }
-refresh();setInterval(refresh,500);
+refresh();
 </script></body></html>"""
 
 ROOM_PAGE = """<!doctype html>
@@ -85,7 +92,19 @@ def build_app(hub: Hub, token: str | None):
         return HTMLResponse(PAGE, headers={"cache-control": "no-store"})
 
     async def rooms(request: Request) -> Response:
-        return JSONResponse({"reader": hub.cfg.key_name, "rooms": hub.tiles()})
+        raw = request.query_params.get("since")
+        if raw is not None:
+            try:
+                since = int(raw)
+            except ValueError:
+                return JSONResponse({"ok": False, "error": f"since: the version of the last answer (an integer); "
+                                     f"got {raw[:40]!r}"}, status_code=422)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + LONG_POLL_S
+            while hub.version == since and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        version = hub.version
+        return JSONResponse({"reader": hub.cfg.key_name, "version": version, "rooms": hub.tiles()})
 
     async def room_page(request: Request) -> Response:
         name = request.path_params["room"]

@@ -1,0 +1,125 @@
+"""The multi-room page in headless Chromium (Debian's package driven by Playwright; no browser downloaded):
+tiles update as the carts publish, a room whose cart goes quiet is drawn stale (never live), a click opens the
+room through the hub. Two light carts on loopback (bus + acquirer each, CURVE on)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from amrwatch import security
+
+from ..conftest import free_port
+from .test_security import _wait
+from .wan import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _cart(tmp_path: Path, name: str, keys: Path) -> tuple[dict, list[subprocess.Popen]]:
+    p_in, p_out, p_ctl = free_port(), free_port(), free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", AMRWATCH_KEYS=str(keys),
+               AMRWATCH_BUS_IN=f"tcp://127.0.0.1:{p_in}", AMRWATCH_BUS_BIND_IN=f"tcp://127.0.0.1:{p_in}",
+               AMRWATCH_BUS_OUT=f"tcp://127.0.0.1:{p_out}", AMRWATCH_BUS_BIND_OUT=f"tcp://127.0.0.1:{p_out}",
+               AMRWATCH_CONTROL=f"tcp://127.0.0.1:{p_ctl}", AMRWATCH_CONTROL_BIND=f"tcp://127.0.0.1:{p_ctl}",
+               AMRWATCH_DATA=str(tmp_path / name))
+    for svc in ("bus", "acquirer"):
+        env[f"AMRWATCH_METRICS_PORT_{svc.upper()}"] = "0"
+    out = []
+    for args in (("bus",), ("acquirer", "--speed", "1", "--loop")):
+        out.append(subprocess.Popen([sys.executable, "-m", "amrwatch", *args], env=env, cwd=ROOT,
+                                    stdout=open(tmp_path / f"{name}-{args[0]}.log", "wb"),  # noqa: SIM115
+                                    stderr=subprocess.STDOUT))
+    return env, out
+
+
+def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (apt-get install chromium; `make test` installs it)"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    keys = tmp_path / "keys"
+    security.generate(keys, clients=("client", "reader-anna"))
+    token = secrets.token_urlsafe(24)
+    (tmp_path / "token").write_text(token)
+    procs: list[subprocess.Popen] = []
+    try:
+        env_a, pa = _cart(tmp_path, "OR-A", keys)
+        env_b, pb = _cart(tmp_path, "OR-B", keys)
+        procs += pa + pb
+        port = free_port()
+        rooms = "".join(f'[[room]]\nname = "{n}"\nbus = "{e["AMRWATCH_BUS_OUT"]}"\ncontrol = "{e["AMRWATCH_CONTROL"]}"\n'
+                        f'server_key = "{keys / "server.key"}"\nmonitor = "http://127.0.0.1:9/"\n\n'
+                        for n, e in (("OR-A", env_a), ("OR-B", env_b)))
+        cfg = tmp_path / "rooms.toml"
+        cfg.write_text(f'[hub]\nkey = "{keys / "reader-anna.key_secret"}"\nport = {port}\n'
+                       f'token_file = "{tmp_path / "token"}"\nstale_after_s = 2\n\n{rooms}')
+        hub_env = {k: v for k, v in os.environ.items() if not k.startswith("AMRWATCH_")}
+        procs.append(subprocess.Popen([sys.executable, "-m", "amrwatch", "hub", "--config", str(cfg)], env=hub_env,
+                                      cwd=ROOT, stdout=open(tmp_path / "hub.log", "wb"),  # noqa: SIM115
+                                      stderr=subprocess.STDOUT))
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                _wait("the hub page", lambda: _loads(page, f"http://127.0.0.1:{port}/?token={token}"), 30)
+                tile = 'document.querySelector(\'.tile[data-room="{}"]\')'
+                page.wait_for_function(f"{tile.format('OR-A')} && {tile.format('OR-B')}", timeout=30_000)
+                # Tiles update: the stage each acquirer's scenario marks, stimuli counted, and live.
+                page.wait_for_function(
+                    "[...document.querySelectorAll('.tile')].every(t => t.dataset.stale === 'false' && "
+                    "t.querySelector('.stage').textContent !== '—')", timeout=60_000)
+                first = page.evaluate(f"{tile.format('OR-A')}.textContent")
+                page.wait_for_function(f"{tile.format('OR-A')}.textContent !== {first!r}", timeout=20_000)
+                assert "no stimulus yet" not in page.evaluate(f"{tile.format('OR-A')}.textContent")
+                # Cart B goes quiet: its tile turns stale (striped, its age shown), A stays live.
+                for p in pb:
+                    p.send_signal(signal.SIGSTOP)
+                page.wait_for_function(f"{tile.format('OR-B')}.dataset.stale === 'true'", timeout=20_000)
+                b_text = page.evaluate(f"{tile.format('OR-B')}.textContent")
+                assert "link_stale" in b_text and "not live" in b_text
+                assert page.evaluate(f"{tile.format('OR-A')}.dataset.stale") == "false"
+                page.screenshot(path=str(tmp_path / "grid.png"))
+                for p in pb:
+                    p.send_signal(signal.SIGCONT)
+                page.wait_for_function(f"{tile.format('OR-B')}.dataset.stale === 'false'", timeout=30_000)
+                # One click opens the room through the hub, with the link to the room's full monitor.
+                page.click('.tile[data-room="OR-A"]')
+                page.wait_for_url("**/rooms/OR-A", timeout=10_000)
+                page.wait_for_function("document.getElementById('detail').textContent.includes('\"room\": \"OR-A\"')",
+                                       timeout=10_000)
+                assert page.get_attribute("#monitor", "href") == "http://127.0.0.1:9/"
+                assert not errors, errors
+            finally:
+                browser.close()
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _loads(page, url: str) -> bool:
+    try:
+        page.goto(url, timeout=5000)
+    except Exception:  # the hub is not listening yet
+        return False
+    return page.evaluate("document.title") == "amrwatch hub"
