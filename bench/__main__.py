@@ -19,7 +19,7 @@ import bench
 
 SECTIONS = ["bench.bus", "bench.e2e", "bench.offline"]
 OPTIONAL = ["bench.analyzer_speed", "bench.archive_throughput", "bench.predictor_speed", "bench.readers_speed",
-            "bench.verify_speed", "bench.report_speed", "bench.sync"]
+            "bench.verify_speed", "bench.report_speed", "bench.sync", "bench.hub"]
 #: Runs last: its soak takes what is left of the time budget (BENCH_BUDGET_S).
 LAST = ["bench.throughput"]
 #: Sections whose figures another section already measures on the same data in the same run.

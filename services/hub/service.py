@@ -100,6 +100,7 @@ class Link:
         self.next_probe = time.monotonic() + PROBE_S
         self.announced: str | None = None  # the session this reader's presence ('watching') was logged in
         self.announcing = False
+        self.announce_after = 0.0
         self.events_file = self.ack_file = None
         if cfg.data is not None:
             d = cfg.data / rc.name
@@ -124,6 +125,10 @@ class Link:
         for f in (self.events_file, getattr(self, "alarms_file", None)):
             if f is not None:
                 f.close()
+
+
+def room_name(link: Link) -> str:
+    return link.room.name
 
 
 class Hub:
@@ -187,6 +192,7 @@ class Hub:
             self.thread.join(timeout=5)
 
     def run(self) -> None:
+        next_sweep = 0.0
         try:
             while not self._stop.is_set():
                 poller = zmq.Poller()
@@ -196,15 +202,22 @@ class Hub:
                     poller.register(link.dealer, zmq.POLLIN)
                 events = dict(poller.poll(100))
                 now = self.clock()
+                sweep = now >= next_sweep  # staleness, timeouts, probes: every 50 ms, not on every message
+                if sweep:
+                    next_sweep = now + 0.05
                 with self.lock:
                     for link in self.links.values():
+                        busy = False
                         if events.get(link.mon):
                             self._monitor(link, now)
+                            busy = True
                         if events.get(link.sub):
                             self._live(link)
                         if events.get(link.dealer):
                             self._reply(link)
-                        self._housekeeping(link, self.clock())
+                            busy = True
+                        if sweep or busy or (link.queue and link.pending is None):
+                            self._housekeeping(link, self.clock())
         finally:
             with self.lock:
                 for link in self.links.values():
@@ -320,6 +333,10 @@ class Hub:
                     link.announcing = False
                     if reply.ok:
                         link.announced = reply.session_id
+                    else:  # no session yet, or a cart that refuses it: try again later, not at once
+                        link.announce_after = self.clock() + PROBE_S
+                        log.info("room %s: presence not logged (%s); trying again in %g s", room_name(link),
+                                 reply.error, PROBE_S)
                 continue
             room = link.room
             if reply.ok:
@@ -392,7 +409,8 @@ class Hub:
                      room.name, body.get("op"), REQUEST_TIMEOUT_S)
             link._new_dealer()
             link.queue.appendleft((body, req, fut))
-        if (room.connected and room.session_id and link.announced != room.session_id and not link.announcing):
+        if (room.connected and room.session_id and link.announced != room.session_id and not link.announcing
+                and now >= link.announce_after):
             # Presence log: this reader watches the room's session (again after a new session starts).
             link.queue.append(({"op": "note", "kind": "watching"}, None, None))
             link.announcing = True

@@ -1,8 +1,8 @@
 """A TCP relay that holds every chunk `delay_s` in each direction (the RTT where the kernel has no netem).
 
 Order is kept per direction (one queue per direction, chunks released at arrival + delay), so the byte
-stream is the one sent, only later. Runs in the cart namespace: python -m tests.hub.relay LISTEN_IP
-LISTEN_PORT TARGET_IP TARGET_PORT DELAY_S.
+stream is the one sent, only later. Runs in the cart namespace: python -m tests.hub.relay LISTEN_IP TARGET_IP
+DELAY_S LISTEN_PORT:TARGET_PORT ...
 """
 
 from __future__ import annotations
@@ -40,19 +40,22 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
         writer.close()
 
 
-async def main(listen_ip: str, listen_port: int, target_ip: str, target_port: int, delay: float) -> None:
-    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            tr, tw = await asyncio.open_connection(target_ip, target_port)
-        except OSError:
-            w.close()
-            return
-        await asyncio.gather(pipe(r, tw, delay), pipe(tr, w, delay), return_exceptions=True)
+async def main(listen_ip: str, target_ip: str, delay: float, pairs: list[tuple[int, int]]) -> None:
+    def handler(target_port: int):
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                tr, tw = await asyncio.open_connection(target_ip, target_port)
+            except OSError:
+                w.close()
+                return
+            await asyncio.gather(pipe(r, tw, delay), pipe(tr, w, delay), return_exceptions=True)
+        return handle
 
-    server = await asyncio.start_server(handle, listen_ip, listen_port)
-    async with server:
-        await server.serve_forever()
+    servers = [await asyncio.start_server(handler(t), listen_ip, lp) for lp, t in pairs]
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])))
+    # python -m tests.hub.relay LISTEN_IP TARGET_IP DELAY_S LISTEN_PORT:TARGET_PORT ...
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]),
+                     [tuple(int(x) for x in a.split(":")) for a in sys.argv[4:]]))

@@ -9,7 +9,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -118,8 +117,10 @@ def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
 
 
 def _loads(page, url: str) -> bool:
+    from playwright.sync_api import Error as PlaywrightError
+
     try:
         page.goto(url, timeout=5000)
-    except Exception:  # the hub is not listening yet
+    except PlaywrightError:  # the hub is not listening yet
         return False
     return page.evaluate("document.title") == "amrwatch hub"

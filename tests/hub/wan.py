@@ -134,8 +134,12 @@ class Wan:
         (listening on `relay_port`) without."""
         if self.netem or rtt_ms <= 0:
             return f"tcp://{self.cart_ip}:{port}"
-        p = subprocess.Popen(self.ns_cmd(sys.executable, "-m", "tests.hub.relay", self.cart_ip, str(relay_port),
-                                         self.cart_ip, str(port), str(rtt_ms / 2000.0)),
-                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.relays.append(p)
+        self.relay([(relay_port, port)], rtt_ms)
         return f"tcp://{self.cart_ip}:{relay_port}"
+
+    def relay(self, pairs: list[tuple[int, int]], rtt_ms: float) -> None:
+        """One delaying relay process for all (listen port, cart port) pairs."""
+        p = subprocess.Popen(self.ns_cmd(sys.executable, "-m", "tests.hub.relay", self.cart_ip, self.cart_ip,
+                                         str(rtt_ms / 2000.0), *(f"{a}:{b}" for a, b in pairs)),
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.relays.append(p)
