@@ -25,7 +25,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as err:
         return _fail(str(err), 78)
     if args.action == "status":
-        return _status(cfg, args.json)
+        return _status(cfg, args.json, args.page_only)
     return _run(cfg, args.port)
 
 
@@ -67,7 +67,7 @@ def _run(cfg, port: int | None) -> int:
     return 0
 
 
-def _status(cfg, as_json: bool) -> int:
+def _status(cfg, as_json: bool, page_only: bool = False) -> int:
     url = f"http://{cfg.bind if cfg.bind not in ('0.0.0.0', '::') else '127.0.0.1'}:{cfg.port}/api/rooms"
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {cfg.token}"} if cfg.token else {})
     try:
@@ -76,6 +76,8 @@ def _status(cfg, as_json: bool) -> int:
         return _fail(f"{url} answered {err.code}: {err.read()[:200].decode(errors='replace')}")
     except OSError as err:
         return _fail(f"no hub at {url} ({err}); is `amrwatch hub --config …` running?")
+    if page_only:
+        return 0
     if as_json:
         print(json.dumps(data, indent=1))
     else:
@@ -97,4 +99,6 @@ def register(sub) -> None:
     p.add_argument("--config", required=True, metavar="ROOMS.toml", help="the rooms file (services/hub/config.py)")
     p.add_argument("--port", type=int, help="port of the page (overrides [hub].port)")
     p.add_argument("--json", action="store_true", help="status: print the JSON")
+    p.add_argument("--page-only", action="store_true",
+                   help="status: exit 0 when the hub's page answers, whatever the rooms (a container health check)")
     p.set_defaults(func=cmd_hub)
