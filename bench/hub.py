@@ -303,12 +303,16 @@ def run() -> str:
                 rows.append(measure(n, rtt, tmp, keys))
         bw = bandwidth(tmp, keys)
     out = ["## Hub (remote reading station)", "",
+           "- when: " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + "; shared 2-core machine (other "
+           "stacks running): the p99 tails move with the load, the p50s and CPU shares less", "",
            (f"Light carts in one process (see bench/hub.py); {DURATION_S:g} s per row; a `stage` event every 2 s per "
            "room, timed from its `ts_utc` at the cart to the browser's first sight of it on the tile (long poll)."),
            "", "| rooms | RTT | link | events timed | event → tile p50 / p99 | hub CPU (of one core) |",
            "|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['n']} | {r['rtt']:g} ms | {r['how'][:60]} | {r['events']} | {r['p50']:.0f} / {r['p99']:.0f} ms "
+        link = ("loopback" if r["rtt"] == 0 else "netem" if r["how"].startswith("tc netem") else
+                "delaying relay (kernel without netem)")
+        out.append(f"| {r['n']} | {r['rtt']:g} ms | {link} | {r['events']} | {r['p50']:.0f} / {r['p99']:.0f} ms "
                    f"| {r['cpu']:.1f} % |")
     out += ["", ("Bandwidth, one real cart (bus + acquirer + analyzer; simulator, 3 channels, 1 Hz stimulation), "
             "message bytes (ZMTP/CURVE/TCP framing not counted):"), "",
