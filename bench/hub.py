@@ -6,7 +6,8 @@ Rooms: light carts, many in one process (`python -m bench.hub carts ...`): each 
 at 2 Hz, a stimulus at 1 Hz, and a `stage` change every 2 s per room (the timed event; its ts_utc is the send
 time). 32 full stacks (an acquirer at 20 kHz each) would measure the 2-core machine, not the hub.
 The browser records when each room's tile first shows each new stage (`window.onTiles`); same machine, same
-clock. The bandwidth per room is measured on one *real* cart (bus + acquirer + analyzer, 3 channels, 1 Hz
+clock. The bandwidth per room is measured on one *real* cart (bus + acquirer + analyzer + monitor publishing
+display sweeps, 3 channels, 1 Hz
 stimulation): the bytes the hub received, and, for the full-rate option, the bytes of its emg_frames.
 With RTT: the carts run in a network namespace of the run's own; 150 ms RTT by netem, or, on a kernel without
 netem, by the delaying relay of tests/hub (stated in the table).
@@ -242,11 +243,13 @@ def bandwidth(tmp: Path, keys: Path, seconds: float = 30.0) -> dict:
                AMRWATCH_BUS_BIND_IN=f"tcp://127.0.0.1:{p_in}", AMRWATCH_BUS_OUT=f"tcp://127.0.0.1:{p_out}",
                AMRWATCH_BUS_BIND_OUT=f"tcp://127.0.0.1:{p_out}", AMRWATCH_CONTROL=f"tcp://127.0.0.1:{p_ctl}",
                AMRWATCH_CONTROL_BIND=f"tcp://127.0.0.1:{p_ctl}", AMRWATCH_DATA=str(tmp / "bwdata"))
-    for s in ("BUS", "ACQUIRER", "ANALYZER"):
+    env["AMRWATCH_MONITOR_PORT"] = str(_free_port())
+    for s in ("BUS", "ACQUIRER", "ANALYZER", "MONITOR"):
         env[f"AMRWATCH_METRICS_PORT_{s}"] = "0"
     procs = [subprocess.Popen([sys.executable, "-m", "amrwatch", *a], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-             for a in (("bus",), ("analyzer",), ("acquirer", "--speed", "1", "--loop", "--wait-for", "analyzer"))]
+             for a in (("bus",), ("analyzer",), ("monitor", "--publish-sweeps"),
+                       ("acquirer", "--speed", "1", "--loop", "--wait-for", "analyzer,monitor"))]
     cfg_path = tmp / "bw.toml"
     cfg_path.write_text(f'[hub]\nkey = "{keys / "reader-anna.key_secret"}"\n\n[[room]]\nname = "BW"\n'
                         f'bus = "tcp://127.0.0.1:{p_out}"\ncontrol = "tcp://127.0.0.1:{p_ctl}"\n'
@@ -258,21 +261,25 @@ def bandwidth(tmp: Path, keys: Path, seconds: float = 30.0) -> dict:
 
     ctx = zmq.Context()
     frames = Subscriber(ctx, f"tcp://127.0.0.1:{p_out}", ("emg_frame",))
+    sweeps = Subscriber(ctx, f"tcp://127.0.0.1:{p_out}", ("sweep_display",))
     try:
         deadline = time.monotonic() + 60
         while hub.rooms["BW"].last_stimulus_utc is None and time.monotonic() < deadline:
             frames.recv_frames(100)
         b0 = BYTES.labels("BW")._value.get()
         s0 = hub.rooms["BW"].events
-        fbytes = 0
+        fbytes = sbytes = 0
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds:
-            f = frames.recv_frames(100)
+            f = frames.recv_frames(50)
             if f is not None:
                 fbytes += sum(len(x) for x in f)
+            while (g := sweeps.recv_frames(0)) is not None:
+                sbytes += sum(len(x) for x in g)
         dt = time.monotonic() - t0
         events = hub.rooms["BW"].events - s0
         return {"hub_bps": (BYTES.labels("BW")._value.get() - b0) * 8 / dt, "frames_bps": fbytes * 8 / dt,
+                "sweeps_bps": sbytes * 8 / dt,
                 "events_per_s": events / dt}
     finally:
         hub.stop()
@@ -314,7 +321,7 @@ def run() -> str:
                 "delaying relay (kernel without netem)")
         out.append(f"| {r['n']} | {r['rtt']:g} ms | {link} | {r['events']} | {r['p50']:.0f} / {r['p99']:.0f} ms "
                    f"| {r['cpu']:.1f} % |")
-    out += ["", ("Bandwidth, one real cart (bus + acquirer + analyzer; simulator, 3 channels, 1 Hz stimulation), "
+    out += ["", ("Bandwidth, one real cart (bus + acquirer + analyzer + monitor --publish-sweeps; simulator, 3 channels, 1 Hz stimulation), "
             "message bytes (ZMTP/CURVE/TCP framing not counted):"), "",
             "| what | per room |", "|---|---|",
             (f"| what the hub receives (events + heartbeats) | {bw['hub_bps'] / 1000:.1f} kbit/s "

@@ -590,6 +590,26 @@ class AlarmAck(Message):
     operator: Name | None = Field(description="Who acknowledged it, as typed on the page; null if not given.")
     note: ShortText | None
 
+class SweepDisplay(Message):
+    """One display-ready sweep of one channel: the monitor's peak-detect decimation of the raw signal around a
+    stimulus (each display bin's minimum and maximum in time order, so the drawn peak-to-peak is the raw one),
+    published by the cart's monitor with `--publish-sweeps` for remote readers (the hub), who then never pull
+    the 20 kHz frames. values[k] is at t0_ms + k·dt_ms from the stimulus; null where there is no data (the
+    blanked stimulus artifact, a gap)."""
+
+    TOPIC: ClassVar[str] = "sweep_display"
+    type: Literal["sweep_display"]
+    stimulus_index: Count
+    channel: Name
+    direction: Direction
+    t0_ms: Annotated[float, Field(ge=-1000.0, le=1000.0, allow_inf_nan=False)]
+    dt_ms: Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)] = Field(
+        description="Time between consecutive values (half a display bin: each bin gives a min and a max).")
+    values: Annotated[list[FiniteFloat | None], Field(max_length=8192)] = Field(
+        description="µV, rounded to resolution_uv; null where there is no data.")
+    resolution_uv: Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)]
+
+
 class ReaderNote(Message):
     """A remote reader (the hub, `amrwatch hub`) or the room wrote to the other side, or a reader started or
     stopped watching the room. Published by the acquirer when the reader's request reaches the control socket,
@@ -677,6 +697,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Decision,
     Alarm,
     AlarmAck,
+    SweepDisplay,
     ReaderNote,
     ServiceSettings,
     Heartbeat,

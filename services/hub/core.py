@@ -24,6 +24,9 @@ EVENT_TYPES = ("session_start", "session_end", "stimulus", "stage", "factors", "
                "amr_course", "prediction", "decision", "alarm", "alarm_ack", "reader_note", "service_settings")
 #: Subscribed too, for liveness and staleness only (not tracked for exactly-once, not backfilled).
 LIVENESS_TYPES = ("heartbeat",)
+#: Display-ready sweeps a cart's monitor publishes (`--publish-sweeps`): the tile draws the newest per channel;
+#: not backfilled (a display, superseded by the next stimulus's sweep).
+DISPLAY_TYPES = ("sweep_display",)
 #: Alarm priorities, highest first (IEC 60601-1-8 colours on the page: high red, medium yellow, low cyan).
 PRIORITY_ORDER = ("high", "medium", "low")
 #: Most seqs asked for in one retransmit request (the cart caps replies at 2,000 messages anyway).
@@ -126,12 +129,18 @@ class Room:
         self.prediction: dict[str, Any] | None = None
         self.alarms: dict[str, dict[str, Any]] = {}
         self.notes: deque[dict[str, Any]] = deque(maxlen=50)
+        self.sweeps: dict[str, dict[str, Any]] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=keep_events)
 
     # -- intake ---------------------------------------------------------------
     def heard(self, now: float) -> None:
         """Any message from the cart (heartbeats included): the link carries data."""
         self.last_data = now
+
+    def show_sweep(self, m: dict[str, Any], now: float) -> None:
+        """The newest display sweep of a channel (drawn on the tile)."""
+        self.heard(now)
+        self.sweeps[m["channel"]] = {k: m[k] for k in ("stimulus_index", "t0_ms", "dt_ms", "values", "direction")}
 
     def take(self, msg: dict[str, Any], now: float, via: str = "live") -> bool:
         """One event (its JSON header+body as a dict). True if new, False if already held."""
@@ -159,6 +168,7 @@ class Room:
         if t == "session_start":
             self.session_id = m["session_id"]
             self.stage, self.amr, self.decision, self.prediction = None, {}, None, None
+            self.sweeps = {}
         elif t == "stage":
             self.stage = m["stage"]
         elif t == "stimulus":
@@ -270,6 +280,7 @@ class Room:
             "stale_after_s": self.stale_after_s,
             "stage": self.stage,
             "amr": self.amr,
+            "sweeps": self.sweeps,
             "decision": self.decision,
             "prediction": self.prediction,
             "alarms": alarms,

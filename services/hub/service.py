@@ -36,7 +36,7 @@ from ...bus import harden
 from ...proto.codec import DecodeError, decode
 from ...proto.control import ControlReply
 from .config import HubConfig, RoomConfig
-from .core import EVENT_TYPES, LIVENESS_TYPES, Request, Room
+from .core import DISPLAY_TYPES, EVENT_TYPES, LIVENESS_TYPES, Request, Room
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Link:
         harden(self.sub)
         _links(self.sub)
         self.sub.setsockopt(zmq.RCVHWM, 100_000)
-        for t in (*EVENT_TYPES, *LIVENESS_TYPES):
+        for t in (*EVENT_TYPES, *LIVENESS_TYPES, *DISPLAY_TYPES):
             self.sub.setsockopt(zmq.SUBSCRIBE, t.encode())
         _curve(self.sub, cfg, rc)
         addr = f"inproc://hub-mon-{os.getpid()}-{n}"
@@ -276,6 +276,10 @@ class Hub:
         now = self.clock()
         if msg.type in LIVENESS_TYPES:
             room.heard(now)
+            return
+        if msg.type in DISPLAY_TYPES:
+            room.show_sweep(msg.model_dump(mode="json"), now)
+            self.version += 1
             return
         d = msg.model_dump(mode="json")
         key = (d["instance"], d["type"])

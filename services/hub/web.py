@@ -42,7 +42,7 @@ body{font:15px system-ui,sans-serif;background:#111;color:#eee;margin:1em}
 .stale .age{color:#fd0;font-weight:bold}
 .alarm{padding:2px 6px;margin:2px 0;border-radius:4px;font-size:13px}
 .p-high{background:#d00;color:#fff}.p-medium{background:#fd0;color:#000}.p-low{background:#0cc;color:#000}
-.ch{display:inline-block;margin-right:8px}.verdict{margin:4px 0}.synthetic{font-size:11px;color:#fc6}
+.ch{display:inline-block;margin-right:8px}canvas.sweep{background:#000;margin:2px 4px 0 0}.verdict{margin:4px 0}.synthetic{font-size:11px;color:#fc6}
 .notice{font-size:12px;color:#aaa}
 </style></head><body>
 <h1>amrwatch hub <span class="notice" id="me"></span></h1>
@@ -57,17 +57,26 @@ function tile(t){
   const d=t.decision?`<div class="verdict">verdict: <b>${esc(t.decision.kind)}</b> <span class="alarm p-${esc(t.decision.priority)}">${esc(t.decision.priority)}</span>${t.decision.synthetic?' <span class="synthetic">synthetic model</span>':''}</div>`:'<div class="verdict">no verdict yet</div>';
   const al=(t.alarms||[]).map(a=>`<div class="alarm p-${esc(a.priority)}" data-kind="${esc(a.kind)}">${esc(a.kind)}: ${esc(a.message)}</div>`).join('');
   const conn=t.refused?`<div class="alarm p-high">${esc(t.refused)}</div>`:(t.connected?'':'<div class="alarm p-medium">link down; reconnecting</div>');
+  const sw=Object.keys(t.sweeps||{}).sort().map(c=>`<canvas class="sweep" width="90" height="40" data-channel="${esc(c)}" title="${esc(c)}: newest sweep"></canvas>`).join('');
   const gaps=t.gap_messages?`<div class="alarm p-low">${t.gap_messages} event(s) could not be got (gap)</div>`:'';
   return `<div class="tile${t.stale?' stale':''}" data-room="${esc(t.room)}" data-stale="${t.stale}">
     <h2>${esc(t.room)} <span class="age">${esc(age)}</span></h2>
-    <div>stage: <b class="stage">${esc(t.stage||'—')}</b></div><div>${amr}</div>${d}${conn}${al}${gaps}
+    <div>stage: <b class="stage">${esc(t.stage||'—')}</b></div><div>${amr}</div><div>${sw}</div>${d}${conn}${al}${gaps}
     <div class="notice">${since(t.last_stimulus_utc)} · ${t.events} events, ${t.backfilled} backfilled</div></div>`}
+function draw(cv,v,stale){const g=cv.getContext('2d');const ok=v.filter(x=>x!=null);if(!ok.length)return;
+  let lo=Math.min(...ok),hi=Math.max(...ok);if(hi-lo<1){hi+=0.5;lo-=0.5}
+  g.strokeStyle=stale?'#777':'#4f4';g.beginPath();let pen=false;
+  v.forEach((x,i)=>{if(x==null){pen=false;return}const X=i*cv.width/v.length,Y=cv.height-(x-lo)/(hi-lo)*cv.height;
+    if(pen)g.lineTo(X,Y);else g.moveTo(X,Y);pen=true});g.stroke()}
 let version=null;
 async function refresh(){
   try{const r=await fetch('api/rooms'+(version==null?'':'?since='+version),{cache:'no-store'});
     if(!r.ok)throw new Error(r.status);const j=await r.json();version=j.version;
     document.getElementById('me').textContent='reader: '+j.reader;
     document.getElementById('grid').innerHTML=j.rooms.map(tile).join('');
+    for(const t of j.rooms)for(const [c,s] of Object.entries(t.sweeps||{})){
+      const cv=document.querySelector(`.tile[data-room="${CSS.escape(t.room)}"] canvas[data-channel="${CSS.escape(c)}"]`);
+      if(cv)draw(cv,s.values,t.stale)}
     for(const el of document.querySelectorAll('.tile'))el.onclick=()=>{location.href='rooms/'+encodeURIComponent(el.dataset.room)};
     document.body.dataset.updated=Date.now();
     if(window.onTiles)window.onTiles(j);

@@ -43,6 +43,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return fail(f"monitor settings refused: {describe(err)}")
     svc = Monitor(server, sweeps, view, control=args.control, bus_in=args.bus_in, bus_out=args.bus_out,
                   metrics_port=args.metrics_port)
+    svc.hub.view.publish_sweeps = args.publish_sweeps
     return svc.run()
 
 
@@ -70,5 +71,8 @@ def register(sub) -> None:
     p.add_argument("--max-live-clients", type=int, default=32, metavar="N",
                    help="open pages served at once; one more is refused with the reason (default 32)")
     p.add_argument("--waterfall", type=int, default=30, metavar="N", help="sweeps stacked per channel (default 30)")
+    p.add_argument("--publish-sweeps", action="store_true",
+                   help="publish the display sweeps on the bus (sweep_display, ~30 kbit/s at 1 Hz on 3 channels) "
+                        "for remote readers (amrwatch hub), who then never pull the raw frames")
     p.set_defaults(func=cmd_monitor)
     SERVICE_COMMANDS["monitor"] = cmd_monitor

@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge
 
 from ... import config
 from ...proto.codec import DecodeError, decode
-from ...proto.messages import AlarmAck, FactorValues, Heartbeat, Message, SessionStart
+from ...proto.messages import AlarmAck, FactorValues, Heartbeat, Message, SessionStart, SweepDisplay
 from ...service import Service
 from .hub import Hub
 from .settings import ServerSettings, SweepSettings, ViewSettings
@@ -150,8 +150,25 @@ class Monitor(Service):
         n = self.hub.feed(msg)
         if isinstance(msg, Heartbeat):
             return
+        if self.hub.view.to_publish:
+            self._publish_sweeps()
         if n:
             PAGE_MESSAGES.labels(msg.type).inc(n)
+
+    def _publish_sweeps(self) -> None:
+        """The display sweeps just cut, on the bus for remote readers (`--publish-sweeps`)."""
+        with self.hub.lock:
+            items = list(self.hub.view.to_publish)
+            self.hub.view.to_publish.clear()
+            sid = self.hub.view.session_id
+        res = self.hub.view.sweep_settings.resolution_uv
+        for it in items:
+            try:
+                self.pub.publish(SweepDisplay, sid, stimulus_index=it["stimulus_index"], channel=it["channel"],
+                                 direction=it["direction"], t0_ms=it["t0_ms"], dt_ms=it["dt_ms"],
+                                 values=it["values"][:8192], resolution_uv=res)
+            except ValueError as err:  # a sweep the wire refuses is not worth stopping the page for
+                log.warning("display sweep not published: %s", err)
 
     def tick(self, now: float) -> None:
         if self._server is None and now >= self._next_bind:

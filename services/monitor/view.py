@@ -130,6 +130,9 @@ class SessionView:
         self.sweep_settings = sweep_settings or SweepSettings()
         self.settings = view_settings or ViewSettings()
         self.cut_sweeps = cut_sweeps
+        #: Sweeps the service publishes on the bus (`sweep_display`, for remote readers) when asked to.
+        self.publish_sweeps = False
+        self.to_publish: deque[dict] = deque(maxlen=256)
         self.services: dict[str, dict] = {}
         self.alarms: OrderedDict[str, dict] = OrderedDict()
         self._reset(None)
@@ -366,6 +369,8 @@ class SessionView:
             m = self.measured.get((sw.stimulus_index, sw.channel))
             item["m"] = m
             self.sweeps.setdefault(sw.channel, deque(maxlen=self.settings.waterfall_sweeps)).append(item)
+            if self.publish_sweeps:
+                self.to_publish.append(item)
             out.append({"kind": "sweep", "sweep": item})
             if self._baseline_candidate(sw.channel) and not (m and m["rejected"]):
                 if self._picker(sw.channel).offer(sw):

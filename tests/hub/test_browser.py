@@ -24,17 +24,20 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _cart(tmp_path: Path, name: str, keys: Path) -> tuple[dict, list[subprocess.Popen]]:
+def _cart(tmp_path: Path, name: str, keys: Path, sweeps: bool = False) -> tuple[dict, list[subprocess.Popen]]:
     p_in, p_out, p_ctl = free_port(), free_port(), free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1", AMRWATCH_KEYS=str(keys),
                AMRWATCH_BUS_IN=f"tcp://127.0.0.1:{p_in}", AMRWATCH_BUS_BIND_IN=f"tcp://127.0.0.1:{p_in}",
                AMRWATCH_BUS_OUT=f"tcp://127.0.0.1:{p_out}", AMRWATCH_BUS_BIND_OUT=f"tcp://127.0.0.1:{p_out}",
                AMRWATCH_CONTROL=f"tcp://127.0.0.1:{p_ctl}", AMRWATCH_CONTROL_BIND=f"tcp://127.0.0.1:{p_ctl}",
-               AMRWATCH_DATA=str(tmp_path / name))
-    for svc in ("bus", "acquirer"):
+               AMRWATCH_DATA=str(tmp_path / name), AMRWATCH_MONITOR_PORT=str(free_port()))
+    for svc in ("bus", "acquirer", "monitor"):
         env[f"AMRWATCH_METRICS_PORT_{svc.upper()}"] = "0"
     out = []
-    for args in (("bus",), ("acquirer", "--speed", "1", "--loop")):
+    services = [("bus",), ("acquirer", "--speed", "1", "--loop")]
+    if sweeps:  # the cart's monitor publishes display-ready sweeps for the hub
+        services.insert(1, ("monitor", "--publish-sweeps"))
+    for args in services:
         out.append(subprocess.Popen([sys.executable, "-m", "amrwatch", *args], env=env, cwd=ROOT,
                                     stdout=open(tmp_path / f"{name}-{args[0]}.log", "wb"),  # noqa: SIM115
                                     stderr=subprocess.STDOUT))
@@ -54,7 +57,7 @@ def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
     (tmp_path / "token").write_text(token)
     procs: list[subprocess.Popen] = []
     try:
-        env_a, pa = _cart(tmp_path, "OR-A", keys)
+        env_a, pa = _cart(tmp_path, "OR-A", keys, sweeps=True)
         env_b, pb = _cart(tmp_path, "OR-B", keys)
         procs += pa + pb
         port = free_port()
@@ -84,6 +87,14 @@ def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
                 first = page.evaluate(f"{tile.format('OR-A')}.textContent")
                 page.wait_for_function(f"{tile.format('OR-A')}.textContent !== {first!r}", timeout=20_000)
                 assert "no stimulus yet" not in page.evaluate(f"{tile.format('OR-A')}.textContent")
+                # Room A's cart publishes display sweeps: its tile draws the newest one per channel (ink on the
+                # canvas); room B's does not, and shows none.
+                page.wait_for_function(
+                    f"""(() => {{ const c = {tile.format('OR-A')}.querySelector('canvas.sweep'); if (!c) return false;
+                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                    for (let i = 1; i < d.length; i += 4) if (d[i] > 100) return true; return false; }})()""",
+                    timeout=30_000)
+                assert page.evaluate(f"{tile.format('OR-B')}.querySelectorAll('canvas.sweep').length") == 0
                 # Cart B goes quiet: its tile turns stale (striped, its age shown), A stays live.
                 for p in pb:
                     p.send_signal(signal.SIGSTOP)

@@ -56,6 +56,7 @@ BODIES: dict[str, dict] = {
                   source="analyzer", alarm_key="gap:acquirer:emg_frame"),
     "alarm_ack": dict(alarm_key="gap:acquirer:emg_frame", operator="dr_lee", note=None),
     "reader_note": dict(reader="reader-anna", direction="to_room", kind="note", text="Looks fine from here."),
+    "sweep_display": dict(stimulus_index=3, channel="MENT", direction="ZYG", t0_ms=-5.0, dt_ms=0.25, values=[0.0, 1.5, None, -2.1], resolution_uv=0.1),
     # The hash as proto/README.md defines it: SHA-256 of the JSON with sorted keys and no spaces.
     "service_settings": dict(service="analyzer", settings=SETTINGS, settings_sha256=hashlib.sha256(
         json.dumps(SETTINGS, sort_keys=True, separators=(",", ":")).encode()).hexdigest(),
