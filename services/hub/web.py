@@ -88,11 +88,29 @@ refresh();
 
 ROOM_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>amrwatch hub: {room}</title>
-<style>body{{font:15px system-ui,sans-serif;background:#111;color:#eee;margin:1em}}pre{{white-space:pre-wrap}}
-a{{color:#6cf}}</style></head><body><p><a href="../">← all rooms</a></p><h1 id="room">{room}</h1>
-{monitor}<pre id="detail">loading…</pre>
-<script>async function r(){{const x=await fetch('../api/rooms/{room}',{{cache:'no-store'}});
-document.getElementById('detail').textContent=JSON.stringify(await x.json(),null,1)}};r();setInterval(r,1000)</script>
+<style>body{{font:15px system-ui,sans-serif;background:#111;color:#eee;margin:1em}}pre{{white-space:pre-wrap;font-size:12px}}
+a{{color:#6cf}}.alarm{{padding:2px 6px;margin:2px 0;border-radius:4px}}.p-high{{background:#d00;color:#fff}}
+.p-medium{{background:#fd0;color:#000}}.p-low{{background:#0cc;color:#000}}button{{margin-left:8px}}
+.note{{color:#ccc;font-size:13px}}</style></head><body><p><a href="../">← all rooms</a></p><h1 id="room">{room}</h1>
+{monitor}<div id="alarms"></div>
+<form id="noteform"><input id="notetext" maxlength="256" size="60" placeholder="note to the room (archived, under your key's name)">
+<button>send</button> <span id="result"></span></form><div id="notes"></div>
+<p class="note">Predictions and verdicts come from a model fitted on a synthetic cohort — not for clinical use.</p>
+<details><summary>everything the hub holds for this room</summary><pre id="detail">loading…</pre></details>
+<script>
+const R=decodeURIComponent(location.pathname.split('/').pop());
+function esc(s){{return String(s==null?'':s).replace(/[&<>"]/g,c=>({{'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}}[c]))}}
+async function post(what,body){{const r=await fetch('../api/rooms/'+encodeURIComponent(R)+'/'+what,{{method:'POST',
+  headers:{{'content-type':'application/json'}},body:JSON.stringify(body)}});const j=await r.json();
+  document.getElementById('result').textContent=j.ok?'sent (seq '+j.seq+')':'refused: '+j.error}}
+async function r(){{const x=await fetch('../api/rooms/'+encodeURIComponent(R),{{cache:'no-store'}});const d=await x.json();
+document.getElementById('detail').textContent=JSON.stringify(d,null,1);
+document.getElementById('alarms').innerHTML=(d.alarms||[]).map(a=>`<div class="alarm p-${{esc(a.priority)}}">${{esc(a.kind)}}: ${{esc(a.message)}}`+
+  (a.source==='hub'?'':`<button data-key="${{esc(a.alarm_key)}}">acknowledge</button>`)+'</div>').join('')||'no active alarm';
+for(const b of document.querySelectorAll('#alarms button'))b.onclick=()=>post('ack',{{alarm_key:b.dataset.key}});
+document.getElementById('notes').innerHTML=(d.notes||[]).map(n=>`<div class="note">${{esc(n.ts_utc)}} ${{esc(n.reader||n.operator)}}: ${{esc(n.type==='alarm_ack'?'acknowledged '+n.alarm_key+(n.note?' — '+n.note:''):(n.kind==='note'?n.text:n.kind))}}</div>`).join('')}}
+document.getElementById('noteform').onsubmit=(e)=>{{e.preventDefault();post('note',{{text:document.getElementById('notetext').value}})}};
+r();setInterval(r,1000)</script>
 </body></html>"""
 
 

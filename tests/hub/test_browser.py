@@ -112,6 +112,18 @@ def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
                 page.wait_for_function("document.getElementById('detail').textContent.includes('\"room\": \"OR-A\"')",
                                        timeout=10_000)
                 assert page.get_attribute("#monitor", "href") == "http://127.0.0.1:9/"
+                # The reader writes to the room from there: sent to the cart, published, shown back under the
+                # reader's key name (the cart attributes it, not the page).
+                page.fill("#notetext", "AMR looks stable from here")
+                page.click("#noteform button")
+                page.wait_for_function("document.getElementById('result').textContent.startsWith('sent')",
+                                       timeout=30_000)
+                page.wait_for_function("document.getElementById('notes').textContent.includes("
+                                       "'reader-anna: AMR looks stable from here')", timeout=30_000)
+                page.fill("#notetext", "patient 12345678")
+                page.click("#noteform button")
+                page.wait_for_function("document.getElementById('result').textContent.includes('hospital record')",
+                                       timeout=10_000)
                 assert not errors, errors
             finally:
                 browser.close()
