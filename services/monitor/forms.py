@@ -169,3 +169,17 @@ def parse_ack(body: Mapping[str, Any]) -> dict:
     if problems:
         raise FormError(problems)
     return out
+
+
+def parse_note(body: Mapping[str, Any]) -> dict:
+    """A note from the room to its remote readers (published as `reader_note`, direction `to_reader`)."""
+    text = _text(body.get("text"))
+    problems = []
+    if not text or len(text) > 256:
+        problems.append(f"text: the note, 1-256 characters; got {str(body.get('text'))[:40]!r}")
+    problem = identifier_problem("text", text)
+    if problem:
+        problems.append(problem)
+    if problems:
+        raise FormError(problems)
+    return {"text": text}

@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge
 
 from ... import config
 from ...proto.codec import DecodeError, decode
-from ...proto.messages import AlarmAck, FactorValues, Heartbeat, Message, SessionStart, SweepDisplay
+from ...proto.messages import AlarmAck, FactorValues, Heartbeat, Message, ReaderNote, SessionStart, SweepDisplay
 from ...service import Service
 from .hub import Hub
 from .settings import ServerSettings, SweepSettings, ViewSettings
@@ -179,7 +179,11 @@ class Monitor(Service):
             except queue.Empty:
                 break
             try:
-                msg = self.pub.publish(AlarmAck, self.hub.view.session_id, **body)
+                if "text" in body:  # a note from the room to its remote readers
+                    msg = self.pub.publish(ReaderNote, self.hub.view.session_id, reader="room",
+                                           direction="to_reader", kind="note", text=body["text"])
+                else:
+                    msg = self.pub.publish(AlarmAck, self.hub.view.session_id, **body)
                 fut.set_result({"ok": True, "seq": msg.seq})
             except Exception as err:  # report to the page rather than kill the loop
                 fut.set_result({"ok": False, "error": f"acknowledgement not published: {err}"})
@@ -268,6 +272,12 @@ class Monitor(Service):
 
     def factors(self, values: FactorValues) -> dict:
         return self._control({"op": "factors", "factors": values.given()}, "factors")
+
+    def note(self, body: dict) -> dict:
+        """A note from the room to its remote readers, published by the bus loop (archived with the session)."""
+        if self.hub.view.session_id is None:
+            return {"ok": False, "http_status": 409, "error": "no session is running: a note belongs to a session"}
+        return self.ack(body)
 
     def ack(self, body: dict) -> dict:
         fut: concurrent.futures.Future = concurrent.futures.Future()

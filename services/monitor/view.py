@@ -28,11 +28,13 @@ from ...proto.messages import (
     Heartbeat,
     Message,
     Prediction,
+    ReaderNote,
     SessionEnd,
     SessionStart,
     SimTruth,
     StageMarker,
     Stimulus,
+    SweepDisplay,
 )
 from .readout import channel_readout, decisions_readout, run_key
 from .settings import SweepSettings, ViewSettings
@@ -163,6 +165,8 @@ class SessionView:
         self.decisions: deque[dict] = deque(maxlen=self.settings.decision_history)
         self.course: dict | None = None
         self.n_sweeps = 0
+        #: Notes between the room and its remote readers (reader_note), and their presence.
+        self.reader_notes: deque[dict] = deque(maxlen=50)
         # per channel: the newest measurement and how many in a row share its run_key
         self.latest: dict[str, dict] = {}
         self.runs: dict[str, tuple[tuple, int]] = {}
@@ -223,6 +227,7 @@ class SessionView:
             "readout": self.readout(),
             "alarms": list(self.alarms.values()),
             "services": dict(self.services),
+            "reader_notes": list(self.reader_notes),
         }
 
     # -- input ---------------------------------------------------------------------
@@ -313,6 +318,11 @@ class SessionView:
             return [self._event(msg)]
         if isinstance(msg, AmrCourse):
             self.course = event_json(msg)
+            return [self._event(msg)]
+        if isinstance(msg, SweepDisplay):
+            return []  # this monitor's own sweeps, published for remote readers: the page has them already
+        if isinstance(msg, ReaderNote):
+            self.reader_notes.append(event_json(msg))
             return [self._event(msg)]
         if isinstance(msg, SessionEnd):
             self.ended = {"ended_at": msg.ended_at.isoformat().replace("+00:00", "Z"), "reason": msg.reason}

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from ...proto.messages import STAGE_ORDER, FactorValues
 from .auth import TokenAuth
-from .forms import FormError, form_spec, parse_ack, parse_factors, parse_stage
+from .forms import FormError, form_spec, parse_ack, parse_factors, parse_note, parse_stage
 from .hub import Hub, dumps
 from .replay import ReplayError, ReplayIndex, archived_messages, list_archived
 from .settings import ServerSettings
@@ -45,6 +45,8 @@ class Actions(Protocol):
     def factors(self, values: FactorValues) -> dict: ...
 
     def ack(self, body: dict) -> dict: ...
+
+    def note(self, body: dict) -> dict: ...
 
 
 @dataclass
@@ -273,6 +275,18 @@ def create_app(ctx: WebContext) -> Any:
             return _refused(err)
         return _result(await run_in_threadpool(actions.ack, parsed))
 
+    async def note(request: Request) -> JSONResponse:
+        try:
+            body = await post_guard(request)
+            parsed = parse_note(body)
+        except PermissionError as err:
+            return JSONResponse({"ok": False, "error": str(err)}, status_code=403)
+        except BodyTooLarge as err:
+            return JSONResponse({"ok": False, "error": str(err)}, status_code=413, headers={"connection": "close"})
+        except FormError as err:
+            return _refused(err)
+        return _result(await run_in_threadpool(actions.note, parsed))
+
     async def sessions(request: Request) -> JSONResponse:
         if settings.data_dir is None:
             return JSONResponse({"ok": False, "error": "no archive directory configured (--data DIR)"},
@@ -336,6 +350,7 @@ def create_app(ctx: WebContext) -> Any:
         Route("/api/mark", mark, methods=["POST"]),
         Route("/api/factors", factors, methods=["POST"]),
         Route("/api/ack", ack, methods=["POST"]),
+        Route("/api/note", note, methods=["POST"]),
         Route("/api/sessions", sessions),
         Route("/api/replay/{session_id}", replay_info),
         Route("/api/replay/{session_id}/at", replay_at),

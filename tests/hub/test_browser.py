@@ -120,6 +120,19 @@ def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
                                        timeout=30_000)
                 page.wait_for_function("document.getElementById('notes').textContent.includes("
                                        "'reader-anna: AMR looks stable from here')", timeout=30_000)
+                # The two-way note channel: the room's own monitor shows the reader's note, and a note written there
+                # reaches the reader's room page.
+                room_url = page.url
+                page.goto(f"http://127.0.0.1:{env_a['AMRWATCH_MONITOR_PORT']}/")
+                page.wait_for_function("() => document.getElementById('reader-notes').textContent.includes("
+                                       "'reader-anna: AMR looks stable from here')", timeout=30_000)
+                page.fill("#reader-note-text", "decompression done, please confirm")
+                page.click("#reader-note-form button")
+                page.wait_for_function("() => document.getElementById('control-result').textContent"
+                                       ".startsWith('note sent')", timeout=15_000)
+                page.goto(room_url)
+                page.wait_for_function("document.getElementById('notes').textContent.includes("
+                                       "'room: decompression done, please confirm')", timeout=30_000)
                 page.fill("#notetext", "patient 12345678")
                 page.click("#noteform button")
                 page.wait_for_function("document.getElementById('result').textContent.includes('hospital record')",

@@ -159,6 +159,10 @@ function applyEvent(S, e) {
       if (a) a.ack = { operator: e.operator, note: e.note, ts_utc: e.ts_utc };
       break;
     }
+    case "reader_note":
+      (S.reader_notes = S.reader_notes || []).push(e);
+      while (S.reader_notes.length > 50) S.reader_notes.shift();
+      break;
     case "session_end":
       if (S.session) S.session.ended = { ended_at: e.ended_at, reason: e.reason };
       break;
@@ -218,6 +222,23 @@ function render() {
   renderStageButtons();
   renderFactorsCurrent();
   renderServices();
+  renderReaderNotes();
+}
+
+// notes between the room and its remote readers (amrwatch hub), and the readers' presence
+function renderReaderNotes() {
+  const notes = (page.S && page.S.reader_notes) || [];
+  const text = (n) => n.kind === "note" ? n.text : (n.kind === "watching" ? "is watching this room" : "stopped watching");
+  $("reader-notes").replaceChildren(...(notes.length ? notes.slice(-8).map((n) => el("div", {
+    class: `reader-note ${n.direction}`, text: `${(n.ts_utc || "").slice(11, 19)} ${n.direction === "to_reader" ? "room → reader" : n.reader}: ${text(n)}` }))
+    : [el("div", { class: "reader-note", text: "no remote reader yet" })]));
+}
+
+async function sendReaderNote(ev) {
+  ev.preventDefault();
+  const r = await post("/api/note", { text: $("reader-note-text").value });
+  showResult(r.ok, r.ok ? "note sent to the remote reader (published and archived)" : `note refused: ${r.error}`);
+  if (r.ok) $("reader-note-text").value = "";
 }
 
 function renderBanners() {
@@ -771,6 +792,7 @@ function buildControls() {
       el("span", { class: "current", "data-field": f.name }));
   }));
   $("factors-form").addEventListener("submit", submitFactors);
+  $("reader-note-form").addEventListener("submit", sendReaderNote);
   const saved = localStorage.getItem("amrwatch.operator");
   if (saved) $("operator").value = saved;
   $("operator").addEventListener("change", () => localStorage.setItem("amrwatch.operator", $("operator").value.trim()));
