@@ -112,7 +112,8 @@ class Room:
         self.name = name
         self.stale_after_s = stale_after_s
         self.streams: dict[tuple[str, str], Stream] = {}  # (instance, type) → stream
-        self.gaps: list[Gap] = []
+        self.gaps: deque[Gap] = deque(maxlen=1000)  # the newest gaps, shown; all are counted in gap_total
+        self.gap_total = 0
         self.session_id: str | None = None
         self.last_data: float | None = None  # monotonic time of the newest message of any kind
         self.last_stimulus_utc: str | None = None
@@ -240,6 +241,7 @@ class Room:
         s.skip(from_seq, to_seq)
         gap = Gap(req.publisher, req.instance, req.type, todo[0], todo[-1], reason)
         self.gaps.append(gap)
+        self.gap_total += gap.n
         return gap
 
     # -- staleness ------------------------------------------------------------
@@ -288,7 +290,7 @@ class Room:
             "events": self.events,
             "duplicates": self.duplicates,
             "backfilled": self.backfilled,
-            "gaps": [g.__dict__ | {"n": g.n} for g in self.gaps[-20:]],
-            "gap_messages": sum(g.n for g in self.gaps),
+            "gaps": [g.__dict__ | {"n": g.n} for g in list(self.gaps)[-20:]],
+            "gap_messages": self.gap_total,
             "notes": list(self.notes)[-10:],
         }
