@@ -44,6 +44,9 @@ def _run(cfg, port: int | None) -> int:
     if cfg.key_secret is None:
         log.warning("no [hub].key: connecting to the carts without CURVE (only for a cart without keys, on a "
                     "trusted network)")
+    if cfg.token is None and cfg.bind not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the page binds %s without a token: anyone who reaches it can read every room and write to "
+                    "them as %s; set [hub].token_file or AMRWATCH_HUB_TOKEN", cfg.bind, cfg.key_name)
     hub = Hub(cfg)
     hub.start()
     serve(cfg.metrics_port, cfg.bind)
