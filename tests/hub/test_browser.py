@@ -19,6 +19,8 @@ from ..conftest import free_port
 from .test_security import _wait
 from .wan import ROOT
 
+pytestmark = pytest.mark.slow  # real carts and a hub, 20-40 s
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 
+import pytest
 import zmq
 import zmq.auth
 from amrwatch.proto.messages import Stimulus
@@ -22,6 +23,8 @@ from amrwatch.bus import Subscriber
 
 from ..conftest import free_port
 from .wan import ROOT
+
+pytestmark = pytest.mark.slow  # real carts and a hub, 20-40 s
 
 #: The stated bound for a revoked reader (the cart's watcher polls every REVOKE_POLL_S; the cut is immediate).
 REVOKED_WITHIN_S = 2 * security.REVOKE_POLL_S + 0.5
