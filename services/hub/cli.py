@@ -49,6 +49,12 @@ def _run(cfg, port: int | None) -> int:
                     "them as %s; set [hub].token_file or AMRWATCH_HUB_TOKEN", cfg.bind, cfg.key_name)
     hub = Hub(cfg)
     hub.start()
+    proxied = [rc for rc in cfg.rooms if rc.proxy_port]
+    if proxied:
+        from .proxy import RoomProxy, start
+
+        start([(RoomProxy(rc.name, rc.monitor, cfg.token, rc.monitor_token), cfg.bind, rc.proxy_port)
+               for rc in proxied])
     serve(cfg.metrics_port, cfg.bind)
     server = uvicorn.Server(uvicorn.Config(build_app(hub, cfg.token), host=cfg.bind, port=port or cfg.port,
                                            log_level="warning", access_log=False, lifespan="off", http="h11",

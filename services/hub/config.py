@@ -15,6 +15,8 @@
     control = "tcp://cart-or3.example:5557"     # the cart's control socket
     server_key = "/etc/amrwatch-hub/or3-server.key"   # the cart's server public key (file or Z85 text)
     monitor = "http://cart-or3.example:8080"    # optional: the room's full monitor
+    monitor_token_file = "/etc/amrwatch-hub/or3-monitor.token"   # optional: that monitor's token
+    # with [hub] monitor_proxy_port = 8100: room i's monitor through the hub at HUB:8100+i
 
 The hub connects out to every cart; carts never connect to the hub. Every
 bad value is refused with the field, the allowed range and the value given.
@@ -46,6 +48,8 @@ class RoomConfig:
     control: str
     server_key: bytes  # Z85
     monitor: str | None = None
+    monitor_token: str | None = None
+    proxy_port: int | None = None  # the room's monitor through the hub, when [hub].monitor_proxy_port is set
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class HubConfig:
     stale_after_s: float = 5.0
     data: Path | None = None
     metrics_port: int = 0
+    monitor_proxy_port: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -89,10 +94,12 @@ def load(path: Path) -> HubConfig:
         raise ConfigError(f"rooms file {path}: not valid TOML ({err})") from err
     base = path.parent
     hub = raw.get("hub", {})
-    unknown = set(hub) - {"key", "bind", "port", "token_file", "stale_after_s", "data", "metrics_port"}
+    unknown = set(hub) - {"key", "bind", "port", "token_file", "stale_after_s", "data", "metrics_port",
+                          "monitor_proxy_port"}
     if unknown:
         raise ConfigError(f"[hub]: unknown setting(s) {', '.join(sorted(unknown))}; allowed: key, bind, port, "
-                          "token_file, stale_after_s, data, metrics_port")
+                          "token_file, stale_after_s, data, metrics_port, monitor_proxy_port")
+    proxy_base = int(_number("[hub].monitor_proxy_port", hub.get("monitor_proxy_port", 0), 0, 65000))
     rooms = []
     seen = set()
     for i, r in enumerate(raw.get("room", [])):
@@ -111,8 +118,18 @@ def load(path: Path) -> HubConfig:
         monitor = r.get("monitor")
         if monitor is not None and not re.match(r"^https?://[^\s]+$", str(monitor)):
             raise ConfigError(f"{where}.monitor: an http(s):// URL of the room's monitor; got {monitor!r}")
+        monitor_token = None
+        if "monitor_token_file" in r:
+            tp = Path(r["monitor_token_file"]) if os.path.isabs(r["monitor_token_file"]) else base / r["monitor_token_file"]
+            try:
+                monitor_token = tp.read_text().strip()
+            except OSError as err:
+                raise ConfigError(f"{where}.monitor_token_file: cannot be read ({err})") from err
+        if proxy_base and monitor is not None and not str(monitor).startswith("http://"):
+            raise ConfigError(f"{where}.monitor: the hub proxies http:// monitors only (put TLS in front of the "
+                              f"hub instead); got {monitor!r}")
         rooms.append(RoomConfig(r["name"], r["bus"], r["control"], _server_key(r["name"], r["server_key"], base),
-                                monitor))
+                                monitor, monitor_token, (proxy_base + i) if proxy_base and monitor else None))
     if not rooms:
         raise ConfigError(f"rooms file {path}: no [[room]] given; list at least one cart")
     public = secret = None
@@ -141,4 +158,5 @@ def load(path: Path) -> HubConfig:
         stale_after_s=_number("[hub].stale_after_s", hub.get("stale_after_s", 5.0), 0.5, 3600),
         data=(Path(data) if os.path.isabs(data) else base / data) if data else None,
         metrics_port=int(_number("[hub].metrics_port", hub.get("metrics_port", 0), 0, 65535)),
+        monitor_proxy_port=proxy_base,
     )

@@ -160,6 +160,7 @@ class Hub:
             for name, room in self.rooms.items():
                 t = room.tile(now)
                 t["monitor"] = self.links[name].rc.monitor
+                t["monitor_proxy_port"] = self.links[name].rc.proxy_port
                 out.append(t)
             return out
 

@@ -138,8 +138,15 @@ def build_app(hub: Hub, token: str | None):
         if name not in hub.rooms:
             return JSONResponse({"ok": False, "error": f"room: no room {name!r}; known: {sorted(hub.rooms)}"},
                                 status_code=404)
-        mon = hub.links[name].rc.monitor
-        link = f'<p><a id="monitor" href="{mon}">open the room\'s full monitor</a></p>' if mon else ""
+        rc = hub.links[name].rc
+        if rc.proxy_port:  # through the hub, on the room's own port of the hub's host
+            link = (f'<p><a id="monitor" data-port="{rc.proxy_port}" href="/">open the room\'s full monitor through '
+                    'the hub (full rate)</a></p><script>{const a=document.getElementById("monitor");'
+                    'a.href=location.protocol+"//"+location.hostname+":"+a.dataset.port+"/"}</script>')
+        elif rc.monitor:
+            link = f'<p><a id="monitor" href="{rc.monitor}">open the room\'s full monitor (on the cart)</a></p>'
+        else:
+            link = ""
         return HTMLResponse(ROOM_PAGE.format(room=name, monitor=link))
 
     async def room_json(request: Request) -> Response:

@@ -9,6 +9,8 @@ import secrets
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -63,12 +65,15 @@ def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
         env_b, pb = _cart(tmp_path, "OR-B", keys)
         procs += pa + pb
         port = free_port()
+        proxy_base = free_port()  # room A (index 0) gets its monitor through the hub here
+        monitor_a = f"http://127.0.0.1:{env_a['AMRWATCH_MONITOR_PORT']}"
         rooms = "".join(f'[[room]]\nname = "{n}"\nbus = "{e["AMRWATCH_BUS_OUT"]}"\ncontrol = "{e["AMRWATCH_CONTROL"]}"\n'
-                        f'server_key = "{keys / "server.key"}"\nmonitor = "http://127.0.0.1:9/"\n\n'
-                        for n, e in (("OR-A", env_a), ("OR-B", env_b)))
+                        f'server_key = "{keys / "server.key"}"\n{extra}\n'
+                        for n, e, extra in (("OR-A", env_a, f'monitor = "{monitor_a}"\n'), ("OR-B", env_b, "")))
         cfg = tmp_path / "rooms.toml"
         cfg.write_text(f'[hub]\nkey = "{keys / "reader-anna.key_secret"}"\nport = {port}\n'
-                       f'token_file = "{tmp_path / "token"}"\nstale_after_s = 2\n\n{rooms}')
+                       f'token_file = "{tmp_path / "token"}"\nstale_after_s = 2\nmonitor_proxy_port = {proxy_base}\n\n'
+                       f'{rooms}')
         hub_env = {k: v for k, v in os.environ.items() if not k.startswith("AMRWATCH_")}
         procs.append(subprocess.Popen([sys.executable, "-m", "amrwatch", "hub", "--config", str(cfg)], env=hub_env,
                                       cwd=ROOT, stdout=open(tmp_path / "hub.log", "wb"),  # noqa: SIM115
@@ -113,7 +118,18 @@ def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
                 page.wait_for_url("**/rooms/OR-A", timeout=10_000)
                 page.wait_for_function("document.getElementById('detail').textContent.includes('\"room\": \"OR-A\"')",
                                        timeout=10_000)
-                assert page.get_attribute("#monitor", "href") == "http://127.0.0.1:9/"
+                assert page.get_attribute("#monitor", "href") == f"http://127.0.0.1:{proxy_base}/"
+                # The room's full monitor through the hub: without the hub's token nothing; with it (the hub's
+                # cookie is sent to every port of the host) the live monitor page, its stream flowing.
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(f"http://127.0.0.1:{proxy_base}/api/status", timeout=10)
+                assert refused.value.code == 401
+                room_url = page.url
+                page.click("#monitor")
+                page.wait_for_url(f"http://127.0.0.1:{proxy_base}/", timeout=15_000)
+                page.wait_for_function("() => { const S = window.amrwatch && window.amrwatch.S; "
+                                       "return S && S.session && Object.keys(S.sweeps).length > 0; }", timeout=60_000)
+                page.goto(room_url)
                 # The reader writes to the room from there: sent to the cart, published, shown back under the
                 # reader's key name (the cart attributes it, not the page).
                 page.fill("#notetext", "AMR looks stable from here")
@@ -124,7 +140,6 @@ def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
                                        "'reader-anna: AMR looks stable from here')", timeout=30_000)
                 # The two-way note channel: the room's own monitor shows the reader's note, and a note written there
                 # reaches the reader's room page.
-                room_url = page.url
                 page.goto(f"http://127.0.0.1:{env_a['AMRWATCH_MONITOR_PORT']}/")
                 page.wait_for_function("() => document.getElementById('reader-notes').textContent.includes("
                                        "'reader-anna: AMR looks stable from here')", timeout=30_000)
