@@ -24,6 +24,8 @@ GOOD_ROOM = 'name = "OR-1"\nbus = "tcp://cart:5556"\ncontrol = "tcp://cart:5557"
     ("", GOOD_ROOM.replace("tcp://cart:5556", "cart:5556"), "room[0].bus: a tcp://HOST:PORT endpoint"),
     ("", GOOD_ROOM.replace('"OR-1"', '"OR 1"'), "room[0].name: 1-64 of"),
     ("", GOOD_ROOM.replace("keys/server.key", "nope.key"), "room OR-1: server_key must be"),
+    ("monitor_proxy_port = 8100", GOOD_ROOM + '\nmonitor = "https://cart:8080/"', "the hub proxies http:// monitors only"),
+    ("monitor_proxy_port = 70000", GOOD_ROOM, "[hub].monitor_proxy_port: must be a number between 0 and 65000"),
 ])
 def test_bad_values_are_refused_naming_the_field(tmp_path, hub, room, message):
     security.generate(tmp_path / "keys")
