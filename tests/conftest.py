@@ -1,4 +1,5 @@
-"""Shared fixtures: free loopback ports and real service processes."""
+"""Shared fixtures: free loopback ports, real service processes, an archive key, and one small trained
+model per test session (used by tests/predictor and tests/study)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,29 @@ def procs(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Procs]:
         yield ps
     finally:
         ps.stop_all()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    """A fresh 32-byte archive HMAC key, hex-encoded (archive/FORMAT.md)."""
+    p = tmp_path / "archive.key"
+    p.write_bytes(os.urandom(32).hex().encode())
+    return p
+
+
+@pytest.fixture(scope="session")
+def quick():
+    """Training settings with a short bootstrap; the shipped card uses the full default count."""
+    from amrwatch.study.training import TrainingSettings  # the [train] extra: imported only when asked for
+
+    return TrainingSettings(bootstrap_resamples=20)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, quick) -> tuple[Path, dict]:
+    """One small model trained on a synthetic cohort of the study's size."""
+    from amrwatch.study.training import train
+
+    out = tmp_path_factory.mktemp("model")
+    card = train(out, synthetic_n=157, seed=3, settings=quick, echo=None)
+    return out, card

@@ -23,7 +23,7 @@ from amrwatch.archive.writer import ArchiveWriter, session_path
 from amrwatch.registry.store import Registry
 from amrwatch.services.recorder.service import EXIT_ARCHIVE_FATAL
 
-from .conftest import T0, emg_frames, layout
+from ..archive.sessions import T0, emg_frames, layout
 from .stack import sessions, start_python_module, wait_closed
 
 CORRUPT = "20261124T080000Z-c0ffee"

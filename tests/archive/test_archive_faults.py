@@ -19,7 +19,7 @@ from amrwatch.archive.writer import ArchiveFatal, ArchiveReader, ArchiveWriter
 from amrwatch.archive.integrity import recover
 from amrwatch.archive.settings import ArchiveSettings
 
-from .conftest import CountingIO, emg_frames
+from .sessions import CountingIO, emg_frames
 
 
 @pytest.fixture
