@@ -1,4 +1,4 @@
-"""The `amrwatch` command line (CONTRACT.md names every command and flag).
+"""The `amrwatch` command line (docs/contract.md names every command and flag).
 
 Exit codes: 0 success, 1 a check failed or an input was refused, 2 usage.
 """
@@ -412,7 +412,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     try:
         made = security.generate(Path(args.dir), clients=tuple(args.client or ["client"]))
-    except security.KeyError_ as err:
+    except security.KeyDirError as err:
         return fail(str(err))
     for p in made:
         print(p)

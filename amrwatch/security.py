@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 _authenticators: dict[int, ThreadAuthenticator] = {}
 
 
-class KeyError_(ValueError):
+class KeyDirError(ValueError):
     """A key directory that is missing something or is unsafe."""
 
 
@@ -50,7 +50,7 @@ def generate(directory: Path, *, clients: tuple[str, ...] = ("client",)) -> list
     made = []
     for name in ("server", *clients):
         if (directory / f"{name}.key_secret").exists():
-            raise KeyError_(f"{directory / (name + '.key_secret')} exists; refusing to overwrite a key")
+            raise KeyDirError(f"{directory / (name + '.key_secret')} exists; refusing to overwrite a key")
         pub, sec = zmq.auth.create_certificates(str(directory), name)
         os.chmod(sec, 0o600)
         os.chmod(pub, 0o644)
@@ -64,9 +64,9 @@ def generate(directory: Path, *, clients: tuple[str, ...] = ("client",)) -> list
 
 def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
     if not path.is_file():
-        raise KeyError_(f"CURVE key file {path} is missing; create keys with `amrwatch keys generate DIR`")
+        raise KeyDirError(f"CURVE key file {path} is missing; create keys with `amrwatch keys generate DIR`")
     if secret and stat.S_IMODE(path.stat().st_mode) & 0o077:
-        raise KeyError_(f"secret key {path} is readable by others (mode {oct(path.stat().st_mode & 0o777)}); "
+        raise KeyDirError(f"secret key {path} is readable by others (mode {oct(path.stat().st_mode & 0o777)}); "
                         "run chmod 600 on it")
     return zmq.auth.load_certificate(str(path))
 

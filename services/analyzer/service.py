@@ -33,7 +33,7 @@ from ...proto.control import ControlReply
 from ...proto.messages import BY_TYPE, Heartbeat, Message, ServiceSettings, SessionStart
 from ...service import Service
 from .engine import CONDITION_KINDS, Output
-from .offline import MessageDispatcher
+from .dispatcher import MessageDispatcher
 from .settings import AnalyzerSettings
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from ...ranges import within as _within
 
 
 class SweepSettings(BaseModel):
-    """How display sweeps are cut from the raw stream (DOMAIN.md, The signal)."""
+    """How display sweeps are cut from the raw stream (docs/domain.md, "Recording protocol")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -60,7 +60,7 @@ class ViewSettings(BaseModel):
 
     #: Sweeps stacked per channel in the waterfall (newest on top).
     waterfall_sweeps: Annotated[int, _within(1, 500, "sweeps")] = 30
-    #: Without a `baseline` stage, the first N sweeps stand for the baseline (DOMAIN.md).
+    #: Without a `baseline` stage, the first N sweeps stand for the baseline (docs/domain.md).
     baseline_first_n: Annotated[int, _within(1, 1000, "sweeps")] = 10
     #: Most baseline-stage sweeps considered when choosing the representative baseline sweep.
     baseline_max_candidates: Annotated[int, _within(1, 10_000, "sweeps")] = 200

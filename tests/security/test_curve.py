@@ -95,7 +95,7 @@ def test_unsafe_secret_is_refused(tmp_path, monkeypatch):
         sock = ctx.socket(zmq.SUB)
         try:
             security.client(sock)
-        except security.KeyError_ as err:
+        except security.KeyDirError as err:
             assert "chmod 600" in str(err)
         else:
             raise AssertionError("a world-readable secret key must be refused")
