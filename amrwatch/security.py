@@ -29,6 +29,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from . import config
+
 log = logging.getLogger(__name__)
 
 _authenticators: dict[int, ThreadAuthenticator] = {}
@@ -39,8 +41,8 @@ class KeyDirError(ValueError):
 
 
 def key_dir() -> Path | None:
-    value = os.environ.get("AMRWATCH_KEYS")
-    return Path(value) if value else None
+    """The key directory (AMRWATCH_KEYS, config.key_dir); None: plain TCP."""
+    return config.key_dir()
 
 
 def generate(directory: Path, *, clients: tuple[str, ...] = ("client",)) -> list[Path]:
@@ -122,7 +124,7 @@ _MECHANISM_MISMATCH = 0x11000002
 def mismatch_hint(endpoint: str, event: int, value: int) -> str:
     d = key_dir()
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return (f"{endpoint} refused this process's CURVE key ({os.environ.get('AMRWATCH_CLIENT_KEY', 'client')} in "
+        return (f"{endpoint} refused this process's CURVE key ({config.client_key_name()} in "
                 f"{d}): its public key is not in the server's authorized/ directory")
     if d is None:
         return (f"{endpoint} uses CURVE but AMRWATCH_KEYS is not set for this process: partial keying — set "
@@ -184,7 +186,7 @@ def client(sock: zmq.Socket, endpoint: str | None = None,
     if d is None:
         return
     server_public, _ = _load(d / "server.key", secret=False)
-    name = os.environ.get("AMRWATCH_CLIENT_KEY", "client")
+    name = config.client_key_name()
     public, secret = _load(d / f"{name}.key_secret", secret=True)
     sock.curve_serverkey = server_public
     sock.curve_publickey = public

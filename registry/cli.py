@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from amrwatch import config
 from amrwatch.cli import EXIT_OK, add_data, fail
 
 _ACTOR = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -30,7 +30,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
 def _default_actor() -> str:
     from amrwatch.freetext import identifier_problem
 
-    for candidate in (os.environ.get("AMRWATCH_ACTOR"), _user()):
+    for candidate in (config.actor(), _user()):
         if candidate and _ACTOR.match(candidate) and identifier_problem("actor", candidate) is None:
             return candidate
     return "cli"
@@ -218,8 +218,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else data / "reports" / dt.datetime.now(dt.timezone.utc).strftime(
         "report-%Y%m%dT%H%M%SZ")
     try:
-        res = make_report(data, out, model_dir=args.model or os.environ.get("AMRWATCH_MODEL_DIR"),
-                          compare_dir=args.compare)
+        res = make_report(data, out, model_dir=args.model or config.model_dir(), compare_dir=args.compare)
     except RegistryError as err:
         return fail(str(err))
     except OSError as err:

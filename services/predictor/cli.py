@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
+from ... import config
 from ...cli import SERVICE_COMMANDS, add_service_endpoints, fail
 
 
@@ -21,7 +21,7 @@ def cmd_predictor(args: argparse.Namespace) -> int:
 
     setup_logging("predictor", args.log_level)
     log = logging.getLogger("amrwatch.predictor")
-    model_dir = args.model or os.environ.get("AMRWATCH_MODEL_DIR")
+    model_dir = args.model or config.model_dir()
     try:
         model = load_or_explain(model_dir)
     except ModelInvalid as err:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -200,7 +199,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from amrwatch.audit.verify import VerifyError, verify_session
 
     try:
-        report = verify_session(_data_dir(args), args.id, model_dir=args.model or os.environ.get("AMRWATCH_MODEL_DIR"),
+        report = verify_session(_data_dir(args), args.id, model_dir=args.model or config.model_dir(),
                                 hmac_key_file=args.hmac_key_file)
     except VerifyError as err:
         return base.fail(str(err))
