@@ -312,39 +312,21 @@ def _control_endpoint(args: argparse.Namespace) -> str:
     return config.get("control")
 
 
-def control_request(endpoint: str, request: dict, timeout_s: float = 3.0):
-    """Send one request to the acquirer's control socket; (reply, extra frames)."""
-    import zmq
-
-    from .proto.control import ControlReply
-
-    ctx = zmq.Context()
-    from . import security
-
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    security.client(sock)
-    sock.connect(endpoint)
-    try:
-        sock.send(json.dumps(request).encode())
-        if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
-            return None, []
-        parts = sock.recv_multipart()
-        return ControlReply.model_validate_json(parts[0]), parts[1:]
-    finally:
-        sock.close()
-        ctx.term()
-
-
 def _send_operator(args: argparse.Namespace, request: dict, what: str) -> int:
+    from .control import REQUEST_TIMEOUT_S, ControlError, no_answer
+    from .control import request as control_request
+
     endpoint = _control_endpoint(args)
-    reply, _ = control_request(endpoint, request)
+    try:
+        reply = control_request(endpoint, request)
+    except ControlError as err:
+        return fail(f"{what}: {err}")
     if reply is None:
-        return fail(f"no acquirer answered at {endpoint} within 3 s; start the stack (amrwatch up) "
+        return fail(f"{no_answer(endpoint, REQUEST_TIMEOUT_S)}; start the stack (amrwatch up) "
                     "or give --control ENDPOINT")
     if not reply.ok:
-        return fail(f"{what} refused: {reply.error}")
-    print(f"{what} published for session {reply.session_id} (seq {reply.seq})")
+        return fail(f"{what} refused: {reply.reply.error}")
+    print(f"{what} published for session {reply.reply.session_id} (seq {reply.reply.seq})")
     return EXIT_OK
 
 
