@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ...cli import SERVICE_COMMANDS, add_data, add_service_endpoints, fail
+from ...cli.common import add_data, add_service_endpoints, fail
 from .settings import ENV_ALLOWED_HOSTS, ENV_BIND, ENV_PORT, ENV_TOKEN, ENV_TOKEN_FILE
 
 
@@ -70,4 +70,3 @@ def register(sub) -> None:
                    help="open pages served at once; one more is refused with the reason (default 32)")
     p.add_argument("--waterfall", type=int, default=30, metavar="N", help="sweeps stacked per channel (default 30)")
     p.set_defaults(func=cmd_monitor)
-    SERVICE_COMMANDS["monitor"] = cmd_monitor
