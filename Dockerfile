@@ -5,6 +5,10 @@ COPY pyproject.toml README.md ./
 COPY amrwatch amrwatch
 COPY proto proto
 COPY services services
+COPY archive archive
+COPY registry registry
+COPY audit audit
+COPY study study
 # The project itself with its file-format readers (MNE-Python, pyxdf); its own pyproject bounds the versions.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir --prefix=/install '.[formats]'

@@ -1,13 +1,16 @@
-"""Where things are: endpoints, ports, the data directory.
+"""Where things are: endpoints, ports, the data directory, keys, the model.
 
 Every value has a documented default (README, proto/README.md) and an
 environment variable, so compose and `amrwatch up` configure services the
-same way; command-line flags override both.
+same way; command-line flags override both. This is the only module that reads
+the environment (`AMRWATCH_*`): a newcomer finds every variable here.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Exit code of a service whose input cannot start (sysexits' EX_NOINPUT): the acquirer's source cannot be
@@ -78,3 +81,71 @@ def control_for_bus(bus_out: str) -> str:
     if not port.isdigit():
         raise ValueError(f"--bus must look like tcp://HOST:PORT; got {bus_out!r}")
     return f"{head}:{int(port) + 1}"
+
+
+def model_dir() -> str | None:
+    """AMRWATCH_MODEL_DIR: the predictor's model directory (None: the shipped model)."""
+    return os.environ.get("AMRWATCH_MODEL_DIR") or None
+
+
+#: The watchdog's default: a service loop that has not come round for this long is stuck.
+WATCHDOG_S = 15.0
+
+
+def watchdog_s() -> float:
+    """AMRWATCH_WATCHDOG_S: seconds a service loop may stand still before the service exits to be restarted."""
+    text = os.environ.get("AMRWATCH_WATCHDOG_S", str(WATCHDOG_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"AMRWATCH_WATCHDOG_S must be a number of seconds above 0; got {text!r}")
+    return value
+
+
+def key_dir() -> Path | None:
+    """AMRWATCH_KEYS: the CURVE key directory (amrwatch/security.py); None: plain TCP."""
+    value = os.environ.get("AMRWATCH_KEYS")
+    return Path(value) if value else None
+
+
+def client_key_name() -> str:
+    """AMRWATCH_CLIENT_KEY: which client keypair in the key directory this process uses (default `client`)."""
+    return os.environ.get("AMRWATCH_CLIENT_KEY", "client")
+
+
+def actor() -> str | None:
+    """AMRWATCH_ACTOR: who the registry commands record as the actor (else the login name)."""
+    return os.environ.get("AMRWATCH_ACTOR")
+
+
+#: The monitor page's environment variables (flags override them; README "Monitor").
+ENV_MONITOR_BIND = "AMRWATCH_MONITOR_BIND"
+ENV_MONITOR_PORT = "AMRWATCH_MONITOR_PORT"
+ENV_MONITOR_TOKEN = "AMRWATCH_MONITOR_TOKEN"
+ENV_MONITOR_TOKEN_FILE = "AMRWATCH_MONITOR_TOKEN_FILE"
+ENV_MONITOR_ALLOWED_HOSTS = "AMRWATCH_MONITOR_ALLOWED_HOSTS"
+
+
+@dataclass(frozen=True)
+class MonitorEnv:
+    """The monitor page's settings as the environment gives them (unchecked: ServerSettings checks them)."""
+
+    bind: str | None
+    port: str | None
+    token: str | None
+    token_file: str | None
+    allowed_hosts: tuple[str, ...]
+
+
+def monitor_env(environ: Mapping[str, str] | None = None) -> MonitorEnv:
+    """The monitor's variables, from `environ` (tests) or the process environment."""
+    env = os.environ if environ is None else environ
+    return MonitorEnv(
+        bind=env.get(ENV_MONITOR_BIND) or None,
+        port=env.get(ENV_MONITOR_PORT) or None,
+        token=env.get(ENV_MONITOR_TOKEN) or None,
+        token_file=env.get(ENV_MONITOR_TOKEN_FILE) or None,
+        allowed_hosts=tuple(h.strip() for h in env.get(ENV_MONITOR_ALLOWED_HOSTS, "").split(",") if h.strip()),
+    )

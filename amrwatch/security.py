@@ -48,6 +48,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
+from . import config
+
 log = logging.getLogger(__name__)
 _monitors = 0
 
@@ -57,13 +59,13 @@ REVOKE_POLL_S = 0.5
 _authenticators: dict[int, _Authenticator] = {}
 
 
-class KeyError_(ValueError):
+class KeyDirError(ValueError):
     """A key directory that is missing something or is unsafe."""
 
 
 def key_dir() -> Path | None:
-    value = os.environ.get("AMRWATCH_KEYS")
-    return Path(value) if value else None
+    """The key directory (AMRWATCH_KEYS, config.key_dir); None: plain TCP."""
+    return config.key_dir()
 
 
 def generate(directory: Path, *, clients: tuple[str, ...] = ("client",)) -> list[Path]:
@@ -73,7 +75,7 @@ def generate(directory: Path, *, clients: tuple[str, ...] = ("client",)) -> list
     made = []
     for name in ("server", *clients):
         if (directory / f"{name}.key_secret").exists():
-            raise KeyError_(f"{directory / (name + '.key_secret')} exists; refusing to overwrite a key")
+            raise KeyDirError(f"{directory / (name + '.key_secret')} exists; refusing to overwrite a key")
         pub, sec = zmq.auth.create_certificates(str(directory), name)
         os.chmod(sec, 0o600)
         os.chmod(pub, 0o644)
@@ -87,9 +89,9 @@ def generate(directory: Path, *, clients: tuple[str, ...] = ("client",)) -> list
 
 def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
     if not path.is_file():
-        raise KeyError_(f"CURVE key file {path} is missing; create keys with `amrwatch keys generate DIR`")
+        raise KeyDirError(f"CURVE key file {path} is missing; create keys with `amrwatch keys generate DIR`")
     if secret and stat.S_IMODE(path.stat().st_mode) & 0o077:
-        raise KeyError_(f"secret key {path} is readable by others (mode {oct(path.stat().st_mode & 0o777)}); "
+        raise KeyDirError(f"secret key {path} is readable by others (mode {oct(path.stat().st_mode & 0o777)}); "
                         "run chmod 600 on it")
     return zmq.auth.load_certificate(str(path))
 
@@ -283,7 +285,7 @@ _MECHANISM_MISMATCH = 0x11000002
 def mismatch_hint(endpoint: str, event: int, value: int) -> str:
     d = key_dir()
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return (f"{endpoint} refused this process's CURVE key ({os.environ.get('AMRWATCH_CLIENT_KEY', 'client')} in "
+        return (f"{endpoint} refused this process's CURVE key ({config.client_key_name()} in "
                 f"{d}): its public key is not in the server's authorized/ directory")
     if d is None:
         return (f"{endpoint} uses CURVE but AMRWATCH_KEYS is not set for this process: partial keying — set "
@@ -345,7 +347,7 @@ def client(sock: zmq.Socket, endpoint: str | None = None,
     if d is None:
         return
     server_public, _ = _load(d / "server.key", secret=False)
-    name = os.environ.get("AMRWATCH_CLIENT_KEY", "client")
+    name = config.client_key_name()
     public, secret = _load(d / f"{name}.key_secret", secret=True)
     sock.curve_serverkey = server_public
     sock.curve_publickey = public

@@ -96,8 +96,9 @@ class Service:
     name = "service"
     topics: tuple[str, ...] = ("heartbeat",)
     heartbeat_s = 0.5
-    #: A loop that has not come round for this long is stuck: exit so it is restarted.
-    watchdog_s = float(os.environ.get("AMRWATCH_WATCHDOG_S", "15"))
+    #: A loop that has not come round for this long is stuck: exit so it is restarted
+    #: (AMRWATCH_WATCHDOG_S, read when the service is made: config.watchdog_s).
+    watchdog_s: float = config.WATCHDOG_S
 
     def __init__(
         self,
@@ -106,6 +107,7 @@ class Service:
         bus_out: str | None = None,
         metrics_port: int | None = None,
     ) -> None:
+        self.watchdog_s = config.watchdog_s()
         self.ctx = zmq.Context()
         self.bus_in = bus_in or config.get("bus_in")
         self.bus_out = bus_out or config.get("bus_out")

@@ -64,10 +64,9 @@ class MachineCpu:
 
 
 def service_registered(name: str) -> bool:
-    from amrwatch.cli import SERVICE_COMMANDS, build_parser
+    from amrwatch.cli.commands import STACK_SERVICES
 
-    build_parser()
-    return name in SERVICE_COMMANDS
+    return name in STACK_SERVICES
 
 
 class Usage:

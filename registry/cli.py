@@ -1,5 +1,6 @@
-"""`amrwatch outcome add|edit|list`, `amrwatch export cohort`, `amrwatch report`,
-`amrwatch registry synthetic`: the registry after the operation.
+"""`amrwatch sessions`, `session show` and `outcome add|edit|list`: the registry after the operation.
+
+(`export cohort`, `report` and `registry synthetic` are the study's: study/cli.py.)
 
 Nothing here prints a patient token or any identifier other than the random
 session id, and nothing opens the pseudonym map.
@@ -10,27 +11,23 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from amrwatch.cli import EXIT_OK, add_data, fail
+from amrwatch import config
+from amrwatch.cli.common import EXIT_OK, add_data, fail
+from amrwatch.cli.common import data_dir as _data_dir
 
 _ACTOR = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-
-
-def _data_dir(args: argparse.Namespace) -> Path:
-    from amrwatch import config
-
-    return Path(args.data) if args.data else config.data_dir()
 
 
 def _default_actor() -> str:
     from amrwatch.freetext import identifier_problem
 
-    for candidate in (os.environ.get("AMRWATCH_ACTOR"), _user()):
+    for candidate in (config.actor(), _user()):
         if candidate and _ACTOR.match(candidate) and identifier_problem("actor", candidate) is None:
             return candidate
     return "cli"
@@ -60,15 +57,113 @@ def _add_actor(p: argparse.ArgumentParser) -> None:
                    help="who records this, for the audit trail (default $AMRWATCH_ACTOR, else the login name)")
 
 
-def _subcommands(sub, name: str, help_text: str):
-    """The sub-command group `name`, shared with another module that may have created it first."""
-    existing = sub.choices.get(name)
-    if existing is None:
-        return sub.add_parser(name, help=help_text).add_subparsers(dest=f"{name}_what", required=True, metavar="WHAT")
-    for action in existing._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
+
+
+# --------------------------------------------------------------------------- #
+# sessions / session show
+
+_LIST_FIELDS = ("session_id", "started_at", "ended_at", "status", "source", "scenario", "replay_of",
+                "model_sha256", "model_synthetic", "patient_token", "status_reason")
+
+
+def _registry(args: argparse.Namespace):
+    from amrwatch.registry.store import REGISTRY_FILE, Registry
+
+    d = _data_dir(args)
+    if not (d / REGISTRY_FILE).exists():
+        raise FileNotFoundError(f"no registry at {d / REGISTRY_FILE}: nothing was recorded in {d} "
+                                "(give --data DIR, or set AMRWATCH_DATA)")
+    return Registry.in_data_dir(d)
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    try:
+        reg = _registry(args)
+    except FileNotFoundError as err:
+        return fail(str(err))
+    with reg:
+        rows = reg.list()
+    try:
+        if args.json:
+            for r in rows:
+                d = r.as_dict()
+                print(json.dumps({k: d[k] for k in _LIST_FIELDS}))
+            return EXIT_OK
+        if not rows:
+            print("no sessions recorded yet")
+            return EXIT_OK
+        print(f"{'session':<28} {'started (UTC)':<20} {'status':<9} {'source':<18} {'scenario':<32} replay of")
+        for r in rows:
+            print(f"{r.session_id:<28} {r.started_at[:19].replace('T', ' '):<20} {r.status:<9} {r.source[:18]:<18} "
+                  f"{(r.scenario or '—')[:32]:<32} {r.replay_of or '—'}")
+    except BrokenPipeError:  # `amrwatch sessions | head`
+        sys.stderr.close()
+    return EXIT_OK
+
+
+def session_summary(data_dir: Path, session_id: str) -> dict[str, Any]:
+    """What `session show` prints: the registry row and what the archive holds."""
+    from amrwatch.archive.writer import session_path
+    from amrwatch.archive.index import ArchiveIndex
+    from amrwatch.archive.order import SignalOrder
+    from amrwatch.registry.store import Registry
+
+    with Registry.in_data_dir(data_dir) as reg:
+        row = reg.get(session_id)
+        replays = [r.session_id for r in reg.list() if r.replay_of == session_id]
+    out: dict[str, Any] = {k: v for k, v in row.as_dict().items() if k not in ("montage", "settings")}
+    out["channels"] = [c["name"] for c in row.montage.get("channels", [])]
+    out["sampling_rate_hz"] = row.montage.get("sampling_rate_hz")
+    out["replays"] = replays
+    d = session_path(data_dir, session_id)
+    out["archive"] = str(d)
+    if not d.is_dir():
+        out["archive_state"] = "missing"
+        return out
+    with ArchiveIndex.build(d) as idx:
+        counts: dict[str, int] = {"emg_frame": len(idx.frames)} if len(idx.frames) else {}
+        for e in idx.events:
+            counts[e.type] = counts.get(e.type, 0) + 1
+        sig = SignalOrder(idx)
+        fs = row.montage.get("sampling_rate_hz") or 0
+        out["records"] = idx.record_count
+        out["messages"] = dict(sorted(counts.items()))
+        out["samples"] = int(sig.hi[-1]) if sig.hi.size else 0
+        out["duration_s"] = round(out["samples"] / fs, 3) if fs else None
+        out["missing_samples"] = sum(b - a for a, b in sig.missing_samples())
+        out["stages"] = [e.header["stage"] for e in idx.events_of("stage") if e.session_id == session_id]
+        out["gaps"] = [{"record": no, "publisher": g.publisher, "type": g.type, "from_seq": g.from_seq,
+                        "to_seq": g.to_seq, "reason": g.reason} for no, g in idx.gaps]
+        out["resumes"] = len(idx.resumes)
+        course = [e.header["course"] for e in idx.events_of("amr_course") if e.session_id == session_id]
+        out["course"] = course[-1] if course else None
+        decisions = [f"{e.header['kind']} ({e.header['priority']})" for e in idx.events_of("decision")
+                     if e.session_id == session_id]
+        out["decisions"] = decisions
+        out["closed"] = idx.close is not None
+        out["torn"] = idx.stopped_at is not None
+    return out
+
+
+def cmd_session_show(args: argparse.Namespace) -> int:
+    from amrwatch.registry.store import UnknownSession
+
+    try:
+        _registry(args).close()
+        info = session_summary(_data_dir(args), args.id)
+    except (FileNotFoundError, UnknownSession) as err:
+        return fail(str(err))
+    if args.json:
+        print(json.dumps(info))
+        return EXIT_OK
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        if isinstance(v, list):
+            v = ", ".join(v if all(isinstance(x, str) for x in v) else [json.dumps(x) for x in v]) or "—"
+        elif isinstance(v, dict):
+            v = ", ".join(f"{a} {b}" for a, b in v.items()) or "—"
+        print(f"{k:<{width}}  {'—' if v is None else v}")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- #
@@ -85,7 +180,7 @@ def _print_outcome(row, note: str | None, what: str) -> None:
 
 
 @contextmanager
-def _writer_lock(args: argparse.Namespace, what: str, *, create: bool = False):
+def writer_lock(args: argparse.Namespace, what: str, *, create: bool = False):
     """The data directory's writer lock (datalock.py) for this command; yields 0, or the exit code if refused.
     Unless `create`, a data directory that does not exist is not created here: the command itself says so."""
     from amrwatch.archive.datalock import lock_or_exit
@@ -175,68 +270,8 @@ def cmd_outcome_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------- #
-# export cohort, report, registry synthetic
 
 
-def cmd_export_cohort(args: argparse.Namespace) -> int:
-    from amrwatch.study.cohort_table import Cohort, build_cohort, write_csv
-    from amrwatch.registry.store import Registry, RegistryError
-
-    data = _data_dir(args)
-    try:
-        with Registry.existing(data) as reg:
-            cohort = build_cohort(reg, data)
-    except RegistryError as err:
-        return fail(str(err))
-    incomplete = [r for r in cohort.labelled() if not r.complete]
-    if args.complete_only and incomplete:
-        dropped = {r.session_id for r in incomplete}
-        cohort = Cohort(rows=[r for r in cohort.rows if r.session_id not in dropped],
-                        excluded=cohort.excluded + [(s, "a factor is missing (--complete-only)") for s in dropped],
-                        from_archive=cohort.from_archive, synthetic_settings=cohort.synthetic_settings)
-        incomplete = []
-    try:
-        sha = write_csv(cohort, Path(args.out))
-    except OSError as err:
-        return fail(f"cannot write {args.out}: {err.strerror or err}")
-    labelled = cohort.labelled()
-    print(f"wrote {args.out}: {len(cohort.rows)} patients, {len(labelled)} with a persistence label "
-          f"({sum(r.label for r in labelled)} persisted); sha256 {sha}")
-    if cohort.synthetic:
-        print("note: this registry is SYNTHETIC (amrwatch registry synthetic) — not patient data", file=sys.stderr)
-    if cohort.excluded:
-        reasons: dict[str, int] = {}
-        for _, why in cohort.excluded:
-            reasons[why.split(":")[0]] = reasons.get(why.split(":")[0], 0) + 1
-        print("not exported: " + "; ".join(f"{k} ({v})" for k, v in reasons.items()), file=sys.stderr)
-    if incomplete:
-        print(f"warning: {len(incomplete)} labelled patients lack a factor, and `amrwatch train --csv` refuses "
-              "missing values: enter the factors, or export with --complete-only", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    import datetime as dt
-
-    from amrwatch.registry.store import RegistryError
-    from amrwatch.study.report import make_report
-
-    data = _data_dir(args)
-    out = Path(args.out) if args.out else data / "reports" / dt.datetime.now(dt.timezone.utc).strftime(
-        "report-%Y%m%dT%H%M%SZ")
-    try:
-        res = make_report(data, out, model_dir=args.model or os.environ.get("AMRWATCH_MODEL_DIR"),
-                          compare_dir=args.compare, registry=args.registry)
-    except RegistryError as err:
-        return fail(str(err))
-    except OSError as err:
-        return fail(f"cannot write the report into {out}: {err.strerror or err}")
-    if res.synthetic:
-        print("*** SYNTHETIC REGISTRY — not patient data ***", file=sys.stderr)
-    print(f"report of {res.patients} patients written to {res.html} ({len(res.figures)} figures, "
-          f"{res.seconds:.1f} s); numbers in {res.json}")
-    return EXIT_OK
 
 
 def cmd_registry_migrate(args: argparse.Namespace) -> int:
@@ -269,31 +304,6 @@ def _hide_password(url: str) -> str:
         return "(the registry URL given)"
 
 
-def cmd_registry_synthetic(args: argparse.Namespace) -> int:
-    with _writer_lock(args, "amrwatch registry synthetic", create=True) as locked:
-        return locked or _registry_synthetic(args)
-
-
-def _registry_synthetic(args: argparse.Namespace) -> int:
-    from amrwatch.registry.store import Registry
-    from amrwatch.study.synthetic_registry import SOURCE, generate
-
-    data = Path(args.data)
-    target = args.registry or (data / "registry.sqlite" if (data / "registry.sqlite").exists() else None)
-    if target is not None:
-        with Registry(target) as reg:
-            real = [s for s in reg.list() if s.source != SOURCE]
-        if real:
-            return fail(f"{args.registry or data} holds {len(real)} real (non-synthetic) sessions; synthetic "
-                        "sessions are never mixed into a real registry — give another --data DIR or --registry")
-    try:
-        res = generate(data, args.n, seed=args.seed, registry=args.registry, site=args.site)
-    except ValueError as err:
-        return fail(str(err))
-    courses = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(res.courses.items()))
-    print(f"wrote {res.n} SYNTHETIC sessions to {data} (seed {res.seed}): {courses}; "
-          f"{res.outcomes_written} follow-up outcomes")
-    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- #
@@ -338,38 +348,25 @@ def register(sub) -> None:
     _add_registry(li)
     li.set_defaults(func=cmd_outcome_list)
 
-    ex = _subcommands(sub, "export", "export a session or the registry")
-    target = ex if ex is not None else sub
-    c = target.add_parser("cohort" if ex is not None else "export-cohort",
-                          help="the registry as a training/analysis table (what `amrwatch train --csv` reads)")
-    c.add_argument("out", metavar="OUT.csv")
-    c.add_argument("--complete-only", action="store_true",
-                   help="leave out labelled patients with a missing factor (so `train --csv` accepts the file)")
-    add_data(c)
-    c.set_defaults(func=cmd_export_cohort)
+    data_help = f"archive directory (default {config.data_dir()}, env AMRWATCH_DATA)"
+    s = sub.add_parser("sessions", help="list archived sessions (newest last)")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--data", metavar="DIR", help=data_help)
+    s.set_defaults(func=cmd_sessions)
 
-    r = sub.add_parser("report", help="the cohort analysis of the registry (HTML with figures, JSON numbers)")
-    r.add_argument("--out", metavar="DIR", help="output directory (default DATA_DIR/reports/report-<time>)")
-    r.add_argument("--model", metavar="DIR", help="model to validate (default $AMRWATCH_MODEL_DIR, else the "
-                   "shipped model)")
-    r.add_argument("--compare", metavar="MODEL_DIR", help="a second model to put beside it on the same patients "
-                   "(AUC difference by DeLong's test, calibration, net benefit)")
-    add_data(r)
-    _add_registry(r)
-    r.set_defaults(func=cmd_report)
+    sh = sub.add_parser("session", help="one archived session")
+    shs = sh.add_subparsers(dest="session_what", required=True, metavar="WHAT")
+    show = shs.add_parser("show", help="registry row and archive contents of one session")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--data", metavar="DIR", help=data_help)
+    show.set_defaults(func=cmd_session_show)
 
-    rg = _subcommands(sub, "registry", "the session registry")
-    s = (rg if rg is not None else sub).add_parser(
-        "synthetic" if rg is not None else "registry-synthetic",
-        help="write N synthetic sessions with outcomes (for demos and tests; never mixed with real ones)")
-    s.add_argument("n", type=int, metavar="N")
-    s.add_argument("--data", required=True, metavar="DIR", help="data directory to write into")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--site", metavar="NAME", help="mark the sessions as recorded at site NAME (multi-site demos)")
-    _add_registry(s)
-    s.set_defaults(func=cmd_registry_synthetic)
 
-    rg = _subcommands(sub, "registry", "the session registry")
+
+
+def add_registry_commands(rg: argparse._SubParsersAction) -> None:
+    """`registry migrate` (the `registry` group is made in amrwatch/cli/commands.py)."""
     m = rg.add_parser("migrate", help="bring a registry to the schema this amrwatch reads (Alembic migrations)")
     add_data(m)
     _add_registry(m)

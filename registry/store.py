@@ -31,7 +31,7 @@ REGISTRY_FILE = "registry.sqlite"
 STATUSES = ("recording", "closed", "corrupt")
 TIMEPOINTS = ("1w", "3m", "6m", "1y")
 OUTCOME_CLASSES = ("cured", "improved", "unchanged", "worse")
-#: Complications an outcome may record (DOMAIN.md); stored as {name: true}.
+#: Complications an outcome may record (docs/domain.md); stored as {name: true}.
 COMPLICATIONS = ("facial_palsy_immediate", "facial_palsy_delayed", "hearing_loss", "csf_leak")
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from amrwatch.cli import EXIT_FAILED, EXIT_OK, add_data, fail
+from amrwatch.cli.common import EXIT_FAILED, EXIT_OK, add_data, fail
 
 #: sysexits EX_UNAVAILABLE: the central registry or archive root cannot be reached; everything stays on the cart.
 EXIT_UNREACHABLE = 69

@@ -38,7 +38,7 @@ carbamazepine +1.30, vessels +1.15 per vessel, AMR amplitude +0.64 per
 at the reference patient ``centre`` (4 y, grade 3, no carbamazepine, one
 vessel, 200 µV, 9 mm, moderate displacement) is −3.80, i.e. 2.2%.
 
-Tuning (checked by ``tests/predictor/test_cohort.py``):
+Tuning (checked by ``tests/study/test_cohort.py``):
 the effects were scaled together until the mean apparent AUC of an
 unpenalised logistic fit at n = 157 reached 0.93 (population AUC 0.92; the
 difference is the optimism of fitting 7 factors to ~34 events), then the

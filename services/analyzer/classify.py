@@ -1,4 +1,4 @@
-"""The session's AMR course, classified at `end` (DOMAIN.md "AMR course").
+"""The session's AMR course, classified at `end` (docs/domain.md, "Measurements and the course").
 
 - never_detected: no channel's AMR was ever confirmed present;
 - persisted: at the end, some channel that had an AMR still has it

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ... import cli as base
+from ...cli import common as base
 from ...proto.messages import AmrMeasurement
 
 
@@ -35,7 +35,7 @@ def cmd_analyzer(args: argparse.Namespace) -> int:
         settings = _settings(args)
     except ValueError as err:
         return base.fail(str(err), base.EXIT_USAGE)
-    svc = Analyzer(settings=settings, control=args.control, **base._service_kw(args))
+    svc = Analyzer(settings=settings, control=args.control, **base.service_kw(args))
     return svc.run()
 
 
@@ -189,7 +189,6 @@ def _summarise(summary: Counter, others: list[tuple[str, dict]]) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    base.SERVICE_COMMANDS["analyzer"] = cmd_analyzer
     settings_help = ("override one analysis setting, e.g. --set bandpass_hz=10,2000 --set disappear_k=5 "
                      "(repeatable; pairs as LOW,HIGH; names in services/analyzer/settings.py)")
 

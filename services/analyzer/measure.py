@@ -1,6 +1,6 @@
 """What is measured on a conditioned sweep, and when a raw sweep is refused.
 
-Definitions (DOMAIN.md "Measurements per stimulus and channel"):
+Definitions (docs/domain.md, "Measurements and the course"):
 
 - p2p: maximum minus minimum in the analysis window;
 - noise: RMS in the pre-stimulus window about its own straight line (a slow

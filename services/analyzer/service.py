@@ -23,17 +23,16 @@ import time
 from collections import deque
 from typing import Any
 
-import zmq
 from prometheus_client import Counter
 
-from ... import config, metrics, provenance, security, sessionstate
-from ...bus import SeqEvent, harden
+from ... import config, control, metrics, provenance, sessionstate
+from ...bus import SeqEvent
 from ...proto.codec import DecodeError, decode
-from ...proto.control import ControlReply
 from ...proto.messages import BY_TYPE, Heartbeat, Message, ServiceSettings, SessionStart
+from ...control import ControlClient, ControlError
 from ...service import Service
 from .engine import CONDITION_KINDS, Output
-from .offline import MessageDispatcher
+from .dispatcher import MessageDispatcher
 from .settings import AnalyzerSettings
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ HOLD_MESSAGES = 4000
 #: Seconds between two `session` requests to the acquirer.
 ASK_EVERY_S = 2.0
 #: Seconds a restarted analyzer waits for the session's state before it analyses without it (as unknown).
-STATE_TIMEOUT_S = 5.0
+STATE_TIMEOUT_S = control.STATE_TIMEOUT_S
 #: The alarm a restart without the session's state raises (a condition, cleared by the next session).
 STATE_ALARM = "analyzer:state_unknown"
 
@@ -67,7 +66,7 @@ class Analyzer(Service):
         self.settings = settings or AnalyzerSettings()
         self.dispatcher = MessageDispatcher(self.settings, source=self.name)
         self.control_endpoint = control or config.get("control")
-        self.dealer: zmq.Socket | None = None
+        self.control: ControlClient | None = None
         self._held: deque[Message] = deque(maxlen=HOLD_MESSAGES)
         self._asked_at = float("-inf")
         self._counted: dict[str, int] = {}
@@ -81,11 +80,8 @@ class Analyzer(Service):
 
     # -- lifecycle ---------------------------------------------------------------
     def setup(self) -> None:
-        self.dealer = self.ctx.socket(zmq.DEALER)
-        harden(self.dealer)
-        security.client(self.dealer)
-        self.dealer.connect(self.control_endpoint)
-        self.add_socket(self.dealer, self._on_control_reply)
+        self.control = ControlClient(self.ctx, self.control_endpoint)
+        self.add_socket(self.control.socket, self._on_control_reply)
         log.info("analyzer ready (settings: %s)", self.settings.model_dump_json())
 
     def teardown(self) -> None:
@@ -178,34 +174,30 @@ class Analyzer(Service):
     # -- late join ----------------------------------------------------------------------
     def _ask_session(self) -> None:
         now = time.monotonic()
-        if self.dealer is None or now - self._asked_at < ASK_EVERY_S:
+        if self.control is None or now - self._asked_at < ASK_EVERY_S:
             return
         self._asked_at = now
         log.info("signal from a session this analyzer has not seen start; asking %s", self.control_endpoint)
-        self.dealer.send_multipart([b"", b'{"op":"session"}'])
+        self.control.send({"op": "session"})
 
     def _on_control_reply(self) -> None:
-        assert self.dealer is not None
-        while True:
-            try:
-                parts = self.dealer.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        assert self.control is not None
+        for parts in self.control.replies():
             if sessionstate.is_state_reply(parts):
                 self._on_state(sessionstate.parse(parts))
                 continue
-            if len(parts) < 2 or parts[0] != b"":
+            try:
+                reply = self.control.parse(parts)
+            except ControlError as err:
+                log.warning("%s", err)
+                continue
+            if reply is None:
+                continue
+            if not reply.ok or len(reply.frames) < 3:
+                log.info("acquirer has no session to give (%s)", reply.reply.error)
                 continue
             try:
-                reply = ControlReply.model_validate_json(parts[1])
-            except ValueError:
-                log.warning("control reply is not a ControlReply; ignored")
-                continue
-            if not reply.ok or len(parts) < 5:
-                log.info("acquirer has no session to give (%s)", reply.error)
-                continue
-            try:
-                msg = decode(parts[2:5])
+                msg = decode(reply.frames[:3])
             except DecodeError as err:
                 log.warning("control reply carries an invalid session_start: %s", err)
                 continue
@@ -215,11 +207,11 @@ class Analyzer(Service):
     # -- the session's state (restart, lost stage markers) -------------------------------------
     def _ask_state(self) -> None:
         now = time.monotonic()
-        if self.dealer is None or self.session_id is None or now - self._state_asked_at < 0.2:
+        if self.control is None or self.session_id is None or now - self._state_asked_at < 0.2:
             return
         self._state_asked_at = now
         log.info("asking %s for the state of session %s", self.control_endpoint, self.session_id)
-        self.dealer.send_multipart(sessionstate.request(self.session_id))
+        self.control.ask_state(self.session_id)
 
     def tick(self, now: float) -> None:
         if self._resuming is not None and now - self._resuming[1] > STATE_TIMEOUT_S:

@@ -1,4 +1,4 @@
-"""Every number the analyzer uses, with the DOMAIN.md defaults.
+"""Every number the analyzer uses, with the docs/domain.md defaults.
 
 A bad value fails at construction with a message that names the field, the
 allowed range and the value given. Settings are frozen: the numbers an
@@ -47,7 +47,7 @@ Window = tuple[float, float]
 
 
 class AnalyzerSettings(BaseModel):
-    """How sweeps are cut, conditioned, measured and followed (DOMAIN.md "The signal")."""
+    """How sweeps are cut, conditioned, measured and followed (docs/domain.md, "Recording protocol")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from ...cli import SERVICE_COMMANDS, add_data, add_service_endpoints, fail
+from ...cli.common import add_data, add_service_endpoints, fail
 from .settings import ENV_ALLOWED_HOSTS, ENV_BIND, ENV_PORT, ENV_TOKEN, ENV_TOKEN_FILE
 
 
@@ -24,16 +23,16 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         token = resolve_token(Path(args.token_file) if args.token_file else None)
     except TokenError as err:
         return fail(str(err))
-    bind = args.bind or os.environ.get(ENV_BIND) or "127.0.0.1"
-    port_text = str(args.port) if args.port is not None else os.environ.get(ENV_PORT, "8080")
+    env = config.monitor_env()
+    bind = args.bind or env.bind or "127.0.0.1"
+    port_text = str(args.port) if args.port is not None else (env.port or "8080")
     try:
         port = int(port_text)
     except ValueError:
         return fail(f"--port / {ENV_PORT} must be a TCP port 1-65535; got {port_text!r}")
     data = Path(args.data) if args.data else config.data_dir()
     try:
-        hosts = tuple(args.allow_host or ()) + tuple(
-            h.strip() for h in os.environ.get(ENV_ALLOWED_HOSTS, "").split(",") if h.strip())
+        hosts = tuple(args.allow_host or ()) + env.allowed_hosts
         server = ServerSettings(bind=bind, port=port, token=token, data_dir=data, client_queue=args.client_queue,
                                 send_buffer_bytes=args.send_buffer, allowed_hosts=hosts,
                                 max_live_clients=args.max_live_clients)
@@ -75,4 +74,3 @@ def register(sub) -> None:
                    help="publish the display sweeps on the bus (sweep_display, ~30 kbit/s at 1 Hz on 3 channels) "
                         "for remote readers (amrwatch hub), who then never pull the raw frames")
     p.set_defaults(func=cmd_monitor)
-    SERVICE_COMMANDS["monitor"] = cmd_monitor

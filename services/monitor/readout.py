@@ -10,7 +10,8 @@ The rules (README, "The monitor page"):
   (NOT ASSESSABLE: NOISE / NO STIMULUS / DIRECT RESPONSE), and the last AMR
   state is shown beneath it as not updated: a noisy stretch, a silent
   stimulator or a direct response must never read as a disappearance.
-  "Cannot tell" beats a confident wrong answer (brief, Safety in DOMAIN.md).
+  "Cannot tell" beats a confident wrong answer (docs/domain.md, "What a
+  neurophysiologist checks before believing a disappearance").
 - An absent sweep is not a disappearance: until the analyzer's course says
   `disappeared`, the word is ABSENT… with the number of absent sweeps in a row.
 - A decision that is provisional (`provisional: true`, or kind `evaluating`,

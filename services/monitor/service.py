@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from ... import config
+from ... import config, control
 from ...proto.codec import DecodeError, decode
 from ...proto.messages import AlarmAck, FactorValues, Heartbeat, Message, ReaderNote, SessionStart, SweepDisplay
 from ...service import Service
@@ -37,7 +37,7 @@ PAGE_MESSAGES = Counter("amrwatch_monitor_page_messages_total", "Page messages c
                         ["type"])
 
 #: How long the page waits for the acquirer or the bus thread to act on an input.
-ACTION_TIMEOUT_S = 3.0
+ACTION_TIMEOUT_S = control.REQUEST_TIMEOUT_S
 #: How often a failed web server bind is retried.
 BIND_RETRY_S = 5.0
 #: How often the acquirer is asked for the session_start of a session joined mid-way.
@@ -205,15 +205,13 @@ class Monitor(Service):
         threading.Thread(target=self._fetch_session, args=(view.session_id,), daemon=True).start()
 
     def _fetch_session(self, session_id: str) -> None:
-        from ...cli import control_request
-
         try:
-            reply, frames = control_request(self.control, {"op": "session"}, timeout_s=ACTION_TIMEOUT_S)
-            if reply is not None and reply.ok and len(frames) == 3:
-                msg = decode(frames)
+            reply = control.request(self.control, {"op": "session"}, timeout_s=ACTION_TIMEOUT_S)
+            if reply is not None and reply.ok and len(reply.frames) == 3:
+                msg = decode(reply.frames)
                 if isinstance(msg, SessionStart) and msg.session_id == session_id:
                     self.late.put(msg)
-        except (DecodeError, OSError) as err:
+        except (DecodeError, control.ControlError, OSError) as err:
             log.warning("could not fetch the running session's start from %s: %s", self.control, err)
         finally:
             self._asking = False
@@ -256,16 +254,18 @@ class Monitor(Service):
 
     # -- Actions (called from the web server's threads) ----------------------------------
     def _control(self, request: dict, what: str) -> dict:
-        from ...cli import control_request
-
-        reply, _ = control_request(self.control, request, timeout_s=ACTION_TIMEOUT_S)
+        try:
+            reply = control.request(self.control, request, timeout_s=ACTION_TIMEOUT_S)
+        except control.ControlError as err:
+            return {"ok": False, "http_status": 502, "error": f"{what} not published: {err}"}
         if reply is None:
             return {"ok": False, "http_status": 504,
-                    "error": f"no acquirer answered at {self.control} within {ACTION_TIMEOUT_S:g} s; "
+                    "error": f"{control.no_answer(self.control, ACTION_TIMEOUT_S)}; "
                              f"{what} not published (is the stack running?)"}
         if not reply.ok:
-            return {"ok": False, "http_status": 409, "error": f"{what} refused by the acquirer: {reply.error}"}
-        return {"ok": True, "session_id": reply.session_id, "seq": reply.seq}
+            return {"ok": False, "http_status": 409,
+                    "error": f"{what} refused by the acquirer: {reply.reply.error}"}
+        return {"ok": True, "session_id": reply.reply.session_id, "seq": reply.reply.seq}
 
     def mark(self, stage: str) -> dict:
         return self._control({"op": "mark", "stage": stage}, f"stage {stage}")

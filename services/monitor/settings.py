@@ -7,7 +7,6 @@ value given, so a typo in a flag or environment variable is never guessed at.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -15,12 +14,13 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, model_validator
 
 
+from ... import config
 from ...ranges import pair_within as _pair_within
 from ...ranges import within as _within
 
 
 class SweepSettings(BaseModel):
-    """How display sweeps are cut from the raw stream (DOMAIN.md, The signal)."""
+    """How display sweeps are cut from the raw stream (docs/domain.md, "Recording protocol")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -60,7 +60,7 @@ class ViewSettings(BaseModel):
 
     #: Sweeps stacked per channel in the waterfall (newest on top).
     waterfall_sweeps: Annotated[int, _within(1, 500, "sweeps")] = 30
-    #: Without a `baseline` stage, the first N sweeps stand for the baseline (DOMAIN.md).
+    #: Without a `baseline` stage, the first N sweeps stand for the baseline (docs/domain.md).
     baseline_first_n: Annotated[int, _within(1, 1000, "sweeps")] = 10
     #: Most baseline-stage sweeps considered when choosing the representative baseline sweep.
     baseline_max_candidates: Annotated[int, _within(1, 10_000, "sweeps")] = 200
@@ -158,11 +158,11 @@ def _host_name(header: str | None) -> str | None:
 
 
 #: Environment variables of the monitor (flags override them).
-ENV_BIND = "AMRWATCH_MONITOR_BIND"
-ENV_PORT = "AMRWATCH_MONITOR_PORT"
-ENV_TOKEN = "AMRWATCH_MONITOR_TOKEN"
-ENV_TOKEN_FILE = "AMRWATCH_MONITOR_TOKEN_FILE"
-ENV_ALLOWED_HOSTS = "AMRWATCH_MONITOR_ALLOWED_HOSTS"
+ENV_BIND = config.ENV_MONITOR_BIND
+ENV_PORT = config.ENV_MONITOR_PORT
+ENV_TOKEN = config.ENV_MONITOR_TOKEN
+ENV_TOKEN_FILE = config.ENV_MONITOR_TOKEN_FILE
+ENV_ALLOWED_HOSTS = config.ENV_MONITOR_ALLOWED_HOSTS
 
 
 class TokenError(ValueError):
@@ -186,10 +186,10 @@ def read_token_file(path: Path) -> str:
 
 def resolve_token(token_file: Path | None, environ: dict[str, str] | None = None) -> str | None:
     """--token-file, else AMRWATCH_MONITOR_TOKEN_FILE, else AMRWATCH_MONITOR_TOKEN, else none."""
-    env = os.environ if environ is None else environ
-    if token_file is None and env.get(ENV_TOKEN_FILE):
-        token_file = Path(env[ENV_TOKEN_FILE])
+    env = config.monitor_env(environ)
+    if token_file is None and env.token_file:
+        token_file = Path(env.token_file)
     if token_file is not None:
         return read_token_file(token_file)
-    token = (env.get(ENV_TOKEN) or "").strip()
+    token = (env.token or "").strip()
     return token or None

@@ -392,7 +392,7 @@ class SessionView:
             return False
         if self.stage == "baseline":
             return True
-        # No baseline stage marked (yet): the first N sweeps stand in (DOMAIN.md).
+        # No baseline stage marked (yet): the first N sweeps stand in (docs/domain.md).
         return self.stage is None and len(self._picker(channel).candidates) < self.settings.baseline_first_n
 
     def _picker(self, channel: str) -> _BaselineSweep:

@@ -29,7 +29,7 @@ from ...proto.messages import STAGE_ORDER, FactorValues
 from .auth import TokenAuth
 from .forms import FormError, form_spec, parse_ack, parse_factors, parse_note, parse_stage
 from .hub import Hub, dumps
-from .replay import ReplayError, ReplayIndex, archived_messages, list_archived
+from .timeline import ReplayError, ReplayIndex, archived_messages, list_archived
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,13 @@
-"""`amrwatch predictor` and `amrwatch train`."""
+"""`amrwatch predictor` (`amrwatch train` is the study's: study/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-from ...cli import SERVICE_COMMANDS, add_service_endpoints, fail
+from ... import config
+from ...cli.common import add_service_endpoints, fail
 
 
 def cmd_predictor(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def cmd_predictor(args: argparse.Namespace) -> int:
 
     setup_logging("predictor", args.log_level)
     log = logging.getLogger("amrwatch.predictor")
-    model_dir = args.model or os.environ.get("AMRWATCH_MODEL_DIR")
+    model_dir = args.model or config.model_dir()
     try:
         model = load_or_explain(model_dir)
     except ModelInvalid as err:
@@ -53,25 +53,6 @@ def cmd_predictor(args: argparse.Namespace) -> int:
     return svc.run()
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from amrwatch.study.cohortcsv import CohortCsvError
-    from amrwatch.study.training import TrainingError, recalibrate, train
-
-    try:
-        if args.recalibrate:
-            if not args.csv:
-                return fail("--recalibrate needs --csv FILE (the institution's registry export)")
-            recalibrate(args.out, csv=args.csv, base_dir=args.model)
-        else:
-            from amrwatch.study.training import TrainingSettings
-
-            train(args.out, synthetic_n=args.synthetic, csv=args.csv, seed=args.seed,
-                  settings=TrainingSettings(comparison_model=args.compare_gbm))
-    except (CohortCsvError, TrainingError, ValueError, OSError) as err:
-        return fail(f"training failed, nothing written: {err}")
-    return 0
-
-
 def register(sub) -> None:
     p = sub.add_parser("predictor", help="run the predictor in the foreground")
     add_service_endpoints(p)
@@ -90,19 +71,3 @@ def register(sub) -> None:
                    help="acquirer control socket, asked for the session's state when the predictor restarts "
                    "mid-session (env AMRWATCH_CONTROL)")
     p.set_defaults(func=cmd_predictor)
-    SERVICE_COMMANDS["predictor"] = cmd_predictor
-
-    t = sub.add_parser("train", help="fit the persistence model; export ONNX plus its model card")
-    src = t.add_mutually_exclusive_group(required=True)
-    src.add_argument("--synthetic", type=int, metavar="N", help="a synthetic cohort of N patients")
-    src.add_argument("--csv", metavar="FILE", help="a registry exported by `amrwatch export cohort`")
-    t.add_argument("--out", required=True, metavar="DIR")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--recalibrate", action="store_true",
-                   help="update the intercept and slope of an existing model (--model, default the shipped one) on "
-                   "the registry in --csv instead of refitting")
-    t.add_argument("--model", metavar="DIR", help="with --recalibrate: the model to recalibrate")
-    t.add_argument("--compare-gbm", action="store_true",
-                   help="also validate gradient boosting on the same bootstrap resamples and report it in the card "
-                   "beside the logistic model (never shipped)")
-    t.set_defaults(func=cmd_train)

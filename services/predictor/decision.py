@@ -1,6 +1,6 @@
 """What the AMR and the prediction mean for the surgeon, as a pure state machine.
 
-The rules are the study's proposal (DOMAIN.md), with the safeguards of issue 13:
+The rules are the study's proposal (docs/domain.md), with the safeguards of issue 13:
 
 - while the surgeon decompresses, only provisional status (``evaluating``, info) on stage and AMR
   state changes; the verdict is given over an evaluation window of ``evaluation_sweeps`` assessable
@@ -49,7 +49,7 @@ _CLOSURE = STAGE_ORDER.index("closure")
 
 @dataclass(frozen=True)
 class Literature:
-    """Published figures quoted in the rationales (DOMAIN.md, literature)."""
+    """Published figures quoted in the rationales (docs/domain.md, literature)."""
 
     relief_months: int = 3
     reoperation_after_months: tuple[int, int] = (6, 12)

@@ -22,11 +22,11 @@ import logging
 import time
 from collections import deque
 
-import zmq
 from prometheus_client import Counter, Histogram, Info
 
-from ... import config, provenance, security, sessionstate
-from ...bus import SeqEvent, harden
+from ... import config, control, provenance, sessionstate
+from ...bus import SeqEvent
+from ...control import ControlClient
 from ...proto.messages import Alarm, Decision, Heartbeat, Message, Prediction, ServiceSettings, SessionStart
 from ...service import Service
 from .core import PredictorCore
@@ -46,7 +46,7 @@ EXIT_MODEL_INVALID = 3
 #: Messages of a session held while its state is fetched.
 HOLD_MESSAGES = 20_000
 #: Seconds to wait for the session's state before going on without it (saying so).
-STATE_TIMEOUT_S = 5.0
+STATE_TIMEOUT_S = control.STATE_TIMEOUT_S
 #: Inputs whose loss on the bus (a seq gap) makes the predictor fetch the session's state.
 RECOVERED_TYPES = ("stage", "factors", "baseline", "amr_state", "amr_course")
 
@@ -63,7 +63,7 @@ class Predictor(Service):
         self.settings = settings or DecisionSettings()
         self.core = self._core()
         self.control_endpoint = control or config.get("control")
-        self.dealer: zmq.Socket | None = None
+        self.control: ControlClient | None = None
         self._resuming: float | None = None
         """When the session's state was asked for, while its messages are held."""
         self._held: deque[Message] = deque(maxlen=HOLD_MESSAGES)
@@ -81,11 +81,8 @@ class Predictor(Service):
         return {"model_sha256": self.model.sha256, "synthetic": self.model.synthetic, "state": self.state}
 
     def setup(self) -> None:
-        self.dealer = self.ctx.socket(zmq.DEALER)
-        harden(self.dealer)
-        security.client(self.dealer)
-        self.dealer.connect(self.control_endpoint)
-        self.add_socket(self.dealer, self._on_control_reply)
+        self.control = ControlClient(self.ctx, self.control_endpoint)
+        self.add_socket(self.control.socket, self._on_control_reply)
 
     def _core(self) -> PredictorCore:
         return PredictorCore(self.model, self.settings, on_inference=INFERENCE.observe)
@@ -148,10 +145,10 @@ class Predictor(Service):
     # -- the session's state (restart, lost inputs) ---------------------------------------------
     def _ask_state(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if self.dealer is None or self.session_id is None or (not force and now - self._asked_at < 0.5):
+        if self.control is None or self.session_id is None or (not force and now - self._asked_at < 0.5):
             return
         self._asked_at = now
-        self.dealer.send_multipart(sessionstate.request(self.session_id))
+        self.control.ask_state(self.session_id)
 
     def _on_seq(self, ev: SeqEvent) -> None:
         super()._on_seq(ev)
@@ -166,12 +163,8 @@ class Predictor(Service):
                 self.session_id, unknown=f"the acquirer did not answer 'state' within {STATE_TIMEOUT_S:g} s"))
 
     def _on_control_reply(self) -> None:
-        assert self.dealer is not None
-        while True:
-            try:
-                parts = self.dealer.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        assert self.control is not None
+        for parts in self.control.replies():
             if sessionstate.is_state_reply(parts):
                 self._on_state(sessionstate.parse(parts))
 

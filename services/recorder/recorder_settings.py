@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...control import REQUEST_TIMEOUT_S
 from ...proto.control import MAX_RETRANSMIT
 from amrwatch.archive.settings import ArchiveSettings
 
@@ -28,7 +29,7 @@ class RecorderSettings(BaseModel):
     #: Messages asked for in one retransmit request (the acquirer answers at most 2000).
     retransmit_batch: Annotated[int, _within(1, MAX_RETRANSMIT, "messages")] = MAX_RETRANSMIT
     #: A retransmit or session request unanswered this long is sent again on a fresh socket ...
-    request_timeout_s: Annotated[float, _within(0.1, 60.0, "s")] = 3.0
+    request_timeout_s: Annotated[float, _within(0.1, 60.0, "s")] = REQUEST_TIMEOUT_S
     #: ... at most this many times for the same seqs; then they are recorded as a gap.
     request_attempts: Annotated[int, _within(1, 100, "attempts")] = 5
     #: `recorder_stalled` is raised when buffered records wait, or one commit takes, longer than this.

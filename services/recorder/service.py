@@ -24,13 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import zmq
 from prometheus_client import Counter, Gauge, Histogram
 
-from ... import __version__, config, security
-from ...bus import harden
+from ... import __version__, config
+from ...control import ControlClient, ControlError, no_answer
 from ...proto.codec import DecodeError, decode
-from ...proto.control import ControlReply
 from ...proto.messages import Alarm, AmrCourse, Message, Prediction, SessionEnd, SessionStart
 from ...service import Service
 from amrwatch.archive.writer import ArchiveClosed, ArchiveCorrupt, ArchiveFatal, ArchiveWriter, session_path, utc_iso
@@ -87,7 +85,7 @@ class Recorder(Service):
         self.closed: dict[str, float] = {}
         self.filler = GapFiller(is_recording=lambda sid: sid in self.sessions,
                                 batch=self.settings.retransmit_batch, attempts=self.settings.request_attempts)
-        self.dealer: zmq.Socket | None = None
+        self.control: ControlClient | None = None
         self._outstanding: tuple[str, Any, float] | None = None
         self._held: dict[str, list[tuple[Message, list]]] = {}
         self._held_count = 0
@@ -101,7 +99,7 @@ class Recorder(Service):
     # ---------------------------------------------------------------- lifecycle
 
     def setup(self) -> None:
-        self._new_dealer()
+        self.control = ControlClient(self.ctx, self.control_endpoint)
         try:
             self._fatal_before = json.loads((self.data_dir / FATAL_MARKER).read_text()).get("error") or "unknown"
         except FileNotFoundError:
@@ -140,9 +138,9 @@ class Recorder(Service):
         self.sessions.clear()
         if self.registry is not None:
             self.registry.close()
-        if self.dealer is not None:
-            self.dealer.close(linger=0)
-            self.dealer = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
 
     def heartbeat_info(self) -> dict:
         live = self.sessions.get(self.session_id or "")
@@ -388,23 +386,14 @@ class Recorder(Service):
 
     # ---------------------------------------------------------------- control socket
 
-    def _new_dealer(self) -> None:
-        """The control socket, polled from `tick` (so a fresh one can replace it at any time)."""
-        if self.dealer is not None:
-            self.dealer.close(linger=0)
-        self.dealer = self.ctx.socket(zmq.DEALER)
-        harden(self.dealer)
-        security.client(self.dealer)
-        self.dealer.connect(self.control_endpoint)
-
     def _send(self, now: float) -> None:
-        if self._outstanding is not None or self.dealer is None:
+        if self._outstanding is not None or self.control is None:
             return
         for sid, (at, tries) in self._asked.items():
             if sid not in self.sessions and now - at >= self.settings.session_query_s and tries < 3:
                 self._asked[sid] = (now, tries + 1)
                 self._outstanding = ("session", sid, now)
-                self.dealer.send_multipart([b"", b'{"op":"session"}'])
+                self.control.send({"op": "session"})
                 REQUESTS.labels("session", "sent").inc()
                 return
         req = self.filler.next_request()
@@ -413,7 +402,7 @@ class Recorder(Service):
         body = {"op": "retransmit", "session_id": self._request_session(), "instance": req.key[1],
                 "type": req.key[2], "from_seq": req.from_seq, "to_seq": req.to_seq}
         self._outstanding = ("retransmit", req, now)
-        self.dealer.send_multipart([b"", json.dumps(body).encode()])
+        self.control.send(body)
         REQUESTS.labels("retransmit", "sent").inc()
 
     def _request_session(self) -> str:
@@ -421,36 +410,34 @@ class Recorder(Service):
         return self.session_id or next(iter(self.sessions), None) or "unknown"
 
     def _poll_control(self, now: float) -> None:
-        if self.dealer is None:
+        if self.control is None:
             return
-        while True:
-            try:
-                parts = self.dealer.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        for parts in self.control.replies():
             self._on_reply(parts, now)
         if self._outstanding is not None and now - self._outstanding[2] >= self.settings.request_timeout_s:
             kind, what, _ = self._outstanding
             self._outstanding = None
             REQUESTS.labels(kind, "timeout").inc()
-            log.warning("control request (%s) unanswered for %.1f s at %s; retrying on a fresh socket", kind,
-                        self.settings.request_timeout_s, self.control_endpoint)
-            self._new_dealer()  # lazy pirate: a late reply must never be taken for the next request's
+            log.warning("control request (%s) unanswered: %s; retrying on a fresh socket", kind,
+                        no_answer(self.control_endpoint, self.settings.request_timeout_s))
+            self.control.reconnect()  # lazy pirate: a late reply must never be taken for the next request's
             if kind == "retransmit":
                 self.filler.on_failure(what, "the acquirer did not answer")
 
     def _on_reply(self, parts: list[bytes], now: float) -> None:
         outstanding, self._outstanding = self._outstanding, None
-        if outstanding is None or len(parts) < 2 or parts[0] != b"":
+        if outstanding is None or self.control is None:
             return
         kind, what, _ = outstanding
         try:
-            reply = ControlReply.model_validate_json(parts[1])
-        except ValueError:
-            log.warning("control reply is not a ControlReply; ignored")
+            parsed = self.control.parse(parts)
+        except ControlError as err:
+            log.warning("%s", err)
             REQUESTS.labels(kind, "invalid").inc()
             return
-        triples = [parts[i:i + 3] for i in range(2, len(parts) - 2, 3)]
+        if parsed is None or parsed.tag:
+            return
+        reply, triples = parsed.reply, parsed.triples
         REQUESTS.labels(kind, "ok" if reply.ok else "refused").inc()
         if kind == "session":
             if reply.ok and triples:

@@ -11,9 +11,16 @@ import numpy as np
 import zmq
 
 from amrwatch.bus import Subscriber
-from amrwatch.cli import control_request
+from amrwatch.control import request as control_request
 from amrwatch.proto.codec import decode
 from amrwatch.proto.messages import EmgFrame, Factors, SessionEnd, SessionStart, SimTruth, StageMarker, Stimulus
+
+
+def _ask(endpoint: str, body: dict):
+    """(reply head, carried frames) of one control request; fails the test when none came."""
+    r = control_request(endpoint, body)
+    assert r is not None, f"no reply from {endpoint} to {body}"
+    return r.reply, r.frames
 
 
 def run_cli(env, *args, timeout=30):
@@ -100,21 +107,21 @@ def test_operator_inputs_and_control_socket(procs, stack_env):
         assert f.session_id == start.session_id
 
         # The acquirer refuses a malformed request itself too (a client that skipped validation).
-        reply, _ = control_request(stack_env["AMRWATCH_CONTROL"], {"op": "factors", "factors": {"vessels": 17}})
+        reply, _ = _ask(stack_env["AMRWATCH_CONTROL"], {"op": "factors", "factors": {"vessels": 17}})
         assert reply.ok is False and "vessels" in reply.error and "17" in reply.error
 
         # Session info and retransmit return the original wire messages.
-        reply, extra = control_request(stack_env["AMRWATCH_CONTROL"], {"op": "session"})
+        reply, extra = _ask(stack_env["AMRWATCH_CONTROL"], {"op": "session"})
         assert reply.ok and decode(extra[:3]) .session_id == start.session_id
         frame0 = next(m for m in first if isinstance(m, EmgFrame))
-        reply, extra = control_request(stack_env["AMRWATCH_CONTROL"], {
+        reply, extra = _ask(stack_env["AMRWATCH_CONTROL"], {
             "op": "retransmit", "session_id": start.session_id, "instance": frame0.instance,
             "type": "emg_frame", "from_seq": frame0.seq, "to_seq": frame0.seq + 4})
         assert reply.ok and reply.n_messages == 5
         again = [decode(extra[i:i + 3]) for i in range(0, len(extra), 3)]
         assert [m.seq for m in again] == list(range(frame0.seq, frame0.seq + 5))
         assert again[0] == frame0
-        reply, _ = control_request(stack_env["AMRWATCH_CONTROL"], {
+        reply, _ = _ask(stack_env["AMRWATCH_CONTROL"], {
             "op": "retransmit", "session_id": start.session_id, "instance": "deadbeef",
             "type": "emg_frame", "from_seq": 0, "to_seq": 1})
         assert not reply.ok and "deadbeef" in reply.error

@@ -1,4 +1,4 @@
-"""SimConfig: DOMAIN.md defaults, and every bad value rejected with field, range and value."""
+"""SimConfig: docs/domain.md defaults, and every bad value rejected with field, range and value."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """An independent formulation of the measures, to check the compiled one against.
 
 The analyzer measures each channel with a compiled per-sample loop
-(services/analyzer/measure.py). This is the same DOMAIN.md definitions
+(services/analyzer/measure.py). This is the same docs/domain.md definitions
 written as whole-array numpy expressions, as the analyzer computed them
 before the loops were compiled: different code, same numbers expected.
 """

@@ -184,10 +184,25 @@ def test_bad_input_is_counted_alarmed_marked_and_survived(procs, stack_env):
     assert procs.procs[1][1].poll() is None, "the analyzer must keep running"
 
 
+#: The late joiner is started once the acquirer has published this stimulus.
+JOIN_AFTER = 5
+
+
 def test_late_joiner_asks_the_acquirer_for_the_session(procs, stack_env):
     """Started mid-session, the analyzer gets the montage over the control socket and measures
     every sweep from then on with the same numbers (sweeps are self-contained)."""
     scenario, seed = "persists-expected", 8
+    offline = {(f["stimulus_index"], f["channel"]): f
+               for f in of_type(list(analyze_source(SimSource(seed=seed, scenario=scenario, time_scale=0.2))),
+                                "amr_measurement")}
+
+    def measured_to_the_end(m: Message, out: list[Message]) -> bool:
+        """The session has ended and every sweep from a few after its first on has been measured."""
+        if not isinstance(m, (AmrMeasurement, SessionEnd)) or not any(isinstance(x, SessionEnd) for x in out):
+            return False
+        got = {(x.stimulus_index, x.channel) for x in out if isinstance(x, AmrMeasurement)}
+        return bool(got) and all(k in got for k in offline if k[0] > min(i for i, _ in got) + 2)
+
     procs.start("bus")
     ctx = zmq.Context()
     try:
@@ -198,19 +213,16 @@ def test_late_joiner_asks_the_acquirer_for_the_session(procs, stack_env):
         procs.start("acquirer", "--source", "sim", "--scenario", scenario, "--seed", str(seed), "--speed", "4",
                     "--time-scale", "0.2", "--metrics-port", "0")
         collect(sub, lambda m, _: isinstance(m, SessionStart), timeout=30)
-        time.sleep(1.0)  # the session runs without an analyzer for a while
+        # The session runs without an analyzer until stimuli 0-5 have gone by: those are not its to measure.
+        collect(sub, lambda m, _: isinstance(m, Stimulus) and m.stimulus_index >= JOIN_AFTER, timeout=60)
         procs.start("analyzer", "--metrics-port", "0")
-        msgs = collect(sub, lambda m, _: isinstance(m, SessionEnd), timeout=90)
-        msgs += drain(sub, 1.0)
+        msgs = collect(sub, measured_to_the_end, timeout=120)
     finally:
         ctx.destroy(linger=0)
     assert "asking" in procs.log("analyzer")
     live = {(m.stimulus_index, m.channel): m for m in msgs if isinstance(m, AmrMeasurement)}
     first = min(k for k, _ in live)
-    assert first > 4, "it joined late, so the first stimuli are not its to measure"
-    offline = {(f["stimulus_index"], f["channel"]): f
-               for f in of_type(list(analyze_source(SimSource(seed=seed, scenario=scenario, time_scale=0.2))),
-                                "amr_measurement")}
+    assert first > JOIN_AFTER, "it joined late, so the first stimuli are not its to measure"
     later = [k for k in offline if k[0] > first + 2]
     assert len(later) > 50 and all(k in live for k in later)
     sweep_local = set(BODY) - {"pct_of_baseline", "stage"}  # those need the session's history

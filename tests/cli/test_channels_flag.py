@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from amrwatch.cli import build_parser, source_argv, source_factory
+from amrwatch.cli import build_parser
+from amrwatch.cli.stack import source_argv, source_factory
 
 
 def _source(*argv: str):

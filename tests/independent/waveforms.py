@@ -40,7 +40,8 @@ oris record the ZYG lateral spread, orbicularis oculi the MAR one."""
 AMR_CHANNELS: dict[str, tuple[str, ...]] = {"ZYG": ("MENT", "OORIS"), "MAR": ("OOCUL",)}
 """Where each stimulated branch's AMR is recorded (the *other* branch's muscles)."""
 OWN_MUSCLE: dict[str, tuple[str, ...]] = {"ZYG": ("OOCUL",), "MAR": ("MENT", "OORIS")}
-"""Where each stimulated branch's own direct response is recorded (DOMAIN.md, Safety)."""
+"""Where each stimulated branch's own direct response is recorded (docs/domain.md, "What a neurophysiologist
+checks before believing a disappearance")."""
 BAND_HZ = (20.0, 1500.0)
 """The amplifier's pass band the background noise is limited to."""
 

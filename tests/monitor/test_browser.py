@@ -17,11 +17,11 @@ import zmq
 from amrwatch.bus import Publisher
 from amrwatch.proto.messages import Alarm
 
+from ..conftest import cannot_run_here, chromium
 from .archive import write_archive
 from .conftest import base_url, wait_for, wait_http
 from .test_replay import disappearing_session
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "monitor"
@@ -45,14 +45,14 @@ def ink(page, canvas_id: str, region=(0.6, 0.95, 0.1, 0.85), level=100) -> float
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium; `make test` installs it)"
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
+    exe = chromium()
+    if exe is None:
+        cannot_run_here("no chromium or chromium-browser on PATH (apt-get install chromium; "
+                        "scripts/install-test-servers, run by `make test`, installs it as root)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        b = pw.chromium.launch(executable_path=str(exe), args=CHROMIUM_ARGS)
         try:
             yield b
         finally:

@@ -42,15 +42,17 @@ def test_the_page_stream_carries_every_event_and_a_sweep_for_every_stimulus(proc
     sse_clients.append(sse)
     first = sse.items.get(timeout=10)
     assert first["kind"] == "snapshot"
-    ctx, sub = bus_subscriber(env, EVENT_TYPES)
-    time.sleep(0.5)  # the subscription reaches the proxy before the session starts
+    ctx, sub = bus_subscriber(env, (*EVENT_TYPES, "heartbeat"))
+    # The subscription reaches the proxy before the session starts: a heartbeat of the monitor arrives.
+    wait_for(lambda: (lambda m: m is not None and m.type == "heartbeat")(sub.recv(200)), 30,
+             "a heartbeat on the test's own subscription", interval=0)
     acq = procs.start("acquirer", *ACQ_FAST)
     on_bus = []
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             m = sub.recv(200)
-            if m is not None and m.session_id is not None:
+            if m is not None and m.type != "heartbeat" and m.session_id is not None:
                 on_bus.append(m)
                 if m.type == "session_end":
                     break
@@ -197,8 +199,15 @@ def test_a_monitor_started_mid_session_fetches_the_session_and_draws_sweeps(proc
     env = monitor_env
     url = base_url(env)
     procs.start("bus")
-    procs.start("acquirer", "--speed", "5", "--wait-timeout", "0")
-    time.sleep(3)
+    ctx, sub = bus_subscriber(env, ("stimulus",))
+    try:
+        procs.start("acquirer", "--speed", "5", "--wait-timeout", "0")
+        # The session is well under way (some stimuli gone by) before the monitor starts.
+        wait_for(lambda: (lambda m: m is not None and m.stimulus_index >= 10)(sub.recv(200)), 60,
+                 "the session's 10th stimulus", interval=0)
+    finally:
+        sub.close()
+        ctx.term()
     start_monitor(procs, env)
     snap = wait_for(lambda: (lambda s: s if s["session"] and s["session"].get("channels")
                              and s["sweeps"].get("MENT") else None)(http("GET", url + "/api/snapshot").json()["snapshot"]),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from amrwatch.services.monitor.replay import ReplayIndex
+from amrwatch.services.monitor.timeline import ReplayIndex
 from amrwatch.services.monitor.view import SessionView
 
 from .build import FS, Stream, session_messages, session_signal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amrwatch.services.monitor.replay import ReplayError, ReplayIndex, archived_messages, list_archived
+from amrwatch.services.monitor.timeline import ReplayError, ReplayIndex, archived_messages, list_archived
 
 from .archive import write_archive
 from .build import FS, Stream, session_messages, session_signal

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from amrwatch.services.monitor.replay import ReplayError, ReplayIndex
+from amrwatch.services.monitor.timeline import ReplayError, ReplayIndex
 from amrwatch.services.monitor.settings import ViewSettings
 from amrwatch.services.monitor.view import SessionView
 

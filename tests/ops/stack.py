@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 import urllib.request
 
-from amrwatch.cli import SERVICE_COMMANDS, build_parser
+from amrwatch.cli.commands import STACK_SERVICES
 
 from ..conftest import free_port
 
 
 def registered_services() -> list[str]:
-    build_parser()  # services register their commands while the parser is built
-    return [s for s in ("recorder", "analyzer", "predictor", "monitor") if s in SERVICE_COMMANDS]
+    """The services `amrwatch up` starts (its explicit table)."""
+    return list(STACK_SERVICES)
 
 
 def start_stack(procs, env, *, acquirer_args=("--speed", "1", "--loop")) -> dict[str, int]:

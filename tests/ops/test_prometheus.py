@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from ..conftest import free_port
+from ..conftest import cannot_run_here, free_port
 from .stack import start_stack, wait_metrics
 
 PROMETHEUS = shutil.which("prometheus")
@@ -28,7 +28,8 @@ def query(port: int, q: str) -> list[dict]:
 @pytest.fixture
 def prometheus(tmp_path):
     if PROMETHEUS is None:
-        pytest.skip("Debian's prometheus is not installed (scripts/install-test-servers installs it as root)")
+        cannot_run_here("Debian's prometheus is not installed (scripts/install-test-servers, run by `make test`, "
+                        "installs it as root)")
     procs = []
 
     def start(targets: dict[str, int]) -> int:

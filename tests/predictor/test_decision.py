@@ -1,4 +1,4 @@
-"""The decision rules of DOMAIN.md, one story at a time."""
+"""The decision rules of docs/domain.md, one story at a time."""
 
 import datetime as dt
 

@@ -23,8 +23,9 @@ from amrwatch.archive.writer import ArchiveWriter, session_path
 from amrwatch.registry.store import Registry
 from amrwatch.services.recorder.service import EXIT_ARCHIVE_FATAL
 
-from .conftest import T0, emg_frames, layout
+from ..archive.sessions import T0, emg_frames, layout
 from .stack import sessions, start_python_module, wait_closed
+from ..conftest import cannot_run_here
 
 CORRUPT = "20261124T080000Z-c0ffee"
 
@@ -85,14 +86,12 @@ def small_disk(tmp_path: Path):
     mnt.mkdir()
     if os.geteuid() != 0:
         reason = "mounting a small tmpfs needs root; the injected EIO test still covers the fatal path"
-        print(reason)
-        pytest.skip(reason)
+        cannot_run_here(reason)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         reason = f"cannot mount a tmpfs ({r.stderr.strip()}); the injected EIO test still covers the fatal path"
-        print(reason)
-        pytest.skip(reason)
+        cannot_run_here(reason)
     try:
         yield mnt
     finally:

@@ -1,4 +1,4 @@
-"""Every number the simulator uses, with DOMAIN.md defaults and allowed ranges.
+"""Every number the simulator uses, with docs/domain.md defaults and allowed ranges.
 
 A bad value fails at construction with a message naming the field, its
 allowed range and the value given, so a typo in `--sim-*` flags or a test
@@ -89,7 +89,7 @@ def _stage_durations(value, info: ValidationInfo):
 
 
 class SimConfig(BaseModel):
-    """Settings of the physiological AMR simulator (defaults from DOMAIN.md)."""
+    """Settings of the physiological AMR simulator (defaults from docs/domain.md)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 

@@ -1,5 +1,5 @@
 """The simulated recording montage: which muscle each channel records and
-whose lateral spread it sees (DOMAIN.md "Directions")."""
+whose lateral spread it sees (docs/domain.md, "The abnormal muscle response (AMR)")."""
 
 from __future__ import annotations
 

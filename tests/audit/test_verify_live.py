@@ -20,8 +20,8 @@ from amrwatch.archive.segment import SEGMENT_HEADER_SIZE, Kind, record_size
 from amrwatch.audit.verify import verify_session
 
 from ..conftest import Procs
-from .conftest import Span, snapshot
-from .stack import cli, json_lines, private_env, wait_closed
+from ..archive.sessions import Span, snapshot
+from ..recorder.stack import cli, json_lines, private_env, wait_closed
 
 FULL = os.environ.get("AMRWATCH_FULL") == "1"
 #: Every scenario runs 40x faster than real time (the 2000-stimulus calibration run included).

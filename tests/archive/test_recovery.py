@@ -14,7 +14,7 @@ from amrwatch.archive.integrity import ArchiveCorrupt, recover
 from amrwatch.archive.segment import RECORD_HEADER_SIZE, Kind
 from amrwatch.archive.settings import ArchiveSettings
 
-from .conftest import FULL, emg_frames, layout, make_session, restore, snapshot
+from .sessions import FULL, emg_frames, layout, make_session, restore, snapshot
 
 
 def _records(d: Path) -> list[tuple]:

@@ -19,7 +19,7 @@ from amrwatch.registry.store import (
     new_patient_token,
 )
 
-from .conftest import emg_frames
+from ..archive.sessions import emg_frames
 
 T = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.timezone.utc)
 

@@ -14,7 +14,7 @@ from amrwatch.archive.bodies import BodyError, Gap, decode_segment
 from amrwatch.archive.segment import Kind
 from amrwatch.archive.settings import ArchiveSettings
 
-from .conftest import CountingIO, emg_frames, make_session
+from .sessions import CountingIO, emg_frames, make_session
 
 
 def test_round_trip_real_messages_and_gaps(tmp_path: Path):

@@ -1,4 +1,6 @@
-"""The read-only replay view: an archived session at any point of its timeline.
+"""The monitor's timeline of an archived session (the read-only replay view), at any point.
+
+(Not `audit/replay.py`, which plays an archive back onto a bus.)
 
 `ReplayIndex` reads a session once — any iterable of decoded bus messages, in
 the order they were archived — cuts its display sweeps, and notes the signal

@@ -19,7 +19,8 @@ from amrwatch.archive.writer import ArchiveFatal, ArchiveReader, ArchiveWriter
 from amrwatch.archive.integrity import recover
 from amrwatch.archive.settings import ArchiveSettings
 
-from .conftest import CountingIO, emg_frames
+from .sessions import CountingIO, emg_frames
+from ..conftest import cannot_run_here
 
 
 @pytest.fixture
@@ -28,14 +29,12 @@ def tiny_fs(tmp_path: Path):
     mnt.mkdir()
     if os.geteuid() != 0:
         reason = "mounting a 64 KiB tmpfs needs root; ENOSPC is still covered by the injected-write test"
-        print(reason)
-        pytest.skip(reason)
+        cannot_run_here(reason)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         reason = f"cannot mount a 64 KiB tmpfs ({r.stderr.strip()}); ENOSPC is still covered by the injected-write test"
-        print(reason)
-        pytest.skip(reason)
+        cannot_run_here(reason)
     try:
         yield mnt
     finally:

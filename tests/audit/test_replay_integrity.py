@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..conftest import free_port
-from .conftest import layout, make_session
+from ..archive.sessions import layout, make_session
 
 SID = "0123456789abcdef"
 

@@ -3,21 +3,19 @@ and nothing written; edits are new audited rows; the command line does the same.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 
-from amrwatch.cli import main
+from amrwatch.cli import build_parser, main
 from amrwatch.registry.outcomes import (
     OutcomeInputError,
     add_outcome,
     derive_class,
     edit_outcome,
 )
-from amrwatch.registry.cli import register
 from amrwatch.registry.store import Registry, RegistryError, UnknownSession
 
 from .conftest import SEVEN, T0
@@ -150,11 +148,9 @@ def test_command_line_add_edit_list(data: Path, capsys):
     assert not (data.parent / "typo").exists()
 
 
-def test_export_cohort_joins_an_export_group_another_module_created():
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command")
-    other = sub.add_parser("export").add_subparsers(dest="what")
-    other.add_parser("edf").add_argument("session_id")
-    register(sub)
-    assert p.parse_args(["export", "edf", "S1"]).session_id == "S1"
-    assert p.parse_args(["export", "cohort", "out.csv"]).out == "out.csv"
+def test_export_cohort_and_export_edf_share_the_one_export_group():
+    p = build_parser()
+    edf = p.parse_args(["export", "edf", "S1", "out.edf"])
+    assert (edf.id, edf.out, edf.func.__module__) == ("S1", "out.edf", "amrwatch.audit.cli")
+    cohort = p.parse_args(["export", "cohort", "out.csv"])
+    assert (cohort.out, cohort.func.__module__) == ("out.csv", "amrwatch.study.cli")

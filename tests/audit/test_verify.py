@@ -15,7 +15,7 @@ from amrwatch.archive.checkpoint import key_id
 from amrwatch.archive.integrity import ArchiveCorrupt, recover
 from amrwatch.archive.settings import ArchiveSettings
 
-from .conftest import FULL, emg_frames, layout, make_session, restore, snapshot
+from ..archive.sessions import FULL, emg_frames, layout, make_session, restore, snapshot
 
 
 def _small_signed_session(tmp_path: Path, key_file: Path):
@@ -132,7 +132,7 @@ def test_a_checkpoint_from_another_session_is_rejected(tmp_path: Path):
 
 
 def test_a_record_altered_with_recomputed_crc_breaks_the_chain(tmp_path: Path):
-    from .test_recovery import _forge_chain
+    from ..archive.test_recovery import _forge_chain
 
     s = make_session(tmp_path, n=6, close=True)
     sp = next(x for x in layout(s.dir) if x.record_no == s.message_nos[1])

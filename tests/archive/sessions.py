@@ -1,5 +1,5 @@
-"""Helpers for the archive tests: real encoded bus messages, sessions on disk,
-and a map from byte offsets to the record that holds them."""
+"""Helpers for the archive tests (and the recorder, registry and audit tests that build archives):
+real encoded bus messages, sessions on disk, and a map from byte offsets to the record that holds them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from amrwatch.proto.codec import encode
 from amrwatch.proto.messages import EmgFrame
@@ -119,10 +118,3 @@ class CountingIO(ArchiveIO):
             real_dir(path)
 
         self.open, self.fsync, self.fsync_dir = open_, fsync, fsync_dir
-
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    p = tmp_path / "archive.key"
-    p.write_bytes(os.urandom(32).hex().encode())
-    return p

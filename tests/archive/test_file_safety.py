@@ -12,7 +12,7 @@ from amrwatch.archive.checkpoint import CHECKPOINT_FILE
 from amrwatch.registry.pseudonyms import PseudonymMap
 from amrwatch.registry.store import Registry
 
-from .conftest import emg_frames
+from .sessions import emg_frames
 
 
 def mode(p: Path) -> int:

@@ -16,7 +16,7 @@ import crc32c
 from amrwatch.archive.writer import ArchiveWriter
 from amrwatch.archive.settings import ArchiveSettings
 
-from .conftest import emg_frames
+from .sessions import emg_frames
 
 FORMAT_MD = Path(__file__).resolve().parents[2] / "archive" / "FORMAT.md"
 

@@ -1,0 +1,34 @@
+"""The command list is explicit: every service `up` starts is a command, and a command module that
+fails to import stops `amrwatch` with the reason instead of leaving its commands out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from amrwatch.cli import build_parser
+from amrwatch.cli.commands import STACK_SERVICES
+
+
+def _commands() -> set[str]:
+    p = build_parser()
+    sub = next(a for a in p._actions if a.dest == "command")
+    return set(sub.choices)
+
+
+def test_every_service_up_starts_is_a_command_of_its_own():
+    have = _commands()
+    assert set(STACK_SERVICES) <= have, f"up would start {set(STACK_SERVICES) - have}, which are not commands"
+    assert {"bus", "acquirer", "export"} <= have
+
+
+@pytest.mark.parametrize("module", ["amrwatch.services.monitor.cli", "amrwatch.study.cli"])
+def test_a_command_module_that_cannot_be_imported_is_an_error_not_a_missing_command(module: str):
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from amrwatch.cli import main\n"
+            "sys.exit(main(['status', '--help']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "ModuleNotFoundError" in r.stderr and module in r.stderr, r.stderr[-2000:]
