@@ -16,7 +16,10 @@ PUB/SUB loses messages and says nothing; we do not pretend otherwise:
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -303,14 +306,17 @@ class Subscriber:
 
 
 class _OwnVoice:
-    """The proxy's own messages (heartbeat, service_down alarms), sent
-    straight out of its XPUB with their own gap-free seqs."""
+    """The proxy's own messages (heartbeat, service_down alarms), each type
+    with its own gap-free seq. They enter the forwarder like any publisher's
+    (over inproc into its XSUB): the forwarding thread owns the XPUB, and a
+    ZeroMQ socket is never shared between threads."""
 
     def __init__(self, sock: zmq.Socket, name: str = "bus") -> None:
         self.sock = sock
         self.name = name
         self.instance = new_instance_id()
         self.seq: dict[str, int] = {}
+        self.sent = 0
 
     def send(self, cls: type[Message], session_id: str | None, **body) -> None:
         msg = cls(type=cls.TOPIC, schema_version=SCHEMA_VERSION, session_id=session_id,
@@ -318,6 +324,26 @@ class _OwnVoice:
                   ts_utc=utc_now(), **body)
         self.sock.send_multipart(encode(msg))
         self.seq[cls.TOPIC] = msg.seq + 1
+        self.sent += 1
+
+
+#: Queue depth of the capture path: a watcher that falls this far behind loses capture copies, never traffic.
+CAPTURE_HWM = 10_000
+
+
+def _forward(xsub: zmq.Socket, xpub: zmq.Socket, capture: zmq.Socket, control: zmq.Socket) -> None:
+    """The forwarding thread: libzmq's proxy, in C without the GIL, until TERMINATE on `control`."""
+    try:
+        zmq.proxy_steerable(xsub, xpub, capture, control)
+    except zmq.ContextTerminated:  # pragma: no cover - the context ended under it
+        pass
+
+
+def _statistics(control: zmq.Socket) -> int:
+    """Messages the proxy has taken in from its XSUB side (libzmq's STATISTICS: a multipart message counts once)."""
+    control.send(b"STATISTICS")
+    parts = control.recv_multipart()
+    return int.from_bytes(parts[0], sys.byteorder)
 
 
 def run_proxy(
@@ -332,8 +358,21 @@ def run_proxy(
     hwm: int = DEFAULT_HWM,
 ) -> None:
     """Forward publishers (XSUB, `bind_in`) to subscribers (XPUB, `bind_out`)
-    and subscriptions back. The proxy also publishes its own heartbeat and
-    watches everyone else's, raising `service_down` when one goes quiet."""
+    and subscriptions back; publish the bus's own heartbeat and watch everyone
+    else's, raising `service_down` when one goes quiet.
+
+    Forwarding is `zmq.proxy_steerable` on its own thread: libzmq's C loop,
+    which never takes the GIL. Everything in Python happens beside it, on
+    this thread, and cannot slow it down:
+
+    - the watcher reads the proxy's *capture* socket, a PUB that drops
+      rather than blocks when the watcher is behind, subscribed to
+      `heartbeat` only (the filter runs in C; frames never reach Python);
+    - the bus's own voice (heartbeats, alarms) enters over inproc into the
+      XSUB like any other publisher;
+    - the `forwarded` count comes from the proxy's STATISTICS command on the
+      control socket, once per heartbeat, instead of a call per message.
+    """
     from .health import HeartbeatWatch
     from .proto.messages import Alarm
 
@@ -344,17 +383,48 @@ def run_proxy(
         s.setsockopt(zmq.RCVHWM, hwm)
         s.setsockopt(zmq.SNDHWM, hwm)
         security.server(s, ctx)
-    xsub.bind(bind_in)
-    xpub.bind(bind_out)
-    poller = zmq.Poller()
-    poller.register(xsub, zmq.POLLIN)
-    poller.register(xpub, zmq.POLLIN)
-    voice = _OwnVoice(xpub)
+    tag = f"{os.getpid()}-{new_instance_id()}"
+    inner: list[zmq.Socket] = []
+
+    def socket(kind: int) -> zmq.Socket:
+        sock = ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        inner.append(sock)
+        return sock
+
+    try:
+        xsub.bind(bind_in)
+        xpub.bind(bind_out)
+        # inproc has no security handshake: these never leave the process.
+        xsub.bind(f"inproc://amrwatch-bus-voice-{tag}")
+        capture = socket(zmq.PUB)
+        capture.setsockopt(zmq.SNDHWM, CAPTURE_HWM)
+        capture.bind(f"inproc://amrwatch-bus-capture-{tag}")
+        control_end = socket(zmq.PAIR)
+        control_end.bind(f"inproc://amrwatch-bus-control-{tag}")
+        control = socket(zmq.PAIR)
+        control.connect(f"inproc://amrwatch-bus-control-{tag}")
+        heard_sock = socket(zmq.SUB)
+        heard_sock.setsockopt(zmq.RCVHWM, CAPTURE_HWM)
+        heard_sock.setsockopt(zmq.SUBSCRIBE, Heartbeat.TOPIC.encode())
+        heard_sock.connect(f"inproc://amrwatch-bus-capture-{tag}")
+        voice_sock = socket(zmq.PUB)
+        voice_sock.setsockopt(zmq.SNDHWM, 1000)
+        voice_sock.connect(f"inproc://amrwatch-bus-voice-{tag}")
+    except zmq.ZMQError:
+        for sock in (xsub, xpub, *inner):
+            sock.close(linger=0)
+        raise
+    forwarder = threading.Thread(target=_forward, args=(xsub, xpub, capture, control_end), name="bus-forward",
+                                 daemon=True)
+    forwarder.start()
+    voice = _OwnVoice(voice_sock)
     watch = HeartbeatWatch()
     session: dict[str, str | None] = {"id": None}
     started = time.monotonic()
     next_hb = started
     next_check = started
+    counted = {"taken": 0}
 
     def alarm(change) -> None:
         voice.send(Alarm, session["id"], kind="service_down", priority="high",
@@ -378,10 +448,21 @@ def run_proxy(
             for change in watch.observe(hb.service, hb.instance, hb.status, hb.interval_s, time.monotonic()):
                 alarm(change)
 
+    def count_forwarded() -> None:
+        if on_forward is None:
+            return
+        taken = _statistics(control)
+        # The bus's own voice goes through the proxy too; it is not forwarded traffic.
+        n = taken - counted["taken"] - voice.sent
+        counted["taken"] = taken - voice.sent
+        if n > 0:
+            on_forward(n)
+
     try:
         while not stop():
             now = time.monotonic()
             if now >= next_hb:
+                count_forwarded()
                 voice.send(Heartbeat, session["id"], service="bus", version=version, status="ok",
                            uptime_s=now - started, interval_s=heartbeat_s,
                            active_alarms=sorted(f"service_down:{n}" for n, s in watch.seen.items() if s.down),
@@ -392,27 +473,21 @@ def run_proxy(
                     alarm(change)
                 next_check = now + 0.1
             timeout = max(0, int((min(next_hb, next_check) - now) * 1000))
-            events = dict(poller.poll(timeout))
-            if xsub in events:
-                n = 0
-                while n < 1000:
+            if heard_sock.poll(timeout, zmq.POLLIN):
+                for _ in range(1000):
                     try:
-                        frames = xsub.recv_multipart(zmq.NOBLOCK, copy=False)
+                        frames = heard_sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    xpub.send_multipart(frames, copy=False)
-                    if frames[0].bytes == b"heartbeat":
-                        heard(frames)
-                    n += 1
-                if on_forward:
-                    on_forward(n)
-            if xpub in events:
-                while True:
-                    try:
-                        sub = xpub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    xsub.send_multipart(sub)
+                    heard(frames)
+            if not forwarder.is_alive():
+                raise RuntimeError("the bus's forwarding thread ended")
+        count_forwarded()
     finally:
+        if forwarder.is_alive():
+            control.send(b"TERMINATE")
+            forwarder.join(5)
+        for sock in inner:
+            sock.close(linger=0)
         xsub.close(linger=0)
         xpub.close(linger=0)
