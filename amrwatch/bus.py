@@ -24,10 +24,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import zmq
 
 from . import security
-from .proto.codec import MAX_PART_BYTES, DecodeError, decode, encode
+from .proto.codec import FAST, MAX_PART_BYTES, DecodeError, decode, encode
 from .proto.messages import SCHEMA_VERSION, Heartbeat, Message, utc_now
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,8 @@ class Publisher:
         self.endpoint = endpoint
         self._seq: dict[str, int] = {}
         self._subscriptions: set[bytes] = set()
+        #: The last message `build` made on the fast path, with its frames: `send` sends those bytes.
+        self._built: tuple[Message, list] | None = None
         self.on_sent: list[Callable[[Message, list[bytes]], None]] = []
 
     def _drain_subscriptions(self) -> None:
@@ -187,6 +190,11 @@ class Publisher:
 
     def build(self, cls: type[Message], session_id: str | None, **body) -> Message:
         samples = body.pop("samples", None)
+        fast = FAST.get(cls.TOPIC)
+        if fast is not None and samples is not None:
+            msg = self._build_fast(fast, cls, session_id, samples, body)
+            if msg is not None:
+                return msg
         msg = cls(
             type=cls.TOPIC,
             schema_version=SCHEMA_VERSION,
@@ -201,6 +209,26 @@ class Publisher:
             msg.with_samples(samples)
         return msg
 
+    def _build_fast(self, fast, cls: type[Message], session_id: str | None, samples, body: dict) -> Message | None:
+        """Frames: checked by the compiled gate (proto/hotpath.py) from the Python values and encoded by
+        msgspec, in a few µs; anything the gate is not sure of is built by pydantic, which words the refusal."""
+        arr = np.asarray(samples, dtype="<f4")
+        n = (body.get("n_channels"), body.get("n_samples"))
+        if arr.shape != n:
+            return None  # pydantic's path builds it and `with_samples` refuses the shape with the numbers
+        values = {"type": cls.TOPIC, "schema_version": SCHEMA_VERSION, "session_id": session_id,
+                  "seq": self._seq.get(cls.TOPIC, 0), "publisher": self.name, "instance": self.instance,
+                  "ts_utc": utc_now(), **body}
+        done = fast.encode(values)
+        if done is None:
+            return None
+        header, checked = done
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        msg = fast.build(checked, {"_samples": arr})
+        self._built = (msg, [cls.TOPIC.encode("ascii"), header, arr.tobytes()])
+        return msg
+
     def publish(self, cls: type[Message], session_id: str | None = None, **body) -> Message:
         msg = self.build(cls, session_id, **body)
         self.send(msg)
@@ -210,7 +238,8 @@ class Publisher:
         """Send a message built by `build` (seq must be the next one)."""
         if msg.seq != self._seq.get(msg.type, 0) or msg.instance != self.instance:
             raise ValueError(f"{msg.type} seq {msg.seq} is not this publisher's next seq")
-        frames = encode(msg)
+        built, self._built = self._built, None
+        frames = built[1] if built is not None and built[0] is msg else encode(msg)
         self.sock.send_multipart(frames, copy=False)
         self._seq[msg.type] = msg.seq + 1
         if not self._subscriptions:

@@ -183,7 +183,7 @@ def decode(frames: Sequence[Any]) -> Message:
     Frames take the compiled gate (proto/hotpath.py, a few µs); a header the
     gate is not sure of, and every other type, goes to pydantic
     (`decode_reference`), which words the refusal."""
-    topic, cls, header = _head(frames)
+    topic, _cls, header = _head(frames)
     fast = FAST.get(topic)
     if fast is not None:
         values = fast.check(header)

@@ -83,7 +83,7 @@ def _meta(metadata: list[Any]) -> tuple[dict[str, Any], bool]:
 
 
 class _Field:
-    __slots__ = ("name", "finite", "timestamp", "optional", "pattern")
+    __slots__ = ("finite", "name", "optional", "pattern", "timestamp")
 
     def __init__(self, name: str, finite: bool, timestamp: bool, optional: bool, pattern: str | None) -> None:
         self.name, self.finite, self.timestamp, self.optional = name, finite, timestamp, optional
@@ -122,7 +122,8 @@ def _timestamp_ok(v: str) -> bool:
             and v[10] == "T" and v[13] == ":" and v[16] == ":" and v.isascii())
 
 
-def _translate(name: str, annotation: Any, metadata: list[Any], finite_floats: bool) -> tuple[Any, _Field]:
+def _translate(name: str, annotation: Any, metadata: list[Any], finite_floats: bool,
+               objects: bool = False) -> tuple[Any, _Field]:
     optional = False
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
@@ -141,7 +142,8 @@ def _translate(name: str, annotation: Any, metadata: list[Any], finite_floats: b
     elif annotation is AwareDatetime:
         if kw:
             raise Unsupported(f"{name}: constrained datetime")
-        t, timestamp = str, True
+        # On the wire a string (parsed by position then fromisoformat); from Python an aware datetime.
+        t, timestamp = (typing.Annotated[_dt.datetime, msgspec.Meta(tz=True)] if objects else str), True
     elif annotation in (int, float, str, bool):
         if annotation is float and not finite:
             raise Unsupported(f"{name}: float that allows inf/nan")
@@ -165,13 +167,14 @@ class FastType:
         if not config.get("strict") or config.get("extra") != "forbid":
             raise Unsupported(f"{cls.__name__} is not strict and closed")
         finite_floats = config.get("allow_inf_nan") is False
-        spec = []
+        spec, objects = [], []
         self.fields: list[_Field] = []
         for name, info in cls.model_fields.items():
             if not info.is_required():
                 raise Unsupported(f"{cls.__name__}.{name} has a default")
             t, f = _translate(name, info.annotation, list(info.metadata), finite_floats)
             spec.append((name, t))
+            objects.append((name, _translate(name, info.annotation, list(info.metadata), finite_floats, True)[0]))
             self.fields.append(f)
         self.names = tuple(cls.model_fields)
         self.finite = tuple(f.name for f in self.fields if f.finite)
@@ -188,6 +191,8 @@ class FastType:
                 self.validators.append((fname, dec.func))
         self.struct = msgspec.defstruct(f"Fast{cls.__name__}", spec, forbid_unknown_fields=True)
         self._decoder = msgspec.json.Decoder(self.struct)
+        self.objects = msgspec.defstruct(f"Fast{cls.__name__}Out", objects, forbid_unknown_fields=True)
+        self._encoder = msgspec.json.Encoder()
         self.private = {k: v.get_default() for k, v in (cls.__private_attributes__ or {}).items()}
         self.fields_set = frozenset(self.names)
 
@@ -218,6 +223,29 @@ class FastType:
         except ValueError:
             return None
         return values
+
+    def encode(self, values: dict[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
+        """The header for a message about to be sent, checked by the same rules from Python values (the
+        publisher's side), with the values as checked; None to let pydantic build it (and word the refusal)."""
+        try:
+            obj = msgspec.convert(values, self.objects)
+        except msgspec.ValidationError:
+            return None
+        checked = msgspec.structs.asdict(obj)
+        for name, memo in self.patterns:
+            v = checked[name]
+            if v is not None and not memo.ok(v):
+                return None
+        for name in self.finite:
+            v = checked[name]
+            if v is not None and not math.isfinite(v):
+                return None
+        try:
+            for name, func in self.validators:
+                checked[name] = func(checked[name])
+        except ValueError:
+            return None
+        return self._encoder.encode(obj), checked
 
     def build(self, values: dict[str, Any], private: dict[str, Any] | None = None) -> Message:
         """The model instance for values that passed `check`, without validating again (pydantic's own

@@ -16,11 +16,17 @@ import json
 
 import numpy as np
 import pytest
+from amrwatch.proto.codec import (
+    FAST,
+    MAX_HEADER_BYTES,
+    DecodeError,
+    decode,
+    decode_reference,
+    encode,
+)
+from amrwatch.proto.messages import EmgFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from amrwatch.proto.codec import FAST, MAX_HEADER_BYTES, DecodeError, decode, decode_reference, encode
-from amrwatch.proto.messages import EmgFrame
 
 from .examples import example
 
@@ -190,7 +196,7 @@ def _sample(strategy, n: int) -> list:
 
 
 aware = st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(9998, 1, 1),
-                     timezones=st.just(dt.timezone.utc))
+                     timezones=st.just(dt.UTC))
 
 
 @given(seq=st.integers(0, 2**62), first=st.integers(0, 2**62), ch=st.integers(1, 8), ns=st.integers(1, 64),
