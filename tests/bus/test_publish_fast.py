@@ -13,15 +13,15 @@ import datetime as dt
 import numpy as np
 import pytest
 import zmq
+from amrwatch.proto.codec import decode_reference
+from amrwatch.proto.messages import EmgFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from amrwatch.bus import Publisher
-from amrwatch.proto.codec import decode_reference
-from amrwatch.proto.messages import EmgFrame
 
-T0 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,8 @@ def wire():
 
 
 def body(**over):
-    b = dict(first_sample_index=0, n_channels=2, n_samples=3, sampling_rate_hz=20000.0, dtype="<f4",
-             layout="channel_major", first_sample_device_s=0.0, first_sample_utc=T0)
+    b = {"first_sample_index": 0, "n_channels": 2, "n_samples": 3, "sampling_rate_hz": 20000.0, "dtype": "<f4",
+         "layout": "channel_major", "first_sample_device_s": 0.0, "first_sample_utc": T0}
     b.update(over)
     return b
 
@@ -53,7 +53,7 @@ def receive(sink):
 
 @given(first=st.integers(0, 2**62), ch=st.integers(1, 4), ns=st.integers(1, 16), rate=st.floats(500.0, 100000.0),
        device=st.floats(allow_nan=False, allow_infinity=False),
-       first_utc=st.datetimes(min_value=dt.datetime(1971, 1, 1), timezones=st.just(dt.timezone.utc)),
+       first_utc=st.datetimes(min_value=dt.datetime(1971, 1, 1), timezones=st.just(dt.UTC)),
        session=st.from_regex(r"\A[A-Za-z0-9_\-]{1,64}\Z"))
 @settings(max_examples=200, deadline=None)
 def test_what_is_sent_decodes_by_pydantic_to_the_message_returned(wire, first, ch, ns, rate, device, first_utc,
@@ -85,7 +85,7 @@ def test_the_fast_path_is_taken(wire):
     ({"first_sample_utc": dt.datetime(2026, 11, 24, 8, 0)}, "first_sample_utc"), ({"unknown": 1}, "unknown"),
 ])
 def test_refusals_are_pydantics(wire, over, field):
-    pub, sink = wire
+    pub, _ = wire
     shape = (over.get("n_channels", 2) if isinstance(over.get("n_channels"), int) else 2, 3)
     with pytest.raises(ValidationError) as fast:
         pub.build(EmgFrame, "S1", samples=np.zeros(shape), **body(**over))
