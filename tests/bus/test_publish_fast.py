@@ -9,6 +9,7 @@ message the publisher returned."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import numpy as np
 import pytest
@@ -31,8 +32,14 @@ def wire():
     sink = ctx.socket(zmq.XSUB)
     port = sink.bind_to_random_port("tcp://127.0.0.1")
     pub = Publisher(ctx, f"tcp://127.0.0.1:{port}", "acquirer")
-    sink.send(b"\x01")
-    assert pub.wait_ready(10)
+    # an XSUB's subscription sent while the connection is still being made can be lost: say it again
+    # until the publisher has it
+    deadline = time.monotonic() + 10
+    while True:
+        sink.send(b"\x01")
+        if pub.wait_ready(0.2):
+            break
+        assert time.monotonic() < deadline, "the subscription never reached the publisher"
     yield pub, sink
     pub.close()
     sink.close(linger=0)

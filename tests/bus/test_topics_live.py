@@ -12,9 +12,9 @@ import threading
 import time
 
 import zmq
+from amrwatch.proto.messages import BY_TYPE
 
 from amrwatch.bus import Publisher, Subscriber, run_proxy
-from amrwatch.proto.messages import BY_TYPE
 
 from ..conftest import free_port
 from ..proto.examples import BODIES, example
