@@ -310,6 +310,11 @@ class Subscriber:
             self._exact.add(topic.encode())
 
     def recv_frames(self, timeout_ms: int | None = None) -> list | None:
+        if timeout_ms == 0:  # one non-blocking receive: no poll call per message when draining a queue
+            try:
+                return self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
         if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
             return None
         return self.sock.recv_multipart(copy=False)
