@@ -283,6 +283,7 @@ SUMMARY: dict = {}
 
 
 def run() -> str:
+    load0 = os.getloadavg()[0]
     cost = publish_cost()
     dec = decode_cost()
     lat = latency()
@@ -333,6 +334,9 @@ def run() -> str:
         f"Added by amrwatch over the bare two-hop path: p50 {ours['p50'] - base2['p50']:.0f} µs, "
         f"p99 {ours['p99'] - base2['p99']:.0f} µs (build, check and encode at the sender, the gate at the receiver); "
         f"the bus alone adds p50 {alone['p50'] - base2['p50']:.0f} µs, p99 {alone['p99'] - base2['p99']:.0f} µs.",
+        "",
+        f"Load average (1 min) at the start / end of this section: {load0:.1f} / {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs (the machine is shared: p99s of a few ms are other processes' scheduling).",
         "",
     ]
     return "\n".join(lines)
