@@ -398,7 +398,10 @@ def _forward(xsub: zmq.Socket, xpub: zmq.Socket, capture: zmq.Socket, control: z
 def _statistics(control: zmq.Socket) -> int:
     """Messages the proxy has taken in from its XSUB side (libzmq's STATISTICS: a multipart message counts once)."""
     control.send(b"STATISTICS")
-    parts = control.recv_multipart()
+    try:
+        parts = control.recv_multipart()
+    except zmq.Again:  # RCVTIMEO: a proxy that does not answer its control socket is not forwarding either
+        raise RuntimeError("the bus's forwarding thread does not answer its control socket") from None
     return int.from_bytes(parts[0], sys.byteorder)
 
 
@@ -459,6 +462,7 @@ def run_proxy(
         control_end = socket(zmq.PAIR)
         control_end.bind(f"inproc://amrwatch-bus-control-{tag}")
         control = socket(zmq.PAIR)
+        control.setsockopt(zmq.RCVTIMEO, 5000)
         control.connect(f"inproc://amrwatch-bus-control-{tag}")
         heard_sock = socket(zmq.SUB)
         heard_sock.setsockopt(zmq.RCVHWM, CAPTURE_HWM)
