@@ -16,16 +16,20 @@ PUB/SUB loses messages and says nothing; we do not pretend otherwise:
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import zmq
 
 from . import security
-from .proto.codec import MAX_PART_BYTES, DecodeError, decode, encode
-from .proto.messages import SCHEMA_VERSION, Heartbeat, Message, utc_now
+from .proto.codec import FAST, MAX_PART_BYTES, DecodeError, decode, encode
+from .proto.messages import BY_TYPE, SCHEMA_VERSION, Heartbeat, Message, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,8 @@ class Publisher:
         self.endpoint = endpoint
         self._seq: dict[str, int] = {}
         self._subscriptions: set[bytes] = set()
+        #: The last message `build` made on the fast path, with its frames: `send` sends those bytes.
+        self._built: tuple[Message, list] | None = None
         self.on_sent: list[Callable[[Message, list[bytes]], None]] = []
 
     def _drain_subscriptions(self) -> None:
@@ -184,6 +190,11 @@ class Publisher:
 
     def build(self, cls: type[Message], session_id: str | None, **body) -> Message:
         samples = body.pop("samples", None)
+        fast = FAST.get(cls.TOPIC)
+        if fast is not None and samples is not None:
+            msg = self._build_fast(fast, cls, session_id, samples, body)
+            if msg is not None:
+                return msg
         msg = cls(
             type=cls.TOPIC,
             schema_version=SCHEMA_VERSION,
@@ -198,7 +209,35 @@ class Publisher:
             msg.with_samples(samples)
         return msg
 
+    def _build_fast(self, fast, cls: type[Message], session_id: str | None, samples, body: dict) -> Message | None:
+        """Frames: checked by the compiled gate (proto/hotpath.py) from the Python values and encoded by
+        msgspec, in a few µs; anything the gate is not sure of is built by pydantic, which words the refusal."""
+        arr = np.asarray(samples, dtype="<f4")
+        n = (body.get("n_channels"), body.get("n_samples"))
+        if arr.shape != n:
+            return None  # pydantic's path builds it and `with_samples` refuses the shape with the numbers
+        values = {"type": cls.TOPIC, "schema_version": SCHEMA_VERSION, "session_id": session_id,
+                  "seq": self._seq.get(cls.TOPIC, 0), "publisher": self.name, "instance": self.instance,
+                  "ts_utc": utc_now(), **body}
+        done = fast.encode(values)
+        if done is None:
+            return None
+        header, checked = done
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        msg = fast.build(checked, {"_samples": arr})
+        self._built = (msg, [cls.TOPIC.encode("ascii"), header, arr.tobytes()])
+        return msg
+
     def publish(self, cls: type[Message], session_id: str | None = None, **body) -> Message:
+        fast = FAST.get(cls.TOPIC)
+        if fast is not None and "samples" in body:  # frames: straight to the compiled path, one kwargs copy less
+            samples = body.pop("samples")
+            msg = self._build_fast(fast, cls, session_id, samples, body)
+            if msg is None:  # pydantic's path builds it, or words the refusal
+                msg = self.build(cls, session_id, samples=samples, **body)
+            self.send(msg)
+            return msg
         msg = self.build(cls, session_id, **body)
         self.send(msg)
         return msg
@@ -207,7 +246,8 @@ class Publisher:
         """Send a message built by `build` (seq must be the next one)."""
         if msg.seq != self._seq.get(msg.type, 0) or msg.instance != self.instance:
             raise ValueError(f"{msg.type} seq {msg.seq} is not this publisher's next seq")
-        frames = encode(msg)
+        built, self._built = self._built, None
+        frames = built[1] if built is not None and built[0] is msg else encode(msg)
         self.sock.send_multipart(frames, copy=False)
         self._seq[msg.type] = msg.seq + 1
         if not self._subscriptions:
@@ -221,6 +261,13 @@ class Publisher:
 
 # --------------------------------------------------------------------------- #
 # Subscriber
+
+
+_KNOWN = frozenset(t.encode() for t in BY_TYPE)
+
+
+def _topic(part) -> bytes | memoryview:
+    return part.buffer if hasattr(part, "buffer") else part
 
 
 class Subscriber:
@@ -245,8 +292,14 @@ class Subscriber:
         self.sock.setsockopt(zmq.RCVHWM, hwm)
         if configure:
             configure(self.sock)
+        topics = tuple(topics)
         for t in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        # ZeroMQ filters by prefix ('alarm' also lets 'alarm_ack' through): the exact set is checked on the
+        # topic frame before anything is decoded. None: everything was asked for.
+        self._exact: set[bytes] | None = None if "" in topics else {t.encode() for t in topics}
+        #: Messages of a known type the prefix filter let through unasked (dropped undecoded).
+        self.unasked = 0
         security.client(self.sock, endpoint)  # keyed unlike the bus: an error with the hint, not silence
         self.sock.connect(endpoint)
         self.endpoint = endpoint
@@ -259,14 +312,28 @@ class Subscriber:
 
     def subscribe(self, topic: str) -> None:
         self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        if topic == "":
+            self._exact = None
+        elif self._exact is not None:
+            self._exact.add(topic.encode())
 
     def recv_frames(self, timeout_ms: int | None = None) -> list | None:
+        if timeout_ms == 0:  # one non-blocking receive: no poll call per message when draining a queue
+            try:
+                return self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
         if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
             return None
         return self.sock.recv_multipart(copy=False)
 
     def accept(self, frames: list) -> Message | None:
         """Decode and sequence-check frames already received."""
+        if self._exact is not None and frames:
+            topic = bytes(_topic(frames[0]))
+            if topic not in self._exact and topic in _KNOWN:  # unknown topics are refused and counted below
+                self.unasked += 1
+                return None
         try:
             msg = decode(frames)
         except DecodeError as err:
@@ -303,14 +370,17 @@ class Subscriber:
 
 
 class _OwnVoice:
-    """The proxy's own messages (heartbeat, service_down alarms), sent
-    straight out of its XPUB with their own gap-free seqs."""
+    """The proxy's own messages (heartbeat, service_down alarms), each type
+    with its own gap-free seq. They enter the forwarder like any publisher's
+    (over inproc into its XSUB): the forwarding thread owns the XPUB, and a
+    ZeroMQ socket is never shared between threads."""
 
     def __init__(self, sock: zmq.Socket, name: str = "bus") -> None:
         self.sock = sock
         self.name = name
         self.instance = new_instance_id()
         self.seq: dict[str, int] = {}
+        self.sent = 0
 
     def send(self, cls: type[Message], session_id: str | None, **body) -> None:
         msg = cls(type=cls.TOPIC, schema_version=SCHEMA_VERSION, session_id=session_id,
@@ -318,6 +388,29 @@ class _OwnVoice:
                   ts_utc=utc_now(), **body)
         self.sock.send_multipart(encode(msg))
         self.seq[cls.TOPIC] = msg.seq + 1
+        self.sent += 1
+
+
+#: Queue depth of the capture path: a watcher that falls this far behind loses capture copies, never traffic.
+CAPTURE_HWM = 10_000
+
+
+def _forward(xsub: zmq.Socket, xpub: zmq.Socket, capture: zmq.Socket, control: zmq.Socket) -> None:
+    """The forwarding thread: libzmq's proxy, in C without the GIL, until TERMINATE on `control`."""
+    try:
+        zmq.proxy_steerable(xsub, xpub, capture, control)
+    except zmq.ContextTerminated:  # pragma: no cover - the context ended under it
+        pass
+
+
+def _statistics(control: zmq.Socket) -> int:
+    """Messages the proxy has taken in from its XSUB side (libzmq's STATISTICS: a multipart message counts once)."""
+    control.send(b"STATISTICS")
+    try:
+        parts = control.recv_multipart()
+    except zmq.Again:  # RCVTIMEO: a proxy that does not answer its control socket is not forwarding either
+        raise RuntimeError("the bus's forwarding thread does not answer its control socket") from None
+    return int.from_bytes(parts[0], sys.byteorder)
 
 
 def run_proxy(
@@ -332,8 +425,21 @@ def run_proxy(
     hwm: int = DEFAULT_HWM,
 ) -> None:
     """Forward publishers (XSUB, `bind_in`) to subscribers (XPUB, `bind_out`)
-    and subscriptions back. The proxy also publishes its own heartbeat and
-    watches everyone else's, raising `service_down` when one goes quiet."""
+    and subscriptions back; publish the bus's own heartbeat and watch everyone
+    else's, raising `service_down` when one goes quiet.
+
+    Forwarding is `zmq.proxy_steerable` on its own thread: libzmq's C loop,
+    which never takes the GIL. Everything in Python happens beside it, on
+    this thread, and cannot slow it down:
+
+    - the watcher reads the proxy's *capture* socket, a PUB that drops
+      rather than blocks when the watcher is behind, subscribed to
+      `heartbeat` only (the filter runs in C; frames never reach Python);
+    - the bus's own voice (heartbeats, alarms) enters over inproc into the
+      XSUB like any other publisher;
+    - the `forwarded` count comes from the proxy's STATISTICS command on the
+      control socket, once per heartbeat, instead of a call per message.
+    """
     from .health import HeartbeatWatch
     from .proto.messages import Alarm
 
@@ -344,17 +450,49 @@ def run_proxy(
         s.setsockopt(zmq.RCVHWM, hwm)
         s.setsockopt(zmq.SNDHWM, hwm)
         security.server(s, ctx)
-    xsub.bind(bind_in)
-    xpub.bind(bind_out)
-    poller = zmq.Poller()
-    poller.register(xsub, zmq.POLLIN)
-    poller.register(xpub, zmq.POLLIN)
-    voice = _OwnVoice(xpub)
+    tag = f"{os.getpid()}-{new_instance_id()}"
+    inner: list[zmq.Socket] = []
+
+    def socket(kind: int) -> zmq.Socket:
+        sock = ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        inner.append(sock)
+        return sock
+
+    try:
+        xsub.bind(bind_in)
+        xpub.bind(bind_out)
+        # inproc has no security handshake: these never leave the process.
+        xsub.bind(f"inproc://amrwatch-bus-voice-{tag}")
+        capture = socket(zmq.PUB)
+        capture.setsockopt(zmq.SNDHWM, CAPTURE_HWM)
+        capture.bind(f"inproc://amrwatch-bus-capture-{tag}")
+        control_end = socket(zmq.PAIR)
+        control_end.bind(f"inproc://amrwatch-bus-control-{tag}")
+        control = socket(zmq.PAIR)
+        control.setsockopt(zmq.RCVTIMEO, 5000)
+        control.connect(f"inproc://amrwatch-bus-control-{tag}")
+        heard_sock = socket(zmq.SUB)
+        heard_sock.setsockopt(zmq.RCVHWM, CAPTURE_HWM)
+        heard_sock.setsockopt(zmq.SUBSCRIBE, Heartbeat.TOPIC.encode())
+        heard_sock.connect(f"inproc://amrwatch-bus-capture-{tag}")
+        voice_sock = socket(zmq.PUB)
+        voice_sock.setsockopt(zmq.SNDHWM, 1000)
+        voice_sock.connect(f"inproc://amrwatch-bus-voice-{tag}")
+    except zmq.ZMQError:
+        for sock in (xsub, xpub, *inner):
+            sock.close(linger=0)
+        raise
+    forwarder = threading.Thread(target=_forward, args=(xsub, xpub, capture, control_end), name="bus-forward",
+                                 daemon=True)
+    forwarder.start()
+    voice = _OwnVoice(voice_sock)
     watch = HeartbeatWatch()
     session: dict[str, str | None] = {"id": None}
     started = time.monotonic()
     next_hb = started
     next_check = started
+    counted = {"taken": 0}
 
     def alarm(change) -> None:
         voice.send(Alarm, session["id"], kind="service_down", priority="high",
@@ -378,10 +516,21 @@ def run_proxy(
             for change in watch.observe(hb.service, hb.instance, hb.status, hb.interval_s, time.monotonic()):
                 alarm(change)
 
+    def count_forwarded() -> None:
+        if on_forward is None:
+            return
+        taken = _statistics(control)
+        # The bus's own voice goes through the proxy too; it is not forwarded traffic.
+        n = taken - counted["taken"] - voice.sent
+        counted["taken"] = taken - voice.sent
+        if n > 0:
+            on_forward(n)
+
     try:
         while not stop():
             now = time.monotonic()
             if now >= next_hb:
+                count_forwarded()
                 voice.send(Heartbeat, session["id"], service="bus", version=version, status="ok",
                            uptime_s=now - started, interval_s=heartbeat_s,
                            active_alarms=sorted(f"service_down:{n}" for n, s in watch.seen.items() if s.down),
@@ -392,27 +541,21 @@ def run_proxy(
                     alarm(change)
                 next_check = now + 0.1
             timeout = max(0, int((min(next_hb, next_check) - now) * 1000))
-            events = dict(poller.poll(timeout))
-            if xsub in events:
-                n = 0
-                while n < 1000:
+            if heard_sock.poll(timeout, zmq.POLLIN):
+                for _ in range(1000):
                     try:
-                        frames = xsub.recv_multipart(zmq.NOBLOCK, copy=False)
+                        frames = heard_sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    xpub.send_multipart(frames, copy=False)
-                    if frames[0].bytes == b"heartbeat":
-                        heard(frames)
-                    n += 1
-                if on_forward:
-                    on_forward(n)
-            if xpub in events:
-                while True:
-                    try:
-                        sub = xpub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    xsub.send_multipart(sub)
+                    heard(frames)
+            if not forwarder.is_alive():
+                raise RuntimeError("the bus's forwarding thread ended")
+        count_forwarded()
     finally:
+        if forwarder.is_alive():
+            control.send(b"TERMINATE")
+            forwarder.join(5)
+        for sock in inner:
+            sock.close(linger=0)
         xsub.close(linger=0)
         xpub.close(linger=0)

@@ -77,6 +77,17 @@ def summary(ran: dict) -> str:
             f"| LSL (pylsl) same traffic p50 / p99 | {e2e['lsl']['p50']:.2f} / {e2e['lsl']['p99']:.2f} ms | | |",
             f"| lost during the latency run (all checks) | {e2e['lost']} | 0 | {'met' if not e2e['lost'] else 'missed'} |",
         ]
+    bus = getattr(ran.get("bench.bus"), "SUMMARY", None)
+    if bus:
+        rows += [
+            f"| bus alone, 2 hops: p99 / bare `zmq.proxy` (median of {len(bus['bus_ratios'])} interleaved pairs: "
+            f"{', '.join(f'{r:.2f}' for r in bus['bus_ratios'])}) | {bus['bus_alone']:.2f}x | ≤ 1.5x | "
+            f"{'met' if bus['bus_alone'] <= 1.5 else 'missed'} |",
+            f"| publish one frame / bare send (median of the rounds; CPU time {bus['publish_cpu']:.2f}x) | "
+            f"{bus['publish']:.2f}x | ≤ 2x | {'met' if bus['publish'] <= 2 else 'missed'} |",
+            f"| receive check of a frame: compiled gate / pydantic (CPU) | {bus['decode']['gate']:.1f} / "
+            f"{bus['decode']['pydantic']:.1f} µs | | |",
+        ]
     if thr:
         ok = not thr["soak_lost"] and thr["soak_sustained"]
         rows += [

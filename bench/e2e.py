@@ -185,13 +185,14 @@ def _causes(outdir: Path) -> str:
     zmq_io = share(a, "Socket.recv_multipart", "Socket.send")
     return (
         f"Reading the profile: in the analyzer, analysing completed sweeps (conditioning, measures, course) took "
-        f"{analysis:.0%} of its busy time, receiving + validating messages (pydantic, every frame) {decode:.0%}, "
-        f"publishing its results (pydantic build + JSON + send) {publish:.0%}, and pyzmq's send/recv calls "
-        f"{zmq_io:.0%}; the bus spends {share(b, 'Socket.'):.0%} of its busy time inside pyzmq send/recv (its "
-        f"Python loop forwards each message, where the floor's zmq.proxy runs in C); the recorder, on the same "
+        f"{analysis:.0%} of its busy time, receiving + checking messages (the compiled gate for frames, pydantic "
+        f"for the rest) {decode:.0%}, publishing its results (pydantic build + JSON + send) {publish:.0%}, and "
+        f"pyzmq's send/recv calls {zmq_io:.0%}; in the bus, {share(b, '_forward'):.0%} of the samples are "
+        f"libzmq's proxy on its own thread (C, without the GIL) and {share(b, 'run_proxy'):.0%} the Python "
+        f"watcher of heartbeats beside it; the recorder, on the same "
         f"cores, {share(r, 'ArchiveWriter', 'LiveSession.append', 'Recorder._commit'):.0%} archiving and "
-        f"{share(r, 'Subscriber.accept', 'decode ('):.0%} validating. No single hot spot: a measurement crosses "
-        "three Python processes that each validate, and on two shared cores a process that has just been "
+        f"{share(r, 'Subscriber.accept', 'decode ('):.0%} checking. No single hot spot: a measurement crosses "
+        "three Python processes, and on two shared cores a process that has just been "
         "preempted adds a scheduler slice (milliseconds) — which is what the p99 and max show."
     )
 
