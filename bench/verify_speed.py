@@ -42,7 +42,8 @@ from amrwatch.archive.writer import ArchiveWriter, session_path
 from amrwatch.archive.index import ArchiveIndex
 from amrwatch.archive.integrity import analyse, list_segments
 from amrwatch.audit.replay import replay_plan
-from amrwatch.audit.verify import BLOCK_S, verify_session
+from amrwatch.audit.verify import verify_session
+from amrwatch.services.analyzer.offline import BLOCK_S
 
 FS = 20_000
 FRAME = 100  # 5 ms, as the acquirer publishes
