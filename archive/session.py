@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,7 +151,8 @@ class ArchivedSession:
 
     # ---------------------------------------------------------------- messages
 
-    def messages(self, order: str = "signal", *, block_s: float | None = None) -> Iterator[Message]:
+    def messages(self, order: str = "signal", *, block_s: float | None = None,
+                 types: Collection[str] | None = None) -> Iterator[Message]:
         """The session's bus messages, decoded, in `order`.
 
         - ``"log"``: every message in the order the recorder archived it;
@@ -166,14 +167,17 @@ class ArchivedSession:
         across a stimulus, a stage marker or a hole, and never past the frame
         holding the `end` stage marker: the analyzer's results do not depend on
         how the signal is split, and it is many times faster.
+
+        `types`: only messages of these types (the others are not decoded).
         """
         if order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}; got {order!r}")
         if block_s is not None and order != "signal":
             raise ValueError(f"block_s applies to the signal order only; got order={order!r}")
         if order == "signal":
-            return self._signal_messages(block_s)
-        return self._all_messages(order)
+            out = self._signal_messages(block_s)
+            return out if types is None else (m for m in out if m.type in types)
+        return self._all_messages(order, types)
 
     def _event(self, e: Event) -> Message | None:
         """A non-frame message through the wire contract (proto.codec); a refusal is noted and skipped."""
@@ -255,11 +259,12 @@ class ArchivedSession:
         yield from flush()
         yield from self._own(self.end())
 
-    def _all_messages(self, order: str) -> Iterator[Message]:
+    def _all_messages(self, order: str, types: Collection[str] | None) -> Iterator[Message]:
         idx = self.index
         fr = idx.frames
-        frames = ((fr.record_no[i], i) for i in range(len(fr)))
-        events = ((e.record_no, e) for e in idx.events)
+        with_frames = types is None or "emg_frame" in types
+        frames = ((fr.record_no[i], i) for i in range(len(fr) if with_frames else 0))
+        events = ((e.record_no, e) for e in idx.events if types is None or e.type in types)
         merged = heapq.merge(frames, events, key=lambda t: t[0])
         if order == "bus":
             items = []
