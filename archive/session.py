@@ -73,6 +73,7 @@ class ArchivedSession:
     #: (record_no, why) of every archived message the contract refuses (skipped by `messages`).
     refused: list[tuple[int, str]] = field(default_factory=list)
     _signal: SignalOrder | None = field(default=None, repr=False)
+    _u8: list[np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def session_id(self) -> str:
@@ -87,6 +88,7 @@ class ArchivedSession:
         return self._index
 
     def close(self) -> None:
+        self._u8 = None
         if self._index is not None:
             self._index.close_maps()
 
@@ -187,8 +189,8 @@ class ArchivedSession:
             self.refused.append((e.record_no, str(err)))
             return None
 
-    def _frame(self, row: int, n: int | None = None, samples: np.ndarray | None = None) -> EmgFrame:
-        """Frame `row` from the index's checked columns (optionally `n` samples merged from following rows)."""
+    def _frame(self, row: int, samples: np.ndarray | None = None) -> EmgFrame:
+        """Frame `row` from the index's checked columns (with `samples`: merged with the rows that follow)."""
         fr = self.index.frames
         pub, inst, sid, fs = fr.streams[fr.stream[row]]
         x = self.index.samples(row) if samples is None else samples
@@ -208,56 +210,63 @@ class ArchivedSession:
                 yield m
 
     def _signal_messages(self, block_s: float | None) -> Iterator[Message]:
-        idx = self.index
         start = self.start()
         if start is None:
             return
         yield from self._own(start)
         sig = self.signal()
-        fr = idx.frames
+        rows, los, his = sig.rows.tolist(), sig.lo.tolist(), sig.hi.tolist()
         fs = float(start.header["montage"]["sampling_rate_hz"])
-        if block_s is None:
-            for kind, item in sig:
-                if kind == "frame":
-                    yield self._frame(item)
-                else:
-                    yield from self._own(item)
-            yield from self._own(self.end())
-            return
-        block = max(1, int(block_s * fs))
+        block = max(1, int(block_s * fs)) if block_s is not None else 1
         ends = [e.header["sample_index"] for e in sig.events if e.type == "stage" and e.header["stage"] == "end"
                 and e.header.get("sample_index") is not None]
         end_sample = min(ends) if ends else None
-        pending: list[int] = []
-        hi = n = 0
-
-        def flush() -> Iterator[Message]:
-            nonlocal pending, n
-            if pending:
-                if len(pending) == 1:
-                    yield self._frame(pending[0])
-                else:
-                    x = np.concatenate([idx.samples(r) for r in pending], axis=1)
-                    yield self._frame(pending[0], samples=x)
-                pending, n = [], 0
-
-        for kind, item in sig:
-            if kind == "frame":
-                lo, ns = fr.first_sample[item], fr.n_samples[item]
-                mergeable = (pending and lo == hi and n + ns <= block
-                             and (end_sample is None or lo + ns < end_sample))
-                if not mergeable:
-                    yield from flush()
-                pending.append(item)
-                n += ns
-                hi = lo + ns
-                if end_sample is not None and hi >= end_sample:
-                    yield from flush()
+        for kind, item in sig.runs():
+            if kind != "frames":
+                yield from self._own(item)
                 continue
-            yield from flush()
-            yield from self._own(item)
-        yield from flush()
+            a, b = item
+            if block_s is None:
+                for i in range(a, b):
+                    yield self._frame(rows[i])
+                continue
+            # Blocks: contiguous frames, at most `block` samples, none past the frame holding the `end` marker.
+            first = a
+            n = 0
+            for i in range(a, b):
+                lo, hi = los[i], his[i]
+                mergeable = (i > first and lo == his[i - 1] and n + hi - lo <= block
+                             and (end_sample is None or hi < end_sample))
+                if not mergeable and i > first:
+                    yield self._block(rows[first:i])
+                    first, n = i, 0
+                n += hi - lo
+                if end_sample is not None and hi >= end_sample:
+                    yield self._block(rows[first:i + 1])
+                    first, n = i + 1, 0
+            if first < b:
+                yield self._block(rows[first:b])
         yield from self._own(self.end())
+
+    def _block(self, rows: list[int]) -> EmgFrame:
+        """Consecutive frames as one: their payload bytes gathered in one concatenation, then turned
+        channel-major in one copy (a view per frame would cost more than the copy)."""
+        if len(rows) == 1:
+            return self._frame(rows[0])
+        idx = self.index
+        fr = idx.frames
+        r0 = rows[0]
+        nc, ns = fr.n_channels[r0], fr.n_samples[r0]
+        if all(fr.n_channels[r] == nc and fr.n_samples[r] == ns for r in rows):
+            if self._u8 is None:
+                self._u8 = [np.frombuffer(m, dtype=np.uint8) for m in idx._maps]
+            u8, seg, off = self._u8, fr.segment, fr.payload_offset
+            nb = 4 * nc * ns
+            raw = np.concatenate([u8[seg[r]][off[r]:off[r] + nb] for r in rows])
+            x = raw.view("<f4").reshape(len(rows), nc, ns).transpose(1, 0, 2).reshape(nc, len(rows) * ns)
+        else:
+            x = np.concatenate([idx.samples(r) for r in rows], axis=1)
+        return self._frame(r0, samples=x)
 
     def _all_messages(self, order: str, types: Collection[str] | None) -> Iterator[Message]:
         idx = self.index
