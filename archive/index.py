@@ -7,7 +7,10 @@ checks those separately, recovery already did). So this walk trusts the
 record framing, stops at the first record it cannot frame, and keeps:
 
 - every `emg_frame` as a row of numbers (where its samples are, which samples
-  they are): a two-hour session is 1.4 million frames, too many for objects;
+  they are): a two-hour session is 1.4 million frames, too many for objects.
+  Their headers are checked against the frame contract in one batch per
+  segment (a compiled checker built from EmgFrame's fields); a frame it
+  refuses is left out and listed in `refused` with the reason;
 - every other message as an `Event` with its decoded JSON header;
 - the `open`, `gap`, `resume` and `close` records.
 
