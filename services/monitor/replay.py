@@ -117,10 +117,11 @@ def archived_messages(data_dir: Path, session_id: str) -> Iterator[Message]:
     except NoSuchSession as err:
         raise ReplayError(str(err)) from None
     with session:
-        if session.index.stopped_at is not None and session.index.close is not None:
-            name, pos = session.index.stopped_at
-            raise ReplayError(f"the archive of {session_id} is damaged ({name} cannot be read from byte {pos}); "
-                              f"`amrwatch verify {session_id}` says more")
+        stopped = session.index.stopped_at
+        if stopped is not None and stopped[0] != max(p.name for p in session.dir.glob("seg-*.amrlog")):
+            # Bytes that cannot be framed before the newest segment are damage, not a write in progress.
+            raise ReplayError(f"the archive of {session_id} is damaged ({stopped[0]} cannot be read from byte "
+                              f"{stopped[1]}); `amrwatch verify {session_id}` says more")
         # The archive keeps refused input too; the picture shows valid messages only.
         yield from session.messages("bus")
 
