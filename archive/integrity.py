@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from amrwatch.archive.bodies import BodyError, CheckpointBody, Gap, decode_json, decode_message, decode_segment
+from amrwatch.archive.bodies import BodyError, CheckpointBody, Gap, check_message, decode_json, decode_segment
 from amrwatch.archive.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError, check_hmac, read_checkpoint
 from amrwatch.archive.durable import ArchiveIO
 from amrwatch.archive.segment import (
@@ -113,8 +113,10 @@ class _Tail:
 class _Walk:
     """Walks every segment in order, yielding records and problems as it meets them."""
 
-    def __init__(self, session_dir: Path):
+    def __init__(self, session_dir: Path, yield_records: bool = True):
         self.dir = Path(session_dir)
+        #: False when only the problems are wanted (analyse): no record body is copied out.
+        self.yield_records = yield_records
         self.segments = list_segments(self.dir)
         self.prev_chain: bytes | None = GENESIS
         self.expected_no: int | None = 0
@@ -146,21 +148,41 @@ class _Walk:
             tail = scan.tail_damage if index == last_index else None
             if index == last_index:
                 self.last_segment_size = scan.size
-            items: list[tuple[int, Damage | RawRecord]] = [(d.offset, d) for d in scan.damage]
-            items += [(r.offset, r) for r in scan.records]
-            items.sort(key=lambda t: t[0])
+            items: list[Damage | RawRecord]
+            if scan.damage:
+                items = sorted([*scan.damage, *scan.records], key=lambda t: t.offset)
+            else:
+                items = scan.records  # already in file order
             first_in_segment = True
             n_valid = 0
-            for _, item in items:
+            name = path.name
+            message, fast = Kind.MESSAGE, not self.yield_records
+            for item in items:
+                if fast and not first_in_segment and type(item) is RawRecord and item.kind == message:
+                    # The common case inline (a generator per record costs more than its checks): a message
+                    # in sequence, chained to the previous record, well framed, nothing else to note.
+                    n = item.record_no
+                    prev = self.prev_chain
+                    if (n == self.expected_no and prev is not None and self.closed_at is None
+                            and n not in self.chains_wanted and chain_next(prev, message, item.body) == item.chain):
+                        try:
+                            check_message(item.body)
+                        except BodyError as err:
+                            yield Problem(name, n, item.offset, "body", str(err))
+                        self.prev_chain = self.head = item.chain
+                        self.expected_no = n + 1
+                        self.count = max(self.count, n + 1)
+                        n_valid += 1
+                        continue
                 if isinstance(item, Damage):
                     if item is tail:
                         self.tail = _Tail(index, path, item, self.expected_no, n_valid)
                         continue
-                    yield self._damage_problem(path.name, item)
+                    yield self._damage_problem(name, item)
                     first_in_segment = False
                     continue
                 n_valid += 1
-                yield from self._record(path.name, index, item, first_in_segment)
+                yield from self._record(name, index, item, first_in_segment)
                 first_in_segment = False
             if n_valid == 0 and not scan.damage:
                 empty = Damage(scan.size, scan.size, "empty", "the segment holds a header and no record")
@@ -234,7 +256,7 @@ class _Walk:
             self.last_checkpoint = (n, rec.chain)
         elif kind == Kind.MESSAGE:
             try:
-                decode_message(rec.body)
+                check_message(rec.body)
             except BodyError as err:
                 yield Problem(*where, "body", str(err))
         elif kind == Kind.GAP:
@@ -259,7 +281,8 @@ class _Walk:
         self.expected_no = n + 1
         self.count = max(self.count, n + 1)
         self.head = rec.chain
-        yield Record(n, kind, bytes(rec.body), rec.chain, index, rec.offset)
+        if self.yield_records:
+            yield Record(n, kind, bytes(rec.body), rec.chain, index, rec.offset)
 
 
 @dataclass
@@ -292,10 +315,10 @@ def analyse(session_dir: Path, hmac_key: bytes | None = None) -> Analysis:
         why = check_hmac(cp, hmac_key)
         if why is not None:
             problems.append(Problem(CHECKPOINT_FILE, None, None, "hmac", why))
-    w = _Walk(session_dir)
+    w = _Walk(session_dir, yield_records=False)
     if cp is not None:
         w.want_chain(cp.record_count - 1)
-    problems.extend(p for p in w.walk() if isinstance(p, Problem))
+    problems.extend(w.walk())  # type: ignore[arg-type]  # only problems without records
     if not w.segments:
         problems.append(Problem(session_dir.name, None, None, "empty", "no segment files in the session directory"))
     if cp is not None:

@@ -101,6 +101,21 @@ class SignalOrder:
         for *_key, item in heapq.merge(frames, events, key=lambda t: (t[0], t[1], t[2])):
             yield item
 
+    def runs(self) -> Iterator[tuple[str, Any]]:
+        """The same order as iterating, with frames grouped: ("frames", (a, b)) for `rows[a:b]`, which
+        no event separates, or (message type, Event). Readers that handle frames in bulk use it."""
+        lo = self.lo
+        a = 0
+        for (k0, phase, _k2), _no, e in self._keyed:
+            # Frames (key (lo, frame phase, 0)) come first when lo < k0, or lo == k0 and the event's phase is later.
+            b = int(np.searchsorted(lo, k0, side="right" if phase > _PHASE["frame"] else "left"))
+            if b > a:
+                yield "frames", (a, b)
+                a = b
+            yield e.type, e
+        if a < lo.size:
+            yield "frames", (a, int(lo.size))
+
     def missing_samples(self) -> list[tuple[int, int]]:
         """[start, end) sample ranges between the first and last frame that no frame covers."""
         out = []

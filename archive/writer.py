@@ -399,7 +399,8 @@ class ArchiveReader:
         return iter_records(self.dir, allow_torn_tail=allow_torn_tail)
 
     def messages(self) -> Iterator[tuple[int, list[bytes]]]:
-        """(record_no, frames) of every archived bus message, in order."""
+        """(record_no, frames) of every archived bus message, in log order, CRCs and chain checked on the way.
+        To read a session (decoded, in the order a tool needs) use archive.session.open_session."""
         for rec in self.records():
             if rec.kind == Kind.MESSAGE:
                 yield rec.record_no, decode_message(rec.body)

@@ -33,7 +33,7 @@ import numpy as np
 import pyedflib
 
 from amrwatch.services.acquirer.annotations import stage_text, stim_text
-from amrwatch.archive.writer import session_path
+from amrwatch.archive.session import NoSuchSession, open_session
 from amrwatch.archive.index import ArchiveIndex, parse_utc
 from amrwatch.archive.order import SignalOrder
 
@@ -142,25 +142,24 @@ def _ranges(idx: ArchiveIndex, sig: SignalOrder, n_channels: int, kinds: list[st
 
 def export_edf(data_dir: Path, session_id: str, out: Path) -> ExportInfo:
     try:
-        d = session_path(Path(data_dir), session_id)
-    except ValueError as err:
+        session = open_session(Path(data_dir), session_id)
+    except NoSuchSession as err:
         raise ExportError(str(err)) from None
-    if not d.is_dir():
-        raise ExportError(f"no archived session {session_id!r} in {data_dir} (`amrwatch sessions` lists them)")
     out = Path(out)
     if out.suffix.lower() not in (".edf", ".bdf"):
         raise ExportError(f"OUT must end in .edf (EDF+, 16-bit) or .bdf (BDF+, 24-bit, for recordings whose "
                           f"channels need more than 16 bits, e.g. a BioSemi Status channel); got {str(out)!r}")
     bdf = out.suffix.lower() == ".bdf"
     digital = (-(2**23), 2**23 - 1) if bdf else (DIGITAL_MIN, DIGITAL_MAX)
-    with ArchiveIndex.build(d) as idx:
-        start = idx.session_start()
+    with session:
+        idx = session.index
+        start = session.start()
         if start is None:
             raise ExportError(f"session {session_id} has no session_start in its archive: its montage is unknown")
         montage = start.header["montage"]
         fs = float(montage["sampling_rate_hz"])
         channels = montage["channels"]
-        sig = SignalOrder(idx)
+        sig = session.signal()
         if not sig.rows.size:
             raise ExportError(f"session {session_id} has no signal in its archive")
         n_total = int(sig.hi[-1])

@@ -31,9 +31,7 @@ from amrwatch.proto.messages import (
     Stimulus,
     utc_now,
 )
-from amrwatch.archive.writer import session_path
-from amrwatch.archive.index import ENVELOPE, ArchiveIndex
-from amrwatch.archive.order import SignalOrder
+from amrwatch.archive.session import ArchivedSession, NoSuchSession, open_session
 
 PUBLISHER = "replay"
 SPEED_RANGE = (0.01, 1000.0)
@@ -67,31 +65,34 @@ def session_start_body(start: dict[str, Any], source_id: str, started_at: dt.dat
             "ground_truth": start["ground_truth"]}
 
 
-def replay_plan(idx: ArchiveIndex, started_at: dt.datetime) -> Iterator[tuple[float, type[Message], dict[str, Any]]]:
-    """(signal time in s at which to publish, message class, body) in the order the acquirer published them."""
-    start = idx.session_start()
+def replay_plan(session: ArchivedSession, started_at: dt.datetime) -> Iterator[tuple[float, type[Message], dict[str, Any]]]:
+    """(signal time in s at which to publish, message class, body) in the order the acquirer published them
+    (the archive's signal order, as `analyze` and `verify` read it)."""
+    start = session.start()
     if start is None:
-        raise ReplayError(f"session {idx.session_id} has no session_start in its archive; it cannot be replayed")
-    fs = float(start.header["montage"]["sampling_rate_hz"])
-    sig = SignalOrder(idx)
+        raise ReplayError(f"session {session.session_id} has no session_start in its archive; it cannot be replayed")
     t = 0.0
-    for kind, item in sig:
-        if kind == "frame":
-            fr = idx.frames
-            lo, n = fr.first_sample[item], fr.n_samples[item]
+    for msg in session.messages("signal"):
+        if isinstance(msg, (SessionStart, SessionEnd)):
+            continue
+        if isinstance(msg, EmgFrame):
+            lo, n, fs = msg.first_sample_index, msg.n_samples, msg.sampling_rate_hz
             t = (lo + n) / fs
             yield t, EmgFrame, {
-                "first_sample_index": lo, "n_channels": fr.n_channels[item], "n_samples": n,
+                "first_sample_index": lo, "n_channels": msg.n_channels, "n_samples": n,
                 "sampling_rate_hz": fs, "dtype": "<f4", "layout": "channel_major",
                 "first_sample_device_s": lo / fs,
                 "first_sample_utc": started_at + dt.timedelta(seconds=lo / fs),
-                "samples": idx.samples(item),
+                "samples": msg.samples,
             }
             continue
-        body = {k: v for k, v in item.header.items() if k not in ENVELOPE}
-        if kind in ("stage", "factors"):
+        cls = _CLASSES.get(msg.type)
+        if cls is None:
+            continue
+        body = {k: getattr(msg, k) for k in cls.body_fields()}
+        if msg.type in ("stage", "factors"):
             body["source"] = "replay"
-        yield t, _CLASSES[kind], body
+        yield t, cls, body
 
 
 def _wait_for_services(ctx, bus_out: str, wanted: tuple[str, ...], timeout_s: float) -> set[str]:
@@ -128,10 +129,13 @@ def integrity_check(d: Path, session_id: str, *, force: bool, log: Callable[[str
         raise ReplayError(f"session {session_id}'s archive fails its integrity check ({len(problems)} problem(s): "
                           f"{listed}); run `amrwatch verify {session_id}` for the full report, or give --force to "
                           "replay what can still be read")
-    with ArchiveIndex.build(d) as idx:
+    with open_session(d) as session:
+        idx = session.index
         stopped = f"everything from {idx.stopped_at[0]} byte {idx.stopped_at[1]} on" if idx.stopped_at else None
-        skipped = [x for x in (stopped, f"{len(idx.unreadable)} unreadable record(s) {idx.unreadable[:10]}"
-                               if idx.unreadable else None) if x]
+        # A frame whose header the contract refuses (a flipped byte in it) is as unreadable as one cut short.
+        unreadable = sorted(idx.unreadable + [no for no, _why in idx.refused])
+        skipped = [x for x in (stopped, f"{len(unreadable)} unreadable record(s) {unreadable[:10]}"
+                               if unreadable else None) if x]
     log(f"--force: replaying {session_id} despite {len(problems)} integrity problem(s) ({listed}); skipped: "
         f"{', '.join(skipped) or 'no record (the damage is in the checkpoint or chain, not in a body)'}; "
         "what is replayed may not be the whole session, and records after the damage are not vouched for")
@@ -149,16 +153,14 @@ def replay_session(data_dir: Path, session_id: str, *, speed: float = 1.0, bus_i
     if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
         raise ValueError(f"--speed must be between {SPEED_RANGE[0]:g} and {SPEED_RANGE[1]:g}; got {speed:g}")
     try:
-        d = session_path(Path(data_dir), session_id)
-    except ValueError as err:
+        d = open_session(Path(data_dir), session_id).dir
+    except NoSuchSession as err:
         raise ReplayError(str(err)) from None
-    if not d.is_dir():
-        raise ReplayError(f"no archived session {session_id!r} in {data_dir} (`amrwatch sessions` lists them)")
     integrity_check(d, session_id, force=force, log=log)
     ctx = zmq.Context()
     try:
-        with ArchiveIndex.build(d) as idx:
-            start = idx.session_start()
+        with open_session(d) as session:
+            start = session.start()
             if start is None:
                 raise ReplayError(f"session {session_id} has no session_start in its archive; it cannot be replayed")
             ready = _wait_for_services(ctx, bus_out, wait_for, wait_timeout_s)
@@ -178,7 +180,7 @@ def replay_session(data_dir: Path, session_id: str, *, speed: float = 1.0, bus_i
             pub.publish(SessionStart, sid, **session_start_body(start.header, session_id, now, speed))
             log(f"replaying {session_id} as {sid} at {speed:g}x")
             t0 = time.monotonic()
-            for t, cls, body in replay_plan(idx, now):
+            for t, cls, body in replay_plan(session, now):
                 if cls is EmgFrame:
                     wait = t0 + t / speed - time.monotonic()
                     if wait > 0:

@@ -25,28 +25,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from amrwatch import provenance
-from amrwatch.proto.messages import BY_TYPE, Montage
-from amrwatch.services.analyzer.engine import AnalyzerEngine
+from amrwatch.proto.messages import BY_TYPE
+from amrwatch.services.analyzer.offline import analyze_archive
 from amrwatch.services.analyzer.settings import AnalyzerSettings
 from amrwatch.services.predictor.core import INPUT_TYPES, PredictorCore
 from amrwatch.services.predictor.decision import DecisionSettings
 from amrwatch.services.predictor.model import ModelInvalid
-from amrwatch.archive.writer import session_path
 from amrwatch.audit.compare import Alignment, Difference, align
 from amrwatch.archive.index import ArchiveIndex, Event
 from amrwatch.archive.integrity import Problem, analyse
-from amrwatch.archive.order import SignalOrder, bus_order
+from amrwatch.archive.order import bus_order
+from amrwatch.archive.session import ArchivedSession, NoSuchSession, open_session
 from amrwatch.archive.settings import read_hmac_key
 from amrwatch.archive.seqset import SeqSet
 
 ANALYZER_TYPES = ("amr_measurement", "amr_state", "baseline", "amr_course")
 PREDICTOR_TYPES = ("prediction", "decision")
-#: Frames are handed to the engine in blocks of at most this long (never across a stimulus,
-#: stage or gap): the engine's results do not depend on how the signal is split.
-BLOCK_S = 1.0
 
 
 class VerifyError(Exception):
@@ -112,11 +108,10 @@ def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = N
                    decision_settings: DecisionSettings | None = None, parallel: bool = True) -> VerifyReport:
     t0 = time.perf_counter()
     try:
-        d = session_path(Path(data_dir), session_id)
-    except ValueError as err:
+        session = open_session(Path(data_dir), session_id)
+    except NoSuchSession as err:
         raise VerifyError(str(err)) from None
-    if not d.is_dir():
-        raise VerifyError(f"no archived session {session_id!r} in {data_dir} (`amrwatch sessions` lists them)")
+    d = session.dir
     try:
         key = read_hmac_key(Path(hmac_key_file)) if hmac_key_file else None
     except ValueError as err:
@@ -127,8 +122,8 @@ def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = N
         pool = multiprocessing.get_context("fork").Pool(1)
         pending = pool.apply_async(_integrity, (str(d), key))
     try:
-        with ArchiveIndex.build(d) as idx:
-            _rerun(idx, report, model_dir, analyzer_settings, decision_settings)
+        with session:
+            _rerun(session, report, model_dir, analyzer_settings, decision_settings)
     finally:
         if pool is not None:
             report.problems = pending.get()
@@ -144,8 +139,9 @@ def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = N
 # re-run
 
 
-def _rerun(idx: ArchiveIndex, report: VerifyReport, model_dir: str | None,
+def _rerun(session: ArchivedSession, report: VerifyReport, model_dir: str | None,
            analyzer_settings: AnalyzerSettings | None, decision_settings: DecisionSettings | None) -> None:
+    idx = session.index
     sid = idx.session_id
     start = idx.session_start()
     if start is None:
@@ -157,22 +153,23 @@ def _rerun(idx: ArchiveIndex, report: VerifyReport, model_dir: str | None,
     if idx.unreadable:
         report.notes.append(f"{len(idx.unreadable)} record(s) could not be read and were left out of the re-run "
                             f"(records {', '.join(map(str, idx.unreadable[:10]))}{' ...' if len(idx.unreadable) > 10 else ''})")
-    montage = Montage.model_validate(start.header["montage"])
-    sig = SignalOrder(idx)
-    fs = float(montage.sampling_rate_hz)
-    report.signal_seconds = float(sig.hi[-1]) / fs if sig.hi.size else 0.0
+    if idx.refused:
+        report.notes.append(f"{len(idx.refused)} emg_frame record(s) the frame contract refuses were left out of "
+                            f"the re-run (first: record {idx.refused[0][0]}: {idx.refused[0][1]})")
+    sig = session.signal()
+    report.signal_seconds = session.signal_seconds()
     if sig.duplicates:
         report.notes.append(f"{sig.duplicates} emg_frame(s) archived twice were read once")
-    lost = _lost(idx)
+    lost = session.lost()
     if analyzer_settings is None:
-        analyzer_settings = _archived_settings(idx, "analyzer", AnalyzerSettings.model_validate, report)
+        analyzer_settings = _archived_settings(session, "analyzer", AnalyzerSettings.model_validate, report)
     else:
         report.settings["analyzer"] = "given by the caller"
     if decision_settings is None:
-        decision_settings = _archived_settings(idx, "predictor", DecisionSettings.from_wire, report)
+        decision_settings = _archived_settings(session, "predictor", DecisionSettings.from_wire, report)
     else:
         report.settings["predictor"] = "given by the caller"
-    analyzer_out = _run_analyzer(idx, sig, montage, analyzer_settings or AnalyzerSettings(), report)
+    analyzer_out = _run_analyzer(session, analyzer_settings or AnalyzerSettings(), report)
     for t in ANALYZER_TYPES:
         archived = [e for e in idx.events_of(t) if e.session_id == sid and e.publisher == "analyzer"]
         res = _align_streams(t, "analyzer", archived, analyzer_out[t], lost, report,
@@ -189,22 +186,20 @@ def _rerun(idx: ArchiveIndex, report: VerifyReport, model_dir: str | None,
     report.rerun = True
 
 
-def _archived_settings(idx: ArchiveIndex, service: str, parse, report: VerifyReport):
+def _archived_settings(session: ArchivedSession, service: str, parse, report: VerifyReport):
     """The settings `service` announced for this session (`service_settings`), or None for the defaults.
 
     The re-run must use what the session ran with: an analyzer started with
     `--set` measures differently from the defaults."""
-    announced = [e for e in idx.events_of("service_settings")
-                 if e.session_id == idx.session_id and e.publisher == service]
-    if not announced:
+    found = session.announced_settings(service)
+    if found is None:
         report.notes.append(f"no {service} settings archived with this session: the {service} is re-run with "
                             "today's defaults")
         report.settings[service] = "defaults (none archived)"
         return None
-    first = announced[0].body
-    changed = [e.record_no for e in announced[1:] if e.body["settings_sha256"] != first["settings_sha256"]]
-    if changed:
-        report.notes.append(f"the {service} restarted with other settings (record {changed[0]}); the re-run "
+    first = {"settings": found.settings, "settings_sha256": found.sha256, "platform": found.platform}
+    if found.changed_at is not None:
+        report.notes.append(f"the {service} restarted with other settings (record {found.changed_at}); the re-run "
                             f"uses the first ones ({first['settings_sha256'][:12]}), so what followed may differ")
     try:
         settings = parse(first["settings"])
@@ -221,14 +216,6 @@ def _archived_settings(idx: ArchiveIndex, service: str, parse, report: VerifyRep
                             "last published digit with the archive unchanged (the integrity check is what "
                             "proves it unaltered)")
     return settings
-
-
-def _lost(idx: ArchiveIndex) -> dict[tuple[str, str, str], SeqSet]:
-    out: dict[tuple[str, str, str], SeqSet] = {}
-    for _no, g in idx.gaps:
-        if g.type is not None:
-            out.setdefault((g.publisher, g.instance, g.type), SeqSet()).add_range(g.from_seq, g.to_seq)
-    return out
 
 
 def _align_streams(type_: str, publisher: str, archived: list[Event], recomputed: list[dict], lost,
@@ -250,57 +237,15 @@ def _align_streams(type_: str, publisher: str, archived: list[Event], recomputed
     return align(type_, renumbered, recomputed, SeqSet(), report.differences, key)
 
 
-def _run_analyzer(idx: ArchiveIndex, sig: SignalOrder, montage: Montage, settings: AnalyzerSettings,
+def _run_analyzer(session: ArchivedSession, settings: AnalyzerSettings,
                   report: VerifyReport) -> dict[str, list[dict]]:
-    engine = AnalyzerEngine(montage, settings, source="analyzer")
+    """The analyzer's own engine over the archived signal, fed by the same `analyze_archive` as
+    `amrwatch analyze DIR` (so the two cannot disagree)."""
     out: dict[str, list[dict]] = {t: [] for t in ANALYZER_TYPES}
-    fs = engine.fs
-    ends = [e.header["sample_index"] for e in sig.events if e.type == "stage" and e.header["stage"] == "end"
-            and e.header.get("sample_index") is not None]
-    end_sample = min(ends) if ends else None
-    block = max(1, min(int(BLOCK_S * fs), engine.buffer.capacity // 2))
-    pending: list[np.ndarray] = []
-    first = hi = 0
-    n = 0
-
-    def collect(outputs) -> None:
-        for kind, body in outputs:
-            if kind in out:
-                out[kind].append(body)
-
-    def flush() -> None:
-        nonlocal pending, n
-        if pending:
-            x = pending[0] if len(pending) == 1 else np.concatenate(pending, axis=1)
-            collect(engine.on_frame(first, x, fs))
-            pending, n = [], 0
-
-    for kind, item in sig:
-        if kind == "frame":
-            lo = idx.frames.first_sample[item]
-            x = idx.samples(item)
-            mergeable = (pending and lo == hi and n + x.shape[1] <= block
-                         and (end_sample is None or lo + x.shape[1] < end_sample))
-            if not mergeable:
-                flush()
-                first = lo
-            pending.append(x)
-            n += x.shape[1]
-            hi = lo + x.shape[1]
-            if end_sample is not None and hi >= end_sample:
-                flush()
-            continue
-        flush()
-        h = item.header
-        if kind == "stimulus":
-            collect(engine.on_stimulus(h["stimulus_index"], h["sample_index"], h["stim_time_s"], h["direction"],
-                                       h.get("intensity_ma"), h.get("width_ms")))
-        elif kind == "stage":
-            collect(engine.on_stage(h["stage"], h.get("sample_index")))
-    flush()
-    if idx.session_end() is not None:
-        collect(engine.on_end())
-    else:
+    for kind, body in analyze_archive(session, settings, source="analyzer", finish=False):
+        if kind in out:
+            out[kind].append(body)
+    if session.end() is None:
         report.notes.append("the session has no session_end in the archive: the analyzer's end-of-session "
                             "events (pending sweeps, final course) were not recomputed")
     return out

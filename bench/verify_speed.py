@@ -39,10 +39,11 @@ from amrwatch.services.analyzer.engine import AnalyzerEngine
 from amrwatch.services.predictor.core import PredictorCore
 from amrwatch.services.predictor.service import load_or_explain
 from amrwatch.archive.writer import ArchiveWriter, session_path
-from amrwatch.archive.index import ArchiveIndex
+from amrwatch.archive.session import open_session
 from amrwatch.archive.integrity import analyse, list_segments
 from amrwatch.audit.replay import replay_plan
-from amrwatch.audit.verify import BLOCK_S, verify_session
+from amrwatch.audit.verify import verify_session
+from amrwatch.services.analyzer.offline import BLOCK_S
 
 FS = 20_000
 FRAME = 100  # 5 ms, as the acquirer publishes
@@ -217,8 +218,8 @@ def replay_readout(d: Path) -> tuple[float, int]:
 
     t = time.perf_counter()
     n = 0
-    with ArchiveIndex.build(d) as idx:
-        for _t, cls, body in replay_plan(idx, T0):
+    with open_session(d) as session:
+        for _t, cls, body in replay_plan(session, T0):
             samples = body.pop("samples", None)
             msg = cls(type=cls.TOPIC, schema_version=1, session_id=SID, seq=0, publisher="replay",
                       instance="d3d3d3d3", ts_utc=T0, **body)

@@ -104,8 +104,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 def session_summary(data_dir: Path, session_id: str) -> dict[str, Any]:
     """What `session show` prints: the registry row and what the archive holds."""
     from amrwatch.archive.writer import session_path
-    from amrwatch.archive.index import ArchiveIndex
-    from amrwatch.archive.order import SignalOrder
+    from amrwatch.archive.session import ArchivedSession
     from amrwatch.registry.store import Registry
 
     with Registry.in_data_dir(data_dir) as reg:
@@ -120,11 +119,12 @@ def session_summary(data_dir: Path, session_id: str) -> dict[str, Any]:
     if not d.is_dir():
         out["archive_state"] = "missing"
         return out
-    with ArchiveIndex.build(d) as idx:
+    with ArchivedSession(d) as session:  # the directory exists; an empty one reads as empty
+        idx = session.index
         counts: dict[str, int] = {"emg_frame": len(idx.frames)} if len(idx.frames) else {}
         for e in idx.events:
             counts[e.type] = counts.get(e.type, 0) + 1
-        sig = SignalOrder(idx)
+        sig = session.signal()
         fs = row.montage.get("sampling_rate_hz") or 0
         out["records"] = idx.record_count
         out["messages"] = dict(sorted(counts.items()))

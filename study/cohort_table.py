@@ -24,15 +24,14 @@ import csv
 import datetime as dt
 import hashlib
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amrwatch.proto.codec import DecodeError, decode
+from amrwatch.proto.codec import DecodeError
 from amrwatch.study.cohortcsv import COHORT_COLUMNS, ELIGIBLE_COLUMN, INELIGIBLE_COURSES, LABEL, UNLABELLED_COURSES
 from amrwatch.services.predictor.features import BY_NAME, FEATURE_NAMES
-from amrwatch.archive.writer import ArchiveReader, session_path
+from amrwatch.archive.session import NoSuchSession, open_session
 from amrwatch.archive.integrity import ArchiveError
 from amrwatch.registry.outcomes import FollowUpSettings
 from amrwatch.registry.store import COMPLICATIONS, TIMEPOINTS, OutcomeRow, Registry, SessionRow
@@ -108,17 +107,14 @@ class Cohort:
 
 
 def summary_from_archive(data_dir: Path, session_id: str) -> dict | None:
-    """Re-derive a summary from the session's archive; None if there is no archive."""
-    d = session_path(data_dir, session_id)
-    if not d.is_dir():
+    """Re-derive a summary from the session's archive (archive.open_session, in log order); None if there
+    is no archive."""
+    try:
+        session = open_session(data_dir, session_id)
+    except NoSuchSession:
         return None
-
-    def wanted() -> Iterator:
-        for _, frames in ArchiveReader(d).messages():
-            if bytes(frames[0]).decode("ascii", "replace") in SUMMARY_TOPICS:
-                yield decode(frames)
-
-    return summarize(wanted(), session_id=session_id)
+    with session:
+        return summarize(session.messages("log", types=SUMMARY_TOPICS), session_id=session_id)
 
 
 def _outcome_fields(session: SessionRow, outcomes: list[OutcomeRow], follow_up: FollowUpSettings) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections import Counter
@@ -59,7 +60,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from ..acquirer.labels import MontageError
     from ..acquirer.source import SourceError
     from amrwatch.archive.integrity import ArchiveError
-    from .offline import analyze_edf, analyze_messages, analyze_source
+    from .offline import analyze_archive, analyze_edf, analyze_source
 
     try:
         settings = _settings(args)
@@ -80,10 +81,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     body = set(AmrMeasurement.body_fields())
     summary: Counter[str] = Counter()
     others: list[tuple[str, dict]] = []
+    stack = contextlib.ExitStack()
     try:
         if path.is_dir():
-            settings = _archive_settings(path, args)
-            outputs = analyze_messages(archived_messages(path), settings)
+            from amrwatch.archive.session import open_session
+
+            session = stack.enter_context(open_session(path))
+            settings = _archive_settings(session, args)
+            outputs = analyze_archive(session, settings)
+            for rec, why in session.index.refused:
+                print(f"analyze: record {rec} refused and left out: {why}", file=sys.stderr)
         else:
             from ..acquirer.files import open_file
             from ..acquirer.labels import describe_channels, load_montage_file
@@ -112,40 +119,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `amrwatch analyze x.edf | head`
         sys.stderr.close()
         return base.EXIT_OK
+    finally:
+        stack.close()
     _summarise(summary, others)
     return base.EXIT_OK
 
 
-def archived_messages(session_dir: Path):
-    """The bus messages of an archived session, decoded, in archive order."""
-    from ...proto.codec import decode
-    from amrwatch.archive.writer import ArchiveReader
-
-    for _record_no, frames in ArchiveReader(session_dir).messages():
-        yield decode(frames)
-
-
-#: How far into an archive its analyzer settings are looked for (they come right after session_start).
-SETTINGS_SCAN_RECORDS = 20_000
-
-
-def archived_settings(session_dir: Path):
-    """The analyzer's `service_settings` for the archived session (the first one), or None."""
-    from ...proto.messages import ServiceSettings
-
-    for n, msg in enumerate(archived_messages(session_dir)):
-        if isinstance(msg, ServiceSettings) and msg.publisher == "analyzer":
-            return msg
-        if n >= SETTINGS_SCAN_RECORDS or (msg.publisher == "analyzer" and msg.type == "amr_measurement"):
-            return None  # announced before any measurement, or never
-    return None
-
-
-def _archive_settings(path: Path, args: argparse.Namespace):
+def _archive_settings(session, args: argparse.Namespace):
     """An archived session is re-analysed with the settings it was analysed with live, `--set` on top."""
     from .settings import AnalyzerSettings
 
-    found = archived_settings(path)
+    found = session.announced_settings("analyzer")
     if found is None:
         print("analyze: no analyzer settings archived with this session: using the defaults"
               f"{' with --set' if args.set else ''}", file=sys.stderr)
@@ -156,7 +140,10 @@ def _archive_settings(path: Path, args: argparse.Namespace):
         print(f"analyze: the archived analyzer settings are not accepted by this version ({err}); using the "
               "defaults", file=sys.stderr)
         return _settings(args)
-    print(f"analyze: using the analyzer settings archived with the session ({found.settings_sha256[:12]})"
+    if found.changed_at is not None:
+        print(f"analyze: the analyzer restarted with other settings (record {found.changed_at}); the first ones "
+              "are used", file=sys.stderr)
+    print(f"analyze: using the analyzer settings archived with the session ({found.sha256[:12]})"
           f"{', with --set on top' if args.set else ''}", file=sys.stderr)
     return _settings(args, archived)
 

@@ -6,8 +6,11 @@
   and telling the engine the signal between sweeps is skipped on purpose (not a
   gap). The sweep's samples are the same float32 values the acquirer would
   publish, so the numbers are identical to the live path's, only faster;
-- `analyze_messages`: decoded proto messages (an archived session or a
-  capture of the bus), dispatched exactly as the live service dispatches them.
+- `analyze_messages`: decoded proto messages (a capture of the bus),
+  dispatched exactly as the live service dispatches them;
+- `analyze_archive`: an archived session (archive.open_session) in signal
+  order — the one feed `amrwatch analyze DIR/ID` and `amrwatch verify` share,
+  so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
 
 from ...proto.messages import Message
 from ..acquirer.source import Chunk, Source
@@ -92,3 +94,24 @@ def analyze_messages(messages: Iterable[Message], settings: AnalyzerSettings | N
     for msg in messages:
         yield from d.dispatch(msg)
     yield from d.close()
+
+
+#: An archived session's frames are handed to the engine in blocks of at most this long (never across a
+#: stimulus, stage or hole; see ArchivedSession.messages): the engine's results do not depend on how the
+#: signal is split, and one call per second of signal instead of per 5 ms frame is what makes it fast.
+BLOCK_S = 1.0
+
+
+def analyze_archive(session: Any, settings: AnalyzerSettings | None = None, *, source: str = "analyze",
+                    finish: bool = True) -> Iterator[Output]:
+    """An archived session (`archive.session.ArchivedSession`) through the engine in signal order: the
+    order the acquirer published it, so frames the recorder refetched after a loss (archived later in the
+    log) are back in their place and are not mistaken for gaps. `finish`: end the session after the last
+    message even if the archive holds no `session_end` (verify does not: it recomputes only what the live
+    analyzer could have sent)."""
+    settings = settings or AnalyzerSettings()
+    d = MessageDispatcher(settings, source)
+    for msg in session.messages("signal", block_s=min(BLOCK_S, settings.buffer_s / 2)):
+        yield from d.dispatch(msg)
+    if finish:
+        yield from d.close()

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...proto.codec import DecodeError, decode
 from ...proto.messages import EmgFrame, Heartbeat, Message, SessionStart, SimTruth
 from .settings import SweepSettings, ViewSettings
 from .sweeps import Sweep, SweepCutter
@@ -110,33 +109,23 @@ class ReplayIndex:
 
 
 def archived_messages(data_dir: Path, session_id: str) -> Iterator[Message]:
-    """Every bus message archived for `session_id`, decoded, in archive order.
-    A torn tail (the session is still being written) is tolerated."""
-    from amrwatch.archive.writer import ArchiveReader, session_path
-    from amrwatch.archive.bodies import decode_message
-    from amrwatch.archive.segment import Kind
+    """Every bus message archived for `session_id`, decoded, in the order the bus delivered them
+    (archive.open_session, the reader `analyze` and `verify` use: a frame the recorder refetched goes back
+    to its place). A torn tail (the session is still being written) is read up to where it is cut."""
+    from amrwatch.archive.session import NoSuchSession, open_session
 
     try:
-        path = session_path(data_dir, session_id)
-    except ValueError as err:
+        session = open_session(data_dir, session_id)
+    except NoSuchSession as err:
         raise ReplayError(str(err)) from None
-    try:
-        reader = ArchiveReader(path)
-    except FileNotFoundError:
-        raise ReplayError(f"no archived session {session_id!r} under {Path(data_dir) / 'sessions'}") from None
-    from amrwatch.archive.integrity import ArchiveError
-
-    try:
-        for rec in reader.records(allow_torn_tail=True):
-            if rec.kind != Kind.MESSAGE:
-                continue
-            try:
-                yield decode(decode_message(rec.body))
-            except DecodeError:
-                continue  # the archive keeps refused input too; the picture shows valid messages only
-    except ArchiveError as err:
-        raise ReplayError(f"the archive of {session_id} is damaged ({err}); `amrwatch verify {session_id}` "
-                          "says more") from None
+    with session:
+        stopped = session.index.stopped_at
+        if stopped is not None and stopped[0] != max(p.name for p in session.dir.glob("seg-*.amrlog")):
+            # Bytes that cannot be framed before the newest segment are damage, not a write in progress.
+            raise ReplayError(f"the archive of {session_id} is damaged ({stopped[0]} cannot be read from byte "
+                              f"{stopped[1]}); `amrwatch verify {session_id}` says more")
+        # The archive keeps refused input too; the picture shows valid messages only.
+        yield from session.messages("bus")
 
 
 def list_archived(data_dir: Path) -> list[dict]:

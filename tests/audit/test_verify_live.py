@@ -270,8 +270,10 @@ def test_settings_from_another_platform_are_used_and_the_move_is_named(tmp_path)
     w.append_message(encode(msg))
     w.close()
     report = VerifyReport("S1")
-    with ArchiveIndex.build(d) as idx:
-        got = _archived_settings(idx, "analyzer", AnalyzerSettings.model_validate, report)
+    from amrwatch.archive.session import open_session
+
+    with open_session(d) as session:
+        got = _archived_settings(session, "analyzer", AnalyzerSettings.model_validate, report)
     assert got == AnalyzerSettings(disappear_k=4)
     assert report.settings["analyzer"] == f"archived {ServiceSettings.digest(settings)[:12]}"
     moved = [n for n in report.notes if "another platform" in n]
