@@ -22,8 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import mmap
+import math
 import operator
-import re
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -38,52 +38,30 @@ from amrwatch.archive.bodies import BodyError, Gap, decode_json
 from amrwatch.archive.integrity import list_segments
 from amrwatch.archive.segment import RECORD_HEAD, RECORD_HEADER_SIZE, RECORD_MAGIC, RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, Kind
 from amrwatch.archive.seqset import SeqSet
+from amrwatch.proto.hotpath import FastType
 
 _LEN = struct.Struct("<I")
 
 
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
-def _frame_header_decoder() -> msgspec.json.Decoder:
-    """A compiled checker of an emg_frame header, built from `EmgFrame`'s own pydantic fields.
-
-    Every field keeps its type, range, pattern or literal value from proto/, so
-    nothing is re-spelled here; it runs in C at a microsecond a header, where
-    `model_validate_json` takes tens. The index needs it because a 2-hour
-    session is 1.4 million frames: their headers are checked once here and the
-    readers build frames from the checked columns without validating again.
-    """
-    import annotated_types as at
-    import datetime as _dt
-    from typing import Annotated, Literal, get_origin
-
+def _frame_header_check() -> FastType:
+    """The compiled check of an emg_frame header: proto/hotpath.py's, derived from `EmgFrame`'s own
+    pydantic fields (types, ranges, literals, patterns, finiteness), the same one every live subscriber
+    uses — one translation of the contract, not two. It runs in C at a microsecond a header, where
+    `model_validate_json` takes tens; the index needs it because a 2-hour session is 1.4 million frames:
+    their headers are checked once here and the readers build frames from the checked columns without
+    validating again."""
     from amrwatch.proto.messages import EmgFrame
 
-    fields = []
-    for name, f in EmgFrame.model_fields.items():
-        tp: Any = f.annotation
-        kw: dict[str, Any] = {}
-        for m in f.metadata:
-            if isinstance(m, at.Ge):
-                kw["ge"] = m.ge
-            elif isinstance(m, at.Le):
-                kw["le"] = m.le
-            elif getattr(m, "pattern", None):
-                # Checked once per distinct value after decoding (_check_patterns): these are the
-                # session, publisher and instance, the same for every frame of a stream.
-                _PATTERNS[name] = re.compile(m.pattern)
-        if tp is not None and "AwareDatetime" in getattr(tp, "__name__", ""):
-            tp = Annotated[_dt.datetime, msgspec.Meta(tz=True)]
-        elif kw and get_origin(tp) is not Literal:
-            tp = Annotated[tp, msgspec.Meta(**kw)]
-        fields.append((name, tp))
-    struct = msgspec.defstruct("EmgFrameHeader", fields, forbid_unknown_fields=True)
-    return msgspec.json.Decoder(struct)
+    return FastType(EmgFrame)
 
 
-_FRAME_HEADER = _frame_header_decoder()
-_FRAME_HEADERS = msgspec.json.Decoder(list[_FRAME_HEADER.type])  # type: ignore[name-defined]
+_FRAME = _frame_header_check()
+#: Headers decoded to objects (timestamps as aware datetimes); patterns and finiteness are checked once
+#: per distinct value after decoding (_check_patterns): session, publisher and instance are the same for
+#: every frame of a stream.
+_FRAME_HEADER = msgspec.json.Decoder(_FRAME.objects)
+_PATTERN_TEXT = {f.name: f.pattern for f in _FRAME.fields if f.pattern}
+_FRAME_HEADERS = msgspec.json.Decoder(list[_FRAME.objects])  # type: ignore[valid-type]
 #: A message body that starts with a 9-byte topic frame "emg_frame".
 _FRAME_TOPIC = _LEN.pack(9) + b"emg_frame"
 _get_nch = operator.attrgetter("n_channels")
@@ -97,13 +75,17 @@ _utcoffset = operator.methodcaller("utcoffset")
 _timestamp = operator.methodcaller("timestamp")
 
 
-def _check_patterns(heads: list) -> list[tuple[str, str, str]]:
-    """(field, value, pattern) of every distinct string value that does not match its field's pattern."""
-    bad = []
-    for name, rx in _PATTERNS.items():
+def _check_patterns(heads: list) -> list[tuple[str, object, str]]:
+    """(field, value, rule) of every distinct value that breaks its field's pattern or finiteness."""
+    bad: list[tuple[str, object, str]] = []
+    for name, memo in _FRAME.patterns:
         for v in set(map(operator.attrgetter(name), heads)):
-            if not rx.match(v):
-                bad.append((name, v, rx.pattern))
+            if v is not None and not memo.ok(v):
+                bad.append((name, v, f"must match {_PATTERN_TEXT[name]}"))
+    for name in _FRAME.finite:
+        for v in set(map(operator.attrgetter(name), heads)):
+            if v is not None and not math.isfinite(v):
+                bad.append((name, v, "must be a finite number"))
     return bad
 
 
@@ -281,7 +263,7 @@ class ArchiveIndex:
             for i, h in enumerate(heads):
                 for f, v, pattern in bad_value:
                     if getattr(h, f) == v:
-                        self.refused.append((int(no[i]), f"emg_frame header: {f} must match {pattern}; got {v!r}"))
+                        self.refused.append((int(no[i]), f"emg_frame header: {f} {pattern}; got {v!r}"))
                         break
             heads = [heads[i] for i in keep]
             no, p0, pl = no[keep], p0[keep], pl[keep]
