@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from amrwatch import provenance
-from amrwatch.proto.messages import BY_TYPE, Montage
-from amrwatch.services.analyzer.engine import AnalyzerEngine
+from amrwatch.proto.messages import BY_TYPE, SCHEMA_VERSION, Body, Montage
+from amrwatch.services.analyzer.engine import AnalyzerEngine, Output
 from amrwatch.services.analyzer.settings import AnalyzerSettings
 from amrwatch.services.predictor.core import INPUT_TYPES, PredictorCore
 from amrwatch.services.predictor.decision import DecisionSettings
@@ -263,10 +263,10 @@ def _run_analyzer(idx: ArchiveIndex, sig: SignalOrder, montage: Montage, setting
     first = hi = 0
     n = 0
 
-    def collect(outputs) -> None:
-        for kind, body in outputs:
-            if kind in out:
-                out[kind].append(body)
+    def collect(outputs: list[Output]) -> None:
+        for body in outputs:
+            if body.TOPIC in out:
+                out[body.TOPIC].append(body.fields())
 
     def flush() -> None:
         nonlocal pending, n
@@ -353,9 +353,9 @@ def _run_predictor(idx: ArchiveIndex, model, settings: DecisionSettings, analyze
         body = {k: v for k, v in header.items() if k not in ("type", "schema_version", "session_id", "seq",
                                                              "publisher", "instance", "ts_utc")}
         msg = BY_TYPE[t].model_validate_json(json.dumps(
-            {"type": t, "schema_version": 1, "session_id": sid, "seq": header["seq"], "publisher": header["publisher"],
+            {"type": t, "schema_version": SCHEMA_VERSION, "session_id": sid, "seq": header["seq"], "publisher": header["publisher"],
              "instance": header["instance"], "ts_utc": header.get("ts_utc", now), **body}))
-        for kind, fields in core.on_message(msg):
-            if kind in out:
-                out[kind].append(fields)
+        for body in core.on_message(msg):
+            if isinstance(body, Body) and body.TOPIC in out:
+                out[body.TOPIC].append(body.fields())
     return out

@@ -33,7 +33,7 @@ from scipy import signal
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amrwatch.proto.messages import Montage  # noqa: E402
+from amrwatch.proto.messages import AmrMeasurementBody, Montage  # noqa: E402
 from amrwatch.services.acquirer.sim import SimConfig, Simulator  # noqa: E402
 from amrwatch.services.analyzer.engine import AnalyzerEngine  # noqa: E402
 from amrwatch.services.analyzer.offline import analyze_edf  # noqa: E402
@@ -93,7 +93,7 @@ def per_stimulus(split: bool, stimuli: int = 1500) -> dict:
         out = engine.on_stimulus(k, idx, idx / FS, d)
         t.append(time.perf_counter() - t0)
         cpu.append(time.thread_time() - c0)
-        n_meas += sum(1 for kind, _ in out if kind == "amr_measurement")
+        n_meas += sum(1 for o in out if isinstance(o, AmrMeasurementBody))
     # The first ones warm caches. CPU time shows what is ours when a busy machine preempts us.
     return {"t": np.array(t[50:]) * 1e6, "cpu": np.array(cpu[50:]) * 1e6, "per_stimulus": n_meas / len(stims),
             "frame": np.array(t_frame[100:]) * 1e6, "data": data, "engine": engine}
@@ -137,7 +137,7 @@ def offline(path: Path) -> dict:
         duration = r.getNSamples()[0] / r.getSampleFrequency(0)
         n_channels = r.signals_in_file
     t0 = time.perf_counter()
-    n = sum(1 for kind, _ in analyze_edf(str(path)) if kind == "amr_measurement")
+    n = sum(1 for o in analyze_edf(str(path)) if isinstance(o, AmrMeasurementBody))
     in_process = time.perf_counter() - t0
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "amrwatch", "analyze", str(path), "--json"],

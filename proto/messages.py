@@ -136,8 +136,18 @@ AlarmKind = Literal[
     "state_unknown",
 ]
 InputSource = Literal["operator", "scenario", "replay", "file"]
+ChannelKind = Literal["emg", "sample_index", "trigger", "aux"]
 AlarmPriority = Literal["high", "medium", "low"]
 AlarmState = Literal["raised", "cleared"]
+
+#: Why a sweep is `not_assessable` (its `assessment_reason`); a `rejected` sweep's reason is its reject_reason.
+NOT_ASSESSABLE_REASONS: tuple[str, ...] = (
+    "stimulus_unconfirmed", "direct_response", "intensity_below_baseline", "noise_too_high")
+#: Why a sweep is `rejected` (its `reject_reason`): samples missing, NaN, saturated, diathermy, older than the
+#: analyzer's buffer, cut by the session's end, before a late joiner's first samples, or skipped by an offline
+#: driver (never expected).
+REJECT_REASONS: tuple[str, ...] = (
+    "gap", "nan", "saturated", "diathermy", "stale", "incomplete", "before_recording", "not_fed")
 
 # The vocabularies as tuples, for code that checks or lists them (one spelling: the Literals above).
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
@@ -227,7 +237,7 @@ class ChannelInfo(Strict):
         description="The stimulation direction whose lateral spread this channel records; "
         "null for channels that are not analysed (auxiliary, trigger, unrecognised EMG)."
     )
-    kind: Literal["emg", "sample_index", "trigger", "aux"] = Field(
+    kind: ChannelKind = Field(
         default="emg",
         description="emg: a muscle recording (analysed when `direction` is set); trigger: stimulus pulses; "
         "sample_index: each sample's index; aux: any other signal, carried and archived, never analysed.",
@@ -827,17 +837,30 @@ def unchecked(cls: Callable[_P, _B]) -> Callable[_P, _B]:
     engine's own bookkeeping does, and the publisher validates every message again when it stamps the
     envelope, so the analyzer would pay twice (`model_construct`, the official way round, is slower than
     validating). Type checkers see `cls`'s own signature (field names and types are checked statically);
-    at run time the values are stored as given, defaults filled in. Offline consumers that need a
+    at run time the values are stored as given, defaults filled in (give every field, in the model's
+    order, for the fast path: the JSON dump follows the stored order). Offline consumers that need a
     checked body call `validate_body(body.TOPIC, body.fields())`; tests check that the engines' bodies
-    pass it."""
+    pass it unchanged. A missing or unknown field name is still refused (TypeError), as the
+    constructor would."""
     model = cast("type[_B]", cls)
+    names = tuple(model.model_fields)
+    known = frozenset(names)
     defaults = {name: f.default for name, f in model.model_fields.items() if not f.is_required()}
     new, put = model.__new__, object.__setattr__
+
+    n = len(names)
 
     def make(*args: _P.args, **values: _P.kwargs) -> _B:
         if args:
             raise TypeError(f"{model.__name__}: fields are given by name")
-        given: dict[str, Any] = {**defaults, **values} if defaults else values
+        given: dict[str, Any] = values
+        if len(values) != n or not values.keys() <= known:  # defaults to fill in, or a wrong name
+            if not values.keys() <= known:
+                raise TypeError(f"{model.__name__}: unknown field(s) {sorted(set(values) - known)}")
+            try:  # in the model's field order, as validation stores them (the JSON dump follows it)
+                given = {f: values[f] if f in values else defaults[f] for f in names}
+            except KeyError as err:
+                raise TypeError(f"{model.__name__}: required field {err} is missing") from None
         obj = new(model)
         put(obj, "__dict__", given)
         put(obj, "__pydantic_fields_set__", set(values))

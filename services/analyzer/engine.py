@@ -2,9 +2,13 @@
 
 The live service and the offline `amrwatch analyze` drive this one class, so
 the same input gives the same numbers either way (the audit replay relies on
-it). Every call returns a list of `(message_type, body_fields)` where the
-fields are exactly the body of the proto model (`amr_measurement`,
-`amr_state`, `baseline`, `amr_course`, `alarm`).
+it). Every call returns a list of proto message bodies (`Output`:
+`AmrMeasurementBody`, `AmrStateBody`, `BaselineBody`, `AmrCourseBody`,
+`AlarmBody`): typed, so a consumer reads `body.p2p_uv` and a misspelt field
+is a type error, not a silent KeyError at run time. They are built without
+validation (proto's `unchecked`: the publisher validates each message when it
+stamps the envelope, and the engine must not pay twice per sweep); the tests
+check every body the engine makes against `validate_body`.
 
 Stage attribution is by sample index, never by arrival order. Bad input
 (wrong channel count, a changed sampling rate, NaN samples, repeated or
@@ -22,12 +26,12 @@ A sweep that is read is then assessed (assess.py): `present`, `absent`, or
 direct_response (measure.py), intensity_below_baseline, noise_too_high. Only
 present and absent sweeps feed the baseline and the course.
 
-Alarms come in two sorts. Bad input is a pulse: ("alarm", {state: "raised"})
-that the service lets expire. The conditions of CONDITION_KINDS (stimulation
-failure, recording quality, direct response, weaker stimulus) are raised and
-cleared by the engine itself, as ("alarm", {state: "raised"}) and
-("alarm", {state: "cleared"}) with the same alarm_key; all still raised are
-cleared when the session ends.
+Alarms come in two sorts. Bad input is a pulse: an `AlarmBody` with state
+"raised" that the service lets expire. The conditions of CONDITION_KINDS
+(stimulation failure, recording quality, direct response, weaker stimulus) are
+raised and cleared by the engine itself, as alarms with state "raised" and
+"cleared" and the same alarm_key; all still raised are cleared when the
+session ends.
 """
 
 from __future__ import annotations
@@ -38,7 +42,15 @@ from typing import Any
 
 import numpy as np
 
-from ...proto.messages import Montage
+from ...proto.messages import (
+    AlarmBody,
+    AmrCourseBody,
+    AmrMeasurementBody,
+    AmrStateBody,
+    BaselineBody,
+    Montage,
+    unchecked,
+)
 from .assess import References, Run, StimulusStrength
 from .baseline import BaselineTracker
 from .classify import classify
@@ -49,7 +61,14 @@ from .integrity import RESPONDED, StimulusCheck
 from .measure import Measurer, reject_reasons
 from .settings import AnalyzerSettings
 
-Output = tuple[str, dict[str, Any]]
+#: What the engine returns: proto message bodies (the service stamps the envelope and publishes them).
+Output = AmrMeasurementBody | AmrStateBody | BaselineBody | AmrCourseBody | AlarmBody
+
+_measurement = unchecked(AmrMeasurementBody)
+_state = unchecked(AmrStateBody)
+_baseline = unchecked(BaselineBody)
+_course = unchecked(AmrCourseBody)
+_alarm_body = unchecked(AlarmBody)
 
 #: Published precision of the rows of measure.TABLE_ROWS: 0.001 µV, 0.0001 µV noise, 0.001 SNR,
 #: 0.001 µV·ms, 0.1 µs latencies.
@@ -313,22 +332,22 @@ class AnalyzerEngine:
                     pct = None  # noise, no stimulus, a direct response, a weaker stimulus: not the AMR's size
                     assessment = "not_assessable"
                 timed = ok or d
-                fields: dict[str, Any] = {
-                    "stimulus_index": k, "stim_time_s": t_s, "channel": ch, "direction": direction,
-                    "p2p_uv": v,
-                    "onset_latency_ms": onset[i] if timed else None,
-                    "peak_latency_ms": peak[i] if timed else None,
-                    "area_uv_ms": area[i],
-                    "n_phases": phases[i] if timed else 0,
-                    "noise_uv": nz,
-                    "snr": sn if sn == sn else None,
-                    "present": ok and why is None,
-                    "pct_of_baseline": pct,
-                    "rejected": False, "reject_reason": None, "stage": stage,
-                    "assessment": assessment, "assessment_reason": why,
-                    "detection_limit_uv": limit,
-                    "stimulus_confirmed": confirmed,
-                }
+                body = _measurement(
+                    stimulus_index=k, stim_time_s=t_s, channel=ch, direction=direction,
+                    p2p_uv=v,
+                    onset_latency_ms=onset[i] if timed else None,
+                    peak_latency_ms=peak[i] if timed else None,
+                    area_uv_ms=area[i],
+                    n_phases=phases[i] if timed else 0,
+                    noise_uv=nz,
+                    snr=sn if sn == sn else None,
+                    present=ok and why is None,
+                    pct_of_baseline=pct,
+                    rejected=False, reject_reason=None, stage=stage,
+                    assessment=assessment, assessment_reason=why,
+                    detection_limit_uv=limit,
+                    stimulus_confirmed=confirmed,
+                )
                 run = quality_runs[ch]
                 if ref is not None and (hidden or run.bad or run.active):  # nothing to count otherwise
                     change = run.update(hidden, mark)
@@ -346,33 +365,34 @@ class AnalyzerEngine:
                 course.rejected()
                 measured = m is not None and reason in MEASURED_WHEN_REJECTED
                 sn = snr[i] if measured else None
-                fields = {
-                    "stimulus_index": k, "stim_time_s": t_s, "channel": ch, "direction": direction,
-                    "p2p_uv": p2p[i] if measured else 0.0,
-                    "onset_latency_ms": None, "peak_latency_ms": None,
-                    "area_uv_ms": area[i] if measured else 0.0,
-                    "n_phases": 0,
-                    "noise_uv": noise[i] if measured else 0.0,
-                    "snr": sn if sn == sn else None,
-                    "present": False, "pct_of_baseline": None,
-                    "rejected": True, "reject_reason": reason, "stage": stage,
-                    "assessment": "rejected", "assessment_reason": reason,
-                    "detection_limit_uv": None, "stimulus_confirmed": None,
-                }
-            out.append(("amr_measurement", fields))
+                body = _measurement(
+                    stimulus_index=k, stim_time_s=t_s, channel=ch, direction=direction,
+                    p2p_uv=p2p[i] if measured else 0.0,
+                    onset_latency_ms=None, peak_latency_ms=None,
+                    area_uv_ms=area[i] if measured else 0.0,
+                    n_phases=0,
+                    noise_uv=noise[i] if measured else 0.0,
+                    snr=sn if sn == sn else None,
+                    present=False, pct_of_baseline=None,
+                    rejected=True, reject_reason=reason, stage=stage,
+                    assessment="rejected", assessment_reason=reason,
+                    detection_limit_uv=None, stimulus_confirmed=None,
+                )
+            out.append(body)
             if transition is not None:
-                out.append(("amr_state", {
-                    "channel": ch,
-                    "direction": direction,
-                    "state": transition.state,
-                    "previous_state": transition.previous_state,
-                    "stage": transition.stage,
-                    "stimulus_index": transition.stimulus_index,
-                    "pct_of_baseline": transition.pct_of_baseline,
-                    "since_stimulus_index": transition.since.stimulus_index if transition.since else None,
-                    "since_sample_index": transition.since.sample_index if transition.since else None,
-                    "since_stage": transition.since.stage if transition.since else None,
-                }))
+                since = transition.since
+                out.append(_state(
+                    channel=ch,
+                    direction=direction,
+                    state=transition.state,
+                    previous_state=transition.previous_state,
+                    stage=transition.stage,
+                    stimulus_index=transition.stimulus_index,
+                    pct_of_baseline=transition.pct_of_baseline,
+                    since_stimulus_index=since.stimulus_index if since else None,
+                    since_sample_index=since.sample_index if since else None,
+                    since_stage=since.stage if since else None,
+                ))
         self.n_measurements += n
         if confirmation is not None:
             self._stimulation_alarms(out, sweep, mark, confirmation.confirmed, confirmation.by, weaker)
@@ -388,15 +408,15 @@ class AnalyzerEngine:
             return raw if status == "ok" else None
         return read
 
-    def _baseline_output(self, channel: str) -> Output:
+    def _baseline_output(self, channel: str) -> BaselineBody:
         b = self.baselines.established[channel]
-        return ("baseline", {
-            "channel": channel,
-            "direction": self.courses[channel].direction,
-            "baseline_uv": b.baseline_uv,
-            "n_sweeps": b.n_sweeps,
-            "amr_amplitude_uv": self.baselines.session_amplitude(),
-        })
+        return _baseline(
+            channel=channel,
+            direction=self.courses[channel].direction,
+            baseline_uv=b.baseline_uv,
+            n_sweeps=b.n_sweeps,
+            amr_amplitude_uv=self.baselines.session_amplitude(),
+        )
 
     # -- the end ----------------------------------------------------------------------------
     def _maybe_course(self, out: list[Output]) -> None:
@@ -420,7 +440,7 @@ class AnalyzerEngine:
         )
         if body != self._course_sent:
             self._course_sent = body
-            out.append(("amr_course", body))
+            out.append(_course(**body))
 
     # -- restart ------------------------------------------------------------------------------
     def resume(self, stages: list[tuple[int | None, str]], baselines: dict[str, tuple[float, int]],
@@ -531,8 +551,8 @@ class AnalyzerEngine:
     def _raise(self, out: list[Output], what: str, kind: str, priority: str, message: str) -> None:
         key = what if what.startswith(f"{self.source}:") else f"{self.source}:{what}"
         self._conditions[key] = (kind, priority)
-        out.append(("alarm", {"kind": kind, "priority": priority, "state": "raised", "message": message[:1000],
-                              "source": self.source, "alarm_key": key}))
+        out.append(_alarm_body(kind=kind, priority=priority, state="raised", message=message[:1000],
+                               source=self.source, alarm_key=key))
 
     def _clear(self, out: list[Output], key: str, message: str) -> None:
         """Clear a raised condition; `key` is the full alarm_key or the part after the source."""
@@ -542,17 +562,17 @@ class AnalyzerEngine:
         if held is None:
             return
         kind, priority = held
-        out.append(("alarm", {"kind": kind, "priority": priority, "state": "cleared", "message": message[:1000],
-                              "source": self.source, "alarm_key": key}))
+        out.append(_alarm_body(kind=kind, priority=priority, state="cleared", message=message[:1000],
+                               source=self.source, alarm_key=key))
 
     def _alarm(self, out: list[Output], what: str, kind: str, priority: str, message: str) -> None:
         self.counters[what] += 1
-        out.append(("alarm", {
-            "kind": kind,
-            "priority": priority,
-            "state": "raised",
-            "message": message[:1000],
-            "source": self.source,
-            "alarm_key": f"{self.source}:{what}",
-        }))
+        out.append(_alarm_body(
+            kind=kind,
+            priority=priority,
+            state="raised",
+            message=message[:1000],
+            source=self.source,
+            alarm_key=f"{self.source}:{what}",
+        ))
 

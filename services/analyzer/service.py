@@ -30,7 +30,16 @@ from ... import config, metrics, provenance, security, sessionstate
 from ...bus import SeqEvent, harden
 from ...proto.codec import DecodeError, decode
 from ...proto.control import ControlReply
-from ...proto.messages import BY_TYPE, Heartbeat, Message, ServiceSettings, SessionStart
+from ...proto.messages import (
+    BY_TYPE,
+    AlarmBody,
+    AmrCourseBody,
+    AmrMeasurementBody,
+    Heartbeat,
+    Message,
+    ServiceSettings,
+    SessionStart,
+)
 from ...service import Service
 from .engine import CONDITION_KINDS, Output
 from .offline import MessageDispatcher
@@ -282,25 +291,25 @@ class Analyzer(Service):
         sid = session_id or self.session_id
         e = self.dispatcher.engine
         course_unknown = course_unknown or (e is not None and e.course_unknown)
-        for kind, fields in outputs:
-            if kind == "amr_course" and course_unknown:
+        for body in outputs:
+            if isinstance(body, AmrCourseBody) and course_unknown:
                 log.warning("session course not published: a restart lost a baseline, the course is unknown "
-                            "(would have read %s)", fields["course"])
+                            "(would have read %s)", body.course)
                 continue
-            if kind == "alarm":
+            if isinstance(body, AlarmBody):
                 # Conditions (stimulation failure, recording quality, direct response) are raised and cleared
                 # by the engine; bad-input alarms are pulses that expire after a quiet spell.
-                if fields["state"] == "cleared":
-                    self.alarms.clear(fields["alarm_key"], fields["message"])
+                if body.state == "cleared":
+                    self.alarms.clear(body.alarm_key, body.message)
                 else:
-                    self.alarms.raise_(fields["kind"], fields["alarm_key"], fields["priority"], fields["message"],
-                                       pulse=fields["kind"] not in CONDITION_KINDS)
+                    self.alarms.raise_(body.kind, body.alarm_key, body.priority, body.message,
+                                       pulse=body.kind not in CONDITION_KINDS)
                 continue
-            self.pub.publish(BY_TYPE[kind], sid, **fields)
-            if kind == "amr_measurement":
+            self.pub.publish(BY_TYPE[body.TOPIC], sid, **body.fields())
+            if isinstance(body, AmrMeasurementBody):
                 MEASUREMENTS.inc()
-                if fields["rejected"]:
-                    REJECTED_SWEEPS.labels(fields["reject_reason"]).inc()
+                if body.rejected:
+                    REJECTED_SWEEPS.labels(body.reject_reason).inc()
         e = self.dispatcher.engine
         if e is not None:
             for key, n in e.counters.items():
