@@ -355,7 +355,7 @@ def _run_predictor(idx: ArchiveIndex, model, settings: DecisionSettings, analyze
         msg = BY_TYPE[t].model_validate_json(json.dumps(
             {"type": t, "schema_version": SCHEMA_VERSION, "session_id": sid, "seq": header["seq"], "publisher": header["publisher"],
              "instance": header["instance"], "ts_utc": header.get("ts_utc", now), **body}))
-        for body in core.on_message(msg):
-            if isinstance(body, Body) and body.TOPIC in out:
-                out[body.TOPIC].append(body.fields())
+        for o in core.on_message(msg):
+            if isinstance(o, Body) and o.TOPIC in out:
+                out[o.TOPIC].append(o.fields())
     return out

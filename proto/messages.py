@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, ClassVar, Literal, ParamSpec, TypeVar, Union, cast, get_args
+from typing import Annotated, Any, ClassVar, Final, Literal, ParamSpec, TypeVar, Union, cast, get_args
 
 import numpy as np
 from pydantic import (
@@ -34,7 +34,7 @@ from pydantic import (
 from .factors import BY_NAME as FACTOR_BY_NAME
 from .factors import FACTOR_NAMES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 # --------------------------------------------------------------------------- #
 # Scalar building blocks

@@ -38,12 +38,18 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 
 from ...proto.messages import (
     AlarmBody,
+    AlarmKind,
+    AlarmPriority,
+    AmrStateName,
+    Assessment,
+    Direction,
+    Stage,
     AmrCourseBody,
     AmrMeasurementBody,
     AmrStateBody,
@@ -62,7 +68,7 @@ from .measure import Measurer, reject_reasons
 from .settings import AnalyzerSettings
 
 #: What the engine returns: proto message bodies (the service stamps the envelope and publishes them).
-Output = AmrMeasurementBody | AmrStateBody | BaselineBody | AmrCourseBody | AlarmBody
+Output: TypeAlias = AmrMeasurementBody | AmrStateBody | BaselineBody | AmrCourseBody | AlarmBody
 
 _measurement = unchecked(AmrMeasurementBody)
 _state = unchecked(AmrStateBody)
@@ -124,7 +130,7 @@ class AnalyzerEngine:
         self._quality = {c: Run(s.quality_alarm_sweeps, s.quality_alarm_sweeps) for c in all_rec}
         self._direct = {c: Run(s.direct_alarm_sweeps) for c in all_rec}
         self._unconfirmed = {d: Run(s.stimulation_failure_stimuli) for d in self.recording}
-        self._conditions: dict[str, tuple[str, str]] = {}
+        self._conditions: dict[str, tuple[AlarmKind, AlarmPriority]] = {}
         """alarm_key → (kind, priority) of the conditions raised and not yet cleared."""
         self.stages: list[tuple[int, str]] = []
         self.end_sample: int | None = None
@@ -251,7 +257,9 @@ class AnalyzerEngine:
     def _finish(self, sweep: PendingSweep, out: list[Output]) -> None:
         names, rows = self.recording[sweep.direction]
         status, raw = self.buffer.read(sweep.lo, sweep.hi, rows)
-        stage = self.stage_at(sweep.sample_index)
+        # A proto stage (sources and services mark only those) and a direction the montage stimulates
+        # (on_stimulus refuses any other): typed for the bodies below.
+        stage = cast("Stage | None", self.stage_at(sweep.sample_index))
         n = len(names)
         settings = self.settings
         confirmation = None
@@ -281,7 +289,7 @@ class AnalyzerEngine:
         mark = SweepMark(sweep.stimulus_index, sweep.sample_index, stage)
         courses, baselines = self.courses, self.baselines
         established = baselines.established
-        k, t_s, direction = sweep.stimulus_index, sweep.stim_time_s, sweep.direction
+        k, t_s, direction = sweep.stimulus_index, sweep.stim_time_s, cast(Direction, sweep.direction)
         confirmed = None if confirmation is None else confirmation.confirmed
         weaker = None
         if confirmed:
@@ -326,7 +334,7 @@ class AnalyzerEngine:
                         b = established[ch]
                     pct = round(100.0 * v / b.baseline_uv, 3) if b is not None and b.baseline_uv else None
                     transition = course.update(mark, ok, v, pct)
-                    assessment = "present" if ok else "absent"
+                    assessment: Assessment = "present" if ok else "absent"
                 else:
                     course.not_assessable()
                     pct = None  # noise, no stimulus, a direct response, a weaker stimulus: not the AMR's size
@@ -412,7 +420,7 @@ class AnalyzerEngine:
         b = self.baselines.established[channel]
         return _baseline(
             channel=channel,
-            direction=self.courses[channel].direction,
+            direction=cast(Direction, self.courses[channel].direction),
             baseline_uv=b.baseline_uv,
             n_sweeps=b.n_sweeps,
             amr_amplitude_uv=self.baselines.session_amplitude(),
@@ -467,12 +475,12 @@ class AnalyzerEngine:
             elif not collecting:
                 self.baselines.resume(ch, None)
             if known and ch in states:
-                state, k, stage, *since = states[ch]
+                state, k, stage, *since = states[ch]  # as published: an amr_state's state and stages
                 if since and since[0] is not None:  # the absent run's first sweep, as the session published it
-                    course.resume(state, SweepMark(since[0], since[1] or 0, since[2]))
+                    course.resume(cast(AmrStateName, state), SweepMark(since[0], since[1] or 0, since[2]))
                 else:
                     at = next((idx for idx, name in self.stages if name == stage), 0) if stage is not None else 0
-                    course.resume(state, SweepMark(k, at, stage))
+                    course.resume(cast(AmrStateName, state), SweepMark(k, at, cast("Stage | None", stage)))
         return sorted(self.baselines.unknown)
 
     @property
@@ -548,7 +556,7 @@ class AnalyzerEngine:
                     "sweeps are not_assessable. Lower the stimulus intensity or check the position of the "
                     f"stimulating electrode on the {direction} branch.")
 
-    def _raise(self, out: list[Output], what: str, kind: str, priority: str, message: str) -> None:
+    def _raise(self, out: list[Output], what: str, kind: AlarmKind, priority: AlarmPriority, message: str) -> None:
         key = what if what.startswith(f"{self.source}:") else f"{self.source}:{what}"
         self._conditions[key] = (kind, priority)
         out.append(_alarm_body(kind=kind, priority=priority, state="raised", message=message[:1000],
@@ -565,7 +573,7 @@ class AnalyzerEngine:
         out.append(_alarm_body(kind=kind, priority=priority, state="cleared", message=message[:1000],
                                source=self.source, alarm_key=key))
 
-    def _alarm(self, out: list[Output], what: str, kind: str, priority: str, message: str) -> None:
+    def _alarm(self, out: list[Output], what: str, kind: AlarmKind, priority: AlarmPriority, message: str) -> None:
         self.counters[what] += 1
         out.append(_alarm_body(
             kind=kind,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from ...proto.messages import (
     AmrCourse,
@@ -48,7 +48,7 @@ class Refused:
 
 
 #: What the core returns: proto bodies to publish (the service stamps the envelope), or a refusal.
-Output = PredictionBody | DecisionBody | Refused
+Output: TypeAlias = PredictionBody | DecisionBody | Refused
 
 _prediction = unchecked(PredictionBody)
 _decision = unchecked(DecisionBody)
