@@ -67,8 +67,8 @@ def write_all(tmp: Path, data: np.ndarray, ann: list[tuple[float, str]]) -> dict
 
 
 def run() -> str:
-    from amrwatch.services.acquirer.files import open_file
     from amrwatch.proto.messages import AmrMeasurementBody
+    from amrwatch.services.acquirer.files import open_file
     from amrwatch.services.analyzer.offline import analyze_edf
 
     minutes = float(os.environ.get("BENCH_READERS_MIN", "10"))

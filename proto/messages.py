@@ -17,7 +17,18 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, ClassVar, Final, Literal, ParamSpec, TypeVar, Union, cast, get_args
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Final,
+    Literal,
+    ParamSpec,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+)
 
 import numpy as np
 from pydantic import (

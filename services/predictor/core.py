@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from ...proto.factors import BY_NAME as FACTOR_BY_NAME
 from ...proto.messages import (
     AmrCourse,
     AmrMeasurement,
@@ -35,9 +36,9 @@ from ...proto.messages import (
     unchecked,
 )
 from .decision import DecisionEngine, DecisionSettings
-from ...proto.factors import BY_NAME as FACTOR_BY_NAME
 from .features import FactorCollector, FactorError
 from .model import LoadedModel
+
 
 @dataclass(frozen=True)
 class Refused:
