@@ -856,27 +856,35 @@ def unchecked(cls: Callable[_P, _B]) -> Callable[_P, _B]:
     model = cast("type[_B]", cls)
     names = tuple(model.model_fields)
     known = frozenset(names)
+    every = set(names)
     defaults = {name: f.default for name, f in model.model_fields.items() if not f.is_required()}
-    new, put = model.__new__, object.__setattr__
-
     n = len(names)
+    new, put_dict = model.__new__, object.__setattr__
+    # BaseModel keeps these three in slots: their descriptors set them without going through __setattr__.
+    slots = BaseModel.__dict__
+    put_set = slots["__pydantic_fields_set__"].__set__
+    put_extra = slots["__pydantic_extra__"].__set__
+    put_private = slots["__pydantic_private__"].__set__
 
     def make(*args: _P.args, **values: _P.kwargs) -> _B:
         if args:
             raise TypeError(f"{model.__name__}: fields are given by name")
         given: dict[str, Any] = values
-        if len(values) != n or not values.keys() <= known:  # defaults to fill in, or a wrong name
+        if len(values) == n and values.keys() <= known:  # every field given: the fast path
+            fields_set = every.copy()
+        else:  # defaults to fill in, or a wrong name
             if not values.keys() <= known:
                 raise TypeError(f"{model.__name__}: unknown field(s) {sorted(set(values) - known)}")
             try:  # in the model's field order, as validation stores them (the JSON dump follows it)
                 given = {f: values[f] if f in values else defaults[f] for f in names}
             except KeyError as err:
                 raise TypeError(f"{model.__name__}: required field {err} is missing") from None
+            fields_set = set(values)
         obj = new(model)
-        put(obj, "__dict__", given)
-        put(obj, "__pydantic_fields_set__", set(values))
-        put(obj, "__pydantic_extra__", None)
-        put(obj, "__pydantic_private__", None)
+        put_dict(obj, "__dict__", given)
+        put_set(obj, fields_set)
+        put_extra(obj, None)
+        put_private(obj, None)
         return obj
 
     make.__name__ = make.__qualname__ = f"unchecked_{model.__name__}"

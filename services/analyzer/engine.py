@@ -16,7 +16,7 @@ out-of-order frames, gaps, stale stimuli) is counted in `counters`, reported
 as an `alarm` with a message that says what happened, and the sweeps it
 touches are published as rejected — the engine never raises on input.
 
-`reject_reason` values: gap (samples missing in the sweep), nan, saturated,
+`reject_reason` values (proto's REJECT_REASONS): gap (samples missing in the sweep), nan, saturated,
 diathermy, stale (older than the buffer), incomplete (the session ended
 first), before_recording (a late joiner's first sweeps), not_fed (signal the
 offline driver skipped; never expected).
