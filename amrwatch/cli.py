@@ -548,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("factors", help="publish the patient's factors for the running session")
     for fac in FACTORS:  # options, types and help from proto's one factor table
         f.add_argument(fac.option, dest=fac.name, metavar={"bool": "yes|no", "int": "N", "float": "X"}[fac.kind],
-                       help=fac.describe(),
+                       help=fac.describe() if fac.levels or fac.kind == "bool" else f"{fac.describe()}; {fac.hint}",
                        type={"bool": _yes_no, "int": int, "float": float}[fac.kind])
     add_bus(f)
     f.add_argument("--control", metavar="ENDPOINT", help=f"acquirer control socket (default {config.get('control')})")
