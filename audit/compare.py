@@ -10,16 +10,13 @@ are differences too.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from amrwatch.proto.messages import BY_TYPE
-from amrwatch.archive.index import ENVELOPE, Event
+from amrwatch.proto.messages import validate_body
+from amrwatch.archive.index import Event
 from amrwatch.archive.seqset import SeqSet
-
-_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -47,10 +44,7 @@ class Difference:
 
 def normalise(type_: str, body: dict[str, Any]) -> dict[str, Any]:
     """A recomputed body as it would read back from the wire (validated, JSON types)."""
-    cls = BY_TYPE[type_]
-    msg = cls(type=type_, schema_version=1, session_id="verify", seq=0, publisher="verify", instance="00000000",
-              ts_utc=_EPOCH, **body)
-    return {k: v for k, v in msg.model_dump(mode="json").items() if k not in ENVELOPE}
+    return validate_body(type_, body).model_dump(mode="json")
 
 
 def label(type_: str, body: dict[str, Any], seq: int) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 
 from amrwatch import provenance
-from amrwatch.proto.messages import BY_TYPE
+from amrwatch.proto.messages import BY_TYPE, SCHEMA_VERSION, Body
 from amrwatch.services.analyzer.offline import analyze_archive
 from amrwatch.services.analyzer.settings import AnalyzerSettings
 from amrwatch.services.predictor.core import INPUT_TYPES, PredictorCore
@@ -242,9 +242,9 @@ def _run_analyzer(session: ArchivedSession, settings: AnalyzerSettings,
     """The analyzer's own engine over the archived signal, fed by the same `analyze_archive` as
     `amrwatch analyze DIR` (so the two cannot disagree)."""
     out: dict[str, list[dict]] = {t: [] for t in ANALYZER_TYPES}
-    for kind, body in analyze_archive(session, settings, source="analyzer", finish=False):
-        if kind in out:
-            out[kind].append(body)
+    for body in analyze_archive(session, settings, source="analyzer", finish=False):
+        if body.TOPIC in out:
+            out[body.TOPIC].append(body.fields())
     if session.end() is None:
         report.notes.append("the session has no session_end in the archive: the analyzer's end-of-session "
                             "events (pending sweeps, final course) were not recomputed")
@@ -298,9 +298,9 @@ def _run_predictor(idx: ArchiveIndex, model, settings: DecisionSettings, analyze
         body = {k: v for k, v in header.items() if k not in ("type", "schema_version", "session_id", "seq",
                                                              "publisher", "instance", "ts_utc")}
         msg = BY_TYPE[t].model_validate_json(json.dumps(
-            {"type": t, "schema_version": 1, "session_id": sid, "seq": header["seq"], "publisher": header["publisher"],
+            {"type": t, "schema_version": SCHEMA_VERSION, "session_id": sid, "seq": header["seq"], "publisher": header["publisher"],
              "instance": header["instance"], "ts_utc": header.get("ts_utc", now), **body}))
-        for kind, fields in core.on_message(msg):
-            if kind in out:
-                out[kind].append(fields)
+        for o in core.on_message(msg):
+            if isinstance(o, Body) and o.TOPIC in out:
+                out[o.TOPIC].append(o.fields())
     return out

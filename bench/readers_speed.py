@@ -67,6 +67,7 @@ def write_all(tmp: Path, data: np.ndarray, ann: list[tuple[float, str]]) -> dict
 
 
 def run() -> str:
+    from amrwatch.proto.messages import AmrMeasurementBody
     from amrwatch.services.acquirer.files import open_file
     from amrwatch.services.analyzer.offline import analyze_edf
 
@@ -80,7 +81,7 @@ def run() -> str:
         for name, path in files.items():
             size = sum(f.stat().st_size for f in path.parent.glob(path.stem.split("_raw")[0] + "*")) / 1e6
             t0 = time.perf_counter()
-            n = sum(1 for kind, _ in analyze_edf(open_file(str(path))) if kind == "amr_measurement")
+            n = sum(1 for o in analyze_edf(open_file(str(path))) if isinstance(o, AmrMeasurementBody))
             dt = time.perf_counter() - t0
             rows.append((name, size, n, dt, duration / dt))
         import pyxdf

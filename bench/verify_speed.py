@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from amrwatch.proto.codec import encode
-from amrwatch.proto.messages import BY_TYPE, SCHEMA_VERSION, Montage
+from amrwatch.proto.messages import BY_TYPE, SCHEMA_VERSION, AlarmBody, DecisionBody, Montage, PredictionBody
 from amrwatch.services.analyzer.engine import AnalyzerEngine
 from amrwatch.services.predictor.core import PredictorCore
 from amrwatch.services.predictor.service import load_or_explain
@@ -104,21 +104,22 @@ def write_session(data: Path, seconds: int) -> dict[str, int]:
     first = hi_pending = n_pending = 0
 
     def emit_outputs(outputs, t_s: float) -> None:
-        for kind, body in outputs:
-            if kind == "alarm":
+        for out in outputs:
+            if isinstance(out, AlarmBody):
                 continue
-            w.append_message(ana.frames(kind, t_s, **body))
+            body = out.fields()
+            w.append_message(ana.frames(out.TOPIC, t_s, **body))
             counts["analyzer"] += 1
-            feed_predictor(kind, ana, body, t_s)
+            feed_predictor(out.TOPIC, ana, body, t_s)
 
     def feed_predictor(kind: str, stamper: Stamper, body: dict, t_s: float) -> None:
         if kind not in ("factors", "baseline", "stage", "amr_state", "amr_measurement", "amr_course"):
             return
-        msg = BY_TYPE[kind](type=kind, schema_version=1, session_id=SID, seq=0, publisher=stamper.publisher,
-                            instance=stamper.instance, ts_utc=T0, **body)
-        for out_kind, out in core.on_message(msg):
-            if out_kind in ("prediction", "decision"):
-                w.append_message(pre.frames(out_kind, t_s, **out))
+        msg = BY_TYPE[kind](type=kind, schema_version=SCHEMA_VERSION, session_id=SID, seq=0,
+                            publisher=stamper.publisher, instance=stamper.instance, ts_utc=T0, **body)
+        for out in core.on_message(msg):
+            if isinstance(out, (PredictionBody, DecisionBody)):
+                w.append_message(pre.frames(out.TOPIC, t_s, **out.fields()))
                 counts["predictor"] += 1
 
     def flush(t_s: float) -> None:

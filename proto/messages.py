@@ -16,7 +16,19 @@ import datetime as _dt
 import hashlib
 import json
 import math
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+from collections.abc import Callable, Mapping
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Final,
+    Literal,
+    ParamSpec,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+)
 
 import numpy as np
 from pydantic import (
@@ -30,7 +42,10 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+from .factors import BY_NAME as FACTOR_BY_NAME
+from .factors import FACTOR_NAMES
+
+SCHEMA_VERSION: Final = 1
 
 # --------------------------------------------------------------------------- #
 # Scalar building blocks
@@ -74,6 +89,11 @@ that starts there (at `closure` if it never comes), never while the surgeon is s
 
 #: The order stages normally happen in.
 STAGE_ORDER: tuple[str, ...] = get_args(Stage)
+#: The stages that last a while (a scripted operation gives each a duration); `decompression_complete`
+#: and `end` are instants: the surgeon's word that the decompression is done, and the end of the session.
+PERIOD_STAGES: tuple[str, ...] = tuple(s for s in STAGE_ORDER if s not in ("decompression_complete", "end"))
+#: The stages of the operation proper: after the baseline, up to and including closure (diathermy may be used).
+SURGICAL_STAGES: tuple[str, ...] = STAGE_ORDER[STAGE_ORDER.index("incision"):STAGE_ORDER.index("end")]
 
 Direction = Literal["ZYG", "MAR"]
 """ZYG: zygomatic branch stimulated, recorded at mentalis/orbicularis oris.
@@ -128,6 +148,31 @@ AlarmKind = Literal[
     "link_stale",
 ]
 InputSource = Literal["operator", "scenario", "replay", "file"]
+ChannelKind = Literal["emg", "sample_index", "trigger", "aux"]
+AlarmPriority = Literal["high", "medium", "low"]
+AlarmState = Literal["raised", "cleared"]
+
+#: Why a sweep is `not_assessable` (its `assessment_reason`); a `rejected` sweep's reason is its reject_reason.
+NOT_ASSESSABLE_REASONS: tuple[str, ...] = (
+    "stimulus_unconfirmed", "direct_response", "intensity_below_baseline", "noise_too_high")
+#: Why a sweep is `rejected` (its `reject_reason`): samples missing, NaN, saturated, diathermy, older than the
+#: analyzer's buffer, cut by the session's end, before a late joiner's first samples, or skipped by an offline
+#: driver (never expected).
+REJECT_REASONS: tuple[str, ...] = (
+    "gap", "nan", "saturated", "diathermy", "stale", "incomplete", "before_recording", "not_fed")
+
+# The vocabularies as tuples, for code that checks or lists them (one spelling: the Literals above).
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+AMR_STATES: tuple[str, ...] = get_args(AmrStateName)
+ASSESSMENTS: tuple[str, ...] = get_args(Assessment)
+#: The assessments that count for the course (present and absent); the others never do.
+COUNTED_ASSESSMENTS: tuple[str, ...] = ("present", "absent")
+COURSES: tuple[str, ...] = get_args(Course)
+BANDS: tuple[str, ...] = get_args(Band)
+PRIORITIES: tuple[str, ...] = get_args(Priority)
+DECISION_KINDS: tuple[str, ...] = get_args(DecisionKind)
+ALARM_KINDS: tuple[str, ...] = get_args(AlarmKind)
+INPUT_SOURCES: tuple[str, ...] = get_args(InputSource)
 
 # --------------------------------------------------------------------------- #
 # Base classes
@@ -139,6 +184,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", strict=True, frozen=True, allow_inf_nan=False
     )
+
+
+class Body(Strict):
+    """The fields a message type adds to the envelope: what a service or an engine builds.
+
+    Each message class is its body plus the envelope (`class AmrMeasurement(AmrMeasurementBody, Message)`),
+    so the fields are written once. Engines return bodies (`AnalyzerEngine` → `AmrMeasurementBody` …), the
+    publisher stamps the envelope; `validate_body` checks a body on its own."""
+
+    TOPIC: ClassVar[str] = ""
+
+    def fields(self) -> dict[str, Any]:
+        """The body as keyword arguments for the message (shallow: nested models stay models)."""
+        return dict(self.__dict__)
 
 
 class Message(Strict):
@@ -190,7 +249,7 @@ class ChannelInfo(Strict):
         description="The stimulation direction whose lateral spread this channel records; "
         "null for channels that are not analysed (auxiliary, trigger, unrecognised EMG)."
     )
-    kind: Literal["emg", "sample_index", "trigger", "aux"] = Field(
+    kind: ChannelKind = Field(
         default="emg",
         description="emg: a muscle recording (analysed when `direction` is set); trigger: stimulus pulses; "
         "sample_index: each sample's index; aux: any other signal, carried and archived, never analysed.",
@@ -265,10 +324,10 @@ class StreamFacts(Strict):
     )
 
 
-class SessionStart(Message):
+class SessionStartBody(Body):
+    """The body of `session_start` (the message: `SessionStart`)."""
+
     TOPIC: ClassVar[str] = "session_start"
-    type: Literal["session_start"]
-    session_id: SessionId
     started_at: AwareDatetime
     source: ShortText = Field(description="'sim', 'edf:PATH', 'lsl:NAME' or 'replay:ID'.")
     scenario: Name | None
@@ -282,15 +341,25 @@ class SessionStart(Message):
     )
 
 
-class SessionEnd(Message):
-    TOPIC: ClassVar[str] = "session_end"
-    type: Literal["session_end"]
+class SessionStart(SessionStartBody, Message):
+    type: Literal["session_start"]
     session_id: SessionId
+
+
+class SessionEndBody(Body):
+    """The body of `session_end` (the message: `SessionEnd`)."""
+
+    TOPIC: ClassVar[str] = "session_end"
     ended_at: AwareDatetime
     reason: Literal["scenario_end", "source_exhausted", "operator", "shutdown", "error"]
     n_frames: Count
     n_stimuli: Count
     n_samples: Count
+
+
+class SessionEnd(SessionEndBody, Message):
+    type: Literal["session_end"]
+    session_id: SessionId
 
 
 # --------------------------------------------------------------------------- #
@@ -301,13 +370,10 @@ MAX_FRAME_SAMPLES = 65_536
 MAX_FRAME_BYTES = 256 * MAX_FRAME_SAMPLES * 4
 
 
-class EmgFrame(Message):
-    """A block of samples. The samples themselves travel as the third wire
-    frame (raw little-endian float32, channel-major), never as JSON."""
+class EmgFrameBody(Body):
+    """The body of `emg_frame` (the message: `EmgFrame`)."""
 
     TOPIC: ClassVar[str] = "emg_frame"
-    type: Literal["emg_frame"]
-    session_id: SessionId
     first_sample_index: Count = Field(description="Index of the first sample since session start.")
     n_channels: Annotated[int, Field(ge=1, le=256)]
     n_samples: Annotated[int, Field(ge=1, le=MAX_FRAME_SAMPLES)]
@@ -318,6 +384,14 @@ class EmgFrame(Message):
     )
     first_sample_device_s: FiniteFloat = Field(description="Device clock of the first sample (s).")
     first_sample_utc: AwareDatetime = Field(description="Wall clock of the first sample (UTC).")
+
+
+class EmgFrame(EmgFrameBody, Message):
+    """A block of samples. The samples themselves travel as the third wire
+    frame (raw little-endian float32, channel-major), never as JSON."""
+
+    type: Literal["emg_frame"]
+    session_id: SessionId
 
     _samples: np.ndarray | None = PrivateAttr(default=None)
 
@@ -349,10 +423,10 @@ class EmgFrame(Message):
         return self
 
 
-class Stimulus(Message):
+class StimulusBody(Body):
+    """The body of `stimulus` (the message: `Stimulus`)."""
+
     TOPIC: ClassVar[str] = "stimulus"
-    type: Literal["stimulus"]
-    session_id: SessionId
     stimulus_index: Count
     sample_index: Count = Field(description="Sample (since session start) at which the pulse began.")
     stim_time_s: NonNegFloat = Field(description="Seconds from session start.")
@@ -361,12 +435,15 @@ class Stimulus(Message):
     width_ms: Annotated[float, Field(ge=0.0, le=5.0, allow_inf_nan=False)] | None
 
 
-class SimTruth(Message):
-    """Ground truth from the simulator, so the analyzer can be scored."""
+class Stimulus(StimulusBody, Message):
+    type: Literal["stimulus"]
+    session_id: SessionId
+
+
+class SimTruthBody(Body):
+    """The body of `sim_truth` (the message: `SimTruth`)."""
 
     TOPIC: ClassVar[str] = "sim_truth"
-    type: Literal["sim_truth"]
-    session_id: SessionId
     stimulus_index: Count
     channel: Name
     amplitude_uv: NonNegFloat
@@ -377,68 +454,93 @@ class SimTruth(Message):
     diathermy: bool
 
 
+class SimTruth(SimTruthBody, Message):
+    """Ground truth from the simulator, so the analyzer can be scored."""
+
+    type: Literal["sim_truth"]
+    session_id: SessionId
+
+
 # --------------------------------------------------------------------------- #
 # Operator inputs
 
 
-class StageMarker(Message):
+class StageMarkerBody(Body):
+    """The body of `stage` (the message: `StageMarker`)."""
+
     TOPIC: ClassVar[str] = "stage"
-    type: Literal["stage"]
-    session_id: SessionId
     stage: Stage
     source: InputSource
     sample_index: Count | None = Field(description="Sample at which the stage began, when known.")
 
 
-# Allowed ranges of the seven factors; the predictor's model card narrows them
-# further, the contract never lets anything wilder than this through.
-FACTOR_RANGES: dict[str, tuple[float, float, str]] = {
-    "duration_years": (0.0, 60.0, "years"),
-    "cohen_grade": (1, 4, "Cohen grade"),
-    "vessels": (1, 4, "count"),
-    "amr_amplitude_uv": (0.0, 5000.0, "µV"),
-    "retraction_mm": (0.0, 40.0, "mm"),
-    "displacement": (1, 3, "1 slight, 2 moderate, 3 marked"),
-}
+class StageMarker(StageMarkerBody, Message):
+    type: Literal["stage"]
+    session_id: SessionId
+
+
+def _bounds(name: str) -> Any:
+    """The allowed range of factor `name`, from proto/factors.py (the one table)."""
+    f = FACTOR_BY_NAME[name]
+    if f.kind == "float":
+        return Field(ge=f.min, le=f.max, allow_inf_nan=False)
+    return Field(ge=f.min, le=f.max)
+
+
+def _about(name: str) -> Any:
+    return Field(default=None, description=FACTOR_BY_NAME[name].describe())
 
 
 class FactorValues(Strict):
     """The seven patient factors; any subset (later values replace earlier ones)."""
 
-    duration_years: Annotated[float, Field(ge=0.0, le=60.0, allow_inf_nan=False)] | None = None
-    cohen_grade: Annotated[int, Field(ge=1, le=4)] | None = None
-    carbamazepine: bool | None = None
-    vessels: Annotated[int, Field(ge=1, le=4)] | None = None
-    amr_amplitude_uv: Annotated[float, Field(ge=0.0, le=5000.0, allow_inf_nan=False)] | None = None
-    retraction_mm: Annotated[float, Field(ge=0.0, le=40.0, allow_inf_nan=False)] | None = None
-    displacement: Annotated[int, Field(ge=1, le=3)] | None = None
+    # Names, order and ranges are proto/factors.py's table; the predictor's model card may narrow the
+    # ranges further, the contract never lets anything wilder than this through.
+
+    duration_years: Annotated[float, _bounds("duration_years")] | None = _about("duration_years")
+    cohen_grade: Annotated[int, _bounds("cohen_grade")] | None = _about("cohen_grade")
+    carbamazepine: bool | None = _about("carbamazepine")
+    vessels: Annotated[int, _bounds("vessels")] | None = _about("vessels")
+    amr_amplitude_uv: Annotated[float, _bounds("amr_amplitude_uv")] | None = _about("amr_amplitude_uv")
+    retraction_mm: Annotated[float, _bounds("retraction_mm")] | None = _about("retraction_mm")
+    displacement: Annotated[int, _bounds("displacement")] | None = _about("displacement")
 
     def given(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class Factors(Message):
+if tuple(FactorValues.model_fields) != FACTOR_NAMES:  # the table and the message name the same factors, in order
+    raise RuntimeError(f"FactorValues fields {tuple(FactorValues.model_fields)} differ from proto/factors.py "
+                       f"{FACTOR_NAMES}")
+
+
+class FactorsBody(Body):
+    """The body of `factors` (the message: `Factors`)."""
+
     TOPIC: ClassVar[str] = "factors"
-    type: Literal["factors"]
-    session_id: SessionId
     factors: FactorValues
     source: InputSource
 
     @model_validator(mode="after")
-    def _not_empty(self) -> Factors:
+    def _not_empty(self) -> FactorsBody:
         if not self.factors.given():
             raise ValueError("factors: at least one of the seven factors must be given")
         return self
+
+
+class Factors(FactorsBody, Message):
+    type: Literal["factors"]
+    session_id: SessionId
 
 
 # --------------------------------------------------------------------------- #
 # Analyzer output
 
 
-class AmrMeasurement(Message):
+class AmrMeasurementBody(Body):
+    """The body of `amr_measurement` (the message: `AmrMeasurement`)."""
+
     TOPIC: ClassVar[str] = "amr_measurement"
-    type: Literal["amr_measurement"]
-    session_id: SessionId
     stimulus_index: Count
     stim_time_s: NonNegFloat
     channel: Name
@@ -473,10 +575,15 @@ class AmrMeasurement(Message):
     )
 
 
-class AmrState(Message):
-    TOPIC: ClassVar[str] = "amr_state"
-    type: Literal["amr_state"]
+class AmrMeasurement(AmrMeasurementBody, Message):
+    type: Literal["amr_measurement"]
     session_id: SessionId
+
+
+class AmrStateBody(Body):
+    """The body of `amr_state` (the message: `AmrState`)."""
+
+    TOPIC: ClassVar[str] = "amr_state"
     channel: Name
     direction: Direction
     state: AmrStateName
@@ -493,12 +600,15 @@ class AmrState(Message):
     since_stage: Stage | None = Field(default=None, description="The stage that sweep was recorded in.")
 
 
-class AmrCourse(Message):
-    """The session's AMR course, published at `end` (and when recomputed)."""
+class AmrState(AmrStateBody, Message):
+    type: Literal["amr_state"]
+    session_id: SessionId
+
+
+class AmrCourseBody(Body):
+    """The body of `amr_course` (the message: `AmrCourse`)."""
 
     TOPIC: ClassVar[str] = "amr_course"
-    type: Literal["amr_course"]
-    session_id: SessionId
     course: Course
     baseline_uv: NonNegFloat | None = Field(
         description="Preoperative AMR amplitude handed to the predictor (median over the baseline)."
@@ -508,12 +618,17 @@ class AmrCourse(Message):
     per_channel: Annotated[dict[Name, ScalarMap], Field(max_length=256)]
 
 
-class Baseline(Message):
-    """The baseline amplitude once established (feeds the predictor's amr_amplitude_uv)."""
+class AmrCourse(AmrCourseBody, Message):
+    """The session's AMR course, published at `end` (and when recomputed)."""
+
+    type: Literal["amr_course"]
+    session_id: SessionId
+
+
+class BaselineBody(Body):
+    """The body of `baseline` (the message: `Baseline`)."""
 
     TOPIC: ClassVar[str] = "baseline"
-    type: Literal["baseline"]
-    session_id: SessionId
     channel: Name
     direction: Direction
     baseline_uv: NonNegFloat
@@ -523,14 +638,21 @@ class Baseline(Message):
     )
 
 
+class Baseline(BaselineBody, Message):
+    """The baseline amplitude once established (feeds the predictor's amr_amplitude_uv)."""
+
+    type: Literal["baseline"]
+    session_id: SessionId
+
+
 # --------------------------------------------------------------------------- #
 # Predictor output
 
 
-class Prediction(Message):
+class PredictionBody(Body):
+    """The body of `prediction` (the message: `Prediction`)."""
+
     TOPIC: ClassVar[str] = "prediction"
-    type: Literal["prediction"]
-    session_id: SessionId
     probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
     band: Band
     cutoff_low: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
@@ -545,10 +667,15 @@ class Prediction(Message):
     )
 
 
-class Decision(Message):
-    TOPIC: ClassVar[str] = "decision"
-    type: Literal["decision"]
+class Prediction(PredictionBody, Message):
+    type: Literal["prediction"]
     session_id: SessionId
+
+
+class DecisionBody(Body):
+    """The body of `decision` (the message: `Decision`)."""
+
+    TOPIC: ClassVar[str] = "decision"
     decision_id: Annotated[int, Field(ge=1)]
     kind: DecisionKind
     priority: Priority
@@ -565,40 +692,51 @@ class Decision(Message):
     notice: ShortText | None = Field(description="'synthetic — not for clinical use' when synthetic.")
 
 
+class Decision(DecisionBody, Message):
+    type: Literal["decision"]
+    session_id: SessionId
+
+
 # --------------------------------------------------------------------------- #
 # Service health
 
 
-class Alarm(Message):
+class AlarmBody(Body):
+    """The body of `alarm` (the message: `Alarm`)."""
+
     TOPIC: ClassVar[str] = "alarm"
-    type: Literal["alarm"]
     kind: AlarmKind
-    priority: Literal["high", "medium", "low"]
-    state: Literal["raised", "cleared"]
+    priority: AlarmPriority
+    state: AlarmState
     message: Text
     source: Name = Field(description="Service that detected the condition.")
     alarm_key: ShortText = Field(description="Stable key pairing a raise with its clear.")
 
 
-class AlarmAck(Message):
-    """An operator acknowledged an alarm on the monitor page (it stays raised
-    until its source clears it; the acknowledgement is archived)."""
+class Alarm(AlarmBody, Message):
+    type: Literal["alarm"]
+
+
+class AlarmAckBody(Body):
+    """The body of `alarm_ack` (the message: `AlarmAck`)."""
 
     TOPIC: ClassVar[str] = "alarm_ack"
-    type: Literal["alarm_ack"]
     alarm_key: ShortText = Field(description="The `alarm_key` of the alarm acknowledged.")
     operator: Name | None = Field(description="Who acknowledged it, as typed on the page; null if not given.")
     note: ShortText | None
 
-class SweepDisplay(Message):
-    """One display-ready sweep of one channel: the monitor's peak-detect decimation of the raw signal around a
-    stimulus (each display bin's minimum and maximum in time order, so the drawn peak-to-peak is the raw one),
-    published by the cart's monitor with `--publish-sweeps` for remote readers (the hub), who then never pull
-    the 20 kHz frames. values[k] is at t0_ms + k·dt_ms from the stimulus; null where there is no data (the
-    blanked stimulus artifact, a gap)."""
+
+class AlarmAck(AlarmAckBody, Message):
+    """An operator acknowledged an alarm on the monitor page (it stays raised
+    until its source clears it; the acknowledgement is archived)."""
+
+    type: Literal["alarm_ack"]
+
+
+class SweepDisplayBody(Body):
+    """The body of `sweep_display` (the message: `SweepDisplay`)."""
 
     TOPIC: ClassVar[str] = "sweep_display"
-    type: Literal["sweep_display"]
     stimulus_index: Count
     channel: Name
     direction: Direction
@@ -610,14 +748,20 @@ class SweepDisplay(Message):
     resolution_uv: Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)]
 
 
-class ReaderNote(Message):
-    """A remote reader (the hub, `amrwatch hub`) or the room wrote to the other side, or a reader started or
-    stopped watching the room. Published by the acquirer when the reader's request reaches the control socket,
-    so it is archived with the session; `reader` is the name of the reader's CURVE key on the cart (the
-    authenticated identity), never a name typed by the client."""
+class SweepDisplay(SweepDisplayBody, Message):
+    """One display-ready sweep of one channel: the monitor's peak-detect decimation of the raw signal around a
+    stimulus (each display bin's minimum and maximum in time order, so the drawn peak-to-peak is the raw one),
+    published by the cart's monitor with `--publish-sweeps` for remote readers (the hub), who then never pull
+    the 20 kHz frames. values[k] is at t0_ms + k·dt_ms from the stimulus; null where there is no data (the
+    blanked stimulus artifact, a gap)."""
+
+    type: Literal["sweep_display"]
+
+
+class ReaderNoteBody(Body):
+    """The body of `reader_note` (the message: `ReaderNote`)."""
 
     TOPIC: ClassVar[str] = "reader_note"
-    type: Literal["reader_note"]
     reader: Name = Field(description="The remote reader: the name of its authorized CURVE key on the cart "
                          "(or 'room' for a note written in the room to the reader).")
     direction: Literal["to_room", "to_reader"] = Field(
@@ -628,16 +772,19 @@ class ReaderNote(Message):
     text: ShortText | None = Field(description="The note (null for presence).")
 
 
-class ServiceSettings(Message):
-    """The settings a service analyses a session with, sent when it takes the session up.
+class ReaderNote(ReaderNoteBody, Message):
+    """A remote reader (the hub, `amrwatch hub`) or the room wrote to the other side, or a reader started or
+    stopped watching the room. Published by the acquirer when the reader's request reaches the control socket,
+    so it is archived with the session; `reader` is the name of the reader's CURVE key on the cart (the
+    authenticated identity), never a name typed by the client."""
 
-    Archived with the session, so that an audit re-run (`amrwatch verify`,
-    `amrwatch analyze` of the archive) uses the settings the session ran
-    with rather than whatever the defaults are on the auditor's machine."""
+    type: Literal["reader_note"]
+
+
+class ServiceSettingsBody(Body):
+    """The body of `service_settings` (the message: `ServiceSettings`)."""
 
     TOPIC: ClassVar[str] = "service_settings"
-    type: Literal["service_settings"]
-    session_id: SessionId
     service: Name = Field(description="Whose settings: 'analyzer' or 'predictor'.")
     settings: SettingsMap = Field(description="Every setting by name, as JSON values.")
     settings_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
@@ -661,7 +808,7 @@ class ServiceSettings(Message):
                                          ensure_ascii=False).encode()).hexdigest()
 
     @model_validator(mode="after")
-    def _hash_matches(self) -> ServiceSettings:
+    def _hash_matches(self) -> ServiceSettingsBody:
         got = self.digest(self.settings)
         if got != self.settings_sha256:
             raise ValueError(f"settings_sha256 {self.settings_sha256} is not the SHA-256 of the settings "
@@ -669,9 +816,21 @@ class ServiceSettings(Message):
         return self
 
 
-class Heartbeat(Message):
+class ServiceSettings(ServiceSettingsBody, Message):
+    """The settings a service analyses a session with, sent when it takes the session up.
+
+    Archived with the session, so that an audit re-run (`amrwatch verify`,
+    `amrwatch analyze` of the archive) uses the settings the session ran
+    with rather than whatever the defaults are on the auditor's machine."""
+
+    type: Literal["service_settings"]
+    session_id: SessionId
+
+
+class HeartbeatBody(Body):
+    """The body of `heartbeat` (the message: `Heartbeat`)."""
+
     TOPIC: ClassVar[str] = "heartbeat"
-    type: Literal["heartbeat"]
     service: Name
     version: ShortText
     status: Literal["ok", "degraded", "starting", "stopping"]
@@ -679,6 +838,10 @@ class Heartbeat(Message):
     interval_s: Annotated[float, Field(gt=0.0, le=60.0, allow_inf_nan=False)]
     active_alarms: Annotated[list[ShortText], Field(max_length=64)]
     info: ScalarMap
+
+
+class Heartbeat(HeartbeatBody, Message):
+    type: Literal["heartbeat"]
 
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (
@@ -703,6 +866,80 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Heartbeat,
 )
 BY_TYPE: dict[str, type[Message]] = {cls.TOPIC: cls for cls in MESSAGE_TYPES}
+#: Each message type's body class (the message class minus the envelope).
+BODY_BY_TYPE: dict[str, type[Body]] = {
+    cls.TOPIC: next(b for b in cls.__mro__ if b.__name__ == f"{cls.__name__}Body") for cls in MESSAGE_TYPES
+}
+
+
+def validate_body(type_: str, body: Mapping[str, Any], *, strict: bool = True) -> Body:
+    """The body of a `type_` message, checked on its own (no envelope needed).
+
+    Raises KeyError for an unknown type and pydantic's ValidationError naming each bad field
+    (`codec.describe(err, BODY_BY_TYPE[type_])` words it with the allowed range). `strict=False` accepts
+    what JSON cannot spell (a date as text); the wire itself is always strict."""
+    return BODY_BY_TYPE[type_].model_validate(body, strict=strict)
+
+
+def message_of(body: Body, **envelope: Any) -> Message:
+    """The message carrying `body` with the given envelope (validated as a whole; `type` and
+    `schema_version` are filled in)."""
+    cls = BY_TYPE[body.TOPIC]
+    return cls(type=cls.TOPIC, schema_version=SCHEMA_VERSION, **envelope, **body.fields())
+
+
+_P = ParamSpec("_P")
+_B = TypeVar("_B", bound=Body)
+
+
+def unchecked(cls: Callable[_P, _B]) -> Callable[_P, _B]:
+    """`cls`'s constructor without validation, for an engine's hot path.
+
+    The engine builds a body per measurement; pydantic's validation costs several times what the
+    engine's own bookkeeping does, and the publisher validates every message again when it stamps the
+    envelope, so the analyzer would pay twice (`model_construct`, the official way round, is slower than
+    validating). Type checkers see `cls`'s own signature (field names and types are checked statically);
+    at run time the values are stored as given, defaults filled in (give every field, in the model's
+    order, for the fast path: the JSON dump follows the stored order). Offline consumers that need a
+    checked body call `validate_body(body.TOPIC, body.fields())`; tests check that the engines' bodies
+    pass it unchanged. A missing or unknown field name is still refused (TypeError), as the
+    constructor would."""
+    model = cast("type[_B]", cls)
+    names = tuple(model.model_fields)
+    known = frozenset(names)
+    every = set(names)
+    defaults = {name: f.default for name, f in model.model_fields.items() if not f.is_required()}
+    n = len(names)
+    new, put_dict = model.__new__, object.__setattr__
+    # BaseModel keeps these three in slots: their descriptors set them without going through __setattr__.
+    slots = BaseModel.__dict__
+    put_set = slots["__pydantic_fields_set__"].__set__
+    put_extra = slots["__pydantic_extra__"].__set__
+    put_private = slots["__pydantic_private__"].__set__
+
+    def make(*args: _P.args, **values: _P.kwargs) -> _B:
+        if args:
+            raise TypeError(f"{model.__name__}: fields are given by name")
+        given: dict[str, Any] = values
+        if len(values) == n and values.keys() <= known:  # every field given: the fast path
+            fields_set = every.copy()
+        else:  # defaults to fill in, or a wrong name
+            if not values.keys() <= known:
+                raise TypeError(f"{model.__name__}: unknown field(s) {sorted(set(values) - known)}")
+            try:  # in the model's field order, as validation stores them (the JSON dump follows it)
+                given = {f: values[f] if f in values else defaults[f] for f in names}
+            except KeyError as err:
+                raise TypeError(f"{model.__name__}: required field {err} is missing") from None
+            fields_set = set(values)
+        obj = new(model)
+        put_dict(obj, "__dict__", given)
+        put_set(obj, fields_set)
+        put_extra(obj, None)
+        put_private(obj, None)
+        return obj
+
+    make.__name__ = make.__qualname__ = f"unchecked_{model.__name__}"
+    return make
 
 #: What `amrwatch events` shows by default: everything but raw signal and truth.
 EVENT_TYPES: tuple[str, ...] = tuple(

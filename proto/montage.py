@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from .messages import Direction, Strict
+from .messages import ChannelKind, Direction, Strict
 
 Muscle = Literal["mentalis", "orbicularis_oris", "orbicularis_oculi", "other"]
 Side = Literal["left", "right"]
@@ -30,7 +30,7 @@ class MontageChannel(Strict):
     label: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
         description="The channel's label exactly as the recording writes it (surrounding spaces ignored)."
     )
-    kind: Literal["emg", "trigger", "aux", "sample_index"] = Field(
+    kind: ChannelKind = Field(
         default="emg",
         description="emg: a muscle recording; trigger: stimulus pulses; aux: carried and archived, never "
         "analysed; sample_index: a counter proving no sample was lost.",

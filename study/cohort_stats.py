@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from amrwatch.proto.messages import COURSES
 from amrwatch.services.predictor.features import FEATURES
 from amrwatch.study.cohort_table import CohortRow
 from amrwatch.registry.outcomes import FollowUpSettings
 from amrwatch.registry.store import OUTCOME_CLASSES, TIMEPOINTS
 
-COURSES = ("never_detected", "disappeared_before_decompression", "disappeared_after_decompression", "persisted")
 GROUPS = ("persisted", "disappeared")
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amrwatch.services.predictor.features import BY_NAME, FEATURE_NAMES
+from amrwatch.proto.factors import BY_NAME
+from amrwatch.services.predictor.features import FEATURE_NAMES
 
 LABEL = "amr_persisted"
 REQUIRED_COLUMNS: tuple[str, ...] = ("session_id", *FEATURE_NAMES, LABEL)
@@ -101,7 +102,7 @@ def _cell(name: str, text: str) -> tuple[float | None, str | None]:
             return float(t), None
         return None, f"must be 0 (AMR disappeared) or 1 (AMR persisted); got {t!r}"
     feat = BY_NAME[name]
-    rng = f"[{feat.low:g}, {feat.high:g}] ({feat.unit})"
+    rng = f"[{feat.min:g}, {feat.max:g}] ({feat.unit})"
     if feat.kind == "bool":
         low = t.lower()
         if low in _TRUE:
@@ -117,7 +118,7 @@ def _cell(name: str, text: str) -> tuple[float | None, str | None]:
         return None, f"must be a number in {rng}; got {t!r}"
     if feat.kind == "int" and x != int(x):
         return None, f"must be a whole number in {rng}; got {t!r}"
-    if not feat.low <= x <= feat.high:
+    if not feat.min <= x <= feat.max:
         return None, f"must be in {rng}; got {t}"
     return x, None
 

@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 
+from amrwatch.proto.messages import BANDS
 from amrwatch.study import cohort as cohort_mod
 from amrwatch.study.cohortcsv import read_cohort
 from amrwatch.services.predictor.features import FEATURE_NAMES, FEATURES, row_dict
@@ -504,9 +505,9 @@ def choose_cutoffs(y: np.ndarray, p: np.ndarray, settings: TrainingSettings) -> 
         "sensitivity_at_low": _sig(float((pos >= low).mean())),
         "specificity_at_high": _sig(float((neg < high).mean())),
         "youden_threshold": _sig(float(youden)),
-        "training_bands": {b: bands.count(b) for b in ("low", "intermediate", "high")},
+        "training_bands": {b: bands.count(b) for b in BANDS},
         "persisted_by_band": {
-            b: int(sum(1 for bb, yy in zip(bands, y) if bb == b and yy == 1)) for b in ("low", "intermediate", "high")
+            b: int(sum(1 for bb, yy in zip(bands, y) if bb == b and yy == 1)) for b in BANDS
         },
     }
 

@@ -255,14 +255,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=cmd_mark)
 
     f = sub.add_parser("factors", help="publish the patient's factors for the running session")
-    f.add_argument("--duration-years", dest="duration_years", type=float, help="disease duration, years (0-60)")
-    f.add_argument("--cohen-grade", dest="cohen_grade", type=int, help="preoperative severity, Cohen grade 1-4")
-    f.add_argument("--carbamazepine", type=_yes_no, help="carbamazepine use: yes/no")
-    f.add_argument("--vessels", type=int, help="responsible vessels, 1-4")
-    f.add_argument("--amr-amplitude-uv", dest="amr_amplitude_uv", type=float,
-                   help="preoperative AMR amplitude, µV (0-5000; normally measured by the analyzer)")
-    f.add_argument("--retraction-mm", dest="retraction_mm", type=float, help="cerebellar retraction depth, mm (0-40)")
-    f.add_argument("--displacement", type=int, help="vessel displacement: 1 slight, 2 moderate, 3 marked")
+    from ..proto.factors import FACTORS
+
+    for fac in FACTORS:  # options, types and help from proto's one factor table
+        f.add_argument(fac.option, dest=fac.name, metavar={"bool": "yes|no", "int": "N", "float": "X"}[fac.kind],
+                       help=fac.describe() if fac.levels or fac.kind == "bool" else f"{fac.describe()}; {fac.hint}",
+                       type={"bool": _yes_no, "int": int, "float": float}[fac.kind])
     add_bus(f)
     f.add_argument("--control", metavar="ENDPOINT", help=f"acquirer control socket (default {config.get('control')})")
     f.set_defaults(func=cmd_factors)

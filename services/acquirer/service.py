@@ -360,18 +360,7 @@ class Acquirer(Service):
             )
             self.n_stimuli += 1
         for t in chunk.truths:
-            self.pub.publish(
-                SimTruth,
-                sid,
-                stimulus_index=t.stimulus_index,
-                channel=t.channel,
-                amplitude_uv=t.amplitude_uv,
-                onset_latency_ms=t.onset_latency_ms,
-                peak_latency_ms=t.peak_latency_ms,
-                n_phases=t.n_phases,
-                noise_rms_uv=t.noise_rms_uv,
-                diathermy=t.diathermy,
-            )
+            self.pub.publish(SimTruth, sid, **t.fields())
         return True
 
     # -- control socket ----------------------------------------------------------

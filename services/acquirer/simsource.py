@@ -8,7 +8,7 @@ from ...proto.messages import Montage
 from .labels import BRANCH
 from .sim.config import SimConfig
 from .sim.stream import Simulator
-from .source import Chunk, StimulusEvent, Truth
+from .source import Chunk, StimulusEvent
 
 
 class SimSource:
@@ -46,11 +46,7 @@ class SimSource:
             stimuli=[StimulusEvent(s.sample_index, s.direction, s.intensity_ma, s.width_ms) for s in c.stimuli],
             stages=[] if self.manual else list(c.stages),
             factors=[] if self.manual else list(c.factors),
-            truths=[
-                Truth(t.stimulus_index, t.channel, t.amplitude_uv, t.onset_latency_ms, t.peak_latency_ms,
-                      t.n_phases, t.noise_rms_uv, t.diathermy)
-                for t in c.truths
-            ],
+            truths=list(c.truths),
             device_time_s=c.first_sample_index / self.config.sampling_rate_hz,
         )
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ...proto.messages import Montage
+from ...proto.messages import Montage, SimTruthBody
 
 
 @dataclass(frozen=True)
@@ -23,18 +23,8 @@ class StimulusEvent:
     width_ms: float | None = None
 
 
-@dataclass(frozen=True)
-class Truth:
-    """Simulator ground truth for one stimulus and channel (see proto SimTruth)."""
-
-    stimulus_index: int
-    channel: str
-    amplitude_uv: float
-    onset_latency_ms: float | None
-    peak_latency_ms: float | None
-    n_phases: int
-    noise_rms_uv: float
-    diathermy: bool
+#: Simulator ground truth for one stimulus and channel: the body of a `sim_truth` message, defined once in proto.
+Truth = SimTruthBody
 
 
 @dataclass
@@ -44,7 +34,7 @@ class Chunk:
     stimuli: list[StimulusEvent] = field(default_factory=list)
     stages: list[tuple[int, str]] = field(default_factory=list)
     factors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    truths: list[Truth] = field(default_factory=list)
+    truths: list[SimTruthBody] = field(default_factory=list)
     device_time_s: float | None = None  # device clock of the first sample, if the device has one
 
     @property

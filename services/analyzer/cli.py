@@ -8,10 +8,10 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from ...cli import common as base
-from ...proto.messages import AmrMeasurement
+from ...proto.messages import AlarmBody, AmrCourseBody, AmrMeasurementBody, AmrStateBody, BaselineBody
+from .engine import Output
 
 
 
@@ -40,16 +40,16 @@ def cmd_analyzer(args: argparse.Namespace) -> int:
     return svc.run()
 
 
-def _row(f: dict[str, Any]) -> str:
+def _row(f: AmrMeasurementBody) -> str:
     def num(v, fmt):
         return "—" if v is None else format(v, fmt)
 
-    state = f"rejected: {f['reject_reason']}" if f["rejected"] else (
-        f"not assessable: {f['assessment_reason']}" if f["assessment"] == "not_assessable" else f["assessment"])
-    return (f"{f['stimulus_index']:>6} {f['stim_time_s']:>9.3f} {f['direction']:<3} {f['channel']:<10} "
-            f"{f['p2p_uv']:>9.1f} {num(f['onset_latency_ms'], '>6.2f')} {num(f['peak_latency_ms'], '>6.2f')} "
-            f"{f['noise_uv']:>6.2f} {num(f['snr'], '>6.1f')} {num(f['pct_of_baseline'], '>6.0f')} "
-            f"{(f['stage'] or '—'):<20} {state}")
+    state = f"rejected: {f.reject_reason}" if f.rejected else (
+        f"not assessable: {f.assessment_reason}" if f.assessment == "not_assessable" else f.assessment)
+    return (f"{f.stimulus_index:>6} {f.stim_time_s:>9.3f} {f.direction:<3} {f.channel:<10} "
+            f"{f.p2p_uv:>9.1f} {num(f.onset_latency_ms, '>6.2f')} {num(f.peak_latency_ms, '>6.2f')} "
+            f"{f.noise_uv:>6.2f} {num(f.snr, '>6.1f')} {num(f.pct_of_baseline, '>6.0f')} "
+            f"{(f.stage or '—'):<20} {state}")
 
 
 HEADER = (f"{'stim':>6} {'time_s':>9} {'dir':<3} {'channel':<10} {'p2p_uV':>9} {'onset':>6} {'peak':>6} "
@@ -78,9 +78,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         except SourceError as err:
             return base.fail(f"analyze: {err}, or an archived session's directory (DATA/sessions/ID)",
                              base.EXIT_USAGE)
-    body = set(AmrMeasurement.body_fields())
     summary: Counter[str] = Counter()
-    others: list[tuple[str, dict]] = []
+    others: list[Output] = []
     stack = contextlib.ExitStack()
     try:
         if path.is_dir():
@@ -103,15 +102,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             outputs = analyze_source(src, settings) if args.frames else analyze_edf(src, settings)
         if not args.json:
             print(HEADER)
-        for kind, fields in outputs:
-            if kind != "amr_measurement":
-                others.append((kind, fields))
+        for out in outputs:
+            if not isinstance(out, AmrMeasurementBody):
+                others.append(out)
                 continue
-            summary[fields["assessment"]] += 1
+            summary[out.assessment] += 1
             if args.json:
-                print(json.dumps({k: v for k, v in fields.items() if k in body}), flush=False)
+                print(json.dumps(out.fields()), flush=False)
             else:
-                print(_row(fields))
+                print(_row(out))
     except (SourceError, ArchiveError, MontageError) as err:
         return base.fail(f"analyze: {err}")
     except ValueError as err:  # settings the file cannot honour (e.g. Nyquist)
@@ -148,30 +147,30 @@ def _archive_settings(session, args: argparse.Namespace):
     return _settings(args, archived)
 
 
-def _summarise(summary: Counter, others: list[tuple[str, dict]]) -> None:
+def _summarise(summary: Counter, others: list[Output]) -> None:
     """What is not a measurement goes to stderr, so stdout stays one measurement per line."""
     err = sys.stderr
     n = sum(summary.values())
-    alarm_count = Counter((f["alarm_key"], f["state"]) for kind, f in others if kind == "alarm")
+    alarm_count = Counter((f.alarm_key, f.state) for f in others if isinstance(f, AlarmBody))
     shown: set[tuple[str, str]] = set()
     print(f"analyze: {n} measurements: {summary['present']} present, {summary['absent']} absent, "
           f"{summary['not_assessable']} not assessable, {summary['rejected']} rejected", file=err)
-    for kind, f in others:
-        if kind == "baseline":
-            print(f"analyze: baseline {f['channel']} {f['baseline_uv']:.1f} µV over {f['n_sweeps']} sweeps", file=err)
-        elif kind == "amr_state":
-            print(f"analyze: {f['channel']} {f['previous_state'] or '—'} → {f['state']} at stimulus "
-                  f"#{f['stimulus_index']} [{f['stage'] or '—'}]", file=err)
-        elif kind == "amr_course":
-            base_uv = "—" if f["baseline_uv"] is None else f"{f['baseline_uv']:.1f} µV"
-            final = "—" if f["final_pct_of_baseline"] is None else f"{f['final_pct_of_baseline']:.0f}%"
-            print(f"analyze: course {f['course']} (baseline {base_uv}, final {final} of baseline"
-                  f"{', gone during ' + f['disappeared_at_stage'] if f['disappeared_at_stage'] else ''})", file=err)
-        elif kind == "alarm" and (f["alarm_key"], f["state"]) not in shown:
-            shown.add((f["alarm_key"], f["state"]))
-            more = alarm_count[(f["alarm_key"], f["state"])] - 1
-            state = " cleared" if f["state"] == "cleared" else ""
-            print(f"analyze: {f['kind']} [{f['priority']}]{state}: {f['message']}"
+    for f in others:
+        if isinstance(f, BaselineBody):
+            print(f"analyze: baseline {f.channel} {f.baseline_uv:.1f} µV over {f.n_sweeps} sweeps", file=err)
+        elif isinstance(f, AmrStateBody):
+            print(f"analyze: {f.channel} {f.previous_state or '—'} → {f.state} at stimulus "
+                  f"#{f.stimulus_index} [{f.stage or '—'}]", file=err)
+        elif isinstance(f, AmrCourseBody):
+            base_uv = "—" if f.baseline_uv is None else f"{f.baseline_uv:.1f} µV"
+            final = "—" if f.final_pct_of_baseline is None else f"{f.final_pct_of_baseline:.0f}%"
+            print(f"analyze: course {f.course} (baseline {base_uv}, final {final} of baseline"
+                  f"{', gone during ' + f.disappeared_at_stage if f.disappeared_at_stage else ''})", file=err)
+        elif isinstance(f, AlarmBody) and (f.alarm_key, f.state) not in shown:
+            shown.add((f.alarm_key, f.state))
+            more = alarm_count[(f.alarm_key, f.state)] - 1
+            state = " cleared" if f.state == "cleared" else ""
+            print(f"analyze: {f.kind} [{f.priority}]{state}: {f.message}"
                   f"{f' (and {more} more like it)' if more else ''}", file=err)
 
 

@@ -29,16 +29,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...proto.messages import AmrStateName, Stage
 from .settings import AnalyzerSettings
 
 
 @dataclass(frozen=True)
 class Transition:
     channel: str
-    state: str
-    previous_state: str | None
+    state: AmrStateName
+    previous_state: AmrStateName | None
     stimulus_index: int
-    stage: str | None
+    stage: Stage | None
     pct_of_baseline: float | None
     since: SweepMark | None = None
     """For `disappeared`: the first sweep of the absent run it confirms."""
@@ -50,7 +51,7 @@ class SweepMark:
 
     stimulus_index: int
     sample_index: int
-    stage: str | None
+    stage: Stage | None
 
 
 class ChannelCourse:
@@ -58,7 +59,7 @@ class ChannelCourse:
         self.channel = channel
         self.direction = direction
         self.settings = settings
-        self.state: str | None = None
+        self.state: AmrStateName | None = None
         self.ever_present = False
         self.n_good = 0
         self.n_rejected = 0
@@ -117,7 +118,7 @@ class ChannelCourse:
         return Transition(self.channel, new, old, mark.stimulus_index, mark.stage, pct,
                           self.disappeared_at if new == "disappeared" else None)
 
-    def _next_state(self) -> str | None:
+    def _next_state(self) -> AmrStateName | None:
         st = self.state
         k = self._confirm_k
         if st is None:
@@ -136,7 +137,7 @@ class ChannelCourse:
         """The final amplitude: median of the last good sweeps."""
         return float(np.median(self.recent)) if self.recent else None
 
-    def resume(self, state: str | None, at: SweepMark | None = None) -> None:
+    def resume(self, state: AmrStateName | None, at: SweepMark | None = None) -> None:
         """Take up the channel in `state`, the last one published this session (None: none was), with the runs at
         zero. `at` dates a resumed `disappeared` (the absent run's first sweep when known, else the sweep that
         confirmed it)."""

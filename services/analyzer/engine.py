@@ -2,9 +2,13 @@
 
 The live service and the offline `amrwatch analyze` drive this one class, so
 the same input gives the same numbers either way (the audit replay relies on
-it). Every call returns a list of `(message_type, body_fields)` where the
-fields are exactly the body of the proto model (`amr_measurement`,
-`amr_state`, `baseline`, `amr_course`, `alarm`).
+it). Every call returns a list of proto message bodies (`Output`:
+`AmrMeasurementBody`, `AmrStateBody`, `BaselineBody`, `AmrCourseBody`,
+`AlarmBody`): typed, so a consumer reads `body.p2p_uv` and a misspelt field
+is a type error, not a silent KeyError at run time. They are built without
+validation (proto's `unchecked`: the publisher validates each message when it
+stamps the envelope, and the engine must not pay twice per sweep); the tests
+check every body the engine makes against `validate_body`.
 
 Stage attribution is by sample index, never by arrival order. Bad input
 (wrong channel count, a changed sampling rate, NaN samples, repeated or
@@ -12,7 +16,7 @@ out-of-order frames, gaps, stale stimuli) is counted in `counters`, reported
 as an `alarm` with a message that says what happened, and the sweeps it
 touches are published as rejected — the engine never raises on input.
 
-`reject_reason` values: gap (samples missing in the sweep), nan, saturated,
+`reject_reason` values (proto's REJECT_REASONS): gap (samples missing in the sweep), nan, saturated,
 diathermy, stale (older than the buffer), incomplete (the session ended
 first), before_recording (a late joiner's first sweeps), not_fed (signal the
 offline driver skipped; never expected).
@@ -22,23 +26,37 @@ A sweep that is read is then assessed (assess.py): `present`, `absent`, or
 direct_response (measure.py), intensity_below_baseline, noise_too_high. Only
 present and absent sweeps feed the baseline and the course.
 
-Alarms come in two sorts. Bad input is a pulse: ("alarm", {state: "raised"})
-that the service lets expire. The conditions of CONDITION_KINDS (stimulation
-failure, recording quality, direct response, weaker stimulus) are raised and
-cleared by the engine itself, as ("alarm", {state: "raised"}) and
-("alarm", {state: "cleared"}) with the same alarm_key; all still raised are
-cleared when the session ends.
+Alarms come in two sorts. Bad input is a pulse: an `AlarmBody` with state
+"raised" that the service lets expire. The conditions of CONDITION_KINDS
+(stimulation failure, recording quality, direct response, weaker stimulus) are
+raised and cleared by the engine itself, as alarms with state "raised" and
+"cleared" and the same alarm_key; all still raised are cleared when the
+session ends.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import Counter
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 
-from ...proto.messages import Montage
+from ...proto.messages import (
+    AlarmBody,
+    AlarmKind,
+    AlarmPriority,
+    AmrCourseBody,
+    AmrMeasurementBody,
+    AmrStateBody,
+    AmrStateName,
+    Assessment,
+    BaselineBody,
+    Direction,
+    Montage,
+    Stage,
+    unchecked,
+)
 from .assess import References, Run, StimulusStrength
 from .baseline import BaselineTracker
 from .classify import classify
@@ -49,7 +67,14 @@ from .integrity import RESPONDED, StimulusCheck
 from .measure import Measurer, reject_reasons
 from .settings import AnalyzerSettings
 
-Output = tuple[str, dict[str, Any]]
+#: What the engine returns: proto message bodies (the service stamps the envelope and publishes them).
+Output: TypeAlias = AmrMeasurementBody | AmrStateBody | BaselineBody | AmrCourseBody | AlarmBody
+
+_measurement = unchecked(AmrMeasurementBody)
+_state = unchecked(AmrStateBody)
+_baseline = unchecked(BaselineBody)
+_course = unchecked(AmrCourseBody)
+_alarm_body = unchecked(AlarmBody)
 
 #: Published precision of the rows of measure.TABLE_ROWS: 0.001 µV, 0.0001 µV noise, 0.001 SNR,
 #: 0.001 µV·ms, 0.1 µs latencies.
@@ -105,7 +130,7 @@ class AnalyzerEngine:
         self._quality = {c: Run(s.quality_alarm_sweeps, s.quality_alarm_sweeps) for c in all_rec}
         self._direct = {c: Run(s.direct_alarm_sweeps) for c in all_rec}
         self._unconfirmed = {d: Run(s.stimulation_failure_stimuli) for d in self.recording}
-        self._conditions: dict[str, tuple[str, str]] = {}
+        self._conditions: dict[str, tuple[AlarmKind, AlarmPriority]] = {}
         """alarm_key → (kind, priority) of the conditions raised and not yet cleared."""
         self.stages: list[tuple[int, str]] = []
         self.end_sample: int | None = None
@@ -232,7 +257,9 @@ class AnalyzerEngine:
     def _finish(self, sweep: PendingSweep, out: list[Output]) -> None:
         names, rows = self.recording[sweep.direction]
         status, raw = self.buffer.read(sweep.lo, sweep.hi, rows)
-        stage = self.stage_at(sweep.sample_index)
+        # A proto stage (sources and services mark only those) and a direction the montage stimulates
+        # (on_stimulus refuses any other): typed for the bodies below.
+        stage = cast("Stage | None", self.stage_at(sweep.sample_index))
         n = len(names)
         settings = self.settings
         confirmation = None
@@ -262,7 +289,7 @@ class AnalyzerEngine:
         mark = SweepMark(sweep.stimulus_index, sweep.sample_index, stage)
         courses, baselines = self.courses, self.baselines
         established = baselines.established
-        k, t_s, direction = sweep.stimulus_index, sweep.stim_time_s, sweep.direction
+        k, t_s, direction = sweep.stimulus_index, sweep.stim_time_s, cast(Direction, sweep.direction)
         confirmed = None if confirmation is None else confirmation.confirmed
         weaker = None
         if confirmed:
@@ -307,28 +334,28 @@ class AnalyzerEngine:
                         b = established[ch]
                     pct = round(100.0 * v / b.baseline_uv, 3) if b is not None and b.baseline_uv else None
                     transition = course.update(mark, ok, v, pct)
-                    assessment = "present" if ok else "absent"
+                    assessment: Assessment = "present" if ok else "absent"
                 else:
                     course.not_assessable()
                     pct = None  # noise, no stimulus, a direct response, a weaker stimulus: not the AMR's size
                     assessment = "not_assessable"
                 timed = ok or d
-                fields: dict[str, Any] = {
-                    "stimulus_index": k, "stim_time_s": t_s, "channel": ch, "direction": direction,
-                    "p2p_uv": v,
-                    "onset_latency_ms": onset[i] if timed else None,
-                    "peak_latency_ms": peak[i] if timed else None,
-                    "area_uv_ms": area[i],
-                    "n_phases": phases[i] if timed else 0,
-                    "noise_uv": nz,
-                    "snr": sn if sn == sn else None,
-                    "present": ok and why is None,
-                    "pct_of_baseline": pct,
-                    "rejected": False, "reject_reason": None, "stage": stage,
-                    "assessment": assessment, "assessment_reason": why,
-                    "detection_limit_uv": limit,
-                    "stimulus_confirmed": confirmed,
-                }
+                body = _measurement(
+                    stimulus_index=k, stim_time_s=t_s, channel=ch, direction=direction,
+                    p2p_uv=v,
+                    onset_latency_ms=onset[i] if timed else None,
+                    peak_latency_ms=peak[i] if timed else None,
+                    area_uv_ms=area[i],
+                    n_phases=phases[i] if timed else 0,
+                    noise_uv=nz,
+                    snr=sn if sn == sn else None,
+                    present=ok and why is None,
+                    pct_of_baseline=pct,
+                    rejected=False, reject_reason=None, stage=stage,
+                    assessment=assessment, assessment_reason=why,
+                    detection_limit_uv=limit,
+                    stimulus_confirmed=confirmed,
+                )
                 run = quality_runs[ch]
                 if ref is not None and (hidden or run.bad or run.active):  # nothing to count otherwise
                     change = run.update(hidden, mark)
@@ -346,33 +373,34 @@ class AnalyzerEngine:
                 course.rejected()
                 measured = m is not None and reason in MEASURED_WHEN_REJECTED
                 sn = snr[i] if measured else None
-                fields = {
-                    "stimulus_index": k, "stim_time_s": t_s, "channel": ch, "direction": direction,
-                    "p2p_uv": p2p[i] if measured else 0.0,
-                    "onset_latency_ms": None, "peak_latency_ms": None,
-                    "area_uv_ms": area[i] if measured else 0.0,
-                    "n_phases": 0,
-                    "noise_uv": noise[i] if measured else 0.0,
-                    "snr": sn if sn == sn else None,
-                    "present": False, "pct_of_baseline": None,
-                    "rejected": True, "reject_reason": reason, "stage": stage,
-                    "assessment": "rejected", "assessment_reason": reason,
-                    "detection_limit_uv": None, "stimulus_confirmed": None,
-                }
-            out.append(("amr_measurement", fields))
+                body = _measurement(
+                    stimulus_index=k, stim_time_s=t_s, channel=ch, direction=direction,
+                    p2p_uv=p2p[i] if measured else 0.0,
+                    onset_latency_ms=None, peak_latency_ms=None,
+                    area_uv_ms=area[i] if measured else 0.0,
+                    n_phases=0,
+                    noise_uv=noise[i] if measured else 0.0,
+                    snr=sn if sn == sn else None,
+                    present=False, pct_of_baseline=None,
+                    rejected=True, reject_reason=reason, stage=stage,
+                    assessment="rejected", assessment_reason=reason,
+                    detection_limit_uv=None, stimulus_confirmed=None,
+                )
+            out.append(body)
             if transition is not None:
-                out.append(("amr_state", {
-                    "channel": ch,
-                    "direction": direction,
-                    "state": transition.state,
-                    "previous_state": transition.previous_state,
-                    "stage": transition.stage,
-                    "stimulus_index": transition.stimulus_index,
-                    "pct_of_baseline": transition.pct_of_baseline,
-                    "since_stimulus_index": transition.since.stimulus_index if transition.since else None,
-                    "since_sample_index": transition.since.sample_index if transition.since else None,
-                    "since_stage": transition.since.stage if transition.since else None,
-                }))
+                since = transition.since
+                out.append(_state(
+                    channel=ch,
+                    direction=direction,
+                    state=transition.state,
+                    previous_state=transition.previous_state,
+                    stage=transition.stage,
+                    stimulus_index=transition.stimulus_index,
+                    pct_of_baseline=transition.pct_of_baseline,
+                    since_stimulus_index=since.stimulus_index if since else None,
+                    since_sample_index=since.sample_index if since else None,
+                    since_stage=since.stage if since else None,
+                ))
         self.n_measurements += n
         if confirmation is not None:
             self._stimulation_alarms(out, sweep, mark, confirmation.confirmed, confirmation.by, weaker)
@@ -388,15 +416,15 @@ class AnalyzerEngine:
             return raw if status == "ok" else None
         return read
 
-    def _baseline_output(self, channel: str) -> Output:
+    def _baseline_output(self, channel: str) -> BaselineBody:
         b = self.baselines.established[channel]
-        return ("baseline", {
-            "channel": channel,
-            "direction": self.courses[channel].direction,
-            "baseline_uv": b.baseline_uv,
-            "n_sweeps": b.n_sweeps,
-            "amr_amplitude_uv": self.baselines.session_amplitude(),
-        })
+        return _baseline(
+            channel=channel,
+            direction=cast(Direction, self.courses[channel].direction),
+            baseline_uv=b.baseline_uv,
+            n_sweeps=b.n_sweeps,
+            amr_amplitude_uv=self.baselines.session_amplitude(),
+        )
 
     # -- the end ----------------------------------------------------------------------------
     def _maybe_course(self, out: list[Output]) -> None:
@@ -420,7 +448,7 @@ class AnalyzerEngine:
         )
         if body != self._course_sent:
             self._course_sent = body
-            out.append(("amr_course", body))
+            out.append(_course(**body))
 
     # -- restart ------------------------------------------------------------------------------
     def resume(self, stages: list[tuple[int | None, str]], baselines: dict[str, tuple[float, int]],
@@ -447,12 +475,12 @@ class AnalyzerEngine:
             elif not collecting:
                 self.baselines.resume(ch, None)
             if known and ch in states:
-                state, k, stage, *since = states[ch]
+                state, k, stage, *since = states[ch]  # as published: an amr_state's state and stages
                 if since and since[0] is not None:  # the absent run's first sweep, as the session published it
-                    course.resume(state, SweepMark(since[0], since[1] or 0, since[2]))
+                    course.resume(cast(AmrStateName, state), SweepMark(since[0], since[1] or 0, since[2]))
                 else:
                     at = next((idx for idx, name in self.stages if name == stage), 0) if stage is not None else 0
-                    course.resume(state, SweepMark(k, at, stage))
+                    course.resume(cast(AmrStateName, state), SweepMark(k, at, cast("Stage | None", stage)))
         return sorted(self.baselines.unknown)
 
     @property
@@ -528,11 +556,11 @@ class AnalyzerEngine:
                     "sweeps are not_assessable. Lower the stimulus intensity or check the position of the "
                     f"stimulating electrode on the {direction} branch.")
 
-    def _raise(self, out: list[Output], what: str, kind: str, priority: str, message: str) -> None:
+    def _raise(self, out: list[Output], what: str, kind: AlarmKind, priority: AlarmPriority, message: str) -> None:
         key = what if what.startswith(f"{self.source}:") else f"{self.source}:{what}"
         self._conditions[key] = (kind, priority)
-        out.append(("alarm", {"kind": kind, "priority": priority, "state": "raised", "message": message[:1000],
-                              "source": self.source, "alarm_key": key}))
+        out.append(_alarm_body(kind=kind, priority=priority, state="raised", message=message[:1000],
+                               source=self.source, alarm_key=key))
 
     def _clear(self, out: list[Output], key: str, message: str) -> None:
         """Clear a raised condition; `key` is the full alarm_key or the part after the source."""
@@ -542,17 +570,17 @@ class AnalyzerEngine:
         if held is None:
             return
         kind, priority = held
-        out.append(("alarm", {"kind": kind, "priority": priority, "state": "cleared", "message": message[:1000],
-                              "source": self.source, "alarm_key": key}))
+        out.append(_alarm_body(kind=kind, priority=priority, state="cleared", message=message[:1000],
+                               source=self.source, alarm_key=key))
 
-    def _alarm(self, out: list[Output], what: str, kind: str, priority: str, message: str) -> None:
+    def _alarm(self, out: list[Output], what: str, kind: AlarmKind, priority: AlarmPriority, message: str) -> None:
         self.counters[what] += 1
-        out.append(("alarm", {
-            "kind": kind,
-            "priority": priority,
-            "state": "raised",
-            "message": message[:1000],
-            "source": self.source,
-            "alarm_key": f"{self.source}:{what}",
-        }))
+        out.append(_alarm_body(
+            kind=kind,
+            priority=priority,
+            state="raised",
+            message=message[:1000],
+            source=self.source,
+            alarm_key=f"{self.source}:{what}",
+        ))
 

@@ -28,7 +28,16 @@ from prometheus_client import Counter
 from ... import config, control, metrics, provenance, sessionstate
 from ...bus import SeqEvent
 from ...proto.codec import DecodeError, decode
-from ...proto.messages import BY_TYPE, Heartbeat, Message, ServiceSettings, SessionStart
+from ...proto.messages import (
+    BY_TYPE,
+    AlarmBody,
+    AmrCourseBody,
+    AmrMeasurementBody,
+    Heartbeat,
+    Message,
+    ServiceSettings,
+    SessionStart,
+)
 from ...control import ControlClient, ControlError
 from ...service import Service
 from .engine import CONDITION_KINDS, Output
@@ -274,25 +283,25 @@ class Analyzer(Service):
         sid = session_id or self.session_id
         e = self.dispatcher.engine
         course_unknown = course_unknown or (e is not None and e.course_unknown)
-        for kind, fields in outputs:
-            if kind == "amr_course" and course_unknown:
+        for body in outputs:
+            if isinstance(body, AmrCourseBody) and course_unknown:
                 log.warning("session course not published: a restart lost a baseline, the course is unknown "
-                            "(would have read %s)", fields["course"])
+                            "(would have read %s)", body.course)
                 continue
-            if kind == "alarm":
+            if isinstance(body, AlarmBody):
                 # Conditions (stimulation failure, recording quality, direct response) are raised and cleared
                 # by the engine; bad-input alarms are pulses that expire after a quiet spell.
-                if fields["state"] == "cleared":
-                    self.alarms.clear(fields["alarm_key"], fields["message"])
+                if body.state == "cleared":
+                    self.alarms.clear(body.alarm_key, body.message)
                 else:
-                    self.alarms.raise_(fields["kind"], fields["alarm_key"], fields["priority"], fields["message"],
-                                       pulse=fields["kind"] not in CONDITION_KINDS)
+                    self.alarms.raise_(body.kind, body.alarm_key, body.priority, body.message,
+                                       pulse=body.kind not in CONDITION_KINDS)
                 continue
-            self.pub.publish(BY_TYPE[kind], sid, **fields)
-            if kind == "amr_measurement":
+            self.pub.publish(BY_TYPE[body.TOPIC], sid, **body.fields())
+            if isinstance(body, AmrMeasurementBody):
                 MEASUREMENTS.inc()
-                if fields["rejected"]:
-                    REJECTED_SWEEPS.labels(fields["reject_reason"]).inc()
+                if body.rejected:
+                    REJECTED_SWEEPS.labels(body.reject_reason).inc()
         e = self.dispatcher.engine
         if e is not None:
             for key, n in e.counters.items():

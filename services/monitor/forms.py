@@ -3,8 +3,8 @@
 The page sends what the operator typed, as text; this module turns it into a
 proto `FactorValues` (or a stage name) or refuses it with one line per
 field: which factor, the allowed range with its unit, and what was typed.
-The form's labels, units and ranges come from here (and the ranges from
-proto's `FACTOR_RANGES`), so the page and the contract cannot drift apart.
+The form's labels, units, steps and ranges come from proto's one factor
+table (proto/factors.py), so the page and the contract cannot drift apart.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from ...freetext import identifier_problem
 from ...proto.codec import describe
-from ...proto.messages import FACTOR_RANGES, STAGE_ORDER, FactorValues
+from ...proto.factors import FACTORS
+from ...proto.messages import STAGE_ORDER, FactorValues, validate_body
 
 
 class FormError(ValueError):
@@ -41,31 +42,10 @@ class FactorField:
     help: str
 
 
-_LABELS: dict[str, tuple[str, str, float | None, str]] = {
-    # name: (label, kind, step, help)
-    "duration_years": ("Disease duration", "float", 0.1, "years since the spasm began"),
-    "cohen_grade": ("Preoperative severity", "int", 1,
-                    "Cohen grade: 1 blinking on provocation, 2 mild, 3 moderate, 4 severe/disabling"),
-    "carbamazepine": ("Carbamazepine use", "bool", None, "takes carbamazepine: yes or no"),
-    "vessels": ("Responsible vessels", "int", 1, "number of offending vessels"),
-    "amr_amplitude_uv": ("Preoperative AMR amplitude", "float", 1,
-                         "normally measured by the analyzer from the baseline"),
-    "retraction_mm": ("Cerebellar retraction depth", "float", 0.5, "entered by the surgeon"),
-    "displacement": ("Vessel displacement", "int", 1, "1 slight, 2 moderate, 3 marked"),
-}
-
-_UNITS = {"duration_years": "years", "cohen_grade": "grade", "vessels": "vessels", "amr_amplitude_uv": "µV",
-          "retraction_mm": "mm", "displacement": "grade", "carbamazepine": ""}
-
-
 def factor_fields() -> list[FactorField]:
-    """The seven factors in the order the form shows them."""
-    out = []
-    for name in FactorValues.model_fields:
-        label, kind, step, help_ = _LABELS[name]
-        lo, hi, _ = FACTOR_RANGES.get(name, (None, None, ""))
-        out.append(FactorField(name, label, kind, _UNITS[name], lo, hi, step, help_))
-    return out
+    """The seven factors in the order the form shows them (proto's order)."""
+    return [FactorField(f.name, f.title, f.kind, f.unit_shown, None if f.kind == "bool" else f.min,
+                        None if f.kind == "bool" else f.max, f.step, f.hint) for f in FACTORS]
 
 
 def form_spec() -> list[dict]:
@@ -159,11 +139,7 @@ def parse_ack(body: Mapping[str, Any]) -> dict:
     out = {"alarm_key": key, "operator": operator, "note": note}
     if not problems:
         try:
-            AlarmAck.model_validate(
-                {"type": "alarm_ack", "schema_version": 1, "session_id": None, "seq": 0, "publisher": "monitor",
-                 "instance": "00000000", "ts_utc": "2000-01-01T00:00:00Z", **out},
-                strict=False,
-            )
+            validate_body("alarm_ack", out)
         except ValidationError as err:
             problems.append(describe(err, AlarmAck))
     if problems:

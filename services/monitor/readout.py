@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The headline of a not-assessable sweep, by the analyzer's reason.
+#: The headline of a not-assessable sweep, by the analyzer's reason (proto's NOT_ASSESSABLE_REASONS, every one).
 NOT_ASSESSABLE_WORDS = {
     "noise_too_high": "NOT ASSESSABLE: NOISE",
     "stimulus_unconfirmed": "NOT ASSESSABLE: NO STIMULUS",
     "direct_response": "NOT ASSESSABLE: DIRECT RESPONSE",
+    "intensity_below_baseline": "NOT ASSESSABLE: WEAKER STIMULUS",
 }
 
 #: What each not-assessable reason means, for the line under the headline.
@@ -36,6 +37,7 @@ NOT_ASSESSABLE_WHY = {
     "noise_too_high": "noise too high to see a baseline-size AMR",
     "stimulus_unconfirmed": "stimulus not confirmed delivered (no artifact, no direct response)",
     "direct_response": "a direct response from current spread reaches the AMR window",
+    "intensity_below_baseline": "the stimulus is weaker than at baseline: its amplitude is not comparable",
 }
 
 #: The decision's headline. Anything not listed is spelled from its kind.

@@ -1,4 +1,4 @@
-"""The predictor without sockets: a session's messages in, prediction and decision bodies out.
+"""The predictor without sockets: a session's messages in, typed prediction and decision bodies out.
 
 The live service and `amrwatch verify` drive this one class, so an archived
 session fed through it again gives the predictions and decisions it gave
@@ -18,24 +18,41 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
 
+from ...proto.factors import BY_NAME as FACTOR_BY_NAME
 from ...proto.messages import (
     AmrCourse,
     AmrMeasurement,
     AmrState,
     Baseline,
     Decision,
+    DecisionBody,
     Factors,
     Message,
+    PredictionBody,
     StageMarker,
+    unchecked,
 )
 from .decision import DecisionEngine, DecisionSettings
 from .features import FactorCollector, FactorError
 from .model import LoadedModel
 
-#: ("prediction", body) | ("decision", body) | ("refused", {"reason": ..., "text": ...})
-Output = tuple[str, dict[str, Any]]
+
+@dataclass(frozen=True)
+class Refused:
+    """An input the core would not take (the service reports it as a rejected input; nothing is published)."""
+
+    reason: Literal["baseline_not_an_amplitude", "factor_out_of_range"]
+    text: str
+
+
+#: What the core returns: proto bodies to publish (the service stamps the envelope), or a refusal.
+Output: TypeAlias = PredictionBody | DecisionBody | Refused
+
+_prediction = unchecked(PredictionBody)
+_decision = unchecked(DecisionBody)
 
 #: The message types the predictor reacts to (besides session_start, which starts a new core).
 INPUT_TYPES = ("factors", "baseline", "stage", "amr_state", "amr_measurement", "amr_course")
@@ -92,8 +109,8 @@ class PredictorCore:
         return []
 
     @staticmethod
-    def _decisions(bodies: list[dict]) -> list[Output]:
-        return [("decision", d) for d in bodies]
+    def _decisions(bodies: list[DecisionBody]) -> list[Output]:
+        return list(bodies)
 
     def _update_factors(self, values: dict, what: str) -> list[Output]:
         out: list[Output] = []
@@ -103,11 +120,12 @@ class PredictorCore:
             if "amr_amplitude_uv" in self.factors.values:
                 # e.g. a restarted analyzer whose new baseline has no AMR: keep the measured one, say so
                 kept = self.factors.values["amr_amplitude_uv"]
-                out.append(("refused", {
-                    "reason": "baseline_not_an_amplitude",
-                    "text": f"{what} refused: field amr_amplitude_uv must be in (0, 5000] µV (a measured AMR); "
-                            f"got 0 — keeping the earlier {kept:g} µV",
-                }))
+                top = FACTOR_BY_NAME["amr_amplitude_uv"]
+                out.append(Refused(
+                    "baseline_not_an_amplitude",
+                    f"{what} refused: field amr_amplitude_uv must be in (0, {top.max:g}] {top.unit} (a measured AMR); "
+                    f"got 0 — keeping the earlier {kept:g} µV",
+                ))
             elif self._no_amplitude is None:
                 self._no_amplitude = NOT_AN_AMPLITUDE
                 out += self._decisions(self.engine.on_prediction_unavailable(self.factors.missing(),
@@ -117,7 +135,7 @@ class PredictorCore:
         try:
             changed = self.factors.update(values)
         except FactorError as err:
-            return out + [("refused", {"reason": "factor_out_of_range", "text": f"{what} refused: {err}"})]
+            return out + [Refused("factor_out_of_range", f"{what} refused: {err}")]
         if "amr_amplitude_uv" in values:
             self._no_amplitude = None
         if not changed:
@@ -127,12 +145,12 @@ class PredictorCore:
             return out + self._decisions(self.engine.on_prediction_unavailable(self.factors.missing(),
                                                                                self._no_amplitude))
         t = time.perf_counter()
-        body = self.model.prediction_body(complete)
+        body = _prediction(**self.model.prediction_body(complete))
         if self.on_inference is not None:
             self.on_inference(time.perf_counter() - t)
-        out.append(("prediction", body))
+        out.append(body)
         out += self._decisions(self.engine.on_prediction(
-            body["probability"], body["band"], body["cutoff_low"], body["cutoff_high"],
+            body.probability, body.band, body.cutoff_low, body.cutoff_high,
             extrapolated=self.model.extrapolated(complete), adequate=self._adequate(complete)))
         return out
 
@@ -162,14 +180,14 @@ class PredictorCore:
         """Take up the session from its snapshot (the acquirer's `state`, in the order it was published):
         inputs fed again with their outputs discarded, published decisions adopted into their chains.
         Returns the number of decisions adopted. Call on a fresh core, before any live message."""
-        adopted: dict[int, dict] = {}
+        adopted: dict[int, DecisionBody] = {}
         chains: dict[int, str] = {}
-        last: dict[str, dict] = {}
+        last: dict[str, DecisionBody] = {}
         detected = False
         body_fields = Decision.body_fields()
         for m in messages:
             if isinstance(m, Decision):
-                body = {k: v for k, v in m.model_dump(mode="json").items() if k in body_fields}
+                body = _decision(**{k: v for k, v in m.model_dump(mode="json").items() if k in body_fields})
                 chain = chains.get(m.supersedes) if m.supersedes is not None else None
                 chain = chain or chain_of(m.kind, m.evidence)
                 chains[m.decision_id] = chain

@@ -23,8 +23,8 @@ decompression; whether it can be monitored; the prognosis). When an input
 changes the answer — the AMR reappears, a factor is entered, the surgeon
 decompresses again — the new decision names the one it replaces in
 ``supersedes``; nothing is withdrawn silently. The engine has no clock and no
-sockets: it is fed events and returns decision dicts (the body of a
-``decision`` message), so live service, replay, verify and tests run the same code.
+sockets: it is fed events and returns ``DecisionBody`` objects (proto's body of a
+``decision`` message, typed), so live service, replay, verify and tests run the same code.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from statistics import median
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from amrwatch.proto.messages import STAGE_ORDER
+from amrwatch.proto.messages import AMR_STATES as STATES
+from amrwatch.proto.messages import ASSESSMENTS, BANDS, COUNTED_ASSESSMENTS, COURSES, STAGE_ORDER, DecisionBody, unchecked
 
 from .features import FEATURE_NAMES
 
-STATES = ("present", "diminished", "disappeared", "reappeared")
-COURSES = ("never_detected", "disappeared_before_decompression", "disappeared_after_decompression", "persisted")
-BANDS = ("low", "intermediate", "high")
-ASSESSMENTS = ("present", "absent", "not_assessable", "rejected")
+__all__ = ["ASSESSMENTS", "BANDS", "COURSES", "STATES", "DecisionEngine", "DecisionSettings", "Literature"]
+
+_decision = unchecked(DecisionBody)
 _DECOMPRESSION = STAGE_ORDER.index("decompression")
 _CLOSURE = STAGE_ORDER.index("closure")
 
@@ -204,12 +204,12 @@ class DecisionEngine:
         self._ended = False
         self._course: str | None = None
         self._next_id = 1
-        self._active: dict[str, dict[str, Any]] = {}
+        self._active: dict[str, DecisionBody] = {}
         self._signature: dict[str, tuple] = {}
 
     # ------------------------------------------------------------------ inputs
 
-    def on_stage(self, stage: str) -> list[dict]:
+    def on_stage(self, stage: str) -> list[DecisionBody]:
         """A stage marker. `decompression` (re)starts the decompression and closes any window;
         `decompression_complete` opens the evaluation window; `closure` opens it if it never opened,
         or cuts an open one short; `end` cuts it short and gives the prognosis."""
@@ -217,7 +217,7 @@ class DecisionEngine:
         if self._ended:
             return []
         self.stage = stage
-        out: list[dict] = []
+        out: list[DecisionBody] = []
         if stage == "decompression":
             self._decompressing = True
             self._window_open, self._evaluated, self._window_mark, self._pending = False, False, None, None
@@ -251,7 +251,7 @@ class DecisionEngine:
             out += self._status("stage_changed")
         return out
 
-    def on_amr_state(self, channel: str, state: str, pct_of_baseline: float | None = None) -> list[dict]:
+    def on_amr_state(self, channel: str, state: str, pct_of_baseline: float | None = None) -> list[DecisionBody]:
         _check("state", state, STATES)
         if pct_of_baseline is not None and not pct_of_baseline >= 0:
             raise ValueError(f"pct_of_baseline must be >= 0 (%); got {pct_of_baseline!r}")
@@ -259,7 +259,7 @@ class DecisionEngine:
             return []
         was_gone, was_known = self._gone(), self._amr_state() is not None
         self._channels[channel] = (state, pct_of_baseline)
-        out: list[dict] = []
+        out: list[DecisionBody] = []
         if state != "disappeared" and not self._ever_present:
             self._ever_present = True
             out += self._detected_after_all()
@@ -302,7 +302,7 @@ class DecisionEngine:
 
     def on_measurement(self, stimulus_index: int, channel: str, rejected: bool, present: bool | None = None,
                        stage: str | None = None, assessment: str | None = None,
-                       pct_of_baseline: float | None = None) -> list[dict]:
+                       pct_of_baseline: float | None = None) -> list[DecisionBody]:
         """One measurement. `stage` is the one its sweep was recorded in (the analyzer dates sweeps by
         sample index), so a sweep from before the window's mark that arrives after it never counts.
         Without it, arrival order decides. `assessment` (present | absent | not_assessable | rejected;
@@ -320,7 +320,7 @@ class DecisionEngine:
             raise ValueError(f"pct_of_baseline must be >= 0 (%); got {pct_of_baseline!r}")
         if self._ended:
             return []
-        out: list[dict] = []
+        out: list[DecisionBody] = []
         new_stimulus = stimulus_index not in self._recent
         if new_stimulus:
             out += self._check_rejection()  # the previous stimuli are complete now
@@ -344,7 +344,7 @@ class DecisionEngine:
         if self._window_open and not self._evaluated and self._in_window(stage) and not self._pending["done"]:
             pend = self._pending
             pend["seen"].add(channel)
-            if assessment in ("present", "absent"):
+            if assessment in COUNTED_ASSESSMENTS:
                 pend["assessable"] = True
                 if pct_of_baseline is not None:
                     pend["pcts"][channel] = float(pct_of_baseline)
@@ -363,7 +363,7 @@ class DecisionEngine:
 
     def on_prediction(self, probability: float, band: str, cutoff_low: float, cutoff_high: float, *,
                       extrapolated: Mapping[str, str] | Sequence[str] = (),
-                      adequate: Mapping[str, Any] | None = None) -> list[dict]:
+                      adequate: Mapping[str, Any] | None = None) -> list[DecisionBody]:
         """A prediction. `extrapolated`: the factors outside the model's training range (name → how,
         e.g. "retraction_mm 35 (trained on 3–16)"). `adequate`: the same prediction recomputed with the
         intraoperative factors of an adequate decompression ({"probability", "band", "inputs"}, where
@@ -386,7 +386,7 @@ class DecisionEngine:
         self._missing, self._unavailable_reason = [], None
         return self._reevaluate("prediction_changed")
 
-    def on_prediction_unavailable(self, missing: Sequence[str], reason: str | None = None) -> list[dict]:
+    def on_prediction_unavailable(self, missing: Sequence[str], reason: str | None = None) -> list[DecisionBody]:
         """The predictor cannot predict: `missing` names the inputs it still needs, `reason` (optional)
         says why when it is not simply that they were not entered (e.g. a baseline without an AMR)."""
         if not missing:
@@ -397,11 +397,11 @@ class DecisionEngine:
         self._extrapolated, self._adequate = {}, None
         return self._reevaluate("inputs_changed")
 
-    def on_course(self, course: str) -> list[dict]:
+    def on_course(self, course: str) -> list[DecisionBody]:
         """The analyzer's classification of the session's AMR course (usually at end)."""
         _check("course", course, COURSES)
         self._course = course
-        out: list[dict] = []
+        out: list[DecisionBody] = []
         if course == "never_detected" and not self._never_detected_said:
             out += self._say_never_detected()
         if self._ended:
@@ -410,7 +410,7 @@ class DecisionEngine:
 
     # ------------------------------------------------------------------ state
 
-    def active(self) -> list[dict]:
+    def active(self) -> list[DecisionBody]:
         """The decisions currently in force, one per chain."""
         return list(self._active.values())
 
@@ -448,7 +448,7 @@ class DecisionEngine:
         self._after_reappearance = self._reappeared
         self._reappeared_standing = False
 
-    def _count_pending(self) -> list[dict]:
+    def _count_pending(self) -> list[DecisionBody]:
         """Count the last stimulus towards the window if it qualifies; judge when the window is full."""
         pend = self._pending
         if pend is None or pend.get("done") or not (self._window_open and not self._evaluated):
@@ -463,7 +463,7 @@ class DecisionEngine:
             return self._close_window("window_complete")
         return []
 
-    def _close_window(self, why: str) -> list[dict]:
+    def _close_window(self, why: str) -> list[DecisionBody]:
         self._window_end, self._cut_pending = why, False
         return self._evaluate(why)
 
@@ -525,28 +525,28 @@ class DecisionEngine:
         ev.update(extra)
         return ev
 
-    def _emit(self, chain: str, kind: str, priority: str, rationale: str, *, provisional: bool = False,
-              **extra: Any) -> dict:
+    def _emit(self, chain: str, kind: Any, priority: Any, rationale: str, *, provisional: bool = False,
+              **extra: Any) -> DecisionBody:
         prev = self._active.get(chain)
         self._signature.pop(chain, None)  # the caller records the new answer's signature, if it has one
-        d = {
-            "decision_id": self._next_id,
-            "kind": kind,
-            "priority": priority,
-            "rationale": rationale,
-            "evidence": self._evidence(**extra),
-            "supersedes": prev["decision_id"] if prev else None,
-            "provisional": provisional,
-            "synthetic": self.synthetic,
-            "notice": self.notice,
-        }
+        d = _decision(
+            decision_id=self._next_id,
+            kind=kind,
+            priority=priority,
+            rationale=rationale,
+            evidence=self._evidence(**extra),
+            supersedes=prev.decision_id if prev else None,
+            provisional=provisional,
+            synthetic=self.synthetic,
+            notice=self.notice,
+        )
         self._next_id += 1
         self._active[chain] = d
         return d
 
     # ------------------------------------------------------------------ rules
 
-    def _status(self, trigger: str) -> list[dict]:
+    def _status(self, trigger: str) -> list[DecisionBody]:
         """`evaluating` (provisional, info): what the AMR does while the verdict is not yet due."""
         if self._ended or not self._decompressing or self._evaluated or self._amr_state() is None:
             return []
@@ -587,7 +587,7 @@ class DecisionEngine:
         self._signature[self.COURSE] = sig
         return [d]
 
-    def _say_reappeared(self) -> list[dict]:
+    def _say_reappeared(self) -> list[DecisionBody]:
         """The AMR came back after disappearing after decompression (or after a confirmation)."""
         self._reappeared = self._reappeared_standing = True
         self._window_open, self._evaluated, self._pending, self._cut_pending = False, False, None, False
@@ -672,7 +672,7 @@ class DecisionEngine:
                 f"cut-off{still}): once decompression is seen to be adequate the operation can be ended, as "
                 "further manipulation only adds risk.", sig)
 
-    def _evaluate(self, trigger: str) -> list[dict]:
+    def _evaluate(self, trigger: str) -> list[DecisionBody]:
         """Give the verdict now (the window is complete or cut short)."""
         if self._ended:
             return []
@@ -685,7 +685,7 @@ class DecisionEngine:
         self._signature[self.COURSE] = sig
         return [d]
 
-    def _reevaluate(self, trigger: str) -> list[dict]:
+    def _reevaluate(self, trigger: str) -> list[DecisionBody]:
         """After the verdict: judge again when an input changed, and speak only if the answer changed."""
         if self._ended or not self._evaluated:
             return []
@@ -699,7 +699,7 @@ class DecisionEngine:
         self._signature[self.COURSE] = sig
         return [d]
 
-    def _check_rejection(self) -> list[dict]:
+    def _check_rejection(self) -> list[DecisionBody]:
         w = self.settings.rejection_window
         if len(self._recent) < w:
             return []
@@ -726,14 +726,14 @@ class DecisionEngine:
             )]
         return []
 
-    def _check_never_detected(self, stage: str | None) -> list[dict]:
+    def _check_never_detected(self, stage: str | None) -> list[DecisionBody]:
         """Baseline is over (`stage` is past it) with enough good sweeps and none with an AMR."""
         if (self._ever_present or self._never_detected_said or stage in (None, "baseline")
                 or self._total_good < self.settings.min_baseline_sweeps):
             return []
         return self._say_never_detected()
 
-    def _say_never_detected(self) -> list[dict]:
+    def _say_never_detected(self) -> list[DecisionBody]:
         self._never_detected_said = True
         return [self._emit(
             self.MONITORING, "amr_not_monitorable", "medium",
@@ -742,9 +742,9 @@ class DecisionEngine:
             reason="never_detected", good_sweeps_total=self._total_good,
         )]
 
-    def _detected_after_all(self) -> list[dict]:
+    def _detected_after_all(self) -> list[DecisionBody]:
         prev = self._active.get(self.MONITORING)
-        if not (self._never_detected_said and prev and prev["evidence"].get("reason") == "never_detected"):
+        if not (self._never_detected_said and prev and prev.evidence.get("reason") == "never_detected"):
             return []
         return [self._emit(
             self.MONITORING, "indeterminate", "low",
@@ -761,7 +761,7 @@ class DecisionEngine:
             return "disappeared_before_decompression" if self._gone_before_decompression else "disappeared_after_decompression"
         return "persisted"
 
-    def _prognosis(self) -> list[dict]:
+    def _prognosis(self) -> list[DecisionBody]:
         course = self._course or self._derived_course()
         if self._signature.get(self.PROGNOSIS) == (course,):
             return []
@@ -796,24 +796,24 @@ class DecisionEngine:
 
     # ------------------------------------------------------------------ restart
 
-    def adopt(self, chain: str, decision: dict[str, Any]) -> None:
+    def adopt(self, chain: str, decision: DecisionBody) -> None:
         """A decision this session already published, met while a restarted predictor rebuilds its state
         from the acquirer's snapshot (fed in the order it was published, between the inputs): it becomes the
         active one of `chain` — later decisions supersede it and are numbered after it — and what the engine
         remembers having said follows it, so that the same answer is not given again."""
         _check("chain", chain, (self.COURSE, self.MONITORING, self.PROGNOSIS))
         self._active[chain] = decision
-        self._next_id = max(self._next_id, int(decision["decision_id"]) + 1)
-        ev = decision.get("evidence") or {}
+        self._next_id = max(self._next_id, int(decision.decision_id) + 1)
+        ev = decision.evidence or {}
         if chain == self.COURSE:
             if ev.get("trigger") in ("window_complete", "window_cut_short"):
                 self._evaluated = True
             # A reappearance stays on the record through a restart: termination is never advised after it.
-            if decision["kind"] == "amr_reappeared" or ev.get("reappeared_in_session"):
+            if decision.kind == "amr_reappeared" or ev.get("reappeared_in_session"):
                 self._reappeared = True
-                self._reappeared_standing = decision["kind"] == "amr_reappeared"
+                self._reappeared_standing = decision.kind == "amr_reappeared"
             verdict = self._verdict()
-            if verdict is not None and verdict[0] == decision["kind"]:
+            if verdict is not None and verdict[0] == decision.kind:
                 self._signature[chain] = verdict[3]
             else:
                 self._signature.pop(chain, None)
@@ -828,7 +828,7 @@ class DecisionEngine:
         else:
             self._signature[chain] = (ev.get("course"),)
 
-    def active_by_chain(self) -> dict[str, dict]:
+    def active_by_chain(self) -> dict[str, DecisionBody]:
         """The decision in force in each chain."""
         return dict(self._active)
 
@@ -847,7 +847,7 @@ class DecisionEngine:
         if detected:
             self._ever_present = True
 
-    def on_amr_unknown(self, reason: str) -> list[dict]:
+    def on_amr_unknown(self, reason: str) -> list[DecisionBody]:
         """The AMR's course is unknown (the analyzer restarted without the session's baseline, or this predictor
         without the session's state): what was said about it no longer stands. The course chain says so; the
         channels' states are forgotten until the analyzer publishes new ones."""

@@ -1,10 +1,13 @@
-"""The seven factors of the persistence model: names, units, ranges, order.
+"""The seven factors of the persistence model as the model sees them: order, card entries, checks.
 
-One table serves the trainer, the CSV reader, the runtime and the model card,
-so a factor cannot mean one thing in training and another at the bedside.
-The ranges are deliberately wide (they reject typing errors, not unusual
-patients); an institution that needs other ranges changes them here and
-retrains, and the card records the ranges the model was fitted with.
+The factors themselves — names, kinds, units, ranges, words — are proto's one
+table (proto/factors.py); this module adds what only the model needs: the
+input vector's order (the table's), the increment each odds ratio is reported
+for, the model card's feature entries, and the checks the trainer, the CSV
+reader and the runtime share, so a factor cannot mean one thing in training
+and another at the bedside. An institution that needs other ranges changes
+them in proto/factors.py and retrains; the card records the ranges the model
+was fitted with.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-Kind = Literal["float", "int", "bool"]
+from ...proto.factors import FACTORS
+from ...proto.factors import Kind as Kind
+
 Value = float | int | bool
 
 
@@ -50,24 +54,23 @@ class Feature:
         return out
 
 
-#: The model's input vector, in this order. Never reorder: the ONNX graph and
+#: The increment each odds ratio is reported for, and how the report words it.
+_ODDS_RATIO: dict[str, tuple[float, str]] = {
+    "duration_years": (1.0, "per year"),
+    "cohen_grade": (1.0, "per grade"),
+    "carbamazepine": (1.0, "yes vs no"),
+    "vessels": (1.0, "per vessel"),
+    "amr_amplitude_uv": (100.0, "per 100 µV"),
+    "retraction_mm": (1.0, "per mm"),
+    "displacement": (1.0, "per grade"),
+}
+
+#: The model's input vector, in this order (proto's FACTORS order). Never reorder: the ONNX graph and
 #: every card depend on it (the card records it and the runtime compares).
-FEATURES: tuple[Feature, ...] = (
-    Feature("duration_years", "float", "years", 0.0, 60.0, "disease duration", per_label="per year"),
-    Feature(
-        "cohen_grade", "int", "Cohen grade", 1, 4, "preoperative spasm severity", per_label="per grade",
-        levels="1 more blinking on provocation, 2 mild twitching, "
-        "3 moderate and mildly disabling, 4 severe and disabling",
-    ),
-    Feature("carbamazepine", "bool", "yes/no", 0, 1, "carbamazepine use", per_label="yes vs no"),
-    Feature("vessels", "int", "count", 1, 4, "responsible vessels", per_label="per vessel"),
-    Feature("amr_amplitude_uv", "float", "µV", 0.0, 5000.0, "preoperative AMR amplitude", per=100.0,
-            per_label="per 100 µV"),
-    Feature("retraction_mm", "float", "mm", 0.0, 40.0, "cerebellar retraction depth", per_label="per mm"),
-    Feature(
-        "displacement", "int", "grade", 1, 3, "responsible-vessel displacement", per_label="per grade",
-        levels="1 slight, 2 moderate, 3 marked",
-    ),
+FEATURES: tuple[Feature, ...] = tuple(
+    Feature(f.name, f.kind, f.unit, f.min, f.max, f.label, per=_ODDS_RATIO[f.name][0],
+            per_label=_ODDS_RATIO[f.name][1], levels=f.levels)
+    for f in FACTORS
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}

@@ -27,9 +27,18 @@ from prometheus_client import Counter, Histogram, Info
 from ... import config, control, provenance, sessionstate
 from ...bus import SeqEvent
 from ...control import ControlClient
-from ...proto.messages import Alarm, Decision, Heartbeat, Message, Prediction, ServiceSettings, SessionStart
+from ...proto.messages import (
+    Alarm,
+    Decision,
+    Heartbeat,
+    Message,
+    Prediction,
+    PredictionBody,
+    ServiceSettings,
+    SessionStart,
+)
 from ...service import Service
-from .core import PredictorCore
+from .core import Output, PredictorCore, Refused
 from .decision import DecisionSettings
 from .model import LoadedModel, ModelInvalid
 
@@ -195,7 +204,7 @@ class Predictor(Service):
             for m in mine:
                 self._sent.seen(m)
             self._seen.update(sessionstate.StateReply.key(m) for m in mine if m.type in RECOVERED_TYPES)
-            active = {c: (d["decision_id"], d["kind"]) for c, d in self.core.engine.active_by_chain().items()}
+            active = {c: (d.decision_id, d.kind) for c, d in self.core.engine.active_by_chain().items()}
             log.info("rebuilt session %s from %d message(s) of its state: %d decision(s) adopted, in force %s", sid,
                      len(mine), n, active)
         held = list(self._held)
@@ -203,19 +212,19 @@ class Predictor(Service):
         for m in held:
             self._feed(m)
 
-    def _publish(self, outputs) -> None:
-        for kind, body in outputs:
-            if kind == "refused":
-                self._on_reject(body["reason"], body["text"], [])
-            elif kind == "prediction":
-                self.pub.publish(Prediction, self.session_id, **body)
+    def _publish(self, outputs: list[Output]) -> None:
+        for body in outputs:
+            if isinstance(body, Refused):
+                self._on_reject(body.reason, body.text, [])
+            elif isinstance(body, PredictionBody):
+                self.pub.publish(Prediction, self.session_id, **body.fields())
                 PREDICTIONS.inc()
-                log.info("prediction p=%.3f (%s)%s", body["probability"], body["band"],
-                         f" — {body['notice']}" if body["notice"] else "")
+                log.info("prediction p=%.3f (%s)%s", body.probability, body.band,
+                         f" — {body.notice}" if body.notice else "")
             else:
-                self.pub.publish(Decision, self.session_id, **body)
-                DECISIONS.labels(body["kind"]).inc()
-                log.info("decision %s [%s]: %s", body["kind"], body["priority"], body["rationale"])
+                self.pub.publish(Decision, self.session_id, **body.fields())
+                DECISIONS.labels(body.kind).inc()
+                log.info("decision %s [%s]: %s", body.kind, body.priority, body.rationale)
 
 
 def load_or_explain(model_dir: str | None) -> LoadedModel:

@@ -11,6 +11,7 @@ import numpy as np
 import pybv
 import pytest
 
+from amrwatch.proto.messages import AmrMeasurementBody
 from amrwatch.services.acquirer.files import open_file
 from amrwatch.services.acquirer.source import SourceError, open_source
 from amrwatch.services.analyzer.offline import analyze_edf
@@ -59,7 +60,7 @@ def write(fmt: str, tmp_path, data, ann):
 
 
 def measurements(source):
-    return {(f["stimulus_index"], f["channel"]): f for kind, f in analyze_edf(source) if kind == "amr_measurement"}
+    return {(f.stimulus_index, f.channel): f.fields() for f in analyze_edf(source) if isinstance(f, AmrMeasurementBody)}
 
 
 @pytest.mark.parametrize("fmt", ["vhdr", "set", "fif", "xdf"])

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amrwatch.proto.messages import StreamFacts
+from amrwatch.proto.messages import AlarmBody, StreamFacts
 from amrwatch.services.acquirer.source import open_source
 from amrwatch.services.analyzer.engine import AnalyzerEngine
 
@@ -106,8 +106,9 @@ class Run:
             assert self.stims[k].direction == t["direction"], (t, self.stims[k])
             pairs[k] = t
         present, onset_err = [], []
-        for typ, b in self.outs:
-            if typ != "amr_measurement" or b["stimulus_index"] not in pairs:
+        for o in self.outs:
+            b = o.fields()
+            if o.TOPIC != "amr_measurement" or b["stimulus_index"] not in pairs:
                 continue
             t = pairs[b["stimulus_index"]]
             if gen.EMG.index(b["channel"]) not in gen.RECORDS[t["direction"]]:
@@ -245,7 +246,7 @@ def test_outlet_killed_and_restarted_records_the_gap_and_resumes_on_the_right_sa
     killed_at, first_after = jumps[0]
     assert first_after == resumed_at, (killed_at, first_after, resumed_at)
     assert run.src.counts.gap_samples == resumed_at - killed_at
-    assert any(t == "alarm" and b["kind"] == "data_gap" for t, b in run.outs), "the analyzer must see the gap"
+    assert any(isinstance(o, AlarmBody) and o.kind == "data_gap" for o in run.outs), "the analyzer must see the gap"
     got = [s.sample_index for s in run.stims]
     assert not [i for i in got if killed_at <= i < resumed_at], "a stimulus inside the gap"
     after = run.evaluate(rec, resumed_at, n - int(0.1 * gen.FS))

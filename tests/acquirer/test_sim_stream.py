@@ -10,7 +10,7 @@ import pytest
 
 from amrwatch.services.acquirer.sim.config import SimConfig
 from amrwatch.services.acquirer.sim.montage import SAMPLE_INDEX_MODULUS
-from amrwatch.services.acquirer.sim.scenario import SURGICAL_STAGES
+from amrwatch.proto.messages import SURGICAL_STAGES
 from amrwatch.services.acquirer.sim.stream import Simulator
 
 FS = 20000.0

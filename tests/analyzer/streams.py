@@ -69,8 +69,13 @@ def feed(engine: AnalyzerEngine, s: Session, frame_sizes, *, stages_after_frame:
     return out + engine.on_end()
 
 
+def pairs(outputs: list[Output]) -> list[tuple[str, dict]]:
+    """(message type, body as a dict) of each output, for tests that compare or select by type."""
+    return [(o.TOPIC, o.fields()) for o in outputs]
+
+
 def of_type(outputs: list[Output], kind: str) -> list[dict]:
-    return [f for t, f in outputs if t == kind]
+    return [o.fields() for o in outputs if o.TOPIC == kind]
 
 
 def by_key(outputs: list[Output]) -> dict[tuple[int, str], dict]:

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from amrwatch.proto.messages import BY_TYPE
+from amrwatch.proto.messages import BY_TYPE, NOT_ASSESSABLE_REASONS, REJECT_REASONS, message_of, validate_body
 from amrwatch.services.analyzer.engine import AnalyzerEngine
 
 from .streams import Session, by_key, feed, of_type, simulate
@@ -26,13 +26,19 @@ def reference(session):
 
 
 def test_every_output_is_a_valid_proto_body(reference):
-    kinds = {t for t, _ in reference}
+    """The engine builds its bodies unchecked (the publisher validates): each must pass validation unchanged,
+    and become a whole message with an envelope."""
+    kinds = {o.TOPIC for o in reference}
     assert {"amr_measurement", "amr_state", "baseline", "amr_course"} <= kinds
-    for t, fields in reference:
-        cls = BY_TYPE[t]
-        assert set(fields) == cls.body_fields(), t
-        cls(type=t, schema_version=1, session_id="S1", seq=0, publisher="analyzer", instance="0123abcd",
-            ts_utc=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), **fields)  # validates every field
+    for o in reference:
+        cls = BY_TYPE[o.TOPIC]
+        assert set(o.fields()) == cls.body_fields(), o.TOPIC
+        checked = validate_body(o.TOPIC, o.fields())  # validates every field
+        assert type(checked) is type(o) and checked == o and checked.model_dump_json() == o.model_dump_json()
+        msg = message_of(o, session_id="S1", seq=0, publisher="analyzer", instance="0123abcd",
+                         ts_utc=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+        assert msg.type == o.TOPIC and {k: getattr(msg, k) for k in cls.body_fields()} == o.fields()
+    assert_reasons_in_proto(reference)
 
 
 def test_one_measurement_per_stimulus_and_recording_channel(session, reference):
@@ -89,7 +95,20 @@ def run_with(s: Session, deliver) -> tuple[AnalyzerEngine, list]:
             k, idx, d = s.stimuli[si]
             out += e.on_stimulus(k, idx, idx / s.fs, d)
             si += 1
-    return e, out + e.on_end()
+    out += e.on_end()
+    for o in out:  # the bodies made on bad input, alarms included, pass proto's validation unchanged
+        assert validate_body(o.TOPIC, o.fields()) == o, o
+    assert_reasons_in_proto(out)
+    return e, out
+
+
+def assert_reasons_in_proto(out) -> None:
+    """The engine says why in proto's words only (the monitor and the docs list these)."""
+    for m in of_type(out, "amr_measurement"):
+        if m["assessment"] == "not_assessable":
+            assert m["assessment_reason"] in NOT_ASSESSABLE_REASONS, m
+        if m["rejected"]:
+            assert m["reject_reason"] in REJECT_REASONS and m["assessment_reason"] == m["reject_reason"], m
 
 
 def stim_at(s: Session, k: int) -> int:

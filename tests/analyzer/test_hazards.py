@@ -26,6 +26,7 @@ from amrwatch.services.analyzer.engine import AnalyzerEngine
 from amrwatch.services.analyzer.settings import AnalyzerSettings
 
 from .hazards import FS, LABELS, Recording, Segment, render, write_edf
+from .streams import pairs
 
 BASELINE = Segment(20.0, "baseline")
 
@@ -48,7 +49,7 @@ def run_engine(rec: Recording, settings: AnalyzerSettings | None = None) -> list
             idx, d, ma = rec.stimuli[si]
             out += engine.on_stimulus(si, idx, idx / FS, d, ma, 0.2)
             si += 1
-    return out + engine.on_end()
+    return pairs(out + engine.on_end())
 
 
 def measurements(out, ks=None, channel=None) -> list[dict]:

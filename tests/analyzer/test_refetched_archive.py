@@ -60,20 +60,20 @@ def archive(tmp_path_factory) -> tuple[Path, list[dict], int]:
 
     def to_predictor(msg: Message) -> None:
         if msg.type in INPUT_TYPES:
-            for kind, body in core.on_message(msg):
-                if kind in ("prediction", "decision"):
-                    live.append(pre(kind, body))
+            for body in core.on_message(msg):
+                if getattr(body, "TOPIC", None) in ("prediction", "decision"):
+                    live.append(pre(body.TOPIC, body.fields()))
 
     for msg in acquirer:
         live.append(msg)
         to_predictor(msg)
-        for kind, body in analyzer.dispatch(msg):
-            if kind in ANALYZER_OUT:
-                out = ana(kind, body)
+        for body in analyzer.dispatch(msg):
+            if body.TOPIC in ANALYZER_OUT:
+                out = ana(body.TOPIC, body.fields())
                 live.append(out)
                 to_predictor(out)
-                if kind == "amr_measurement":
-                    measurements.append(json.loads(json.dumps(body)))
+                if body.TOPIC == "amr_measurement":
+                    measurements.append(body.model_dump(mode="json"))
     # The recorder lost the frames just after every fifth stimulus and archived them LATE_BY messages later.
     stimuli = [i for i, m in enumerate(live) if isinstance(m, Stimulus)]
     lost: set[int] = set()

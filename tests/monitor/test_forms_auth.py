@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from amrwatch.proto.messages import FACTOR_RANGES, STAGE_ORDER, FactorValues
+from amrwatch.proto.messages import STAGE_ORDER, FactorValues
 from amrwatch.services.monitor.auth import COOKIE, check, cookie_header, cookie_value
 from amrwatch.services.monitor.forms import FormError, form_spec, parse_ack, parse_factors, parse_stage
 from amrwatch.services.monitor.settings import ServerSettings, TokenError, read_token_file, resolve_token
@@ -18,8 +18,13 @@ TOKEN = "s3cret-token-0123456789"
 def test_the_form_offers_every_factor_with_the_contracts_range_and_a_unit():
     spec = {f["name"]: f for f in form_spec()}
     assert list(spec) == list(FactorValues.model_fields)
-    for name, (lo, hi, _) in FACTOR_RANGES.items():
-        assert (spec[name]["min"], spec[name]["max"]) == (lo, hi)
+    schema = FactorValues.model_json_schema()["properties"]  # the contract as a client reads it
+    for name, prop in schema.items():
+        number = next((b for b in prop["anyOf"] if b["type"] in ("number", "integer")), None)
+        if number is None:
+            assert spec[name]["kind"] == "bool" and spec[name]["min"] is None
+        else:
+            assert (spec[name]["min"], spec[name]["max"]) == (number["minimum"], number["maximum"])
     assert spec["retraction_mm"]["unit"] == "mm" and spec["amr_amplitude_uv"]["unit"] == "µV"
     assert spec["duration_years"]["unit"] == "years" and spec["carbamazepine"]["kind"] == "bool"
 

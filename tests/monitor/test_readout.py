@@ -174,3 +174,13 @@ def test_the_replay_shows_the_same_words_as_the_live_view_did():
     assert replayed["decision"] == want["decision"]
     assert replayed["channels"]["MENT"]["word"] == "NOT ASSESSABLE: NOISE"
     assert replayed["decision"]["current"]["provisional"] is True
+
+
+def test_every_not_assessable_reason_proto_names_has_its_words():
+    from amrwatch.proto.messages import NOT_ASSESSABLE_REASONS
+    from amrwatch.services.monitor.readout import (
+        NOT_ASSESSABLE_WHY,
+        NOT_ASSESSABLE_WORDS,
+    )
+
+    assert set(NOT_ASSESSABLE_WORDS) == set(NOT_ASSESSABLE_REASONS) == set(NOT_ASSESSABLE_WHY)

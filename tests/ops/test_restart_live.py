@@ -25,6 +25,7 @@ from amrwatch.bus import Subscriber
 from amrwatch.proto.messages import (
     Alarm,
     AmrCourse,
+    AmrCourseBody,
     AmrState,
     Baseline,
     Decision,
@@ -93,7 +94,7 @@ def uninterrupted_course(end_sample: int, n_samples: int) -> dict:
         got, k = feed_chunk(engine, chunk, k)
         out += got
     out += engine.on_end()
-    return [f for t, f in out if t == "amr_course"][-1]
+    return [o.fields() for o in out if isinstance(o, AmrCourseBody)][-1]
 
 
 def end_session(procs, env, watch: Watch) -> StageMarker:

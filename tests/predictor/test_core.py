@@ -10,9 +10,8 @@ import datetime as dt
 
 import pytest
 
-from amrwatch.proto.messages import (AmrCourse, AmrMeasurement, AmrState, Baseline, Decision, Factors, Prediction,
-                                     StageMarker)
-from amrwatch.services.predictor.core import PredictorCore
+from amrwatch.proto.messages import AmrCourse, AmrMeasurement, AmrState, Baseline, Factors, StageMarker, validate_body
+from amrwatch.services.predictor.core import Output, PredictorCore, Refused
 from amrwatch.services.predictor.decision import DecisionSettings
 from amrwatch.services.predictor.model import LoadedModel
 
@@ -27,6 +26,14 @@ def model() -> LoadedModel:
     return LoadedModel.load()
 
 
+def pair(o: Output) -> tuple[str, dict]:
+    """(type, body as a dict) of one core output; every body is checked to be a valid message body."""
+    if isinstance(o, Refused):
+        return "refused", {"reason": o.reason, "text": o.text}
+    assert validate_body(o.TOPIC, o.fields()) == o, o  # built unchecked, it must pass validation unchanged
+    return o.TOPIC, o.fields()
+
+
 class Session:
     def __init__(self, model, settings=None):
         self.core = PredictorCore(model, settings)
@@ -39,17 +46,8 @@ class Session:
         msg = cls.model_validate({"type": cls.TOPIC, "schema_version": 1, "session_id": SID, "seq": self.seq,
                                   "publisher": "tester", "instance": "0123abcd",
                                   "ts_utc": dt.datetime(2026, 12, 2, 18, tzinfo=dt.timezone.utc), **body})
-        got = self.core.on_message(msg)
+        got = [pair(o) for o in self.core.on_message(msg)]
         self.out += got
-        for kind, fields in got:  # every output is a valid message body
-            if kind == "prediction":
-                Prediction.model_validate({"type": "prediction", "schema_version": 1, "session_id": SID, "seq": 1,
-                                           "publisher": "predictor", "instance": "0123abcd",
-                                           "ts_utc": msg.ts_utc, **fields})
-            elif kind == "decision":
-                Decision.model_validate({"type": "decision", "schema_version": 1, "session_id": SID, "seq": 1,
-                                         "publisher": "predictor", "instance": "0123abcd",
-                                         "ts_utc": msg.ts_utc, **fields})
         return got
 
     def stage(self, s):

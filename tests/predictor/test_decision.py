@@ -4,8 +4,31 @@ import datetime as dt
 
 import pytest
 
-from amrwatch.proto.messages import Decision
-from amrwatch.services.predictor.decision import DecisionEngine, DecisionSettings
+from amrwatch.proto.messages import Decision, DecisionBody, validate_body
+from amrwatch.services.predictor.decision import DecisionEngine as _Engine
+from amrwatch.services.predictor.decision import DecisionSettings
+
+
+def _as_dicts(method):
+    def call(self, *args, **kwargs):
+        out = method(self, *args, **kwargs)
+        for d in out:  # built unchecked by the engine: each must be a valid decision body as it stands
+            assert isinstance(d, DecisionBody) and validate_body("decision", d.fields()) == d, d
+        return [d.fields() for d in out]
+    return call
+
+
+class DecisionEngine(_Engine):
+    """The engine, its decisions (typed bodies) read back as dicts for these stories."""
+
+    on_stage = _as_dicts(_Engine.on_stage)
+    on_amr_state = _as_dicts(_Engine.on_amr_state)
+    on_measurement = _as_dicts(_Engine.on_measurement)
+    on_prediction = _as_dicts(_Engine.on_prediction)
+    on_prediction_unavailable = _as_dicts(_Engine.on_prediction_unavailable)
+    on_course = _as_dicts(_Engine.on_course)
+    on_amr_unknown = _as_dicts(_Engine.on_amr_unknown)
+    active = _as_dicts(_Engine.active)
 
 LOW = dict(probability=0.03, band="low", cutoff_low=0.11, cutoff_high=0.27)
 MID = dict(probability=0.18, band="intermediate", cutoff_low=0.11, cutoff_high=0.27)
@@ -549,7 +572,7 @@ def test_settings_are_validated():
 
 def test_recovery_from_rejected_sweeps_does_not_forget_an_absent_amr():
     """Never detected, then diathermy, then clean sweeps again: still not monitorable."""
-    from amrwatch.services.predictor.decision import DecisionEngine, DecisionSettings
+    # DecisionEngine and DecisionSettings: this module's (decisions read as dicts)
 
     eng = DecisionEngine(DecisionSettings())
     eng.on_stage("baseline")

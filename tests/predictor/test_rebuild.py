@@ -17,11 +17,11 @@ import pytest
 from amrwatch import sessionstate
 from amrwatch.proto.codec import encode
 from amrwatch.proto.control import ControlReply
-from amrwatch.proto.messages import BY_TYPE, Decision, Factors, FactorValues, Message, Prediction, StageMarker, utc_now
+from amrwatch.proto.messages import BY_TYPE, DecisionBody, Factors, FactorValues, Message, StageMarker, utc_now
 from amrwatch.services.acquirer.simsource import SimSource
 from amrwatch.services.acquirer.snapshot import SessionSnapshot
 from amrwatch.services.analyzer.engine import AnalyzerEngine
-from amrwatch.services.predictor.core import PredictorCore
+from amrwatch.services.predictor.core import PredictorCore, Refused
 from amrwatch.services.predictor.model import LoadedModel
 
 SID = "c0ffee00c0ffee00"
@@ -52,7 +52,7 @@ def inputs(scenario: str, seed: int = 3) -> list[Message]:
     k = 0
 
     def analyzer(outputs) -> None:
-        out.extend(wire(BY_TYPE[kind], "analyzer", **body) for kind, body in outputs if kind in ANALYZER_TYPES)
+        out.extend(wire(BY_TYPE[o.TOPIC], "analyzer", **o.fields()) for o in outputs if o.TOPIC in ANALYZER_TYPES)
 
     while (chunk := src.read(2000)) is not None:
         for idx, stage in chunk.stages:
@@ -75,11 +75,12 @@ def run(core: PredictorCore, msgs: list[Message], wire: Wire, stream: list[Messa
     for m in msgs:
         if stream is not None:
             stream.append(m)
-        for kind, body in core.on_message(m):
-            if kind == "refused":
+        for o in core.on_message(m):
+            if isinstance(o, Refused):
                 continue
-            out = wire(Decision if kind == "decision" else Prediction, "predictor", **body)
-            if kind == "decision":
+            body = o.fields()
+            out = wire(BY_TYPE[o.TOPIC], "predictor", **body)
+            if isinstance(o, DecisionBody):
                 decisions.append(body)
             if stream is not None:
                 stream.append(out)
@@ -157,8 +158,10 @@ def test_restart_after_the_verdict_continues_the_session(model, scenario, verdic
 def test_without_the_state_it_says_unknown_rather_than_a_verdict(model):
     msgs = inputs("disappears-after-decompression")
     core = PredictorCore(model)
-    (kind, d), = core.state_unknown("the acquirer refused 'state'", first_id=1_700_000_000)
-    assert kind == "decision" and d["kind"] == "indeterminate" and d["decision_id"] == 1_700_000_000
+    (o,) = core.state_unknown("the acquirer refused 'state'", first_id=1_700_000_000)
+    assert isinstance(o, DecisionBody)
+    d = o.fields()
+    assert d["kind"] == "indeterminate" and d["decision_id"] == 1_700_000_000
     assert "state" in d["rationale"] and d["synthetic"]
     # Then it hears only the end of the session (its stages, a few states): the AMR's disappearance was before.
     tail = msgs[len(msgs) * 3 // 4:]

@@ -7,21 +7,15 @@ never produces a silently different signal.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, model_validator
 
-#: Stages whose duration a scenario scripts (the `end` stage has a fixed tail instead).
-TIMED_STAGES: tuple[str, ...] = (
-    "baseline",
-    "incision",
-    "dural_opening",
-    "csf_release",
-    "retraction",
-    "arachnoid_dissection",
-    "decompression",
-    "closure",
-)
+from ....proto.messages import PERIOD_STAGES, Direction
+
+#: Stages whose duration a scenario scripts: proto's stages that last a while (`decompression_complete` is
+#: placed inside decompression, `end` has a fixed tail instead).
+TIMED_STAGES: tuple[str, ...] = PERIOD_STAGES
 
 
 def _fmt(x: float) -> str:
@@ -116,7 +110,7 @@ class SimConfig(BaseModel):
     # --- stimulation -----------------------------------------------------------
     stim_rate_hz: Annotated[float, _within(0.5, 2.0, "Hz")] = 1.0
     """Total rate; the directions alternate ZYG, MAR, ZYG, ..."""
-    directions: Annotated[list[Literal["ZYG", "MAR"]], AfterValidator(_unique_directions)] = [
+    directions: Annotated[list[Direction], AfterValidator(_unique_directions)] = [
         "ZYG",
         "MAR",
     ]

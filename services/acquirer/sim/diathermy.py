@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .scenario import SURGICAL_STAGES, Timeline
+from ....proto.messages import SURGICAL_STAGES
+from .scenario import Timeline
 
 if TYPE_CHECKING:
     from .config import SimConfig

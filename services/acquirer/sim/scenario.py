@@ -65,6 +65,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ....proto.messages import PERIOD_STAGES
+
 if TYPE_CHECKING:
     from .config import SimConfig
 
@@ -146,7 +148,8 @@ class Scenario:
         return self.channel_course.get(channel, self.course)
 
 
-#: Default stage durations (s) of a scripted operation: 8.75 minutes with time_scale 1.
+#: Default stage durations (s) of a scripted operation: 8.75 minutes with time_scale 1. Keys: proto's
+#: PERIOD_STAGES, in order.
 STAGE_DURATIONS_S: dict[str, float] = {
     "baseline": 90.0,
     "incision": 45.0,
@@ -162,17 +165,8 @@ STAGE_DURATIONS_S: dict[str, float] = {
 #: the surgeon works for two thirds of it, then says the decompression is done.
 DECOMPRESSION_COMPLETE_AT = 2.0 / 3.0
 
-#: The stages during which the surgeon may use diathermy.
-SURGICAL_STAGES: tuple[str, ...] = (
-    "incision",
-    "dural_opening",
-    "csf_release",
-    "retraction",
-    "arachnoid_dissection",
-    "decompression",
-    "decompression_complete",
-    "closure",
-)
+if tuple(STAGE_DURATIONS_S) != PERIOD_STAGES:  # one duration per stage that lasts, in proto's order
+    raise RuntimeError(f"STAGE_DURATIONS_S names {tuple(STAGE_DURATIONS_S)}; proto's PERIOD_STAGES are {PERIOD_STAGES}")
 
 #: noise-rise: how many times the noise RMS rises (3 → 30 µV broadband; the analyzer's pre-stimulus
 #: estimate in its 10-2000 Hz band goes from ~1.1 to ~11 µV, so its detection limit passes the ~80 µV AMR).

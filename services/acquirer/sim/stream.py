@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ....proto.messages import SimTruthBody
 from .background import BLOCK_SAMPLES, Background
 from .config import SimConfig
 from .diathermy import Burst, add_bursts, schedule_bursts
@@ -48,29 +49,12 @@ class SimStimulus:
 
 
 @dataclass(frozen=True)
-class SimTruth:
-    """Ground truth for one stimulus and one recording channel of its direction."""
-
-    stimulus_index: int
-    channel: str
-    amplitude_uv: float
-    """Peak-to-peak of the clean AMR waveform; 0.0 when absent."""
-    onset_latency_ms: float | None
-    peak_latency_ms: float | None
-    n_phases: int
-    noise_rms_uv: float
-    """RMS of the broadband Gaussian noise (mains and wander are deterministic interference)."""
-    diathermy: bool
-    """A diathermy burst overlaps the sweep (config.truth_window_ms around the stimulus)."""
-
-
-@dataclass(frozen=True)
 class SimChunk:
     first_sample_index: int
     samples: np.ndarray
     """float32, (n_channels, n_samples), µV, C-contiguous."""
     stimuli: list[SimStimulus]
-    truths: list[SimTruth]
+    truths: list[SimTruthBody]
     stages: list[tuple[int, str]]
     factors: list[tuple[int, dict]]
 
@@ -96,7 +80,7 @@ class ChannelProfile:
 class _Event:
     values: np.ndarray
     """(n_emg, event_samples) float64: artifact + direct response + AMR."""
-    truths: tuple[SimTruth, ...]
+    truths: tuple[SimTruthBody, ...]
 
 
 class Simulator:
@@ -158,7 +142,7 @@ class Simulator:
             width_ms=self.config.width_ms,
         )
 
-    def truths(self, k: int) -> list[SimTruth]:
+    def truths(self, k: int) -> list[SimTruthBody]:
         """Ground truth of stimulus `k` on each recording channel of its direction."""
         return list(self._event(k).truths)
 
@@ -283,7 +267,7 @@ class Simulator:
         t = self._t_ms
         rng = np.random.default_rng([self.seed, _TAG_STIMULUS, k])
         values = np.zeros((len(self._emg), self._event_samples))
-        truths: list[SimTruth] = []
+        truths: list[SimTruthBody] = []
         w0, w1 = cfg.truth_window_ms
         sweep = (
             stim.sample_index + int(np.floor(cfg.ms_to_samples(w0))),
@@ -342,7 +326,7 @@ class Simulator:
                 amr = render_response(shape, t, onset, duration, amplitude)
                 values[i] += amr.values
                 truths.append(
-                    SimTruth(
+                    SimTruthBody(
                         stimulus_index=k,
                         channel=ch.name,
                         amplitude_uv=amr.p2p_uv,
@@ -358,8 +342,8 @@ class Simulator:
         return _Event(values, tuple(truths))
 
     @staticmethod
-    def _absent_truth(k: int, channel: str, noise_rms: float, diathermy: bool) -> SimTruth:
-        return SimTruth(stimulus_index=k, channel=channel, amplitude_uv=0.0, onset_latency_ms=None,
+    def _absent_truth(k: int, channel: str, noise_rms: float, diathermy: bool) -> SimTruthBody:
+        return SimTruthBody(stimulus_index=k, channel=channel, amplitude_uv=0.0, onset_latency_ms=None,
                         peak_latency_ms=None, n_phases=0, noise_rms_uv=noise_rms, diathermy=diathermy)
 
     def _scripted_amplitude(self, k: int, channel: str, prof: ChannelProfile, variability: float) -> float:
