@@ -56,6 +56,12 @@ def upgrade(conn: sa.Connection) -> tuple[str | None, str]:
         raise SchemaMismatch(before, conn, newer=True)
     if conn.in_transaction():
         conn.commit()
+    if conn.dialect.name == "sqlite":
+        # BEGIN IMMEDIATE (store.engine_for's "write" option): the write lock is taken before Alembic reads the
+        # version table, so a second process opening a new registry at the same moment (recorder starting
+        # while `amrwatch session list` runs) waits its busy timeout and then finds HEAD, instead of failing
+        # with "database is locked" when it tries to upgrade its read snapshot to a write.
+        conn.execution_options(write=True)
     with conn.begin():
         if conn.dialect.name == "sqlite" and before is not None \
                 and MigrationContext.configure(conn).get_current_revision() is None:

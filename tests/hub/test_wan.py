@@ -218,7 +218,7 @@ def test_hub_over_an_impaired_wan_then_a_partition(tmp_path):
             print(f"events at the hub: { {n: t['events'] for n, t in tiles.items()} }, backfilled {n_backfilled}")
 
             # The ack and the reader's presence, archived in room A's session on the cart.
-            from amrwatch.services.monitor.replay import archived_messages
+            from amrwatch.services.monitor.timeline import archived_messages
 
             sid = tiles["OR-A"]["session_id"]
 

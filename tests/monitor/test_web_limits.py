@@ -19,9 +19,11 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def post_streamed(port: int, *, chunked: bool, bound: int = 256 * 1024**2) -> tuple[str, int]:
+def post_streamed(port: int, *, chunked: bool, bound: int = 256 * 1024**2) -> tuple[str, int, bool]:
     """POST /api/mark announcing 1.5 GB (or chunked), sending at most `bound` bytes; stops as soon as the
-    server answers or closes. Returns (the response, or '' if none came) and the bytes sent."""
+    server answers or closes. Returns (the response, or '' if none came), the bytes sent, and whether the
+    connection ended in a reset (the server closing with our unread bytes in its buffer resets the connection,
+    and the kernel may then drop the part of the response not yet read)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     head = (b"POST /api/mark HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + (b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % int(1.5 * GIB)) + b"\r\n")
@@ -40,16 +42,21 @@ def post_streamed(port: int, *, chunked: bool, bound: int = 256 * 1024**2) -> tu
     except (BrokenPipeError, ConnectionResetError):
         pass
     s.settimeout(10)
+    reset = False
     try:
-        while b"\r\n\r\n" not in response or len(response) < 200:
+        # The refusal says "connection: close": read until the server closes, so the body (which may come
+        # in a later segment than the headers) is always part of what is returned.
+        while True:
             chunk = s.recv(65536)
             if not chunk:
                 break
             response += chunk
-    except (TimeoutError, ConnectionResetError):
+    except ConnectionResetError:
+        reset = True
+    except TimeoutError:
         pass
     s.close()
-    return response.decode(errors="replace"), sent
+    return response.decode(errors="replace"), sent, reset
 
 
 def test_a_huge_post_is_refused_while_it_is_read_and_memory_stays_flat(procs, monitor_env):
@@ -59,9 +66,12 @@ def test_a_huge_post_is_refused_while_it_is_read_and_memory_stays_flat(procs, mo
     wait_http(base_url(monitor_env) + "/api/config")
     rss0 = rss_mb(mon.pid)
     for chunked in (False, True):
-        response, sent = post_streamed(port, chunked=chunked)
+        response, sent, reset = post_streamed(port, chunked=chunked)
         assert response.startswith("HTTP/1.1 413"), (chunked, sent, response[:300])
-        assert "at most 16384 bytes" in response
+        if reset and "\r\n\r\n{" not in response:
+            print(f"chunked={chunked}: the reset dropped the refusal's body; status line checked only")
+        else:
+            assert "at most 16384 bytes" in response, (chunked, reset, response[-300:])
         assert sent < 64 * 1024**2, f"the server read {sent} bytes before refusing"
     growth = rss_mb(mon.pid) - rss0
     print(f"monitor RSS growth after two 1.5 GB POSTs: {growth:.1f} MB")

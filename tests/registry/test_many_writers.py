@@ -71,3 +71,40 @@ def test_eight_writers_and_three_syncing_carts_lose_nothing(migrated_url: str, t
         assert missing == []
         assert {s.cart for s in reg.list()} == {"seed", "cartA", "cartB", "cartC"}
         assert reg._one("SELECT count(*) AS n FROM archive_receipts")["n"] == 8 + 12
+
+
+OPENER = r"""
+import sys, time
+from pathlib import Path
+from amrwatch.registry.store import Registry
+path, go = Path(sys.argv[1]), float(sys.argv[2])
+while time.time() < go:  # all openers start their first transaction at the same instant
+    pass
+try:
+    Registry(path).engine.dispose()
+    print("ok")
+except Exception as err:
+    print(repr(err))
+"""
+
+
+def test_processes_opening_a_new_registry_at_once_all_get_it(tmp_path: Path):
+    """The recorder creating the cart's registry while `amrwatch session list` opens it: before, 15 of 40
+    such openers failed with "database is locked" (each read the empty version table, then both tried to
+    write)."""
+    import time
+
+    failures = []
+    for round_ in range(6):
+        path = tmp_path / f"r{round_}" / "registry.sqlite"
+        path.parent.mkdir()
+        go = time.time() + 1.5  # the interpreters start and import first
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(path), repr(go)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(4)]
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            if out.strip() != "ok":
+                failures.append((round_, out.strip() or err[-300:]))
+        with Registry(path) as reg:
+            assert reg.list() == []
+    assert not failures, failures
