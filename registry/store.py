@@ -628,6 +628,10 @@ class Registry:
                               "until_at IS NULL ORDER BY id DESC", {"s": session_id, "r": reader})
             if open_ is not None:
                 return self._close_presence(PresenceRow(**dict(open_)), at, "reader", actor)
+            same = self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
+                             "until_at = :at AND closed_by = 'reader'", {"s": session_id, "r": reader, "at": at})
+            if same is not None:  # the same `left` again (refetched after a restart): already in the log
+                return PresenceRow(**dict(same))
             new_id = self._insert_returning_id(
                 "INSERT INTO reader_presence (session_id, reader, until_at, closed_by) VALUES (:s, :r, :at, "
                 "'reader') RETURNING id", {"s": session_id, "r": reader, "at": at})

@@ -45,6 +45,9 @@ def test_a_left_before_its_watching_keeps_an_unknown_start_until_the_watching_ar
     assert (early.from_at, early.until_at, early.closed_by) == (None, _at(20), "reader")
     filled = reg.reader_watching("OP1", "reader-ana", _at(5), actor="recorder")
     assert (filled.id, filled.from_at, filled.until_at) == (early.id, _at(5), _at(20))
+    # the same `left` again (refetched after a recorder restart) adds nothing
+    assert reg.reader_left("OP1", "reader-ana", _at(20), actor="recorder").id == early.id
+    assert len(reg.presence("OP1")) == 1
     # a later watching opens a new interval, not rewriting the closed one
     assert reg.reader_watching("OP1", "reader-ana", _at(25), actor="recorder").id != early.id
 
