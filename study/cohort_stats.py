@@ -380,7 +380,8 @@ def _fisher(table: np.ndarray, what: str) -> dict[str, Any]:
             "odds_ratio": float(odds) if math.isfinite(odds) else None, "table": table.tolist()}
 
 
-def followup_recordings(rows: list[CohortRow], s: ReportSettings, outcome_timepoint: str = "1y") -> list[dict[str, Any]]:
+def followup_recordings(rows: list[CohortRow], s: ReportSettings,
+                        outcome_timepoint: str = "1y") -> list[dict[str, Any]]:
     """Per follow-up point with linked recordings: AMR in the postoperative recording vs spasm at
     `outcome_timepoint`, and beside it the intraoperative course (persisted vs not) of the same patients."""
     out = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,16 +82,14 @@ def test_linked_recordings_feed_the_cohort_column_and_the_report(tmp_path: Path,
     assert all(r["followup_amr_6m"] == "" for r in rows.values())
 
     res = make_report(data, tmp_path / "report", settings=ReportSettings(bootstrap_resamples=20))
-    import json
-
     results = json.loads(res.json.read_text())["results"]["followup_recordings"]
     by_tp = {e["timepoint"]: e for e in results}
     assert set(by_tp) == {"1m", "3m"}
     e = by_tp["1m"]
     post = _table((chosen[sid], grades[sid]["1y"]) for sid in chosen)
     course = {sid: summaries[sid].summary["course"] for sid in chosen}
-    intra = _table((course[sid] == "persisted", grades[sid]["1y"]) for sid in chosen
-                   if course[sid] in ("persisted", "disappeared_after_decompression", "disappeared_before_decompression"))
+    labelled = ("persisted", "disappeared_after_decompression", "disappeared_before_decompression")
+    intra = _table((course[sid] == "persisted", grades[sid]["1y"]) for sid in chosen if course[sid] in labelled)
     assert e["n"] == e["n_linked"] == 30
     assert e["postoperative"]["table"] == post and e["intraoperative"]["table"] == intra
     for key, table in (("postoperative", post), ("intraoperative", intra)):
