@@ -357,7 +357,7 @@ def outcomes_by_status(rows: list[CohortRow], s: ReportSettings) -> list[dict[st
     return out
 
 
-def _spasm_table(pairs: list[tuple[int, int]]) -> np.ndarray:
+def _spasm_table(pairs: list[tuple[Any, Any]]) -> np.ndarray:
     """2×2 counts: rows AMR present / absent, columns spasm / no spasm."""
     table = np.zeros((2, 2), dtype=int)
     for amr, grade in pairs:
