@@ -1,4 +1,4 @@
-"""`amrwatch sessions`, `session show` and `outcome add|edit|list`: the registry after the operation.
+"""`amrwatch sessions`, `session show` and `outcome add|edit|list|link-recording`: the registry after the operation.
 
 (`export cohort`, `report` and `registry synthetic` are the study's: study/cli.py.)
 
@@ -110,10 +110,21 @@ def session_summary(data_dir: Path, session_id: str) -> dict[str, Any]:
     with Registry.in_data_dir(data_dir) as reg:
         row = reg.get(session_id)
         replays = [r.session_id for r in reg.list() if r.replay_of == session_id]
+        presence = reg.presence(session_id)
+        followups = reg.followup_recordings(session_id)
+        follow_up_of = [f for f in reg.followup_recordings() if f.recording_session_id == session_id]
     out: dict[str, Any] = {k: v for k, v in row.as_dict().items() if k not in ("montage", "settings")}
     out["channels"] = [c["name"] for c in row.montage.get("channels", [])]
     out["sampling_rate_hz"] = row.montage.get("sampling_rate_hz")
     out["replays"] = replays
+    # The presence log (issue #19): who watched this session from the hub, from when to when.
+    out["presence"] = [{"reader": p.reader, "from": p.from_at, "until": p.until_at, "closed_by": p.closed_by}
+                       for p in presence]
+    out["followup_recordings"] = [{"timepoint": f.timepoint, "session_id": f.recording_session_id,
+                                   "linked_by": f.actor} for f in followups]
+    if follow_up_of:
+        f = follow_up_of[0]
+        out["follow_up_of"] = {"operation": f.operation_session_id, "timepoint": f.timepoint}
     d = session_path(data_dir, session_id)
     out["archive"] = str(d)
     if not d.is_dir():
@@ -158,12 +169,29 @@ def cmd_session_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     width = max(len(k) for k in info)
     for k, v in info.items():
-        if isinstance(v, list):
+        if k == "presence":
+            v = "; ".join(_presence_text(p) for p in v) or "no remote reader"
+        elif k == "followup_recordings":
+            v = ", ".join(f"{f['timepoint']} {f['session_id']}" for f in v) or "—"
+        elif k == "follow_up_of":
+            v = f"{v['timepoint']} follow-up recording of operation {v['operation']}"
+        elif isinstance(v, list):
             v = ", ".join(v if all(isinstance(x, str) for x in v) else [json.dumps(x) for x in v]) or "—"
         elif isinstance(v, dict):
             v = ", ".join(f"{a} {b}" for a, b in v.items()) or "—"
         print(f"{k:<{width}}  {'—' if v is None else v}")
     return EXIT_OK
+
+
+def _presence_text(p: dict) -> str:
+    """One presence interval as a person reads it: who, from, until, and who ended it."""
+    def t(x: str | None) -> str:
+        return x[:19].replace("T", " ") if x else "?"
+    if p["until"] is None:
+        return f"{p['reader']} watching since {t(p['from'])}"
+    by = "left" if p["closed_by"] == "reader" else "until the session end"
+    start = t(p["from"]) if p["from"] else "? (its 'watching' was not received)"
+    return f"{p['reader']} {start} – {t(p['until'])} ({by})"
 
 
 # --------------------------------------------------------------------------- #
@@ -244,6 +272,25 @@ def cmd_outcome_edit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_outcome_link_recording(args: argparse.Namespace) -> int:
+    """A postoperative AMR recording (its own session) linked to the operation's session (issue #17)."""
+    from amrwatch.registry.store import RegistryError
+
+    try:
+        with _open(args) as reg:
+            row = reg.link_recording(args.operation_id, args.recording_id, timepoint=args.timepoint,
+                                     actor=args.actor or _default_actor())
+            summary = reg.summary(args.recording_id)
+    except RegistryError as err:
+        return fail(f"link refused, nothing written: {err}")
+    print(f"linked: session {row.recording_session_id} is the {row.timepoint} follow-up recording of operation "
+          f"{row.operation_session_id} (link {row.id}, by {row.actor})")
+    if summary is None or (summary.summary.get("course") is None):
+        print(f"note: recording {row.recording_session_id} has no AMR course in the registry yet; the report "
+              "counts it once its summary is stored", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_outcome_list(args: argparse.Namespace) -> int:
     from amrwatch.registry.outcomes import outcome_dict
     from amrwatch.registry.store import RegistryError
@@ -310,7 +357,7 @@ def _hide_password(url: str) -> str:
 
 
 def register(sub) -> None:
-    from amrwatch.registry.store import COMPLICATIONS, OUTCOME_CLASSES, TIMEPOINTS
+    from amrwatch.registry.store import COMPLICATIONS, OUTCOME_CLASSES, RECORDING_TIMEPOINTS, TIMEPOINTS
 
     o = sub.add_parser("outcome", help="follow-up outcomes linked to a session (add, edit, list)")
     osub = o.add_subparsers(dest="outcome_what", required=True, metavar="ACTION")
@@ -347,6 +394,17 @@ def register(sub) -> None:
     add_data(li)
     _add_registry(li)
     li.set_defaults(func=cmd_outcome_list)
+
+    lr = osub.add_parser("link-recording", help="link a postoperative AMR recording (its own session) to the "
+                                                "operation's session, at a follow-up point")
+    lr.add_argument("operation_id", metavar="OPERATION_ID", help="the operation's session")
+    lr.add_argument("recording_id", metavar="RECORDING_SESSION_ID",
+                    help="the postoperative recording's session (recorded, or `amrwatch analyze FILE`)")
+    lr.add_argument("--timepoint", required=True, choices=RECORDING_TIMEPOINTS, help="|".join(RECORDING_TIMEPOINTS))
+    _add_actor(lr)
+    add_data(lr)
+    _add_registry(lr)
+    lr.set_defaults(func=cmd_outcome_link_recording)
 
     data_help = f"archive directory (default {config.data_dir()}, env AMRWATCH_DATA)"
     s = sub.add_parser("sessions", help="list archived sessions (newest last)")

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 #: The Alembic revision this code reads and writes; `amrwatch registry migrate` brings a registry to it.
-HEAD = "0003_sync"
+HEAD = "0004_presence_followup"
 
 sessions = sa.Table(
     "sessions", metadata,
@@ -119,4 +119,36 @@ archive_receipts = sa.Table(
     sa.Column("chain_head", sa.Text, nullable=False),
     sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("verified_at", sa.Text, nullable=False),
+)
+
+#: 0004: which remote reader (its CURVE key name) watched which session from when to when; an open interval has
+#: no until_at; closed_by says who ended it: the reader ('left') or the session's end.
+reader_presence = sa.Table(
+    "reader_presence", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("session_id", sa.Text, sa.ForeignKey("sessions.session_id"), nullable=False),
+    sa.Column("reader", sa.Text, nullable=False),
+    sa.Column("from_at", sa.Text),
+    sa.Column("until_at", sa.Text),
+    sa.Column("closed_by", sa.Text),
+    sa.CheckConstraint("closed_by IS NULL OR closed_by IN ('reader', 'session_end')", name="presence_closed_by"),
+    sa.CheckConstraint("(until_at IS NULL) = (closed_by IS NULL)", name="presence_until_closed_by"),
+    sa.CheckConstraint("from_at IS NOT NULL OR until_at IS NOT NULL", name="presence_some_time"),
+    sa.Index("presence_session", "session_id", "reader"),
+    sqlite_autoincrement=True,
+)
+
+#: 0004: a postoperative AMR recording (its own session) linked to the operation's session at a follow-up point.
+followup_recordings = sa.Table(
+    "followup_recordings", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("operation_session_id", sa.Text, sa.ForeignKey("sessions.session_id"), nullable=False),
+    sa.Column("recording_session_id", sa.Text, sa.ForeignKey("sessions.session_id"), nullable=False),
+    sa.Column("timepoint", sa.Text, nullable=False),
+    sa.Column("linked_at", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.CheckConstraint("operation_session_id <> recording_session_id", name="followup_not_itself"),
+    sa.Index("followup_operation", "operation_session_id", "timepoint", unique=True),
+    sa.Index("followup_recording", "recording_session_id", unique=True),
+    sqlite_autoincrement=True,
 )

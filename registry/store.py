@@ -30,6 +30,11 @@ REGISTRY_FILE = "registry.sqlite"
 
 STATUSES = ("recording", "closed", "corrupt")
 TIMEPOINTS = ("1w", "3m", "6m", "1y")
+#: Follow-up points at which a postoperative AMR recording may be linked to the operation (1m: the 1-month
+#: recording that predicted the 1-year outcome in the 2022 prospective study, issue #17).
+RECORDING_TIMEPOINTS = ("1w", "1m", "3m", "6m", "1y")
+#: Who ended a presence interval: the reader ('left') or the end of the session.
+PRESENCE_CLOSED_BY = ("reader", "session_end")
 OUTCOME_CLASSES = ("cured", "improved", "unchanged", "worse")
 #: Complications an outcome may record (docs/domain.md); stored as {name: true}.
 COMPLICATIONS = ("facial_palsy_immediate", "facial_palsy_delayed", "hearing_loss", "csf_leak")
@@ -167,6 +172,28 @@ class OutcomeRow:
     supersedes: int | None
     origin: str | None = None
     origin_id: int | None = None
+
+
+@dataclass(frozen=True)
+class PresenceRow:
+    """A remote reader watching a session: from_at None when its `watching` was never received (only its
+    `left`); until_at None while it watches; closed_by 'reader' (it said it left) or 'session_end'."""
+    id: int
+    session_id: str
+    reader: str
+    from_at: str | None
+    until_at: str | None
+    closed_by: str | None
+
+
+@dataclass(frozen=True)
+class FollowupRow:
+    id: int
+    operation_session_id: str
+    recording_session_id: str
+    timepoint: str
+    linked_at: str
+    actor: str
 
 
 _SESSION_COLS = ("session_id", "started_at", "ended_at", "source", "scenario", "replay_of", "montage", "settings",
@@ -420,8 +447,14 @@ class Registry:
     def close_session(self, session_id: str, *, actor: str, ended_at: dt.datetime | str | None = None) -> SessionRow:
         actor = check_actor(actor)
         ended = _iso(ended_at, "ended_at") if ended_at is not None else utc_now_iso()
-        return self._change(session_id, actor, "close", {"status": "closed", "ended_at": ended},
-                            allowed_from=("recording",))
+        with self._tx():
+            row = self._change(session_id, actor, "close", {"status": "closed", "ended_at": ended},
+                               allowed_from=("recording",))
+            # Readers still watching when the session ends: their interval ends with it, flagged as such.
+            for p in self._q("SELECT * FROM reader_presence WHERE session_id = :s AND until_at IS NULL ORDER BY id",
+                             {"s": session_id}):
+                self._close_presence(PresenceRow(**dict(p)), ended, "session_end", actor)
+        return row
 
     def mark_corrupt(self, session_id: str, reason: str, *, actor: str) -> SessionRow:
         """The archive failed verification or recovery: the session stays listed, flagged, never deleted."""
@@ -546,6 +579,134 @@ class Registry:
             row = _outcome(r)
             out.setdefault(row.session_id, []).append(row)
         return out
+
+    # --------------------------------------------------------------- presence
+
+    def reader_watching(self, session_id: str, reader: str, at: dt.datetime | str, *, actor: str) -> PresenceRow:
+        """A remote reader started watching the session at `at` (its `reader_note` kind 'watching'). Already
+        watching: the open interval stands. A `left` of this reader already stored without its start (it
+        arrived first): that interval gets this start."""
+        actor = check_actor(actor)
+        reader = _check(_NAME, reader, "reader", "a reader name (its CURVE key name: A-Z a-z 0-9 _ . : -, up to 64)",
+                        optional=False)
+        at = _iso(at, "at")
+        with self._tx():
+            if self._row(session_id) is None:
+                raise UnknownSession(f"no session {session_id!r} in the registry; `amrwatch sessions` lists them")
+            open_ = self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
+                              "until_at IS NULL ORDER BY id DESC", {"s": session_id, "r": reader})
+            if open_ is not None:
+                return PresenceRow(**dict(open_))
+            startless = self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
+                                  "from_at IS NULL AND until_at >= :at ORDER BY id", {"s": session_id, "r": reader,
+                                                                                      "at": at})
+            if startless is not None:
+                before = PresenceRow(**dict(startless))
+                self._exec("UPDATE reader_presence SET from_at = :at WHERE id = :id", {"at": at, "id": before.id})
+                after = self._presence_row(before.id)
+                self._audit(actor, "watching", "reader_presence", str(before.id), asdict(before), asdict(after))
+                return after
+            new_id = self._insert_returning_id(
+                "INSERT INTO reader_presence (session_id, reader, from_at) VALUES (:s, :r, :at) RETURNING id",
+                {"s": session_id, "r": reader, "at": at})
+            row = self._presence_row(new_id)
+            self._audit(actor, "watching", "reader_presence", str(new_id), None, asdict(row))
+        return row
+
+    def reader_left(self, session_id: str, reader: str, at: dt.datetime | str, *, actor: str) -> PresenceRow:
+        """The reader stopped watching at `at` (kind 'left'): its open interval closes, by the reader. Without
+        an open interval (its `watching` not received, or not yet), a row with an unknown start is kept, so
+        the `left` is not lost and a late `watching` can fill the start in."""
+        actor = check_actor(actor)
+        reader = _check(_NAME, reader, "reader", "a reader name (its CURVE key name: A-Z a-z 0-9 _ . : -, up to 64)",
+                        optional=False)
+        at = _iso(at, "at")
+        with self._tx():
+            if self._row(session_id) is None:
+                raise UnknownSession(f"no session {session_id!r} in the registry; `amrwatch sessions` lists them")
+            open_ = self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
+                              "until_at IS NULL ORDER BY id DESC", {"s": session_id, "r": reader})
+            if open_ is not None:
+                return self._close_presence(PresenceRow(**dict(open_)), at, "reader", actor)
+            same = self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
+                             "until_at = :at AND closed_by = 'reader'", {"s": session_id, "r": reader, "at": at})
+            if same is not None:  # the same `left` again (refetched after a restart): already in the log
+                return PresenceRow(**dict(same))
+            new_id = self._insert_returning_id(
+                "INSERT INTO reader_presence (session_id, reader, until_at, closed_by) VALUES (:s, :r, :at, "
+                "'reader') RETURNING id", {"s": session_id, "r": reader, "at": at})
+            row = self._presence_row(new_id)
+            self._audit(actor, "left", "reader_presence", str(new_id), None, asdict(row))
+        return row
+
+    def presence(self, session_id: str) -> list[PresenceRow]:
+        """The session's presence log, in the order the intervals were opened."""
+        return [PresenceRow(**dict(r)) for r in self._q(
+            "SELECT * FROM reader_presence WHERE session_id = :s ORDER BY id", {"s": session_id})]
+
+    def _presence_row(self, pid: int) -> PresenceRow:
+        return PresenceRow(**dict(self._one("SELECT * FROM reader_presence WHERE id = :id", {"id": pid})))
+
+    def _close_presence(self, before: PresenceRow, at: str, closed_by: str, actor: str) -> PresenceRow:
+        if before.from_at is not None and at < before.from_at:
+            at = before.from_at  # a clock step back between the two notes: never an interval of negative length
+        self._exec("UPDATE reader_presence SET until_at = :at, closed_by = :by WHERE id = :id",
+                   {"at": at, "by": closed_by, "id": before.id})
+        after = self._presence_row(before.id)
+        self._audit(actor, "left" if closed_by == "reader" else "session_end", "reader_presence", str(before.id),
+                    asdict(before), asdict(after))
+        return after
+
+    # -------------------------------------------------------- follow-up recordings
+
+    def link_recording(self, operation_session_id: str, recording_session_id: str, *, timepoint: str,
+                       actor: str) -> FollowupRow:
+        """Link a postoperative AMR recording (its own session: recorded, or analysed from a file) to the
+        operation's session at a follow-up point. One recording per operation and point; a recording belongs
+        to one operation; it must have started after the operation."""
+        actor = check_actor(actor)
+        if timepoint not in RECORDING_TIMEPOINTS:
+            raise RegistryError(f"timepoint must be one of {list(RECORDING_TIMEPOINTS)}; got {timepoint!r}")
+        if operation_session_id == recording_session_id:
+            raise RegistryError(f"recording {recording_session_id!r} is the operation itself; link the session of "
+                                "the postoperative recording")
+        with self._tx():
+            op_row = self._row(operation_session_id, lock=True)
+            if op_row is None:
+                raise UnknownSession(f"operation: no session {operation_session_id!r} in the registry; "
+                                     "`amrwatch sessions` lists them")
+            rec_row = self._row(recording_session_id)
+            if rec_row is None:
+                raise UnknownSession(f"recording: no session {recording_session_id!r} in the registry; record or "
+                                     "analyse the recording first (`amrwatch analyze FILE`), then link it")
+            if rec_row["started_at"] <= op_row["started_at"]:
+                raise RegistryError(f"recording {recording_session_id} started at {rec_row['started_at']}, not after "
+                                    f"the operation {operation_session_id} ({op_row['started_at']}); a follow-up "
+                                    "recording comes after the operation")
+            taken = self._one("SELECT * FROM followup_recordings WHERE (operation_session_id = :o AND timepoint = :t)"
+                              " OR recording_session_id = :r",
+                              {"o": operation_session_id, "t": timepoint, "r": recording_session_id})
+            if taken is not None:
+                t = FollowupRow(**dict(taken))
+                raise RegistryError(f"already linked: recording {t.recording_session_id} is the {t.timepoint} "
+                                    f"follow-up of operation {t.operation_session_id} (link {t.id}); links are "
+                                    "append-only")
+            new_id = self._insert_returning_id(
+                "INSERT INTO followup_recordings (operation_session_id, recording_session_id, timepoint, linked_at, "
+                "actor) VALUES (:o, :r, :t, :at, :actor) RETURNING id",
+                {"o": operation_session_id, "r": recording_session_id, "t": timepoint, "at": utc_now_iso(),
+                 "actor": actor})
+            row = FollowupRow(**dict(self._one("SELECT * FROM followup_recordings WHERE id = :id", {"id": new_id})))
+            self._audit(actor, "link", "followup_recordings", str(new_id), None, asdict(row))
+        return row
+
+    def followup_recordings(self, operation_session_id: str | None = None) -> list[FollowupRow]:
+        """Links of one operation (or all), oldest first."""
+        sql, args = "SELECT * FROM followup_recordings", {}
+        if operation_session_id is not None:
+            sql += " WHERE operation_session_id = :o"
+            args["o"] = operation_session_id
+        return [FollowupRow(**dict(r)) for r in self._q(sql + " ORDER BY id", args)]
 
     # -------------------------------------------------------------- summaries
 

@@ -21,6 +21,10 @@ Test choice, stated once here and in the report's methods:
 - multivariable model: unpenalised logistic regression of persistence on the
   seven factors (statsmodels, Newton), Wald confidence intervals, AUC with
   DeLong's interval, optimism by Harrell's bootstrap;
+- follow-up recordings: AMR present or not in the postoperative recording linked
+  at a follow-up point against spasm at the outcome point (1 year), beside the
+  intraoperative course of the same patients; Fisher's exact test (two-sided)
+  whatever the counts, since these subgroups are small;
 - time to relief: Kaplan–Meier by AMR status (statsmodels), log-rank test;
   patients without relief are censored at their last follow-up point.
 """
@@ -38,7 +42,7 @@ from amrwatch.proto.messages import COURSES
 from amrwatch.services.predictor.features import FEATURES
 from amrwatch.study.cohort_table import CohortRow
 from amrwatch.registry.outcomes import FollowUpSettings
-from amrwatch.registry.store import OUTCOME_CLASSES, TIMEPOINTS
+from amrwatch.registry.store import OUTCOME_CLASSES, RECORDING_TIMEPOINTS, TIMEPOINTS
 
 GROUPS = ("persisted", "disappeared")
 
@@ -350,6 +354,53 @@ def outcomes_by_status(rows: list[CohortRow], s: ReportSettings) -> list[dict[st
         else:
             entry["test"] = two_by_two(table, s)
         out.append(entry)
+    return out
+
+
+def _spasm_table(pairs: list[tuple[Any, Any]]) -> np.ndarray:
+    """2×2 counts: rows AMR present / absent, columns spasm / no spasm."""
+    table = np.zeros((2, 2), dtype=int)
+    for amr, grade in pairs:
+        table[0 if amr == 1 else 1, 0 if grade > 0 else 1] += 1
+    return table
+
+
+def _fisher(table: np.ndarray, what: str) -> dict[str, Any]:
+    from scipy import stats
+
+    if table[0].sum() == 0 or table[1].sum() == 0:
+        return unavailable(f"{what}: not available, too few — {int(table[0].sum())} patients with the AMR present "
+                           f"and {int(table[1].sum())} without; both groups are needed")
+    if table[:, 0].sum() == 0 or table[:, 1].sum() == 0:
+        return unavailable(f"{what}: not available — every patient is "
+                           f"{'free of spasm' if table[:, 0].sum() == 0 else 'still in spasm'}, so the groups "
+                           "cannot differ")
+    odds, p = stats.fisher_exact(table, alternative="two-sided")
+    return {"available": True, "test": "Fisher's exact", "p_value": float(p),
+            "odds_ratio": float(odds) if math.isfinite(odds) else None, "table": table.tolist()}
+
+
+def followup_recordings(rows: list[CohortRow], s: ReportSettings,
+                        outcome_timepoint: str = "1y") -> list[dict[str, Any]]:
+    """Per follow-up point with linked recordings: AMR in the postoperative recording vs spasm at
+    `outcome_timepoint`, and beside it the intraoperative course (persisted vs not) of the same patients."""
+    out = []
+    for tp in RECORDING_TIMEPOINTS:
+        linked = [r for r in rows if r.followup_amr.get(tp) is not None]
+        if not linked:
+            continue
+        seen = [r for r in linked if r.grades[outcome_timepoint] is not None]
+        post = _spasm_table([(r.followup_amr[tp], r.grades[outcome_timepoint]) for r in seen])
+        intra_rows = [r for r in seen if r.label is not None]
+        intra = _spasm_table([(r.label, r.grades[outcome_timepoint]) for r in intra_rows])
+        out.append({
+            "timepoint": tp, "outcome_timepoint": outcome_timepoint, "n_linked": len(linked), "n": len(seen),
+            "postoperative": {"table": post.tolist(),
+                              "test": _fisher(post, f"{tp} recording vs {outcome_timepoint} outcome")},
+            "intraoperative": {"n": len(intra_rows), "table": intra.tolist(),
+                               "test": _fisher(intra, f"intraoperative course vs {outcome_timepoint} outcome "
+                                                      f"(patients with a {tp} recording)")},
+        })
     return out
 
 
@@ -696,6 +747,7 @@ def analyse(rows: list[CohortRow], s: ReportSettings, model=None, export_sha256:
         "factors": factor_comparison(rows, s),
         "multivariable": multivariable(rows, s),
         "outcomes": outcomes_by_status(rows, s),
+        "followup_recordings": followup_recordings(rows, s),
         "time_to_relief": time_to_relief(rows, s),
         "ratio": ratio_as_predictor(rows, s),
         "validation": validation(rows, model, s, export_sha256) if model is not None else

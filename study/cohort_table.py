@@ -10,7 +10,9 @@ Who is a patient here: closed sessions with a classified AMR course (a
 session still recording has none; a corrupt one is listed as excluded),
 never a replay (it repeats an operation already counted), and one operation
 per patient token — a re-operation of a patient already in the table is
-excluded and counted.
+excluded and counted. A postoperative recording linked to an operation
+(`amrwatch outcome link-recording`) is not a patient of its own either: it
+is that operation's `followup_amr_<timepoint>` column.
 
 What leaves the registry: the random session id and clinical values only.
 No patient token, no date: the spasm-free date becomes `days_to_relief`
@@ -34,7 +36,7 @@ from amrwatch.services.predictor.features import BY_NAME, FEATURE_NAMES
 from amrwatch.archive.session import NoSuchSession, open_session
 from amrwatch.archive.integrity import ArchiveError
 from amrwatch.registry.outcomes import FollowUpSettings
-from amrwatch.registry.store import COMPLICATIONS, TIMEPOINTS, OutcomeRow, Registry, SessionRow
+from amrwatch.registry.store import COMPLICATIONS, RECORDING_TIMEPOINTS, TIMEPOINTS, OutcomeRow, Registry, SessionRow
 from amrwatch.registry.summary import SUMMARY_TOPICS, SummaryError, summarize
 
 OUTCOME_COLUMNS: tuple[str, ...] = (
@@ -44,9 +46,13 @@ OUTCOME_COLUMNS: tuple[str, ...] = (
     "followup_days",
     "complications",
 )
+#: Per follow-up point: was the AMR present in the postoperative recording linked to the operation
+#: (`amrwatch outcome link-recording`)? 1 its course persisted, 0 it did not, empty: no linked recording
+#: with a course.
+FOLLOWUP_RECORDING_COLUMNS: tuple[str, ...] = tuple(f"followup_amr_{tp}" for tp in RECORDING_TIMEPOINTS)
 EXTRA_COLUMNS: tuple[str, ...] = (ELIGIBLE_COLUMN, "predicted_band", "prediction_model_sha256", "prediction_synthetic")
 #: The export's columns: the trainer's layout first, then context, then follow-up.
-CSV_COLUMNS: tuple[str, ...] = (*COHORT_COLUMNS, *EXTRA_COLUMNS, *OUTCOME_COLUMNS)
+CSV_COLUMNS: tuple[str, ...] = (*COHORT_COLUMNS, *EXTRA_COLUMNS, *OUTCOME_COLUMNS, *FOLLOWUP_RECORDING_COLUMNS)
 SYNTHETIC_SOURCE = "synthetic"
 
 
@@ -69,6 +75,9 @@ class CohortRow:
     followup_days: int | None
     complications: tuple[str, ...]
     synthetic: bool
+    followup_amr: dict[str, int | None] = field(default_factory=dict)
+    """Per RECORDING_TIMEPOINTS: 1 the AMR persisted through the linked postoperative recording, 0 it did not,
+    None (or absent) no linked recording with an AMR course."""
 
     @property
     def label(self) -> int | None:
@@ -141,6 +150,17 @@ def _outcome_fields(session: SessionRow, outcomes: list[OutcomeRow], follow_up: 
             "complications": tuple(c for c in COMPLICATIONS if c in comps)}
 
 
+def _followup_amr(links: dict[str, str], summaries: dict) -> dict[str, int | None]:
+    """AMR present (1) or not (0) in each linked postoperative recording, from its stored summary's course.
+    A recording whose summary is missing, or without a course, is None: unknown, never 'absent'."""
+    out: dict[str, int | None] = {}
+    for tp in RECORDING_TIMEPOINTS:
+        row = summaries.get(links[tp]) if tp in links else None
+        course = row.summary.get("course") if row is not None else None
+        out[tp] = None if course is None else int(course == "persisted")
+    return out
+
+
 def build_cohort(registry: Registry, data_dir: Path | None = None,
                  follow_up: FollowUpSettings | None = None) -> Cohort:
     """Every eligible session of the registry as a CohortRow (see the module docstring for who is eligible)."""
@@ -149,7 +169,17 @@ def build_cohort(registry: Registry, data_dir: Path | None = None,
     outcomes = registry.current_outcomes()
     cohort = Cohort(rows=[])
     patients: set[str] = set()
+    links = registry.followup_recordings()
+    recordings = {f.recording_session_id: f for f in links}
+    linked: dict[str, dict[str, str]] = {}
+    for f in links:
+        linked.setdefault(f.operation_session_id, {})[f.timepoint] = f.recording_session_id
     for s in registry.list():
+        if s.session_id in recordings:
+            f = recordings[s.session_id]
+            cohort.excluded.append((s.session_id, f"{f.timepoint} follow-up recording of operation "
+                                    f"{f.operation_session_id}, not an operation"))
+            continue
         if s.replay_of is not None:
             cohort.excluded.append((s.session_id, f"replay of an archived session: {s.replay_of}"))
             continue
@@ -192,6 +222,7 @@ def build_cohort(registry: Registry, data_dir: Path | None = None,
             prediction_model_sha256=pred.get("model_sha256"),
             prediction_synthetic=pred.get("synthetic"),
             synthetic=synthetic,
+            followup_amr=_followup_amr(linked.get(s.session_id, {}), summaries),
             **_outcome_fields(s, outcomes.get(s.session_id, []), follow_up),
         ))
     return cohort
@@ -225,6 +256,8 @@ def csv_text(cohort: Cohort) -> str:
         for name in FEATURE_NAMES:
             v = r.factors[name]
             cells[name] = (float(v) if BY_NAME[name].kind == "float" else v) if v is not None else None
+        for tp in RECORDING_TIMEPOINTS:
+            cells[f"followup_amr_{tp}"] = r.followup_amr.get(tp)
         for tp in TIMEPOINTS:
             cells[f"grade_{tp}"] = r.grades[tp]
             cells[f"class_{tp}"] = r.classes[tp]

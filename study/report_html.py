@@ -232,6 +232,30 @@ def outcome_section(res: list[dict[str, Any]], ttr: dict[str, Any], out_png: byt
     return "\n".join(parts)
 
 
+def followup_recording_section(res: list[dict[str, Any]] | None) -> str:
+    """Issue #17: the AMR in a postoperative recording linked to the operation, beside the intraoperative course
+    of the same patients, each against spasm at the outcome point."""
+    parts = ["<h3>Follow-up AMR recordings</h3>"]
+    if not res:
+        parts.append('<p class="na">No postoperative AMR recording is linked to an operation '
+                     "(<code>amrwatch outcome link-recording</code>).</p>")
+        return "\n".join(parts)
+    parts.append("<p>AMR present = its course persisted through the linked postoperative recording. Rows: AMR "
+                 "present / absent; columns: spasm / no spasm at the outcome point. Fisher's exact test.</p>")
+    rows = []
+    for e in res:
+        for label, key in (("postoperative recording", "postoperative"), ("intraoperative course", "intraoperative")):
+            t = e[key]["table"]
+            test = e[key]["test"]
+            rows.append([f"{e['timepoint']} ({e['n']} of {e['n_linked']} with a {e['outcome_timepoint']} outcome)",
+                         label, str(t[0][0]), str(t[0][1]), str(t[1][0]), str(t[1][1]),
+                         (f"{esc(test['test'])}, p {p_is(test['p_value'])}" if test["available"]
+                          else f'<span class="na">{esc(test["reason"])}</span>')])
+    parts.append(_table(["recording", "AMR from", "present: spasm", "present: no spasm", "absent: spasm",
+                         "absent: no spasm", "test"], rows, numeric={2, 3, 4, 5}))
+    return "\n".join(parts)
+
+
 def validation_section(res: dict[str, Any], png: bytes | None, dca_png: bytes | None = None) -> str:
     parts = ["<h2>6. Validation of the model on your registry</h2>"]
     if "model_sha256" in res:
@@ -392,6 +416,8 @@ def methods_section(meta: dict[str, Any]) -> str:
         "<li>Continuous and ordinal factors: the two-sided Mann–Whitney U test, chosen before seeing the data (the "
         "continuous factors are skewed); no normality pre-test, because choosing the test by a preliminary test "
         "changes its error rate.</li>"
+        "<li>Follow-up AMR recordings: Fisher's exact test (two-sided) whatever the counts, these subgroups "
+        "being small.</li>"
         "<li>Binary factors and outcome tables: Pearson's chi-square with Yates' correction if every expected count "
         f"is at least {num(meta['settings']['min_expected_count'], 0)}, else Fisher's exact test.</li>"
         f"<li>Multivariable model: unpenalised logistic regression on {esc(features)} (statsmodels); "
@@ -421,6 +447,7 @@ def render(results: dict[str, Any], meta: dict[str, Any], pngs: dict[str, bytes 
         factor_section(results["factors"]),
         model_section(results["multivariable"], pngs.get("model_roc"), pngs.get("model_calibration")),
         outcome_section(results["outcomes"], results["time_to_relief"], pngs.get("outcomes"), pngs.get("km")),
+        followup_recording_section(results.get("followup_recordings")),
         ratio_section(results["ratio"], pngs.get("ratio_roc")) if "ratio" in results else "",
         validation_section(results["validation"], pngs.get("validation"), pngs.get("decision_curve")),
         comparison_section(results.get("comparison"), pngs.get("comparison")),

@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from ... import __version__, config
 from ...control import ControlClient, ControlError, no_answer
 from ...proto.codec import DecodeError, decode
-from ...proto.messages import Alarm, AmrCourse, Message, Prediction, SessionEnd, SessionStart
+from ...proto.messages import Alarm, AmrCourse, Message, Prediction, ReaderNote, SessionEnd, SessionStart
 from ...service import Service
 from amrwatch.archive.writer import ArchiveClosed, ArchiveCorrupt, ArchiveFatal, ArchiveWriter, session_path, utc_iso
 from amrwatch.archive.durable import ArchiveIO
@@ -209,6 +209,11 @@ class Recorder(Service):
             s.end(now)
         elif isinstance(msg, AmrCourse):
             s.course_seen = True
+        elif isinstance(msg, ReaderNote) and msg.kind in ("watching", "left"):
+            # The presence log: which remote reader watched this session from when to when (issue #19).
+            # Open intervals are closed with the session (Registry.close_session).
+            mark = Registry.reader_watching if msg.kind == "watching" else Registry.reader_left
+            self._registry(lambda r: mark(r, s.session_id, msg.reader, msg.ts_utc, actor=self.settings.actor))
         elif isinstance(msg, Prediction) and not s.model_known:
             s.model_known = True
             self._registry(lambda r: r.update_session(s.session_id, actor=self.settings.actor,

@@ -47,7 +47,7 @@ def test_a_server_registry_at_another_revision_is_refused_with_the_command_to_ru
     # back one revision, by hand, as a half-upgraded server would be
     with eng.begin() as c:
         c.exec_driver_sql("UPDATE alembic_version SET version_num = '0002_summaries'")
-    with pytest.raises(RegistryError, match=r"at schema revision 0002_summaries; this amrwatch needs 0003_sync"):
+    with pytest.raises(RegistryError, match=r"at schema revision 0002_summaries; this amrwatch needs " + HEAD):
         Registry(registry_url)
     with eng.begin() as c:
         c.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_future'")
