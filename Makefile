@@ -22,6 +22,8 @@ run: $(STAMP)
 # (AMRWATCH_TESTS_STRICT=1); a plain `pytest` skips it with the reason instead.
 test: $(STAMP)
 	@scripts/install-test-servers
+	$(VENV)/bin/ruff check .
+	PYTHON=$(PY) scripts/typecheck
 	AMRWATCH_TESTS_STRICT=1 $(PY) -m pytest -q
 
 bench: $(STAMP)

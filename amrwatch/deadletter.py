@@ -25,7 +25,7 @@ class DeadLetter:
         if self.failed:
             return
         rec = {
-            "at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "at": dt.datetime.now(dt.UTC).isoformat(),
             "reason": reason,
             "error": text[:2000],
             "frames": [base64.b64encode(bytes(getattr(f, "bytes", f))[: self.keep]).decode() for f in frames[:4]],

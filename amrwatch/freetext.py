@@ -14,7 +14,7 @@ import re
 
 #: Digits in a row from which free text is taken to hold a hospital record number.
 MIN_IDENTIFIER_DIGITS = 6
-_DIGIT_RUN = re.compile(r"\d{%d,}" % MIN_IDENTIFIER_DIGITS)
+_DIGIT_RUN = re.compile(rf"\d{{{MIN_IDENTIFIER_DIGITS},}}")
 
 
 def identifier_problem(field: str, value: str | None) -> str | None:

@@ -76,7 +76,7 @@ def make_printer(
             print(text, flush=True)
         except BrokenPipeError:  # `amrwatch events | head`
             sys.stderr.close()
-            raise SystemExit(0)
+            raise SystemExit(0) from None
         return True
 
     return show

@@ -194,7 +194,7 @@ class ArchivedSession:
         fr = self.index.frames
         pub, inst, sid, fs = fr.streams[fr.stream[row]]
         x = self.index.samples(row) if samples is None else samples
-        ts = dt.datetime.fromtimestamp(fr.ts[row], dt.timezone.utc)
+        ts = dt.datetime.fromtimestamp(fr.ts[row], dt.UTC)
         msg = EmgFrame.model_construct(
             type="emg_frame", schema_version=SCHEMA_VERSION, session_id=sid, seq=fr.seq[row], publisher=pub,
             instance=inst, ts_utc=ts, first_sample_index=fr.first_sample[row], n_channels=x.shape[0],

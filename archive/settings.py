@@ -12,10 +12,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
-MIB = 1024 * 1024
-
-
 from amrwatch.ranges import within as _within
+
+MIB = 1024 * 1024
 
 
 class ArchiveSettings(BaseModel):

@@ -77,7 +77,7 @@ class ArchiveClosed(ArchiveError):
 
 
 def utc_iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def check_session_id(session_id: str) -> str:

@@ -185,7 +185,7 @@ def export_edf(data_dir: Path, session_id: str, out: Path) -> ExportInfo:
                 w.setDatarecordDuration(record_s)
                 w.set_number_of_annotation_signals(n_annot)
                 started = dt.datetime.fromisoformat(start.header["started_at"].replace("Z", "+00:00"))
-                started = started.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                started = started.astimezone(dt.UTC).replace(tzinfo=None)
                 # To the second: EDFlib adds a sub-second start to every onset and keeps onsets only to
                 # 100 µs, which would move events by a sample; the exact start goes in the recording field.
                 w.setStartdatetime(started.replace(microsecond=0))

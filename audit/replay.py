@@ -7,7 +7,7 @@ session_start has `source = "replay:<ID>"`, `replay_of = <ID>` and
 `settings.replay = true`, and replayed stage markers and factors carry
 `source = "replay"`.
 
-`replay_plan` is the pure part (what to publish, at which signal time); 
+`replay_plan` is the pure part (what to publish, at which signal time);
 `replay_session` paces it onto the bus.
 """
 

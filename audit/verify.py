@@ -292,7 +292,7 @@ def _run_predictor(idx: ArchiveIndex, model, settings: DecisionSettings, analyze
                                                                **recomputed[i]}))
     core = PredictorCore(model, settings)
     out: dict[str, list[dict]] = {t: [] for t in PREDICTOR_TYPES}
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    now = dt.datetime.now(dt.UTC).isoformat()
     for header in bus_order(items):
         t = header["type"]
         body = {k: v for k, v in header.items() if k not in ("type", "schema_version", "session_id", "seq",

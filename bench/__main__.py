@@ -43,7 +43,7 @@ def machine() -> str:
     import numpy
     import zmq
 
-    return (f"- when: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+    return (f"- when: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
             f"- machine: {os.cpu_count()} cores ({cpu}), {mem} RAM, {platform.system()} {platform.release()}\n"
             f"- python {platform.python_version()}, numpy {numpy.__version__}, pyzmq {zmq.__version__}, "
             f"libzmq {zmq.zmq_version()}\n"

@@ -40,7 +40,7 @@ from amrwatch.archive.settings import ArchiveSettings
 
 def make_frames(n: int, channels: int, samples: int, rate: float) -> list[list[bytes]]:
     rng = np.random.default_rng(1)
-    t0 = dt.datetime.now(dt.timezone.utc)
+    t0 = dt.datetime.now(dt.UTC)
     out = []
     for i in range(n):
         msg = EmgFrame(type="emg_frame", schema_version=1, session_id="bench", seq=i, publisher="acquirer",

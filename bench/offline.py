@@ -34,8 +34,7 @@ SUMMARY: dict = {}
 def _cli(*argv: str) -> tuple[float, int, int]:
     """(wall seconds, exit code, lines printed) of one `amrwatch` command."""
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "amrwatch", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       cwd=ROOT)
+    p = subprocess.run([sys.executable, "-m", "amrwatch", *argv], capture_output=True, cwd=ROOT)
     return time.perf_counter() - t, p.returncode, p.stdout.count(b"\n")
 
 

@@ -116,7 +116,6 @@ def bench_report(tmp: Path, n: int, pg_url: str | None) -> list[tuple[str, float
     for seed, site in enumerate(("north", "south", "east")):
         generate(tmp / "multi", per, seed=seed + 1, registry=f"sqlite:///{sqlite_path}", site=site)
     print(f"  generated {3 * per} sessions in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    out = []
     targets = [("sqlite", f"sqlite:///{sqlite_path}")]
     if pg_url:
         migrate_url(pg_url)
@@ -151,7 +150,7 @@ def run(sessions: int = 20, mib: int = 4, report_sessions: int = 3000) -> str:
         if pg:
             pg.stop()
     base = sync_rows[1][3]
-    lines = [f"## Sync and the multi-site report\n",
+    lines = ["## Sync and the multi-site report\n",
              f"One cart, {sessions} closed sessions of {mib} MiB each, pushed into an empty central registry and "
              "archive root on the same disk (in-process; PostgreSQL: a throwaway local cluster, fsync off as in the "
              "tests). Sync verifies every copy at the destination and writes the rows in one transaction per session.\n",

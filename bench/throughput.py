@@ -194,7 +194,7 @@ def scaling_section(scaling: dict[int, PipelineResult], subs: dict[int, Pipeline
         lines.append(f"| {label} | {t['p50']:.2f} | {t['p99']:.2f} | {m['p50']:.2f} | {m['max']:.2f} ({m['n']}) | "
                      f"{r.cpu_total():.0f} | {r.usage['bus']['cpu_pct']:.0f} | "
                      f"{r.usage.get('probe0', {}).get('cpu_pct', float('nan')):.0f} |")
-    lines += ["", f"![scaling](scaling.png)", ""]
+    lines += ["", "![scaling](scaling.png)", ""]
     return lines
 
 

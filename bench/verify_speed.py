@@ -48,7 +48,7 @@ from amrwatch.services.analyzer.offline import BLOCK_S
 FS = 20_000
 FRAME = 100  # 5 ms, as the acquirer publishes
 SID = "20261124T080000Z-bench1"
-T0 = dt.datetime(2026, 11, 24, 8, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 24, 8, 0, 0, tzinfo=dt.UTC)
 #: When each stage starts, as a fraction of the session (a two-hour operation: decompression at 70 min).
 STAGES = [(0.0, "baseline"), (1 / 12, "incision"), (2 / 12, "dural_opening"), (3 / 12, "csf_release"),
           (4 / 12, "retraction"), (5 / 12, "arachnoid_dissection"), (7 / 12, "decompression"), (10 / 12, "closure")]

@@ -7,7 +7,7 @@ request/reply channel instead of fire-and-forget PUB/SUB.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
@@ -91,8 +91,7 @@ class StreamsRequest(Strict):
 
 
 ControlRequest = Annotated[
-    Union[MarkRequest, FactorsRequest, SessionRequest, RetransmitRequest, StateRequest, AckRequest, NoteRequest,
-          StreamsRequest],
+    MarkRequest | FactorsRequest | SessionRequest | RetransmitRequest | StateRequest | AckRequest | NoteRequest | StreamsRequest,
     Field(discriminator="op"),
 ]
 CONTROL_REQUEST = TypeAdapter(ControlRequest)

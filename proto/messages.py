@@ -25,7 +25,6 @@ from typing import (
     Literal,
     ParamSpec,
     TypeVar,
-    Union,
     cast,
     get_args,
 )
@@ -59,16 +58,16 @@ SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
 InstanceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8,32}$")]
 Text = Annotated[str, StringConstraints(max_length=1000)]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
-Scalar = Union[bool, int, FiniteFloat, ShortText, None]
+Scalar = bool | int | FiniteFloat | ShortText | None
 #: Free-form but bounded maps (settings, evidence, inputs): at most 64 keys of scalars.
 ScalarMap = Annotated[dict[Name, Scalar], Field(max_length=64)]
 #: A service's settings: scalars, or short lists of numbers (windows such as [6.0, 25.0]).
-SettingValue = Union[Scalar, Annotated[list[Union[int, FiniteFloat]], Field(max_length=16)]]
+SettingValue = Scalar | Annotated[list[int | FiniteFloat], Field(max_length=16)]
 SettingsMap = Annotated[dict[Name, SettingValue], Field(max_length=128)]
 
 
 def utc_now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 Stage = Literal[

@@ -123,7 +123,7 @@ def add_outcome(registry: Registry, session_id: str, *, actor: str, timepoint: s
     relief = None
     if spasm_free_date is not None:
         relief = check_relief_date(parse_date(spasm_free_date, "--spasm-free-date"), surgery,
-                                   today or dt.datetime.now(dt.timezone.utc).date())
+                                   today or dt.datetime.now(dt.UTC).date())
     comp = parse_complications(complications)
     row = registry.add_outcome(session_id, actor=actor, timepoint=timepoint, cohen_grade=cohen_grade,
                                outcome_class=cls, relief_date=relief, complications=comp)
@@ -163,7 +163,7 @@ def edit_outcome(registry: Registry, session_id: str, *, actor: str, timepoint: 
         relief = None
     else:
         relief = check_relief_date(parse_date(spasm_free_date, "--spasm-free-date"), surgery,
-                                   today or dt.datetime.now(dt.timezone.utc).date())
+                                   today or dt.datetime.now(dt.UTC).date())
     comp = old.complications if complications is KEEP else parse_complications(complications)
     if (grade, cls, relief, comp) == (old.cohen_grade, old.outcome_class, old.relief_date, old.complications):
         raise OutcomeInputError(f"the {timepoint} outcome of session {session_id} already says this; nothing written")

@@ -22,7 +22,8 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import sqlalchemy as sa
 
@@ -67,7 +68,7 @@ def new_patient_token() -> str:
 
 
 def utc_now_iso() -> str:
-    return _iso(dt.datetime.now(dt.timezone.utc))
+    return _iso(dt.datetime.now(dt.UTC))
 
 
 def _iso(t: dt.datetime | str, field: str = "time") -> str:
@@ -78,7 +79,7 @@ def _iso(t: dt.datetime | str, field: str = "time") -> str:
             raise RegistryError(f"{field} must be an ISO 8601 time with a UTC offset; got {t!r}") from None
     if not isinstance(t, dt.datetime) or t.tzinfo is None:
         raise RegistryError(f"{field} must be a timezone-aware time; got {t!r}")
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _json(value: Any, field: str) -> str:

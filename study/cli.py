@@ -78,7 +78,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from amrwatch.study.report import make_report
 
     data = _data_dir(args)
-    out = Path(args.out) if args.out else data / "reports" / dt.datetime.now(dt.timezone.utc).strftime(
+    out = Path(args.out) if args.out else data / "reports" / dt.datetime.now(dt.UTC).strftime(
         "report-%Y%m%dT%H%M%SZ")
     try:
         res = make_report(data, out, model_dir=args.model or config.model_dir(), compare_dir=args.compare,

@@ -463,7 +463,7 @@ def time_to_relief(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
         below = np.nonzero(surv <= 0.5)[0]
         days = s.follow_up.timepoint_days
 
-        def at(day: float) -> float:
+        def at(day: float, times: np.ndarray = times, surv: np.ndarray = surv) -> float:
             i = np.searchsorted(times, day, side="right") - 1
             return 1.0 if i < 0 else float(surv[i])
 

@@ -115,7 +115,7 @@ def make_report(data_dir: Path, out_dir: Path, *, model_dir: str | Path | None =
 
     t0 = time.perf_counter()
     settings = settings or ReportSettings()
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     with Registry.open(registry, Path(data_dir)) as reg:
         n_sessions = len(reg.list())
         cohort = build_cohort(reg, Path(data_dir), settings.follow_up)

@@ -175,7 +175,7 @@ def _start_times(n: int, rng: np.random.Generator, settings: SyntheticRegistrySe
     for i in days:
         minute = int(rng.integers(h0 * 60, h1 * 60))
         d = weekdays[int(i)]
-        out.append(dt.datetime(d.year, d.month, d.day, minute // 60, minute % 60, tzinfo=dt.timezone.utc))
+        out.append(dt.datetime(d.year, d.month, d.day, minute // 60, minute % 60, tzinfo=dt.UTC))
     return out
 
 

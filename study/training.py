@@ -281,7 +281,7 @@ def _metrics(y: np.ndarray, lp: np.ndarray, W: np.ndarray | None, calibration: b
     return out
 
 
-def bootstrap_validation(Z: np.ndarray, y: np.ndarray, settings: "TrainingSettings", seed: int,
+def bootstrap_validation(Z: np.ndarray, y: np.ndarray, settings: TrainingSettings, seed: int,
                          apparent: dict[str, float]) -> dict[str, Any]:
     """Harrell's bootstrap with the whole procedure (fit, shrinkage, intercept, cut-offs) refitted in each
     resample; separated resamples are fitted by Firth and kept. Per statistic: optimism (mean of
@@ -344,7 +344,7 @@ def _gbm(X: np.ndarray, y: np.ndarray, w: np.ndarray | None):
     return HistGradientBoostingClassifier(**GBM_PARAMS).fit(X, y, sample_weight=w)
 
 
-def comparison_model(X: np.ndarray, y: np.ndarray, W: np.ndarray, settings: "TrainingSettings") -> dict[str, Any]:
+def comparison_model(X: np.ndarray, y: np.ndarray, W: np.ndarray, settings: TrainingSettings) -> dict[str, Any]:
     """Gradient boosting (sklearn HistGradientBoosting, fixed settings and seed) validated on the very resamples
     the logistic model was: apparent, optimism and corrected AUC and Brier. Reported, never shipped."""
     from threadpoolctl import threadpool_limits
@@ -469,7 +469,7 @@ def _rates(y: np.ndarray, p: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarr
     return uniq, sens, spec
 
 
-def _cutoff_values(y: np.ndarray, p: np.ndarray, settings: "TrainingSettings",
+def _cutoff_values(y: np.ndarray, p: np.ndarray, settings: TrainingSettings,
                    w: np.ndarray | None = None) -> tuple[float, float]:
     """(low, high) by the documented rules on (weighted) data; low may lie above high (the caller decides)."""
     uniq, sens, spec = _rates(y, p, w)

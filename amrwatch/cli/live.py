@@ -194,7 +194,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         ctx.term()
     expected = list(config.SERVICES) + [s for s in seen if s not in config.SERVICES]
     rows = []
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     for name in expected:
         hb = seen.get(name)
         row = {"service": name, "up": hb is not None and hb.status in ("ok", "starting"),

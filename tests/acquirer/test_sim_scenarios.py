@@ -133,7 +133,7 @@ def test_early_disappearance():
     k_dural = first_stimulus_of(sim, "dural_opening")
     k_csf = first_stimulus_of(sim, "csf_release")
     k_retraction = first_stimulus_of(sim, "retraction")
-    for name, amps in course(sim).items():
+    for _name, amps in course(sim).items():
         seen = ~np.isnan(amps)
         base = baseline_median(sim, amps)
         assert 100.0 <= base <= 250.0

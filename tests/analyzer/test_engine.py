@@ -36,7 +36,7 @@ def test_every_output_is_a_valid_proto_body(reference):
         checked = validate_body(o.TOPIC, o.fields())  # validates every field
         assert type(checked) is type(o) and checked == o and checked.model_dump_json() == o.model_dump_json()
         msg = message_of(o, session_id="S1", seq=0, publisher="analyzer", instance="0123abcd",
-                         ts_utc=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+                         ts_utc=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
         assert msg.type == o.TOPIC and {k: getattr(msg, k) for k in cls.body_fields()} == o.fields()
     assert_reasons_in_proto(reference)
 

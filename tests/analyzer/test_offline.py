@@ -28,7 +28,7 @@ from .edfwrite import write_sim_edf
 from .streams import Session, by_key, of_type, simulate
 
 SID = "20260101T000000Z-0a1b2c"
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from amrwatch.archive.segment import SEGMENT_HEADER_SIZE, record_size
 from amrwatch.archive.settings import ArchiveSettings
 
 FULL = os.environ.get("AMRWATCH_FULL") == "1"
-T0 = dt.datetime(2026, 11, 24, 8, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 24, 8, 0, 0, tzinfo=dt.UTC)
 
 
 def emg_frames(i: int, n_channels: int = 2, n_samples: int = 8, seed: int = 0) -> list[bytes]:

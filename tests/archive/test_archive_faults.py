@@ -145,9 +145,11 @@ def test_checkpoint_file_fsync_failure_is_fatal(tmp_path: Path):
     # first fsync: the log (succeeds); second: checkpoint.json.tmp (fails)
     orig = io.fsync
 
-    def fsync_then_fail(fd, _state={"n": 0}):
-        _state["n"] += 1
-        if _state["n"] == 2:
+    calls = []
+
+    def fsync_then_fail(fd):
+        calls.append(fd)
+        if len(calls) == 2:
             raise OSError(errno.EIO, "Input/output error")
         return orig(fd)
 

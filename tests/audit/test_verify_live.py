@@ -92,7 +92,7 @@ def test_a_changed_byte_anywhere_fails_verify_and_names_the_record(scenarios, tm
         if kind is not None:
             by_kind.setdefault(kind, []).append(sp)
     picks = []
-    for kind, lst in sorted(by_kind.items()):
+    for _kind, lst in sorted(by_kind.items()):
         for sp in rng.sample(lst, min(len(lst), 6 if FULL else 2)):
             picks.append((sp.file, rng.randrange(sp.start, sp.end), sp))
     picks.append((layout[0][0].file, 3, None))
@@ -263,7 +263,7 @@ def test_settings_from_another_platform_are_used_and_the_move_is_named(tmp_path)
     elsewhere = {**provenance.platform(), "cpu": "Intel(R) Xeon(R) Gold 6130", "numpy": "2.3.5"}
     settings = AnalyzerSettings(disappear_k=4).model_dump(mode="json")
     msg = ServiceSettings(type="service_settings", schema_version=1, session_id="S1", seq=0, publisher="analyzer",
-                          instance="0123abcd", ts_utc=dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc),
+                          instance="0123abcd", ts_utc=dt.datetime(2026, 11, 24, tzinfo=dt.UTC),
                           **ServiceSettings.body_for("analyzer", settings, elsewhere))
     d = tmp_path / "sessions" / "S1"
     w = ArchiveWriter(d, ArchiveSettings())

@@ -10,7 +10,7 @@ import numpy as np
 
 from amrwatch.proto.messages import BY_TYPE, Message, utc_now
 
-T0 = dt.datetime(2026, 11, 24, 8, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 24, 8, 0, 0, tzinfo=dt.UTC)
 SID = "20261124T080000Z-abc123"
 FS = 20_000.0
 

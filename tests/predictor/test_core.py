@@ -45,7 +45,7 @@ class Session:
         self.seq += 1
         msg = cls.model_validate({"type": cls.TOPIC, "schema_version": 1, "session_id": SID, "seq": self.seq,
                                   "publisher": "tester", "instance": "0123abcd",
-                                  "ts_utc": dt.datetime(2026, 12, 2, 18, tzinfo=dt.timezone.utc), **body})
+                                  "ts_utc": dt.datetime(2026, 12, 2, 18, tzinfo=dt.UTC), **body})
         got = [pair(o) for o in self.core.on_message(msg)]
         self.out += got
         return got

@@ -520,7 +520,7 @@ def test_every_decision_is_a_valid_decision_message():
     for i, d in enumerate(r.log):
         msg = Decision.model_validate({
             "type": "decision", "schema_version": 1, "session_id": "s1", "seq": i, "publisher": "predictor",
-            "instance": "0123abcd", "ts_utc": dt.datetime.now(dt.timezone.utc), **d,
+            "instance": "0123abcd", "ts_utc": dt.datetime.now(dt.UTC), **d,
         })
         assert msg.rationale.count(". ") == 0 and msg.rationale.endswith("."), "one sentence"
         assert msg.synthetic is True and msg.notice == "synthetic — not for clinical use"

@@ -138,7 +138,7 @@ def test_prediction_body_is_a_valid_prediction_message(model_dir, trained):
     body = m.prediction_body(g["inputs"])
     msg = Prediction.model_validate({
         "type": "prediction", "schema_version": 1, "session_id": "s1", "seq": 0, "publisher": "predictor",
-        "instance": "0123abcd", "ts_utc": dt.datetime.now(dt.timezone.utc), **body,
+        "instance": "0123abcd", "ts_utc": dt.datetime.now(dt.UTC), **body,
     })
     assert msg.band == g["band"] and abs(msg.probability - g["probability"]) <= 1e-5
     assert msg.model_sha256 == m.sha256 and msg.notice == "synthetic — not for clinical use"

@@ -10,7 +10,7 @@ from amrwatch.proto.messages import Decision
 
 def _decision(**over):
     body = {"type": "decision", "schema_version": 1, "session_id": "s1", "seq": 1, "publisher": "predictor",
-            "instance": "0123abcd", "ts_utc": dt.datetime(2026, 12, 2, 18, tzinfo=dt.timezone.utc),
+            "instance": "0123abcd", "ts_utc": dt.datetime(2026, 12, 2, 18, tzinfo=dt.UTC),
             "decision_id": 3, "kind": "evaluating", "priority": "info",
             "rationale": "Evaluating: decompression under way.", "evidence": {}, "supersedes": None,
             "provisional": True, "synthetic": True, "notice": "synthetic — not for clinical use"}

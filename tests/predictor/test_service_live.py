@@ -10,7 +10,7 @@ import time
 import zmq
 
 from amrwatch.bus import Publisher, Subscriber
-from amrwatch.proto.messages import Alarm, Baseline, Decision, Factors, Heartbeat, Prediction, StageMarker
+from amrwatch.proto.messages import Alarm, Baseline, Factors, Heartbeat, Prediction, StageMarker
 from amrwatch.services.predictor.model import DEFAULT_CARD, DEFAULT_MODEL
 
 SID = "20261124T090000Z-test01"

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-T0 = dt.datetime(2026, 11, 24, 8, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 24, 8, 0, 0, tzinfo=dt.UTC)
 SID = "20261124T080000Z-abc123"
 MONTAGE = {
     "sampling_rate_hz": 20000.0,

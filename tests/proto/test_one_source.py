@@ -25,7 +25,7 @@ from amrwatch.proto.messages import (
 from pydantic import ValidationError
 
 ENVELOPE = dict(session_id="S1", seq=3, publisher="analyzer", instance="0123abcd",
-                ts_utc=dt.datetime(2026, 12, 3, 8, tzinfo=dt.timezone.utc))
+                ts_utc=dt.datetime(2026, 12, 3, 8, tzinfo=dt.UTC))
 STATE = dict(channel="MENT", direction="ZYG", state="disappeared", previous_state="present", stage="decompression",
              stimulus_index=41, pct_of_baseline=3.5)
 

@@ -19,7 +19,7 @@ from amrwatch.archive.writer import ArchiveWriter
 from amrwatch.proto.codec import DecodeError, decode, encode
 from amrwatch.proto.messages import EmgFrame
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 MISSING = object()
 
 #: (field, value): the header with that field set to the value (MISSING: removed).

@@ -102,7 +102,7 @@ def test_recorder_killed_at_random_keeps_every_sample_exactly_once(procs, stack_
             rec.send_signal(signal.SIGKILL)
             rec.wait(timeout=10)
             kills += 1
-            last_kill = dt.datetime.now(dt.timezone.utc)
+            last_kill = dt.datetime.now(dt.UTC)
             if k % 4 == 3 and tear(session_path(data, sid), rng):
                 torn += 1
             rec = procs.start("recorder")

@@ -47,7 +47,7 @@ def test_eight_writers_and_three_syncing_carts_lose_nothing(migrated_url: str, t
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for actor, plan in plans.items()]
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     results = [json.loads(line) for out, _ in outs[3:] for line in out.splitlines()]
     assert len(results) == 64

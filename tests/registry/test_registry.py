@@ -21,7 +21,7 @@ from amrwatch.registry.store import (
 
 from ..archive.sessions import emg_frames
 
-T = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.timezone.utc)
+T = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture

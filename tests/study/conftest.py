@@ -19,7 +19,7 @@ from amrwatch.study.synthetic_registry import generate
 #: The study's cohort size (its speed is measured by bench/report_speed.py).
 N_STUDY = 157
 SEED = 11
-T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)
 
 
 @dataclass

@@ -15,7 +15,6 @@ from sklearn.metrics import roc_auc_score
 
 from amrwatch.services.predictor.model import LoadedModel
 
-from .conftest import N_STUDY
 
 SEVEN = ["duration_years", "cohen_grade", "carbamazepine", "vessels", "amr_amplitude_uv", "retraction_mm",
          "displacement"]
