@@ -17,7 +17,7 @@ from .stack import cli, sessions, wait_closed
 
 
 def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_reader_notes_become_presence_rows_closed_by_the_reader_or_the_session(procs, stack_env):
