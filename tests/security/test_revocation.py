@@ -36,7 +36,13 @@ def _wait_frames(sock: zmq.Socket, n: int, timeout_s: float) -> int:
 
 
 def _ask_session(sock: zmq.Socket, timeout_s: float) -> bool:
-    sock.send_multipart([b"", json.dumps({"op": "session"}).encode()])
+    """Whether the acquirer answers within timeout_s. A DEALER whose connection was cut and whose handshakes
+    are refused has no peer, and its send would block for ever: not being able to send is also no answer."""
+    sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
+    try:
+        sock.send_multipart([b"", json.dumps({"op": "session"}).encode()])
+    except zmq.Again:
+        return False
     if not sock.poll(int(timeout_s * 1000)):
         return False
     sock.recv_multipart()
