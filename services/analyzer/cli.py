@@ -8,10 +8,13 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...cli import common as base
 from ...proto.messages import AlarmBody, AmrCourseBody, AmrMeasurementBody, AmrStateBody, BaselineBody
-from .engine import Output
+
+if TYPE_CHECKING:  # the engine pulls in scipy and numba: every `amrwatch` command would pay ~1 s for it
+    from .engine import Output
 
 
 

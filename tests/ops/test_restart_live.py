@@ -40,7 +40,7 @@ from amrwatch.services.acquirer.simsource import SimSource
 from amrwatch.services.analyzer.engine import AnalyzerEngine
 from amrwatch.services.analyzer.offline import feed_chunk
 
-SCENARIO, SEED, TIME_SCALE, SPEED = "disappears-after-decompression", 4, 0.3, "8"
+SCENARIO, SEED, TIME_SCALE, SPEED = "disappears-after-decompression", 4, 0.3, "16"
 #: A decompression stage far longer than the test needs (15 min simulated): the test ends the session itself,
 #: so the restarted services have all the time a loaded machine needs to start (it can take 30 s).
 DECOMPRESSION_S = 3000.0
