@@ -12,7 +12,9 @@ summary), in an order that makes every step safe to repeat after a crash or a
    a copy that fails is removed and the session is refused, naming the problem;
 2. in ONE central transaction: the session row (with the cart and site), its
    summaries, outcomes and the cart's audit rows, each keyed by (cart, id on
-   the cart) so a second push inserts nothing, and the archive receipt that
+   the cart) so a second push inserts nothing; the presence log's closed
+   intervals and the follow-up links (matched by their content: the link is
+   pushed with the second of its two sessions); and the archive receipt that
    says the copy was verified;
 3. the cart notes what it pushed (sync_state) so the next run skips it.
 
@@ -42,6 +44,7 @@ from amrwatch.archive.checkpoint import CheckpointError, read_checkpoint
 from amrwatch.archive.integrity import analyse
 from amrwatch.archive.writer import session_path
 from amrwatch.registry.store import (
+    FollowupRow,
     OutcomeRow,
     Registry,
     RegistryError,
@@ -190,7 +193,9 @@ class Syncer:
     def _fingerprint(self, s) -> str:
         outs = [o.id for o in self.local.outcomes(s.session_id, include_superseded=True)]
         sums = [r.id for r in self.local.summary_history(s.session_id)]
-        blob = json.dumps([s.as_dict(), outs, sums], sort_keys=True, default=str)
+        presence = [(p.id, p.from_at, p.until_at) for p in self.local.presence(s.session_id)]
+        links = [f.id for f in self._links(s.session_id)]
+        blob = json.dumps([s.as_dict(), outs, sums, presence, links], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _note(self, sid: str, fp: str, verified: bool, error: str | None) -> None:
@@ -272,6 +277,8 @@ class Syncer:
                 self._session_row(s)
                 self._summaries(sid)
                 self._outcomes(sid)
+                self._presence(sid)
+                self._followups(sid)
                 self._audit_rows(sid)
                 if self.central._one("SELECT 1 AS x FROM archive_receipts WHERE session_id = :s", {"s": sid}) is None:
                     self.central._exec(
@@ -362,6 +369,65 @@ class Syncer:
                     f"{cur['actor']}); nothing of this session's rows was pushed. Decide which is right and run "
                     f"`amrwatch sync --resolve {sid}:{r.timepoint}=central` (keep the central one) or "
                     f"`--resolve {sid}:{r.timepoint}=cart` (keep the cart's); both stay in the history")
+
+    def _links(self, sid: str) -> list[FollowupRow]:
+        """The cart's follow-up links in which the session is the operation or the recording."""
+        return [FollowupRow(**dict(r)) for r in self.local._q(
+            "SELECT * FROM followup_recordings WHERE operation_session_id = :s OR recording_session_id = :s "
+            "ORDER BY id", {"s": sid})]
+
+    def _presence(self, sid: str) -> None:
+        """The presence log's closed intervals (a session is pushed once closed, and closing it closes every
+        interval). Rows carry no cart id, so an interval is the same when reader, start, end and closer are."""
+        for p in self.local.presence(sid):
+            if p.until_at is None:
+                continue
+            cond = ["session_id = :s", "reader = :r", "until_at = :u", "closed_by = :c"]
+            args = {"s": sid, "r": p.reader, "u": p.until_at, "c": p.closed_by}
+            if p.from_at is None:
+                cond.append("from_at IS NULL")
+            else:
+                cond.append("from_at = :f")
+                args["f"] = p.from_at
+            if self.central._one(f"SELECT id FROM reader_presence WHERE {' AND '.join(cond)}", args) is not None:
+                continue
+            new_id = self.central._insert_returning_id(
+                "INSERT INTO reader_presence (session_id, reader, from_at, until_at, closed_by) "
+                "VALUES (:s, :r, :f, :u, :c) RETURNING id", {**args, "f": p.from_at})
+            self.central._audit(self.actor, "sync_create", "reader_presence", str(new_id), None,
+                                {**asdict(p), "id": new_id, "cart": self.cart})
+
+    def _followups(self, sid: str) -> None:
+        """Follow-up links touching the session, once both of their sessions are central (the second session's
+        push carries the link: its fingerprint includes it). A different link already there for the same
+        operation and time point, or for the same recording, is refused with both named."""
+        for f in self._links(sid):
+            other = f.recording_session_id if f.operation_session_id == sid else f.operation_session_id
+            if self.central.find(other) is None:
+                continue
+            taken = self.central._q(
+                "SELECT * FROM followup_recordings WHERE (operation_session_id = :o AND timepoint = :t) OR "
+                "recording_session_id = :r", {"o": f.operation_session_id, "t": f.timepoint,
+                                               "r": f.recording_session_id})
+            same = [t for t in taken if (t["operation_session_id"], t["recording_session_id"], t["timepoint"])
+                    == (f.operation_session_id, f.recording_session_id, f.timepoint)]
+            if same:
+                continue
+            if taken:
+                t = taken[0]
+                raise SessionRefused(
+                    f"conflict: cart {self.cart} links recording {f.recording_session_id} as the {f.timepoint} "
+                    f"follow-up of operation {f.operation_session_id} (by {f.actor}), but the central registry "
+                    f"has link {t['id']}: recording {t['recording_session_id']} as the {t['timepoint']} follow-up "
+                    f"of {t['operation_session_id']} (by {t['actor']}); links are append-only — decide with the "
+                    "registry's administrator which is right")
+            new_id = self.central._insert_returning_id(
+                "INSERT INTO followup_recordings (operation_session_id, recording_session_id, timepoint, linked_at, "
+                "actor) VALUES (:o, :r, :t, :at, :a) RETURNING id",
+                {"o": f.operation_session_id, "r": f.recording_session_id, "t": f.timepoint, "at": f.linked_at,
+                 "a": f.actor})
+            self.central._audit(self.actor, "sync_create", "followup_recordings", str(new_id), None,
+                                {**asdict(f), "id": new_id, "cart": self.cart})
 
     def _insert_outcome(self, r: OutcomeRow, supersedes: int | None, action: str, origin: bool = True) -> int:
         new_id = self.central._insert_returning_id(

@@ -152,6 +152,60 @@ def test_an_outcome_conflict_names_both_and_the_resolution(migrated_url: str, tm
     assert " 0 pushed" in sync(cart, migrated_url, root).stdout
 
 
+def test_presence_log_and_follow_up_links_reach_the_centre_once(migrated_url: str, tmp_path: Path):
+    """The presence log and the follow-up links go with the sessions (before, sync copied neither: the
+    centre's cohort had no follow-up column and no record of who read remotely)."""
+    root = tmp_path / "central-archive"
+    root.mkdir()
+    cart = make_cart(tmp_path, "cartA", "north", 3)
+    op, rec_1m, rec_3m = cart.sessions  # started 08:00, 09:01, 10:02: the recordings after the operation
+    with Registry.in_data_dir(cart.data) as local:
+        local.reader_watching(op, "reader-anna", "2026-03-02T08:05:00Z", actor="recorder")
+        local.reader_left(op, "reader-anna", "2026-03-02T08:20:00Z", actor="recorder")
+        local.reader_left(op, "reader-bob", "2026-03-02T08:30:00Z", actor="recorder")  # its `watching` never came
+        local.link_recording(op, rec_1m, timepoint="1m", actor="dr_cart")
+        want_presence = [(p.reader, p.from_at, p.until_at, p.closed_by) for p in local.presence(op)]
+    assert len(want_presence) == 2 and want_presence[1][1] is None
+    out = sync(cart, migrated_url, root)
+    assert out.returncode == 0, out.stderr
+
+    def central() -> tuple[list, list]:
+        with Registry(migrated_url) as reg:
+            return ([(p.reader, p.from_at, p.until_at, p.closed_by) for p in reg.presence(op)],
+                    [(f.operation_session_id, f.recording_session_id, f.timepoint, f.actor)
+                     for f in reg.followup_recordings()])
+
+    presence, links = central()
+    assert presence == want_presence
+    assert links == [(op, rec_1m, "1m", "dr_cart")]
+    # a link made after the push goes on the next run, once; a run with nothing new adds nothing
+    with Registry.in_data_dir(cart.data) as local:
+        local.link_recording(op, rec_3m, timepoint="3m", actor="dr_cart")
+    out = sync(cart, migrated_url, root)
+    assert out.returncode == 0 and "2 pushed (0 archives" in out.stdout, out.stdout
+    presence, links = central()
+    assert presence == want_presence
+    assert sorted(links) == [(op, rec_1m, "1m", "dr_cart"), (op, rec_3m, "3m", "dr_cart")]
+    assert " 0 pushed" in sync(cart, migrated_url, root).stdout
+    assert central() == (presence, links)
+    with Registry(migrated_url) as reg:
+        assert [a.action for a in reg.audit_trail() if a.table_name == "followup_recordings"] == \
+            ["sync_create", "sync_create"]
+
+    # a different link for the same recording entered at the centre: the cart's is refused, both named
+    other = make_cart(tmp_path, "cartB", "north", 2, day=4)
+    op_b, rec_b = other.sessions
+    assert sync(other, migrated_url, root).returncode == 0
+    with Registry(migrated_url) as reg:
+        reg.link_recording(op_b, rec_b, timepoint="1m", actor="dr_clinic")
+    with Registry.in_data_dir(other.data) as local:
+        local.link_recording(op_b, rec_b, timepoint="3m", actor="dr_cart")
+    out = sync(other, migrated_url, root)
+    assert out.returncode == 1
+    assert "conflict" in out.stderr and "dr_clinic" in out.stderr and "dr_cart" in out.stderr, out.stderr
+    assert f"as the 3m follow-up of operation {op_b}" in out.stderr, out.stderr
+
+
 #: AMRWATCH_FULL=1: more sessions, bigger archives, more kills
 FULL = os.environ.get("AMRWATCH_FULL") == "1"
 N_KILL, KIB_KILL, KILLS = (8, 1024, 8) if FULL else (5, 512, 4)
