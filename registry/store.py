@@ -587,15 +587,9 @@ class Registry:
         """A remote reader started watching the session at `at` (its `reader_note` kind 'watching'). Already
         watching: the open interval stands. A `left` of this reader already stored without its start (it
         arrived first): that interval gets this start."""
-        actor = check_actor(actor)
-        reader = _check(_NAME, reader, "reader", "a reader name (its CURVE key name: A-Z a-z 0-9 _ . : -, up to 64)",
-                        optional=False)
-        at = _iso(at, "at")
+        actor, reader, at = self._presence_args(actor, reader, at)
         with self._tx():
-            if self._row(session_id) is None:
-                raise UnknownSession(f"no session {session_id!r} in the registry; `amrwatch sessions` lists them")
-            open_ = self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
-                              "until_at IS NULL ORDER BY id DESC", {"s": session_id, "r": reader})
+            open_ = self._open_presence(session_id, reader)
             if open_ is not None:
                 return PresenceRow(**dict(open_))
             startless = self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
@@ -618,15 +612,9 @@ class Registry:
         """The reader stopped watching at `at` (kind 'left'): its open interval closes, by the reader. Without
         an open interval (its `watching` not received, or not yet), a row with an unknown start is kept, so
         the `left` is not lost and a late `watching` can fill the start in."""
-        actor = check_actor(actor)
-        reader = _check(_NAME, reader, "reader", "a reader name (its CURVE key name: A-Z a-z 0-9 _ . : -, up to 64)",
-                        optional=False)
-        at = _iso(at, "at")
+        actor, reader, at = self._presence_args(actor, reader, at)
         with self._tx():
-            if self._row(session_id) is None:
-                raise UnknownSession(f"no session {session_id!r} in the registry; `amrwatch sessions` lists them")
-            open_ = self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
-                              "until_at IS NULL ORDER BY id DESC", {"s": session_id, "r": reader})
+            open_ = self._open_presence(session_id, reader)
             if open_ is not None:
                 return self._close_presence(PresenceRow(**dict(open_)), at, "reader", actor)
             same = self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
@@ -639,6 +627,21 @@ class Registry:
             row = self._presence_row(new_id)
             self._audit(actor, "left", "reader_presence", str(new_id), None, asdict(row))
         return row
+
+    def _presence_args(self, actor: str, reader: str, at: dt.datetime | str) -> tuple[str, str, str]:
+        """A presence note's actor, reader (its CURVE key name) and time, each checked with the reason."""
+        return (check_actor(actor),
+                _check(_NAME, reader, "reader", "a reader name (its CURVE key name: A-Z a-z 0-9 _ . : -, up to 64)",
+                       optional=False),
+                _iso(at, "at"))
+
+    def _open_presence(self, session_id: str, reader: str):
+        """In the caller's transaction: the reader's open interval in the session, if any (the session must
+        exist)."""
+        if self._row(session_id) is None:
+            raise UnknownSession(f"no session {session_id!r} in the registry; `amrwatch sessions` lists them")
+        return self._one("SELECT * FROM reader_presence WHERE session_id = :s AND reader = :r AND "
+                         "until_at IS NULL ORDER BY id DESC", {"s": session_id, "r": reader})
 
     def presence(self, session_id: str) -> list[PresenceRow]:
         """The session's presence log, in the order the intervals were opened."""
