@@ -105,9 +105,11 @@ async function post(what,body){{const r=await fetch('../api/rooms/'+encodeURICom
   document.getElementById('result').textContent=j.ok?'sent (seq '+j.seq+')':'refused: '+j.error}}
 async function r(){{const x=await fetch('../api/rooms/'+encodeURIComponent(R),{{cache:'no-store'}});const d=await x.json();
 document.getElementById('detail').textContent=JSON.stringify(d,null,1);
-document.getElementById('alarms').innerHTML=(d.alarms||[]).map(a=>`<div class="alarm p-${{esc(a.priority)}}">${{esc(a.kind)}}: ${{esc(a.message)}}`+
+const ah=(d.alarms||[]).map(a=>`<div class="alarm p-${{esc(a.priority)}}">${{esc(a.kind)}}: ${{esc(a.message)}}`+
   (a.source==='hub'?'':`<button data-key="${{esc(a.alarm_key)}}">acknowledge</button>`)+'</div>').join('')||'no active alarm';
-for(const b of document.querySelectorAll('#alarms button'))b.onclick=()=>post('ack',{{alarm_key:b.dataset.key}});
+/* rebuilt only when it changes: a button replaced between mousedown and mouseup loses the reader's click */
+if(ah!==window.alarmsShown){{window.alarmsShown=ah;document.getElementById('alarms').innerHTML=ah;
+for(const b of document.querySelectorAll('#alarms button'))b.onclick=()=>post('ack',{{alarm_key:b.dataset.key}})}}
 document.getElementById('notes').innerHTML=(d.notes||[]).map(n=>`<div class="note">${{esc(n.ts_utc)}} ${{esc(n.reader||n.operator)}}: ${{esc(n.type==='alarm_ack'?'acknowledged '+n.alarm_key+(n.note?' — '+n.note:''):(n.kind==='note'?n.text:n.kind))}}</div>`).join('')}}
 document.getElementById('noteform').onsubmit=(e)=>{{e.preventDefault();post('note',{{text:document.getElementById('notetext').value}})}};
 r();setInterval(r,1000)</script>

@@ -194,6 +194,13 @@ def test_stage_buttons_alarm_acknowledgement_and_connection_banners(page, procs,
         pub.publish(Alarm, state(page, "S.session.session_id"), kind="signal_lost", priority="high", state="raised",
                     message="no samples from the amplifier for 1200 ms", source="acquirer", alarm_key="signal_lost")
         page.wait_for_selector('.alarm[data-key="signal_lost"] button.ack', timeout=10_000)
+        # The button under the operator's pointer stays the same element while the page goes on rendering
+        # (it was rebuilt on every render, so a click spanning one was lost: seen under load in CI).
+        button = page.query_selector('.alarm[data-key="signal_lost"] button.ack')
+        t0 = page.evaluate("() => window.amrwatch.lastRender")
+        page.wait_for_function(f"() => window.amrwatch.lastRender > {t0}", timeout=10_000)
+        page.wait_for_function(f"() => window.amrwatch.lastRender > {t0} + 500", timeout=10_000)
+        assert button.evaluate("b => b.isConnected"), "the Acknowledge button was replaced by a render"
         page.fill("#operator", "dr_lee")
         page.click('.alarm[data-key="signal_lost"] button.ack')
         page.wait_for_selector('.alarm[data-key="signal_lost"] .acked', timeout=10_000)

@@ -687,6 +687,12 @@ function alarmHead(a) {
 function renderAlarms() {
   const box = $("alarms");
   const alarms = sortedAlarms();
+  // Rebuilt only when what it shows changes: the page renders up to 10 times a second, and a button replaced
+  // between the operator's mousedown and mouseup loses the click (an acknowledgement that silently never left).
+  const shown = JSON.stringify([page.mode, alarms.map((a) => [a.alarm_key, a.kind, a.priority, a.message, a.source,
+    a.ack ? a.ack.operator || "" : null])]);
+  if (shown === page.alarmsShown) return;
+  page.alarmsShown = shown;
   if (!alarms.length) { box.replaceChildren(el("div", { class: "small", text: "no active alarm" })); return; }
   box.replaceChildren(...alarms.map((a) => el("div", { class: `alarm ${a.priority}`, "data-key": a.alarm_key, "data-kind": a.kind },
     alarmHead(a),
