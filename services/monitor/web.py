@@ -239,53 +239,28 @@ def create_app(ctx: WebContext) -> Any:
             raise PermissionError(f"cross-site request from {request.headers.get('origin')} refused")
         return await _json_body(request)
 
-    async def mark(request: Request) -> JSONResponse:
-        try:
-            body = await post_guard(request)
-            stage = parse_stage(body.get("stage"))
-        except PermissionError as err:
-            return JSONResponse({"ok": False, "error": str(err)}, status_code=403)
-        except BodyTooLarge as err:
-            return JSONResponse({"ok": False, "error": str(err)}, status_code=413, headers={"connection": "close"})
-        except FormError as err:
-            return _refused(err)
-        return _result(await run_in_threadpool(actions.mark, stage))
+    def operator_post(parse, act):
+        """A POST from the operator's page: same-site, a bounded JSON body, parsed (a refusal names the field,
+        the allowed values and the value given), then the action on the control socket off the event loop."""
 
-    async def factors(request: Request) -> JSONResponse:
-        try:
-            body = await post_guard(request)
-            values = parse_factors(body)
-        except PermissionError as err:
-            return JSONResponse({"ok": False, "error": str(err)}, status_code=403)
-        except BodyTooLarge as err:
-            return JSONResponse({"ok": False, "error": str(err)}, status_code=413, headers={"connection": "close"})
-        except FormError as err:
-            return _refused(err)
-        return _result(await run_in_threadpool(actions.factors, values))
+        async def handler(request: Request) -> JSONResponse:
+            try:
+                parsed = parse(await post_guard(request))
+            except PermissionError as err:
+                return JSONResponse({"ok": False, "error": str(err)}, status_code=403)
+            except BodyTooLarge as err:
+                return JSONResponse({"ok": False, "error": str(err)}, status_code=413,
+                                    headers={"connection": "close"})
+            except FormError as err:
+                return _refused(err)
+            return _result(await run_in_threadpool(act, parsed))
 
-    async def ack(request: Request) -> JSONResponse:
-        try:
-            body = await post_guard(request)
-            parsed = parse_ack(body)
-        except PermissionError as err:
-            return JSONResponse({"ok": False, "error": str(err)}, status_code=403)
-        except BodyTooLarge as err:
-            return JSONResponse({"ok": False, "error": str(err)}, status_code=413, headers={"connection": "close"})
-        except FormError as err:
-            return _refused(err)
-        return _result(await run_in_threadpool(actions.ack, parsed))
+        return handler
 
-    async def note(request: Request) -> JSONResponse:
-        try:
-            body = await post_guard(request)
-            parsed = parse_note(body)
-        except PermissionError as err:
-            return JSONResponse({"ok": False, "error": str(err)}, status_code=403)
-        except BodyTooLarge as err:
-            return JSONResponse({"ok": False, "error": str(err)}, status_code=413, headers={"connection": "close"})
-        except FormError as err:
-            return _refused(err)
-        return _result(await run_in_threadpool(actions.note, parsed))
+    mark = operator_post(lambda body: parse_stage(body.get("stage")), actions.mark)
+    factors = operator_post(parse_factors, actions.factors)
+    ack = operator_post(parse_ack, actions.ack)
+    note = operator_post(parse_note, actions.note)
 
     async def sessions(request: Request) -> JSONResponse:
         if settings.data_dir is None:
