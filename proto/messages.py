@@ -765,10 +765,30 @@ class ReaderNoteBody(Body):
                          "(or 'room' for a note written in the room to the reader).")
     direction: Literal["to_room", "to_reader"] = Field(
         description="'to_room': from the remote reader; 'to_reader': from the room's monitor to the reader.")
-    kind: Literal["note", "watching", "left"] = Field(
+    kind: Literal["note", "watching", "left", "link_lost", "link_restored"] = Field(
         description="A note, or the presence log: the reader started ('watching') or stopped ('left') "
-        "watching the room.")
+        "watching the room; or the cart's own word on the link (published by the acquirer, not asked for by "
+        "the reader): 'link_lost' when a watching reader has not been heard for the acquirer's "
+        "`--reader-lost-s` (its view has not been live since `last_heard_utc`), 'link_restored' when it is "
+        "heard again.")
     text: ShortText | None = Field(description="The note (null for presence).")
+    last_heard_utc: AwareDatetime | None = Field(
+        default=None, description="For 'link_lost' (and only then): the last time the cart heard from the "
+        "reader, where its presence interval ends.")
+
+    @field_validator("last_heard_utc")
+    @classmethod
+    def _heard_utc(cls, v: _dt.datetime | None) -> _dt.datetime | None:
+        if v is not None and v.utcoffset() != _dt.timedelta(0):
+            raise ValueError(f"must be in UTC (offset +00:00 or 'Z'); got offset {v.utcoffset()}")
+        return v
+
+    @model_validator(mode="after")
+    def _heard_only_when_lost(self) -> ReaderNoteBody:
+        if (self.kind == "link_lost") != (self.last_heard_utc is not None):
+            raise ValueError("last_heard_utc: required when kind is 'link_lost' and null otherwise; got "
+                             f"{self.last_heard_utc} with kind {self.kind!r}")
+        return self
 
 
 class ReaderNote(ReaderNoteBody, Message):

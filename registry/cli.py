@@ -189,7 +189,8 @@ def _presence_text(p: dict) -> str:
         return x[:19].replace("T", " ") if x else "?"
     if p["until"] is None:
         return f"{p['reader']} watching since {t(p['from'])}"
-    by = "left" if p["closed_by"] == "reader" else "until the session end"
+    by = {"reader": "left", "session_end": "until the session end",
+          "link_lost": "link lost: not heard by the cart after this"}.get(p["closed_by"], p["closed_by"])
     start = t(p["from"]) if p["from"] else "? (its 'watching' was not received)"
     return f"{p['reader']} {start} – {t(p['until'])} ({by})"
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 #: The Alembic revision this code reads and writes; `amrwatch registry migrate` brings a registry to it.
-HEAD = "0004_presence_followup"
+HEAD = "0005_presence_link_lost"
 
 sessions = sa.Table(
     "sessions", metadata,
@@ -122,7 +122,8 @@ archive_receipts = sa.Table(
 )
 
 #: 0004: which remote reader (its CURVE key name) watched which session from when to when; an open interval has
-#: no until_at; closed_by says who ended it: the reader ('left') or the session's end.
+#: no until_at; closed_by says who ended it: the reader ('left'), the session's end, or (0005) the cart no longer
+#: hearing the reader ('link_lost').
 reader_presence = sa.Table(
     "reader_presence", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -131,7 +132,8 @@ reader_presence = sa.Table(
     sa.Column("from_at", sa.Text),
     sa.Column("until_at", sa.Text),
     sa.Column("closed_by", sa.Text),
-    sa.CheckConstraint("closed_by IS NULL OR closed_by IN ('reader', 'session_end')", name="presence_closed_by"),
+    sa.CheckConstraint("closed_by IS NULL OR closed_by IN ('reader', 'session_end', 'link_lost')",
+                       name="presence_closed_by"),
     sa.CheckConstraint("(until_at IS NULL) = (closed_by IS NULL)", name="presence_until_closed_by"),
     sa.CheckConstraint("from_at IS NOT NULL OR until_at IS NOT NULL", name="presence_some_time"),
     sa.Index("presence_session", "session_id", "reader"),

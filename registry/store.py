@@ -34,8 +34,9 @@ TIMEPOINTS = ("1w", "3m", "6m", "1y")
 #: Follow-up points at which a postoperative AMR recording may be linked to the operation (1m: the 1-month
 #: recording that predicted the 1-year outcome in the 2022 prospective study, issue #17).
 RECORDING_TIMEPOINTS = ("1w", "1m", "3m", "6m", "1y")
-#: Who ended a presence interval: the reader ('left') or the end of the session.
-PRESENCE_CLOSED_BY = ("reader", "session_end")
+#: Who ended a presence interval: the reader ('left'), the end of the session, or the cart no longer hearing
+#: the reader ('link_lost': its view was not live from then until a later interval opens).
+PRESENCE_CLOSED_BY = ("reader", "session_end", "link_lost")
 OUTCOME_CLASSES = ("cured", "improved", "unchanged", "worse")
 #: Complications an outcome may record (docs/domain.md); stored as {name: true}.
 COMPLICATIONS = ("facial_palsy_immediate", "facial_palsy_delayed", "hearing_loss", "csf_leak")
@@ -628,6 +629,19 @@ class Registry:
             self._audit(actor, "left", "reader_presence", str(new_id), None, asdict(row))
         return row
 
+    def reader_link_lost(self, session_id: str, reader: str, last_heard: dt.datetime | str, *,
+                         actor: str) -> PresenceRow | None:
+        """The cart stopped hearing the reader (`reader_note` kind 'link_lost', the acquirer's word, not the
+        reader's): its open interval ends when the cart last heard it, closed by 'link_lost'. A later
+        'link_restored' opens a new interval (`reader_watching`), so the outage is the hole between the two.
+        None when no interval is open (the reader had already left, or this note was seen before)."""
+        actor, reader, at = self._presence_args(actor, reader, last_heard)
+        with self._tx():
+            open_ = self._open_presence(session_id, reader)
+            if open_ is None:
+                return None
+            return self._close_presence(PresenceRow(**dict(open_)), at, "link_lost", actor)
+
     def _presence_args(self, actor: str, reader: str, at: dt.datetime | str) -> tuple[str, str, str]:
         """A presence note's actor, reader (its CURVE key name) and time, each checked with the reason."""
         return (check_actor(actor),
@@ -657,7 +671,7 @@ class Registry:
         self._exec("UPDATE reader_presence SET until_at = :at, closed_by = :by WHERE id = :id",
                    {"at": at, "by": closed_by, "id": before.id})
         after = self._presence_row(before.id)
-        self._audit(actor, "left" if closed_by == "reader" else "session_end", "reader_presence", str(before.id),
+        self._audit(actor, "left" if closed_by == "reader" else closed_by, "reader_presence", str(before.id),
                     asdict(before), asdict(after))
         return after
 

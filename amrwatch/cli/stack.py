@@ -47,6 +47,16 @@ def _retransmit_s(value: str) -> float:
     return s
 
 
+def _reader_lost_s(value: str) -> float:
+    from ..services.acquirer.readers import check_lost_after
+
+    try:
+        return check_lost_after(float(value))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err) if "reader-lost-s" in str(err) else
+                                         f"--reader-lost-s must be a number of seconds; got {value!r}") from None
+
+
 def _stage_seconds(value: str) -> tuple[str, float]:
     stage, _, seconds = value.partition("=")
     try:
@@ -173,6 +183,7 @@ def cmd_acquirer(args: argparse.Namespace) -> int:
             wait_timeout_s=args.wait_timeout,
             control_bind=args.control_bind,
             retransmit_s=args.retransmit_s,
+            reader_lost_s=args.reader_lost_s,
             keep_state=not args.no_state,
             **service_kw(args),
         )
@@ -237,6 +248,10 @@ def register(sub: argparse._SubParsersAction, *, stack_services: Sequence[str]) 
     a.add_argument("--retransmit-s", dest="retransmit_s", type=_retransmit_s, default=90.0, metavar="S",
                    help=f"how long sent messages are kept for the recorder to refetch, {MIN_RETRANSMIT_S:g} to "
                    f"{MAX_RETRANSMIT_S:g} s (default 90)")
+    a.add_argument("--reader-lost-s", dest="reader_lost_s", type=_reader_lost_s, default=30.0, metavar="S",
+                   help="a remote reader that said it watches and has sent no request for this long is logged "
+                   "as cut off (reader_note link_lost; its presence interval ends when last heard), 20 to 600 s "
+                   "(default 30: three of the hub's 10 s probes)")
     a.add_argument("--no-state", action="store_true",
                    help="keep no session state for restarted services (they then report their state as unknown)")
     a.set_defaults(func=cmd_acquirer)

@@ -55,6 +55,7 @@ from ...proto.messages import (
 from ...bus import SeqEvent
 from ...service import Service
 from .labels import describe_channels
+from .readers import DEFAULT_LOST_AFTER_S, ReaderWatch
 from .control_server import ControlLimits, ControlServer, configure
 from .retransmit import RetransmitBuffer
 from .snapshot import STATE_TYPES, SessionSnapshot
@@ -95,6 +96,7 @@ class Acquirer(Service):
         control_bind: str | None = None,
         signal_lost_ms: float = 1000.0,
         retransmit_s: float = 90.0,
+        reader_lost_s: float = DEFAULT_LOST_AFTER_S,
         keep_state: bool = True,
         **kw: Any,
     ) -> None:
@@ -120,6 +122,9 @@ class Acquirer(Service):
         # Other publishers' events, keyed "instance/type" (each its own gap-free seq stream); 64 MiB at most.
         self.foreign = RetransmitBuffer(keep_s=retransmit_s, max_bytes=64 * 1024 * 1024)
         self.foreign_last: dict[str, int] = {}
+        # The remote readers watching the session, and whether the cart still hears them (readers.py).
+        self.readers = ReaderWatch(reader_lost_s)
+        self.next_reader_check = 0.0
         self.foreign_publisher: dict[str, str] = {}
         self.pub.on_sent.append(lambda m, f: self.buffer.add(m.type, m.seq, f, time.monotonic()))
         self.keep_state = keep_state
@@ -202,6 +207,7 @@ class Acquirer(Service):
         now = utc_now()
         sid = new_session_id()
         self.session_id = sid
+        self.readers.reset()
         self.snapshot = SessionSnapshot(sid) if self.keep_state else None
         settings = dict(self.source.settings())
         settings.update({"speed": self.speed, "frame_ms": self.frame_ms})
@@ -260,6 +266,9 @@ class Acquirer(Service):
     # -- the paced loop ---------------------------------------------------------
     def tick(self, now: float) -> None:
         self._tick_source(now)
+        if now >= self.next_reader_check:
+            self.next_reader_check = now + 1.0
+            self._check_readers(now)
         if self.control_server is not None and self.control_server.clients:
             self._serve_control()  # requests left waiting by the last turn's budget, after the frames
 
@@ -374,7 +383,22 @@ class Acquirer(Service):
         self.alarms.raise_("input_rejected", f"control_limit:{limit}", "low",
                            f"acquirer refused control requests over a limit: {text}", pulse=True)
 
+    def _check_readers(self, now: float) -> None:
+        """Presence log: a watching reader silent for --reader-lost-s is logged as cut off (readers.py)."""
+        if self.session_start is None:
+            return
+        for reader, heard_utc in self.readers.newly_lost(now):
+            self.pub.publish(ReaderNote, self.session_id, reader=reader, direction="to_room", kind="link_lost",
+                             text=None, last_heard_utc=heard_utc)
+            log.warning("remote reader %s not heard for %g s (last at %s): logged as cut off", reader,
+                        self.readers.lost_after_s, heard_utc.isoformat())
+
     def _handle(self, raw: bytes) -> tuple[ControlReply, list[bytes]]:
+        user = self.control_server.current_user if self.control_server is not None else None
+        if user and self.session_start is not None and self.readers.heard(user, time.monotonic(), utc_now()):
+            self.pub.publish(ReaderNote, self.session_id, reader=user[:64], direction="to_room",
+                             kind="link_restored", text=None)
+            log.info("remote reader %s heard again: its presence interval reopens", user)
         try:
             req = CONTROL_REQUEST.validate_json(raw)
         except ValidationError as err:
@@ -429,6 +453,10 @@ class Acquirer(Service):
                                     "characters)"), []
             msg = self.pub.publish(ReaderNote, self.session_id, reader=reader[:64], direction="to_room",
                                    kind=req.kind, text=req.text if req.kind == "note" else None)
+            if req.kind == "watching":
+                self.readers.watching(reader, time.monotonic(), msg.ts_utc)
+            elif req.kind == "left":
+                self.readers.left(reader)
         log.info("remote reader %s: %s", reader, req.op if isinstance(req, AckRequest) else req.kind)
         return ControlReply(ok=True, session_id=self.session_id, seq=msg.seq), []
 

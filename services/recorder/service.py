@@ -209,11 +209,17 @@ class Recorder(Service):
             s.end(now)
         elif isinstance(msg, AmrCourse):
             s.course_seen = True
-        elif isinstance(msg, ReaderNote) and msg.kind in ("watching", "left"):
+        elif isinstance(msg, ReaderNote) and msg.kind != "note":
             # The presence log: which remote reader watched this session from when to when (issue #19).
-            # Open intervals are closed with the session (Registry.close_session).
-            mark = Registry.reader_watching if msg.kind == "watching" else Registry.reader_left
-            self._registry(lambda r: mark(r, s.session_id, msg.reader, msg.ts_utc, actor=self.settings.actor))
+            # Open intervals are closed with the session (Registry.close_session); the cart's 'link_lost'
+            # ends one when the reader was last heard, its 'link_restored' opens the next.
+            if msg.kind == "link_lost":
+                heard = msg.last_heard_utc
+                self._registry(lambda r: r.reader_link_lost(s.session_id, msg.reader, heard,
+                                                            actor=self.settings.actor))
+            else:
+                mark = Registry.reader_left if msg.kind == "left" else Registry.reader_watching
+                self._registry(lambda r: mark(r, s.session_id, msg.reader, msg.ts_utc, actor=self.settings.actor))
         elif isinstance(msg, Prediction) and not s.model_known:
             s.model_known = True
             self._registry(lambda r: r.update_session(s.session_id, actor=self.settings.actor,

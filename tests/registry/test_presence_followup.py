@@ -108,3 +108,62 @@ def test_follow_up_recording_links(reg: Registry, migrated_url: str):
                 c.exec_driver_sql("DELETE FROM followup_recordings")
     finally:
         eng.dispose()
+
+
+def test_a_lost_link_ends_the_interval_when_last_heard_and_the_restore_opens_the_next(reg: Registry):
+    """The cart's `link_lost` (the acquirer stopped hearing the reader) closes the open interval at the time
+    the reader was last heard, not when the loss was noticed; `link_restored` opens the next one, so the outage
+    is the hole between them and is not claimed as supervision."""
+    a = reg.reader_watching("OP1", "reader-ana", _at(5), actor="recorder")
+    lost = reg.reader_link_lost("OP1", "reader-ana", _at(12), actor="recorder")
+    assert lost is not None and (lost.id, lost.from_at, lost.until_at, lost.closed_by) == \
+        (a.id, _at(5), _at(12), "link_lost")
+    # seen again (a refetched copy): nothing open, nothing changes
+    assert reg.reader_link_lost("OP1", "reader-ana", _at(12), actor="recorder") is None
+    back = reg.reader_watching("OP1", "reader-ana", _at(14), actor="recorder")
+    assert back.id != a.id
+    reg.close_session("OP1", actor="recorder", ended_at=_at(40))
+    log = [(p.from_at, p.until_at, p.closed_by) for p in reg.presence("OP1")]
+    assert log == [(_at(5), _at(12), "link_lost"), (_at(14), _at(40), "session_end")]
+    assert [t.action for t in reg.audit_trail("reader_presence", str(a.id))] == ["watching", "link_lost"]
+
+
+def test_upgrading_to_0005_keeps_the_presence_log_and_its_guards(registry_url: str):
+    """0005 rebuilds reader_presence on SQLite (a CHECK cannot be altered there): the rows, their ids, the
+    append-only triggers and the id sequence must all survive; on PostgreSQL the constraint is swapped."""
+    from alembic import command
+    from amrwatch.registry.migrate import _config, upgrade
+
+    eng = engine_for(registry_url)
+    try:
+        with eng.connect() as c, c.begin():
+            command.upgrade(_config(c), "0004_presence_followup")
+        with eng.begin() as c:
+            c.exec_driver_sql(f"INSERT INTO sessions (session_id, started_at, source, status) "
+                              f"VALUES ('OP1', '{T0}', 'sim', 'recording')")
+            for i in range(1, 4):
+                c.exec_driver_sql(f"INSERT INTO reader_presence (session_id, reader, from_at, until_at, closed_by) "
+                                  f"VALUES ('OP1', 'reader-{i}', '{_at(i)}', '{_at(i + 5)}', 'reader')")
+            with pytest.raises(sa.exc.DBAPIError, match="presence_closed_by|CHECK constraint"):
+                with c.begin_nested():
+                    c.exec_driver_sql(f"INSERT INTO reader_presence (session_id, reader, from_at, until_at, "
+                                      f"closed_by) VALUES ('OP1', 'x', '{_at(1)}', '{_at(2)}', 'link_lost')")
+        with eng.connect() as c:
+            assert upgrade(c) == ("0004_presence_followup", "0005_presence_link_lost")
+    finally:
+        eng.dispose()
+    with Registry(registry_url) as r:
+        assert [(p.id, p.reader, p.closed_by) for p in r.presence("OP1")] == \
+            [(1, "reader-1", "reader"), (2, "reader-2", "reader"), (3, "reader-3", "reader")]
+        new = r.reader_watching("OP1", "reader-4", _at(30), actor="recorder")
+        assert new.id > 3  # the id sequence continues (PostgreSQL may have spent one on the refused insert)
+        assert r.reader_link_lost("OP1", "reader-4", _at(31), actor="recorder").closed_by == "link_lost"
+    eng = engine_for(registry_url)
+    try:
+        for stmt in ("UPDATE reader_presence SET until_at = NULL WHERE id = 2",
+                     "DELETE FROM reader_presence WHERE id = 1"):
+            with pytest.raises(sa.exc.DBAPIError, match="presence rows"):
+                with eng.begin() as c:
+                    c.exec_driver_sql(stmt)
+    finally:
+        eng.dispose()

@@ -228,7 +228,11 @@ function render() {
 // notes between the room and its remote readers (amrwatch hub), and the readers' presence
 function renderReaderNotes() {
   const notes = (page.S && page.S.reader_notes) || [];
-  const text = (n) => n.kind === "note" ? n.text : (n.kind === "watching" ? "is watching this room" : "stopped watching");
+  const PRESENCE = {watching: "is watching this room", left: "stopped watching",
+                    link_restored: "heard again: watching"};
+  const text = (n) => n.kind === "note" ? n.text
+    : n.kind === "link_lost" ? `cut off: not heard by this cart since ${(n.last_heard_utc || "?").slice(11, 19)} UTC`
+    : (PRESENCE[n.kind] || n.kind);
   $("reader-notes").replaceChildren(...(notes.length ? notes.slice(-8).map((n) => el("div", {
     class: `reader-note ${n.direction}`, text: `${(n.ts_utc || "").slice(11, 19)} ${n.direction === "to_reader" ? "room → reader" : n.reader}: ${text(n)}` }))
     : [el("div", { class: "reader-note", text: "no remote reader yet" })]));
