@@ -55,7 +55,7 @@ from ...proto.messages import (
 from ...bus import SeqEvent
 from ...service import Service
 from .labels import describe_channels
-from .control_server import ControlLimits, ControlServer, configure
+from ...control_server import ControlLimits, ControlServer, configure
 from .retransmit import RetransmitBuffer
 from .snapshot import STATE_TYPES, SessionSnapshot
 from .source import Chunk, Source
