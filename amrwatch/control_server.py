@@ -76,9 +76,10 @@ def configure(sock: zmq.Socket, limits: ControlLimits) -> None:
 
 def _user_id(frame: zmq.Frame) -> str | None:
     try:
-        return frame.get("User-Id")
+        user = frame.get("User-Id")
     except (zmq.ZMQError, KeyError):  # no ZAP handler on this socket (no CURVE)
         return None
+    return user if isinstance(user, str) else None
 
 
 @dataclass
