@@ -1,0 +1,212 @@
+"""A hub that was away longer than the cart's retransmit window gets the rest from the cart's archive read-out.
+
+The cart (real processes, CURVE with one key directory): bus + acquirer (simulator, speed 1, the shortest
+retransmit window the acquirer accepts, `--retransmit-s 60`) + recorder with `--archive-read-bind`. No
+analyzer or predictor: the acquirer's own events (session_start, stage, stimulus) are enough to age out, and
+two more services on 2 shared cores would measure the machine. No network namespace either: "away" is a hub
+that joins the session only once its first events have left the retransmit buffer — the test waits for that
+event (the cart's `streams` op reports `oldest_seq` of `stimulus` > 0 and `session_start` no longer held), it
+does not sleep for it. A hub that was partitioned for longer than the window asks the same ranges the same way
+(Room.joined / Room.plan_streams → retransmit → `unavailable_*` → archive_read).
+
+Two hubs join at once: one with the room's `archive` endpoint, one without. The first must hold every event
+the archive holds, exactly once by seq, the aged-out ones via "archive", no gap; the second shows what the hub
+did before this change — the aged-out events as a gap naming the retransmit buffer — which is what makes the
+first hub's result depend on the read-out (the test fails on the old code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.auth
+
+from amrwatch import security
+from amrwatch.archive.session import open_session
+from amrwatch.control import ControlClient
+from amrwatch.services.hub.core import EVENT_TYPES
+
+from ..conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+RETRANSMIT_S = 60  # the acquirer's validated minimum
+
+
+def _wait(what: str, cond, timeout_s: float, every_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(every_s)  # polling a condition with a deadline, not synchronising by sleep
+
+
+def _lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _tiles(port: int, token: str) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/rooms", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return {t["room"]: t for t in json.loads(r.read())["rooms"]}
+    except OSError:
+        return {}
+
+
+def test_a_hub_away_longer_than_the_retransmit_window_backfills_from_the_archive(tmp_path, stack_env, procs):
+    keys = tmp_path / "keys"
+    security.generate(keys, clients=("client", "reader-anna"))
+    readout = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(stack_env, AMRWATCH_KEYS=str(keys), AMRWATCH_CLIENT_KEY="client", AMRWATCH_ARCHIVE_READ_BIND=readout)
+    procs.env = env
+    data = Path(env["AMRWATCH_DATA"])
+    procs.start("bus")
+    procs.start("recorder")
+    procs.start("acquirer", "--speed", "1", "--retransmit-s", str(RETRANSMIT_S), "--wait-for", "recorder",
+                "--wait-timeout", "120")
+
+    # Wait for the cart's first events to age out of the retransmit buffer (asked of the cart itself).
+    ctx = zmq.Context()
+    server, _ = zmq.auth.load_certificate(str(keys / "server.key"))
+    public, secret = zmq.auth.load_certificate(str(keys / "client.key_secret"))
+    control = ControlClient(ctx, env["AMRWATCH_CONTROL"], curve=(server, public, secret))
+    try:
+        def aged_out() -> dict | None:
+            r = control.request({"op": "streams"}, timeout_s=3)
+            if r is None or not r.ok:
+                return None
+            held = {e["type"]: e for e in json.loads(r.frames[0])}
+            st, start = held.get("stimulus"), held.get("session_start")
+            if st and start and (st["oldest_seq"] or 0) >= 3 and start["oldest_seq"] is None:
+                return held
+            return None
+
+        held = _wait("the session's first events to age out of the 60 s retransmit buffer", aged_out,
+                     RETRANSMIT_S + 120, 1.0)
+    finally:
+        control.close()
+        ctx.term()
+    oldest_stimulus = held["stimulus"]["oldest_seq"]
+
+    token = secrets.token_urlsafe(24)
+    (tmp_path / "token").write_text(token)
+    hub_env = {k: v for k, v in os.environ.items() if not k.startswith("AMRWATCH_")}
+    hubs = {}
+    for name, archive in (("with", f'archive = "{readout}"\n'), ("without", "")):
+        port = free_port()
+        cfg = tmp_path / f"rooms-{name}.toml"
+        cfg.write_text(f'[hub]\nkey = "{keys / "reader-anna.key_secret"}"\nport = {port}\n'
+                       f'token_file = "{tmp_path / "token"}"\ndata = "{tmp_path / ("hub-" + name)}"\n\n'
+                       f'[[room]]\nname = "OR-1"\nbus = "{env["AMRWATCH_BUS_OUT"]}"\n'
+                       f'control = "{env["AMRWATCH_CONTROL"]}"\nserver_key = "{keys / "server.key"}"\n{archive}')
+        log = open(tmp_path / f"hub-{name}.log", "wb")  # noqa: SIM115 - the process's lifetime
+        p = subprocess.Popen([sys.executable, "-m", "amrwatch", "hub", "--config", str(cfg)], env=hub_env,
+                             stdout=log, stderr=subprocess.STDOUT)
+        procs.procs.append((f"hub-{name}", p))
+        hubs[name] = (port, tmp_path / f"hub-{name}" / "OR-1" / "events.jsonl")
+
+    sid = _wait("the session id at the hub", lambda: _tiles(hubs["with"][0], token).get("OR-1", {}).get("session_id"),
+                60)
+    with open_session(data, sid) as s:  # the cart's archive: what the cart published, as the recorder kept it
+        archived = {(e.instance, e.type, e.seq) for e in s.index.events
+                    if e.type in EVENT_TYPES and e.session_id == sid}
+    assert any(t == "stimulus" and q < oldest_stimulus for _, t, q in archived)
+    assert any(t == "session_start" for _, t, _ in archived)
+
+    def hub_keys(name: str) -> list[tuple]:
+        return [(e["instance"], e["type"], e["seq"]) for e in _lines(hubs[name][1])]
+
+    try:
+        _wait("every archived event at the hub with the archive read-out", lambda: archived <= set(hub_keys("with")),
+              120)
+    except AssertionError:
+        raise AssertionError(f"missing at the hub: {sorted(archived - set(hub_keys('with')))[:20]}") from None
+    got = hub_keys("with")
+    assert len(got) == len(set(got)), "an event taken twice"
+    via = {(e["instance"], e["type"], e["seq"]): e["via"] for e in _lines(hubs["with"][1])}
+    early = [k for k in archived if k[1] == "stimulus" and k[2] < oldest_stimulus]
+    assert early and all(via[k] == "archive" for k in early), {k: via[k] for k in early}
+    assert next(v for k, v in via.items() if k[1] == "session_start") == "archive"
+    tile = _wait("the tile counting the backfill", lambda: _tiles(hubs["with"][0], token).get("OR-1"), 30)
+    n_archive = sum(1 for v in via.values() if v == "archive")
+    assert tile["backfilled_by"]["archive"] == n_archive > 0 and tile["gap_messages"] == 0, tile
+    print(f"hub with the read-out: {len(got)} events, {n_archive} from the archive, "
+          f"{tile['backfilled_by']['retransmit']} by retransmit, gaps {tile['gap_messages']}")
+
+    # The hub without the read-out (the old behaviour): the aged-out events are a gap, shown, never hidden.
+    without = _wait("the gap at the hub without the read-out", lambda: (
+        t := _tiles(hubs["without"][0], token).get("OR-1")) and t["gap_messages"] > 0 and t, 60)
+    assert any("aged out of the cart's retransmit buffer" in g["reason"] for g in without["gaps"]), without["gaps"]
+    assert not any(k in set(hub_keys("without")) for k in early)
+
+
+def test_the_hub_reads_a_wide_aged_out_range_in_capped_chunks(tmp_path, stack_env):
+    """The hub's service against a real recorder read-out holding 2,500 archived stimuli (a closed session: no
+    acquirer needed): the range 0..2999 comes as a capped reply of 2,000, the hub asks the next chunk itself,
+    and the 500 seqs the archive never held are one gap naming both sources. Real sockets and CURVE; only the
+    aged-out range is planted in the core (as a retransmit reply's `unavailable_*` would)."""
+    from amrwatch.services.hub.config import HubConfig, RoomConfig
+    from amrwatch.services.hub.core import Request
+    from amrwatch.services.hub.service import Hub
+
+    from ..recorder.test_readout import INST, SID, write_session
+
+    keys = tmp_path / "keys"
+    security.generate(keys, clients=("client", "reader-anna"))
+    data = Path(stack_env["AMRWATCH_DATA"])
+    write_session(data, 2500)
+    readout = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(stack_env, AMRWATCH_KEYS=str(keys), AMRWATCH_CLIENT_KEY="client")
+    rec = subprocess.Popen([sys.executable, "-m", "amrwatch", "recorder", "--archive-read-bind", readout], env=env,
+                           stdout=open(tmp_path / "recorder.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    server, _ = zmq.auth.load_certificate(str(keys / "server.key"))
+    public, secret = zmq.auth.load_certificate(str(keys / "reader-anna.key_secret"))
+    rc = RoomConfig("OR-1", f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", server,
+                    archive=readout)
+    hub = Hub(HubConfig(rooms=(rc,), key_public=public, key_secret=secret, key_name="reader-anna",
+                        data=tmp_path / "hub"))
+    room = hub.rooms["OR-1"]
+    try:
+        with hub.lock:
+            room.session_id = SID
+            ask = room.aged_out(Request("acquirer", INST, "stimulus", 0, 2999), 0, 2999,
+                                "aged out of the cart's retransmit buffer")
+            hub.links["OR-1"].archive_queue.append(ask)
+        t0 = time.monotonic()
+        hub.start()
+
+        def done():
+            with hub.lock:
+                return room.backfilled_by["archive"] == 2500 and room.gap_total > 0 and \
+                    hub.links["OR-1"].archive_pending is None and not hub.links["OR-1"].archive_queue
+
+        _wait("2,500 archived events at the hub and the rest a gap", done, 90, 0.1)
+        took = time.monotonic() - t0
+        with hub.lock:
+            gaps = [(g.from_seq, g.to_seq, g.reason) for g in room.gaps]
+            s = room.streams[(INST, "stimulus")]
+            assert s.next_seq == 3000 and room.duplicates == 0 and room.events == 2500
+        assert [(a, b) for a, b, _ in gaps] == [(2500, 2999)]
+        assert "retransmit buffer" in gaps[0][2] and "archive does not hold them either" in gaps[0][2]
+        log_text = (tmp_path / "recorder.log").read_text()
+        print(f"hub: 2,500 events from the archive in two chunks, {took:.2f} s including the recorder's start")
+        assert "archive read-out on" in log_text
+    finally:
+        hub.stop()
+        rec.terminate()
+        rec.wait(timeout=10)
