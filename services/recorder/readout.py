@@ -21,8 +21,12 @@ Who serves it, and why the recorder:
   meanwhile. The thread reads `durable_record_no` of the live sessions (an int, read under the GIL) and
   nothing else of the recorder's state;
 - live sessions: only records up to the durable record number read before the index is built are served
-  (`detail.durable_up_to`); the index of a live session is rebuilt when it is older than `refresh_s` and the
-  session has committed more since. Only the event types the hub follows are served (`ARCHIVE_READ_TYPES`,
+  (`detail.durable_up_to`). The index of a live session is rebuilt only when a request asks for seqs past
+  the newest the kept index holds of that stream, the session has committed more since, and the index is at
+  least `refresh_s` old: a reader backfills what aged out of the retransmit buffer (a minute old or more,
+  long committed), so chunk after chunk is served from one index, and a rebuild — one pass over the
+  session's segments, frames included — happens at most once per `refresh_s` whatever the readers ask.
+  Only the event types the hub follows are served (`ARCHIVE_READ_TYPES`,
   never `emg_frame`); anything else is refused with the field, the allowed values and the value given.
 
 Off unless `--archive-read-bind` (AMRWATCH_ARCHIVE_READ_BIND) is given: exposing the archive on the network is
@@ -34,7 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,19 +94,24 @@ class ArchiveReadout:
         self.clock = clock
         self.cache: OrderedDict[str, _Cached] = OrderedDict()
         self.rebuilds = 0
+        #: Refusals for the recorder's loop to raise as `input_rejected` alarms (the thread has no publisher);
+        #: deque appends and pops are atomic, bounded so a flood cannot grow it.
+        self.rejections: deque[tuple[str, str]] = deque(maxlen=64)
 
     def close(self) -> None:
         for c in self.cache.values():
             c.session.close()
         self.cache.clear()
 
-    def _session(self, sid: str) -> _Cached:
+    def _session(self, sid: str, stream: tuple[str, str], to_seq: int) -> _Cached:
         now = self.clock()
         durable = self.durable(sid)
         c = self.cache.get(sid)
         if c is not None:
-            stale = (c.durable_at is not None and (durable is None or (durable > c.durable_at
-                                                                      and now - c.built >= self.refresh_s)))
+            kept = c.streams.get(stream)
+            beyond = not kept or to_seq > kept[-1].seq  # asks for what the kept index may not have yet
+            stale = (c.durable_at is not None
+                     and (durable is None or (beyond and durable > c.durable_at and now - c.built >= self.refresh_s)))
             if not stale:
                 self.cache.move_to_end(sid)
                 return c
@@ -133,6 +142,7 @@ class ArchiveReadout:
             text = describe_archive_read(err)
             READS.labels("invalid").inc()
             log.warning("archive read-out: request refused: %s", text[:500])
+            self.rejections.append(("rejected:archive_read_invalid", f"archive read-out refused a request: {text}"[:900]))
             return ControlReply(ok=False, error=f"request refused: {text}"[:4000], detail={"reason": "invalid"}), []
         if req.to_seq < req.from_seq:
             READS.labels("refused").inc()
@@ -140,7 +150,7 @@ class ArchiveReadout:
                                 f"{req.from_seq}; give from_seq <= to_seq",
                                 detail={"reason": "reversed_range"}), []
         try:
-            c = self._session(req.session_id)
+            c = self._session(req.session_id, (req.instance, req.type), req.to_seq)
         except NoSuchSession:
             READS.labels("refused").inc()
             return ControlReply(ok=False, error=f"archive_read: session_id {req.session_id!r} is not archived on "
@@ -215,6 +225,8 @@ class ReadoutThread:
     def _refused(self, limit: str, text: str) -> None:
         READS.labels(f"limit_{limit}").inc()
         log.warning("archive read-out refused a request over a limit: %s", text)
+        self.readout.rejections.append((f"archive_read_limit:{limit}",
+                                        f"archive read-out refused requests over a limit: {text}"[:900]))
 
     def _run(self) -> None:
         try:

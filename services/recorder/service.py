@@ -127,6 +127,15 @@ class Recorder(Service):
                                          ArchiveReadout(self.data_dir, self._durable_record_no))
             self.readout.start()
 
+    def _readout_rejections(self) -> None:
+        """The read-out thread's refusals, raised here (the loop owns the publisher) as the acquirer raises its
+        control socket's: a `low` `input_rejected` alarm that clears itself."""
+        assert self.readout is not None
+        q = self.readout.readout.rejections
+        while q:
+            key, text = q.popleft()
+            self.alarms.raise_("input_rejected", key, "low", text, pulse=True)
+
     def _durable_record_no(self, session_id: str) -> int | None:
         """For the read-out's thread: how far a session being recorded is durable (None: not recording it)."""
         live = self.sessions.get(session_id)
@@ -544,6 +553,8 @@ class Recorder(Service):
             self._fatal(self._setup_fatal)
         late = now - self._last_tick
         self._last_tick = now
+        if self.readout is not None:
+            self._readout_rejections()
         try:
             self._poll_control(now)
             self._settle_unknown(now)

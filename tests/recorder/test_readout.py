@@ -126,6 +126,24 @@ def test_the_live_session_is_served_up_to_what_is_durable(tmp_path):
     w.close()
 
 
+def test_a_live_session_is_reindexed_only_for_seqs_past_what_the_kept_index_holds(tmp_path):
+    w, _ = write_session(tmp_path, 10, close=False)
+    now = [0.0]
+    ro = ArchiveReadout(tmp_path, lambda sid: w.durable_record_no, refresh_s=1.0, clock=lambda: now[0])
+    assert len(ask(ro)[1]) == 10 and ro.rebuilds == 1
+    w.append_message(stimulus(10))
+    w.commit()
+    now[0] = 5.0
+    assert len(ask(ro, to_seq=9)[1]) == 10 and ro.rebuilds == 1  # old seqs: the kept index serves them
+    now[0] = 5.5
+    assert len(ask(ro, to_seq=10)[1]) == 11 and ro.rebuilds == 2  # a newer seq, the session grew: reindexed
+    w.append_message(stimulus(11))
+    w.commit()
+    now[0] = 5.9
+    assert len(ask(ro, to_seq=11)[1]) == 11 and ro.rebuilds == 2  # not within refresh_s of the last rebuild
+    w.close()
+
+
 @pytest.mark.parametrize("change, field, words", [
     ({"type": "emg_frame"}, "type", ["'stimulus'", "'decision'", "got 'emg_frame'"]),
     ({"from_seq": -1}, "from_seq", ["0 to", "got -1"]),
@@ -141,6 +159,8 @@ def test_a_bad_request_is_refused_naming_field_allowed_values_and_value(tmp_path
     for w in words:
         assert w in head["error"], (w, head["error"])
     assert ask(ro)[0]["ok"]  # and the next good request is answered
+    key, text = ro.rejections.popleft()  # for the recorder's loop to raise as an input_rejected alarm
+    assert key == "rejected:archive_read_invalid" and field in text
 
 
 def test_reversed_range_and_unknown_session_are_refused_with_reasons(tmp_path):
