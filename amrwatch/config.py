@@ -51,6 +51,12 @@ def metrics_port(service: str) -> int:
     return int(os.environ.get(f"AMRWATCH_METRICS_PORT_{service.upper()}", METRICS_PORTS[service]))
 
 
+def archive_read_bind() -> str | None:
+    """Where the recorder serves the archive read-out (AMRWATCH_ARCHIVE_READ_BIND); None: not served (exposing
+    the archive on the network is a decision, like exposing the bus)."""
+    return os.environ.get("AMRWATCH_ARCHIVE_READ_BIND") or None
+
+
 def data_dir() -> Path:
     """AMRWATCH_DATA, else $XDG_DATA_HOME/amrwatch, else ~/.local/share/amrwatch."""
     if os.environ.get("AMRWATCH_DATA"):

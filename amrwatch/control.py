@@ -20,7 +20,7 @@ pirate"): a late reply must never be taken for the next request's.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import zmq
@@ -63,17 +63,28 @@ class Reply:
 
 
 class ControlClient:
-    """A DEALER connected to the acquirer's control socket, with CURVE keys when AMRWATCH_KEYS is set."""
+    """A DEALER connected to a control-style socket (the acquirer's control socket, the recorder's archive
+    read-out), with CURVE keys when AMRWATCH_KEYS is set — or, for a process that keeps its keys elsewhere
+    (the hub: its rooms file), the `curve` keys given (server public, own public, own secret). `options`
+    sets further socket options before connect (the hub's reconnect and heartbeat settings)."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, curve: tuple[bytes, bytes, bytes] | None = None,
+                 options: Callable[[zmq.Socket], None] | None = None) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
+        self.curve = curve
+        self.options = options
         self.socket: zmq.Socket = self._connect()
 
     def _connect(self) -> zmq.Socket:
         sock = self.ctx.socket(zmq.DEALER)
         harden(sock)
-        security.client(sock)
+        if self.options is not None:
+            self.options(sock)
+        if self.curve is not None:
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self.curve
+        else:
+            security.client(sock)
         sock.connect(self.endpoint)
         return sock
 

@@ -163,6 +163,9 @@ class ArchiveIndex:
     #: emg_frame records whose header or payload the frame contract refuses: (record_no, why).
     refused: list[tuple[int, str]] = field(default_factory=list)
     _maps: list[mmap.mmap | bytes] = field(default_factory=list, repr=False)
+    #: record_no → (segment map, body offset, body length) of every non-frame message: its wire frames can be
+    #: handed back exactly as archived (`message_frames`), for the archive read-out.
+    _at: dict[int, tuple[int, int, int]] = field(default_factory=dict, repr=False)
 
     @property
     def session_id(self) -> str:
@@ -335,6 +338,7 @@ class ArchiveIndex:
         header = json.loads(data[h0:h0 + hl])
         self.events.append(Event(record_no, topic, header.get("publisher", ""), header.get("instance", ""),
                                  header.get("seq", -1), header.get("session_id"), header))
+        self._at[record_no] = (len(self._maps) - 1, end - n, n)
 
     # ------------------------------------------------------------------ reads
 
@@ -349,6 +353,18 @@ class ArchiveIndex:
         fr = self.frames
         off = fr.payload_offset[i]
         return bytes(self._maps[fr.segment[i]][off:off + 4 * fr.n_channels[i] * fr.n_samples[i]])
+
+    def message_frames(self, record_no: int) -> list[bytes]:
+        """The wire frames of an archived non-frame message (an `Event`), byte for byte as archived."""
+        seg, pos, n = self._at[record_no]
+        data = self._maps[seg]
+        end = pos + n
+        out: list[bytes] = []
+        while pos < end:
+            (ln,) = _LEN.unpack_from(data, pos)
+            out.append(bytes(data[pos + 4:pos + 4 + ln]))
+            pos += 4 + ln
+        return out
 
     def events_of(self, *types: str) -> list[Event]:
         return [e for e in self.events if e.type in types]

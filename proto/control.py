@@ -109,9 +109,42 @@ class ControlReply(Strict):
     detail: ScalarMap = {}
 
 
+#: What the cart's archive read-out serves (`archive_read`): the events a remote reader (the hub) follows —
+#: never `emg_frame` (WAN-sized; the hub does not follow frames), heartbeats (not archived) or display sweeps.
+ARCHIVE_READ_TYPES = ("session_start", "session_end", "stimulus", "stage", "factors", "baseline", "amr_state",
+                      "amr_course", "prediction", "decision", "alarm", "alarm_ack", "reader_note",
+                      "service_settings")
+#: Most messages one `archive_read` reply carries (the reader asks again from `resume_from_seq`).
+MAX_ARCHIVE_READ = 2000
+
+
+class ArchiveReadRequest(Strict):
+    """Ask the cart's archive read-out (the recorder, its own endpoint) for messages `from_seq..to_seq`
+    (inclusive) of one (instance, type) stream of an archived session — the live one included, as far as it
+    is durably committed. For what has aged out of the acquirer's retransmit buffer. The reply carries the
+    original wire frames, exactly as archived."""
+
+    op: Literal["archive_read"]
+    session_id: SessionId
+    instance: Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]
+    type: Literal[ARCHIVE_READ_TYPES]  # type: ignore[valid-type]
+    from_seq: Count
+    to_seq: Count
+
+
+ARCHIVE_READ_REQUEST = TypeAdapter(ArchiveReadRequest)
+
+
 #: Most bytes of messages one retransmit reply may carry (at least one message is always carried); a cut
 #: reply says so in `detail` (`truncated_by`, `resume_from_seq`).
 MAX_REPLY_BYTES = 1024 * 1024
+
+
+def describe_archive_read(err) -> str:
+    """`codec.describe` for an `archive_read` request: the field, the allowed range or values, the value."""
+    from .codec import describe
+
+    return describe(err, ArchiveReadRequest)
 
 
 def describe_request(err) -> str:

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .control import ControlReply, ControlRequest
+from .control import ArchiveReadRequest, ControlReply, ControlRequest
 from .messages import BY_TYPE, EmgFrame
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
@@ -60,6 +60,11 @@ def generate() -> dict[str, str]:
         out[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     req = _standard(TypeAdapter(ControlRequest).json_schema(), sent_whole=False)
     out["control_request.json"] = json.dumps(req, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    ar = ArchiveReadRequest.model_json_schema()
+    ar["$id"] = "https://amrwatch.invalid/proto/schemas/archive_read_request.json"
+    ar["$comment"] = "the request on the cart's archive read-out (the recorder's endpoint), not the control socket"
+    out["archive_read_request.json"] = json.dumps(_standard(ar, sent_whole=False), indent=2, sort_keys=True,
+                                                  ensure_ascii=False) + "\n"
     from .montage import MontageFile
 
     mf = MontageFile.model_json_schema()

@@ -55,8 +55,8 @@ from ...proto.messages import (
 from ...bus import SeqEvent
 from ...service import Service
 from .labels import describe_channels
+from ...control_server import ControlLimits, ControlServer, configure
 from .readers import DEFAULT_LOST_AFTER_S, ReaderWatch
-from .control_server import ControlLimits, ControlServer, configure
 from .retransmit import RetransmitBuffer
 from .snapshot import STATE_TYPES, SessionSnapshot
 from .source import Chunk, Source

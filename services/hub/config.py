@@ -13,6 +13,8 @@
     name = "OR-3"
     bus = "tcp://cart-or3.example:5556"         # the cart's bus_out (subscriber endpoint)
     control = "tcp://cart-or3.example:5557"     # the cart's control socket
+    archive = "tcp://cart-or3.example:5553"     # optional: the cart's archive read-out (the recorder's
+                                                # --archive-read-bind): what aged out of the retransmit buffer
     server_key = "/etc/amrwatch-hub/or3-server.key"   # the cart's server public key (file or Z85 text)
     monitor = "http://cart-or3.example:8080"    # optional: the room's full monitor
     monitor_token_file = "/etc/amrwatch-hub/or3-monitor.token"   # optional: that monitor's token
@@ -50,6 +52,7 @@ class RoomConfig:
     monitor: str | None = None
     monitor_token: str | None = None
     proxy_port: int | None = None  # the room's monitor through the hub, when [hub].monitor_proxy_port is set
+    archive: str | None = None  # the cart's archive read-out; None: aged-out events become gaps at once
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,8 @@ def load(path: Path) -> HubConfig:
         if r["name"] in seen:
             raise ConfigError(f"{where}.name: {r['name']!r} is given twice; room names must be unique")
         seen.add(r["name"])
-        for k in ("bus", "control"):
-            if not ENDPOINT.match(r[k]):
+        for k in ("bus", "control", "archive"):
+            if k in r and (not isinstance(r[k], str) or not ENDPOINT.match(r[k])):
                 raise ConfigError(f"{where}.{k}: a tcp://HOST:PORT endpoint of the cart; got {r[k]!r}")
         monitor = r.get("monitor")
         if monitor is not None and not re.match(r"^https?://[^\s]+$", str(monitor)):
@@ -129,7 +132,8 @@ def load(path: Path) -> HubConfig:
             raise ConfigError(f"{where}.monitor: the hub proxies http:// monitors only (put TLS in front of the "
                               f"hub instead); got {monitor!r}")
         rooms.append(RoomConfig(r["name"], r["bus"], r["control"], _server_key(r["name"], r["server_key"], base),
-                                monitor, monitor_token, (proxy_base + i) if proxy_base and monitor else None))
+                                monitor, monitor_token, (proxy_base + i) if proxy_base and monitor else None,
+                                r.get("archive")))
     if not rooms:
         raise ConfigError(f"rooms file {path}: no [[room]] given; list at least one cart")
     public = secret = None

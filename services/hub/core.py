@@ -3,9 +3,13 @@
 One `Room` per cart. Every event the hub takes — live from the cart's bus or
 backfilled from its control socket — goes through `Room.take`, which keeps it
 exactly once by (publisher instance, type, seq) and notes the seqs that are
-missing. `Room.backfill_plan` turns the missing seqs into retransmit requests;
-what the cart answers it no longer holds becomes a *gap*: recorded, shown on
-the tile and counted, never hidden. Staleness is the age of the newest data
+missing. `Room.backfill_plan` turns the missing seqs into retransmit requests.
+What the cart's retransmit buffer no longer holds (aged out, ≥ 60 s) is asked
+of the cart's archive read-out when the room has one (`Room.aged_out` →
+`ArchiveAsk`, the recorder's `archive_read`, chunk after chunk); only what the
+archive does not hold either — or what it refused, or never answered — becomes
+a *gap*, its reason naming which source said what: recorded, shown on the
+tile and counted, never hidden. Staleness is the age of the newest data
 (any message, heartbeats included); past `stale_after_s` the room's
 `link_stale` alarm is raised, and cleared when data flows again.
 
@@ -31,6 +35,21 @@ DISPLAY_TYPES = ("sweep_display",)
 PRIORITY_ORDER = ("high", "medium", "low")
 #: Most seqs asked for in one retransmit request (the cart caps replies at 2,000 messages anyway).
 MAX_ASK = 2000
+#: Where a backfilled event came from: the acquirer's retransmit buffer, or the recorder's archive read-out.
+SOURCES = ("retransmit", "archive")
+#: `via` of an event taken from each source (the hub's events.jsonl; "backfill" kept for the retransmit).
+VIA = {"retransmit": "backfill", "archive": "archive"}
+
+
+def _runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as contiguous (first, last) runs."""
+    out: list[tuple[int, int]] = []
+    for x in seqs:
+        if out and out[-1][1] + 1 == x:
+            out[-1] = (out[-1][0], x)
+        else:
+            out.append((x, x))
+    return out
 
 
 @dataclass
@@ -42,6 +61,12 @@ class Stream:
     held_above: set[int] = field(default_factory=set)  # held seqs >= next_seq (arrived out of order)
     highest: int = -1
     missing_reported: bool = False
+    #: Ranges (inclusive) being asked of the cart's archive: not missing meanwhile (not asked of the
+    #: retransmit buffer again), not yet gaps.
+    archive_pending: list[tuple[int, int]] = field(default_factory=list)
+
+    def pending(self, seq: int) -> bool:
+        return any(a <= seq <= b for a, b in self.archive_pending)
 
     def holds(self, seq: int) -> bool:
         return seq < self.next_seq or seq in self.held_above
@@ -64,6 +89,17 @@ class Stream:
             if s > start:
                 out.append((start, s - 1))
             start = s + 1
+        for pa, pb in self.archive_pending:  # interval subtraction: a range may be wide (a seq jump)
+            cut: list[tuple[int, int]] = []
+            for a, b in out:
+                if b < pa or a > pb:
+                    cut.append((a, b))
+                    continue
+                if a < pa:
+                    cut.append((a, pa - 1))
+                if b > pb:
+                    cut.append((pb + 1, b))
+            out = cut
         return out
 
     def skip(self, from_seq: int, to_seq: int) -> None:
@@ -103,14 +139,35 @@ class Request:
                 "from_seq": self.from_seq, "to_seq": self.to_seq}
 
 
+@dataclass
+class ArchiveAsk:
+    """An `archive_read` request the service sends to the cart's archive read-out, for seqs the retransmit
+    buffer no longer held (`why`: what it said)."""
+
+    publisher: str
+    instance: str
+    type: str
+    from_seq: int
+    to_seq: int
+    why: str
+    tries: int = 0
+
+    def body(self, session_id: str) -> dict[str, Any]:
+        return {"op": "archive_read", "session_id": session_id, "instance": self.instance, "type": self.type,
+                "from_seq": self.from_seq, "to_seq": self.to_seq}
+
+
 class Room:
     """Everything the hub knows about one cart."""
 
-    def __init__(self, name: str, stale_after_s: float = 5.0, keep_events: int = 2000) -> None:
+    def __init__(self, name: str, stale_after_s: float = 5.0, keep_events: int = 2000,
+                 archive: bool = False) -> None:
         if not 0.5 <= stale_after_s <= 3600:
             raise ValueError(f"stale_after_s for room {name}: must be between 0.5 and 3600 s; got {stale_after_s}")
         self.name = name
         self.stale_after_s = stale_after_s
+        #: The cart serves an archive read-out (the room's `archive` endpoint): aged-out ranges are asked there.
+        self.archive = archive
         self.streams: dict[tuple[str, str], Stream] = {}  # (instance, type) → stream
         self.gaps: deque[Gap] = deque(maxlen=1000)  # the newest gaps, shown; all are counted in gap_total
         self.gap_total = 0
@@ -124,6 +181,7 @@ class Room:
         self.events = 0
         self.duplicates = 0
         self.backfilled = 0
+        self.backfilled_by = dict.fromkeys(SOURCES, 0)
         self.stage: str | None = None
         self.amr: dict[str, dict[str, Any]] = {}
         self.decision: dict[str, Any] | None = None
@@ -144,7 +202,8 @@ class Room:
         self.sweeps[m["channel"]] = {k: m[k] for k in ("stimulus_index", "t0_ms", "dt_ms", "values", "direction")}
 
     def take(self, msg: dict[str, Any], now: float, via: str = "live") -> bool:
-        """One event (its JSON header+body as a dict). True if new, False if already held."""
+        """One event (its JSON header+body as a dict). True if new, False if already held. `via`: "live",
+        "backfill" (the retransmit buffer) or "archive" (the archive read-out)."""
         self.heard(now)
         key = (msg["instance"], msg["type"])
         stream = self.streams.get(key)
@@ -157,6 +216,7 @@ class Room:
         self.events += 1
         if via != "live":
             self.backfilled += 1
+            self.backfilled_by["archive" if via == "archive" else "retransmit"] += 1
         self._apply(msg)
         self.recent.append({"publisher": msg["publisher"], "instance": msg["instance"], "type": msg["type"],
                             "seq": msg["seq"], "via": via})
@@ -244,6 +304,62 @@ class Room:
         self.gap_total += gap.n
         return gap
 
+    def _stream(self, publisher: str, instance: str, type_: str) -> Stream:
+        s = self.streams.get((instance, type_))
+        if s is None:
+            s = self.streams[(instance, type_)] = Stream(publisher)
+        return s
+
+    def _gaps(self, s: Stream, instance: str, type_: str, from_seq: int, to_seq: int, reason: str) -> list[Gap]:
+        """Record as gaps the seqs of from_seq..to_seq not held (each contiguous run one gap)."""
+        out = []
+        for a, b in _runs([x for x in range(from_seq, to_seq + 1) if not s.holds(x)]):
+            s.skip(a, b)
+            gap = Gap(s.publisher, instance, type_, a, b, reason[:500])
+            self.gaps.append(gap)
+            self.gap_total += gap.n
+            out.append(gap)
+        return out
+
+    def aged_out(self, req: Request, from_seq: int, to_seq: int, reason: str) -> ArchiveAsk | Gap | None:
+        """The cart's retransmit buffer no longer holds from_seq..to_seq: with an archive read-out, the ask for
+        the seqs not held (None if held, or already being asked); without, the gap (as `unavailable`)."""
+        if not self.archive:
+            return self.unavailable(req, from_seq, to_seq, reason)
+        s = self._stream(req.publisher, req.instance, req.type)
+        todo = [x for x in range(from_seq, to_seq + 1) if not s.holds(x) and not s.pending(x)]
+        if not todo:
+            return None
+        ask = ArchiveAsk(s.publisher, req.instance, req.type, todo[0], todo[-1], reason)
+        s.archive_pending.append((ask.from_seq, ask.to_seq))
+        return ask
+
+    def archive_answered(self, ask: ArchiveAsk, detail: dict[str, Any]) -> tuple[ArchiveAsk | None, list[Gap]]:
+        """The archive read-out answered `ask` (its messages already taken): the next chunk when the reply was
+        cut, and the seqs it did not hold either as gaps naming both sources."""
+        s = self._stream(ask.publisher, ask.instance, ask.type)
+        s.archive_pending = [r for r in s.archive_pending if r != (ask.from_seq, ask.to_seq)]
+        resume = detail.get("resume_from_seq")
+        nxt = None
+        covered_to = ask.to_seq
+        if isinstance(resume, int) and ask.from_seq < resume <= ask.to_seq:
+            covered_to = resume - 1
+            nxt = ArchiveAsk(ask.publisher, ask.instance, ask.type, resume, ask.to_seq, ask.why)
+            s.archive_pending.append((nxt.from_seq, nxt.to_seq))
+        why = f"{ask.why}; the cart's archive does not hold them either"
+        if detail.get("recorded_lost_reason"):
+            why += f" (the archive records them as lost: {detail['recorded_lost_reason']})"
+        elif detail.get("live"):
+            why += f" (archive durable up to record {detail.get('durable_up_to')})"
+        return nxt, self._gaps(s, ask.instance, ask.type, ask.from_seq, covered_to, why)
+
+    def archive_failed(self, ask: ArchiveAsk, error: str) -> list[Gap]:
+        """The archive read-out refused `ask`, or never answered it: what is not held becomes a gap."""
+        s = self._stream(ask.publisher, ask.instance, ask.type)
+        s.archive_pending = [r for r in s.archive_pending if r != (ask.from_seq, ask.to_seq)]
+        return self._gaps(s, ask.instance, ask.type, ask.from_seq, ask.to_seq,
+                          f"{ask.why}; the cart's archive read-out {error}")
+
     # -- staleness ------------------------------------------------------------
     def age(self, now: float) -> float | None:
         return None if self.last_data is None else max(0.0, now - self.last_data)
@@ -290,6 +406,7 @@ class Room:
             "events": self.events,
             "duplicates": self.duplicates,
             "backfilled": self.backfilled,
+            "backfilled_by": dict(self.backfilled_by),
             "gaps": [g.__dict__ | {"n": g.n} for g in list(self.gaps)[-20:]],
             "gap_messages": self.gap_total,
             "notes": list(self.notes)[-10:],

@@ -10,7 +10,13 @@ Per room:
   one request at a time with a timeout (a request lost with the link is sent
   again on a fresh socket), and carries the reader's acks and notes;
 - after the link comes back (and every `PROBE_S`), each known stream is probed
-  past its newest seq, which finds what was lost at the end of a stream.
+  past its newest seq, which finds what was lost at the end of a stream;
+- with the room's `archive` endpoint, a second DEALER (the platform's
+  `ControlClient`, the hub's own keys) asks the cart's archive read-out (the
+  recorder, services/recorder/readout.py) for what the retransmit buffer no
+  longer held, one `archive_read` at a time, chunk after chunk, with a timeout
+  and `ARCHIVE_TRIES` tries on a fresh socket; the core (core.py) plans the
+  asks and turns what neither source held into gaps.
 
 Events taken (live or backfilled) are appended to DATA/ROOM/events.jsonl and
 link_stale changes to DATA/ROOM/alarms.jsonl: the hub's own record.
@@ -33,10 +39,11 @@ from prometheus_client import Counter, Gauge
 from zmq.utils.monitor import recv_monitor_message
 
 from ...bus import harden
+from ...control import ControlClient, ControlError, no_answer
 from ...proto.codec import DecodeError, decode
 from ...proto.control import ControlReply
 from .config import HubConfig, RoomConfig
-from .core import DISPLAY_TYPES, EVENT_TYPES, LIVENESS_TYPES, Request, Room
+from .core import DISPLAY_TYPES, EVENT_TYPES, LIVENESS_TYPES, SOURCES, VIA, ArchiveAsk, Request, Room
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +51,17 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT_S = 5.0
 #: Every known stream is probed for lost tails this often (and at once when a link comes back).
 PROBE_S = 10.0
+#: Seconds an archive_read waits for its reply (the cart may first have to index a long session), and how
+#: many times it is sent (each on a fresh socket) before what it asked for is shown as a gap.
+ARCHIVE_TIMEOUT_S = 10.0
+ARCHIVE_TRIES = 3
 
 CONNECTED = Gauge("amrwatch_hub_room_connected", "1 while the hub's link to the room is up", ["room"])
 STALENESS = Gauge("amrwatch_hub_room_staleness_seconds", "Age of the newest data from the room", ["room"])
 STALE = Gauge("amrwatch_hub_room_stale", "1 while the room's link_stale alarm is raised", ["room"])
 EVENTS = Counter("amrwatch_hub_room_events_total", "Events taken from the room (exactly once by seq)", ["room"])
-BACKFILLED = Counter("amrwatch_hub_room_backfilled_total", "Events taken by backfill (retransmit)", ["room"])
+BACKFILLED = Counter("amrwatch_hub_room_backfilled_total", "Events taken by backfill, by source (the cart's "
+                     "retransmit buffer, or its archive read-out)", ["room", "source"])
 GAPS = Counter("amrwatch_hub_room_gap_messages_total", "Events the cart could no longer give (shown as gaps)",
                ["room"])
 BYTES = Counter("amrwatch_hub_room_received_bytes_total", "Message bytes received from the room (live and "
@@ -95,6 +107,13 @@ class Link:
         self.dealer: zmq.Socket | None = None
         self.dealer_gen = 0
         self._new_dealer()
+        #: The cart's archive read-out (optional), one request at a time: what waits, what is in flight.
+        self.archive: ControlClient | None = None
+        if rc.archive is not None:
+            keys = (rc.server_key, cfg.key_public, cfg.key_secret) if cfg.key_secret is not None else None
+            self.archive = ControlClient(ctx, rc.archive, curve=keys, options=_links)  # type: ignore[arg-type]
+        self.archive_queue: deque[ArchiveAsk] = deque()
+        self.archive_pending: tuple[ArchiveAsk, float] | None = None
         self.queue: deque[tuple[dict, Request | None, Future | None]] = deque()
         self.pending: tuple[dict, Request | None, Future | None, float] | None = None
         self.next_probe = time.monotonic() + PROBE_S
@@ -122,6 +141,8 @@ class Link:
         for s in (self.sub, self.mon, self.dealer):
             if s is not None:
                 s.close(linger=0)
+        if self.archive is not None:
+            self.archive.close()
         for f in (self.events_file, getattr(self, "alarms_file", None)):
             if f is not None:
                 f.close()
@@ -139,7 +160,7 @@ class Hub:
         self.clock = clock
         self.ctx = zmq.Context()
         self.lock = threading.Lock()
-        self.rooms = {rc.name: Room(rc.name, cfg.stale_after_s) for rc in cfg.rooms}
+        self.rooms = {rc.name: Room(rc.name, cfg.stale_after_s, archive=rc.archive is not None) for rc in cfg.rooms}
         self.links = {rc.name: Link(self.ctx, cfg, rc, self.rooms[rc.name], i) for i, rc in enumerate(cfg.rooms)}
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -149,8 +170,10 @@ class Hub:
         for name in self.rooms:
             for m in (CONNECTED, STALENESS, STALE):
                 m.labels(name)
-            for c in (EVENTS, BACKFILLED, GAPS, BYTES):
+            for c in (EVENTS, GAPS, BYTES):
                 c.labels(name)
+            for source in SOURCES:
+                BACKFILLED.labels(name, source)
 
     # -- for the page (other threads) ----------------------------------------
     def tiles(self) -> list[dict[str, Any]]:
@@ -201,6 +224,8 @@ class Hub:
                     poller.register(link.sub, zmq.POLLIN)
                     poller.register(link.mon, zmq.POLLIN)
                     poller.register(link.dealer, zmq.POLLIN)
+                    if link.archive is not None:
+                        poller.register(link.archive.socket, zmq.POLLIN)
                 events = dict(poller.poll(100))
                 now = self.clock()
                 sweep = now >= next_sweep  # staleness, timeouts, probes: every 50 ms, not on every message
@@ -217,7 +242,11 @@ class Hub:
                         if events.get(link.dealer):
                             self._reply(link)
                             busy = True
-                        if sweep or busy or (link.queue and link.pending is None):
+                        if link.archive is not None and events.get(link.archive.socket):
+                            self._archive_reply(link)
+                            busy = True
+                        if sweep or busy or (link.queue and link.pending is None) or \
+                                (link.archive_queue and link.archive_pending is None):
                             self._housekeeping(link, self.clock())
         finally:
             with self.lock:
@@ -289,7 +318,7 @@ class Hub:
             self.version += 1
             EVENTS.labels(room.name).inc()
             if via != "live":
-                BACKFILLED.labels(room.name).inc()
+                BACKFILLED.labels(room.name, "archive" if via == VIA["archive"] else "retransmit").inc()
             if link.events_file is not None:
                 link.events_file.write(json.dumps({"publisher": d["publisher"], "instance": d["instance"],
                                                    "type": d["type"], "seq": d["seq"], "via": via,
@@ -349,9 +378,8 @@ class Hub:
                     self._take(link, extra[i:i + 3], "backfill")
                 det = reply.detail
                 if "unavailable_from" in det:
-                    gap = room.unavailable(req, int(det["unavailable_from"]), int(det["unavailable_to"]),
-                                           "aged out of the cart's retransmit buffer")
-                    self._gap(link, gap)
+                    self._aged_out(link, req, int(det["unavailable_from"]), int(det["unavailable_to"]),
+                                   "aged out of the cart's retransmit buffer")
                 if "resume_from_seq" in det:
                     more = Request(req.publisher, req.instance, req.type, int(det["resume_from_seq"]), req.to_seq)
                     link.queue.appendleft((more.body(""), more, None))
@@ -364,8 +392,80 @@ class Hub:
             elif not req.probe or reply.detail.get("reason") == "unknown_instance":
                 stream = room.streams.get((req.instance, req.type))
                 if stream is not None and not req.probe:
-                    gap = room.unavailable(req, req.from_seq, req.to_seq, reply.error or "refused by the cart")
+                    self._aged_out(link, req, req.from_seq, req.to_seq,
+                                   f"the cart's retransmit refused: {reply.error or 'no reason given'}")
+
+    def _aged_out(self, link: Link, req: Request, from_seq: int, to_seq: int, why: str) -> None:
+        """The retransmit buffer does not hold them: ask the archive read-out, or (without one) a gap."""
+        got = link.room.aged_out(req, from_seq, to_seq, why)
+        if isinstance(got, ArchiveAsk):
+            link.archive_queue.append(got)
+        else:
+            self._gap(link, got)
+
+    def _archive_reply(self, link: Link) -> None:
+        assert link.archive is not None
+        room = link.room
+        for parts in link.archive.replies():
+            if link.archive_pending is None:
+                continue  # a late reply to an ask already given up
+            ask, _sent = link.archive_pending
+            try:
+                parsed = link.archive.parse(parts)
+            except ControlError as err:
+                log.warning("room %s: %s", room.name, err)
+                continue
+            if parsed is None:
+                continue
+            link.archive_pending = None
+            if not parsed.ok:
+                log.warning("room %s: the archive read-out refused %s %s %d..%d: %s", room.name, ask.instance,
+                            ask.type, ask.from_seq, ask.to_seq, parsed.reply.error)
+                for gap in room.archive_failed(ask, f"refused: {parsed.reply.error or 'no reason given'}"):
                     self._gap(link, gap)
+                continue
+            taken = 0
+            for frames in parsed.triples:
+                try:
+                    head = json.loads(frames[1])
+                except (ValueError, IndexError):
+                    head = {}
+                if (head.get("instance"), head.get("type")) != (ask.instance, ask.type) or \
+                        not (isinstance(head.get("seq"), int) and ask.from_seq <= head["seq"] <= ask.to_seq):
+                    log.warning("room %s: the archive read-out sent a message not asked for; ignored", room.name)
+                    continue
+                self._take(link, frames, VIA["archive"])
+                taken += 1
+            nxt, gaps = room.archive_answered(ask, parsed.reply.detail)
+            log.info("room %s: %d %s message(s) of %s from the cart's archive (seq %d..%d asked)", room.name, taken,
+                     ask.type, ask.instance, ask.from_seq, ask.to_seq)
+            if nxt is not None:
+                link.archive_queue.appendleft(nxt)
+            for gap in gaps:
+                self._gap(link, gap)
+
+    def _archive_housekeeping(self, link: Link, now: float) -> None:
+        """Send the next archive ask; an unanswered one is sent again on a fresh socket, then given up as gaps."""
+        if link.archive is None:
+            return
+        room = link.room
+        if link.archive_pending is not None and now - link.archive_pending[1] > ARCHIVE_TIMEOUT_S:
+            ask, _ = link.archive_pending
+            link.archive_pending = None
+            link.archive.reconnect()  # lazy pirate: a late reply must never be taken for the next ask's
+            if ask.tries < ARCHIVE_TRIES:
+                log.info("room %s: archive_read unanswered after %g s; asking again on a fresh socket", room.name,
+                         ARCHIVE_TIMEOUT_S)
+                link.archive_queue.appendleft(ask)
+            else:
+                why = f"did not answer ({no_answer(link.rc.archive or '?', ARCHIVE_TIMEOUT_S)}, {ask.tries} tries)"
+                for gap in room.archive_failed(ask, why.replace("no acquirer", "no archive read-out")):
+                    self._gap(link, gap)
+        if link.archive_pending is None and link.archive_queue and room.session_id:
+            ask = link.archive_queue.popleft()
+            ask.tries += 1
+            link.archive.send(ask.body(room.session_id))
+            link.archive_pending = (ask, now)
 
     def _streams(self, link: Link, reply: ControlReply, extra: list) -> None:
         room = link.room
@@ -424,6 +524,7 @@ class Hub:
             asked = [b for b, _, _ in link.queue] + ([link.pending[0]] if link.pending else [])
             if not any(b.get("op") == "streams" for b in asked):
                 link.queue.append(({"op": "streams"}, None, None))
+        self._archive_housekeeping(link, now)
         if link.pending is None and link.queue and room.connected:
             body, req, fut = link.queue.popleft()
             if req is not None:

@@ -62,7 +62,7 @@ function tile(t){
   return `<div class="tile${t.stale?' stale':''}" data-room="${esc(t.room)}" data-stale="${t.stale}">
     <h2>${esc(t.room)} <span class="age">${esc(age)}</span></h2>
     <div>stage: <b class="stage">${esc(t.stage||'—')}</b></div><div>${amr}</div><div>${sw}</div>${d}${conn}${al}${gaps}
-    <div class="notice">${since(t.last_stimulus_utc)} · ${t.events} events, ${t.backfilled} backfilled</div></div>`}
+    <div class="notice">${since(t.last_stimulus_utc)} · ${t.events} events, ${t.backfilled} backfilled${(t.backfilled_by||{}).archive?' ('+t.backfilled_by.archive+' from the archive)':''}</div></div>`}
 function draw(cv,v,stale){const g=cv.getContext('2d');const ok=v.filter(x=>x!=null);if(!ok.length)return;
   let lo=Math.min(...ok),hi=Math.max(...ok);if(hi-lo<1){hi+=0.5;lo-=0.5}
   g.strokeStyle=stale?'#777':'#4f4';g.beginPath();let pen=false;

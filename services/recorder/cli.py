@@ -38,7 +38,9 @@ def cmd_recorder(args: argparse.Namespace) -> int:
     if isinstance(lock, int):
         return lock
     try:
-        svc = Recorder(data_dir=_data_dir(args), settings=settings, control=args.control, **base.service_kw(args))
+        svc = Recorder(data_dir=_data_dir(args), settings=settings, control=args.control,
+                       archive_read_bind=args.archive_read_bind or config.archive_read_bind(),
+                       **base.service_kw(args))
         return svc.run()
     finally:
         lock.release()
@@ -52,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data", metavar="DIR", help=data_help)
     r.add_argument("--control", metavar="ENDPOINT",
                    help=f"acquirer control socket, for refetching lost messages (default {config.get('control')})")
+    r.add_argument("--archive-read-bind", metavar="ENDPOINT",
+                   help="serve the archive read-out (archive_read: events a remote reader missed, CURVE with the "
+                   "cart's keys) on ENDPOINT, e.g. tcp://0.0.0.0:5553 (default: env AMRWATCH_ARCHIVE_READ_BIND; "
+                   "unset: not served)")
     r.add_argument("--grace", type=float, default=3.0,
                    help="seconds a session stays open after its end for late events (default 3)")
     r.add_argument("--hmac-key-file", metavar="FILE", help="sign checkpoint.json with the key in FILE")

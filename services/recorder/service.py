@@ -36,6 +36,7 @@ from amrwatch.archive.durable import ArchiveIO
 from .gapfill import ACQUIRER_TYPES, GapFiller, GapNote, Request
 from amrwatch.archive.index import ArchiveIndex
 from .live import LiveSession
+from .readout import ArchiveReadout, ReadoutThread
 from .recorder_settings import RecorderSettings
 from amrwatch.registry.store import Registry, RegistryError, UnknownSession, new_patient_token
 from amrwatch.archive.seqset import SeqSet
@@ -74,8 +75,12 @@ class Recorder(Service):
     topics = ("",)
 
     def __init__(self, *, data_dir: Path | None = None, settings: RecorderSettings | None = None,
-                 control: str | None = None, io: ArchiveIO | None = None, **kw: Any) -> None:
+                 control: str | None = None, io: ArchiveIO | None = None, archive_read_bind: str | None = None,
+                 **kw: Any) -> None:
         super().__init__(**kw)
+        #: Where the archive read-out listens (readout.py); None: not served.
+        self.archive_read_bind = archive_read_bind
+        self.readout: ReadoutThread | None = None
         self.settings = settings or RecorderSettings()
         self.data_dir = Path(data_dir) if data_dir is not None else config.data_dir()
         self.control_endpoint = control or config.get("control")
@@ -117,8 +122,29 @@ class Recorder(Service):
             self._setup_fatal = err  # raised from the first tick, where the alarm can be published
             return
         log.info("recorder ready: data %s, %d session(s) resumed", self.data_dir, len(self.sessions))
+        if self.archive_read_bind:
+            self.readout = ReadoutThread(self.ctx, self.archive_read_bind,
+                                         ArchiveReadout(self.data_dir, self._durable_record_no))
+            self.readout.start()
+
+    def _readout_rejections(self) -> None:
+        """The read-out thread's refusals, raised here (the loop owns the publisher) as the acquirer raises its
+        control socket's: a `low` `input_rejected` alarm that clears itself."""
+        assert self.readout is not None
+        q = self.readout.readout.rejections
+        while q:
+            key, text = q.popleft()
+            self.alarms.raise_("input_rejected", key, "low", text, pulse=True)
+
+    def _durable_record_no(self, session_id: str) -> int | None:
+        """For the read-out's thread: how far a session being recorded is durable (None: not recording it)."""
+        live = self.sessions.get(session_id)
+        return None if live is None else live.writer.durable_record_no
 
     def teardown(self) -> None:
+        if self.readout is not None:
+            self.readout.stop()
+            self.readout = None
         now = time.monotonic()
         try:
             self._write_notes(now)
@@ -533,6 +559,8 @@ class Recorder(Service):
             self._fatal(self._setup_fatal)
         late = now - self._last_tick
         self._last_tick = now
+        if self.readout is not None:
+            self._readout_rejections()
         try:
             self._poll_control(now)
             self._settle_unknown(now)

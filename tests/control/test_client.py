@@ -15,7 +15,7 @@ import zmq
 from amrwatch import security, sessionstate
 from amrwatch.control import REQUEST_TIMEOUT_S, ControlClient, ControlError, no_answer, request
 from amrwatch.proto.control import ControlReply
-from amrwatch.services.acquirer.control_server import ControlLimits, ControlServer, configure
+from amrwatch.control_server import ControlLimits, ControlServer, configure
 
 
 def _reply(**kw) -> bytes:

@@ -81,3 +81,66 @@ def test_tile_orders_alarms_by_priority_and_follows_state():
 def test_a_stale_threshold_out_of_range_is_refused_with_the_range():
     with pytest.raises(ValueError, match="between 0.5 and 3600 s; got 0.1"):
         Room("OR-1", stale_after_s=0.1)
+
+
+# -- the archive read-out: what aged out of the retransmit buffer -------------------------------------------------
+
+def test_aged_out_without_an_archive_is_a_gap_at_once():
+    r = Room("OR-1")
+    r.take(ev("stimulus", 50), 0.0)
+    req = r.joined("acquirer", "aaaaaaaa", "stimulus", 50)
+    gap = r.aged_out(req, 0, 39, "aged out of the cart's retransmit buffer")
+    assert (gap.from_seq, gap.to_seq) == (0, 39) and r.gap_total == 40
+
+
+def test_aged_out_with_an_archive_asks_it_and_is_not_asked_of_the_retransmit_buffer_again():
+    r = Room("OR-1", archive=True)
+    r.take(ev("stimulus", 50), 0.0)
+    req = r.joined("acquirer", "aaaaaaaa", "stimulus", 50)
+    ask = r.aged_out(req, 0, 39, "aged out of the cart's retransmit buffer")
+    assert (ask.from_seq, ask.to_seq, ask.type) == (0, 39, "stimulus") and r.gap_total == 0
+    assert ask.body("s1") == {"op": "archive_read", "session_id": "s1", "instance": "aaaaaaaa", "type": "stimulus",
+                              "from_seq": 0, "to_seq": 39}
+    for s in range(40, 50):
+        r.take(ev("stimulus", s), 0.0, via="backfill")
+    assert r.backfill_plan() == []  # 0..39 are being asked of the archive, not missing
+    assert r.aged_out(req, 0, 39, "aged out again") is None  # a second 'unavailable' is not a second ask
+    for s in range(40):
+        assert r.take(ev("stimulus", s), 1.0, via="archive")
+    nxt, gaps = r.archive_answered(ask, {"last_archived_seq": 60})
+    assert nxt is None and gaps == [] and r.streams[("aaaaaaaa", "stimulus")].next_seq == 51
+    assert r.backfilled_by == {"retransmit": 10, "archive": 40} and r.backfilled == 50
+    assert r.tile(1.0)["backfilled_by"] == {"retransmit": 10, "archive": 40}
+
+
+def test_a_cut_archive_reply_continues_with_the_next_chunk_and_what_it_lacks_is_a_gap_naming_both():
+    r = Room("OR-1", archive=True)
+    r.take(ev("stimulus", 5000), 0.0)
+    ask = r.aged_out(Request("acquirer", "aaaaaaaa", "stimulus", 0, 4999), 0, 4999, "aged out of the cart's "
+                     "retransmit buffer")
+    for s in range(2000):
+        if s != 7:
+            r.take(ev("stimulus", s), 1.0, via="archive")
+    nxt, gaps = r.archive_answered(ask, {"truncated_by": "max_messages", "resume_from_seq": 2000,
+                                         "recorded_lost_reason": "lost on the bus and not refetched"})
+    assert (nxt.from_seq, nxt.to_seq) == (2000, 4999)
+    assert [(g.from_seq, g.to_seq) for g in gaps] == [(7, 7)]
+    assert "retransmit buffer" in gaps[0].reason and "archive" in gaps[0].reason
+    assert "not refetched" in gaps[0].reason
+    assert [(q.from_seq, q.to_seq) for q in r.backfill_plan()] == []  # the next chunk is pending, not missing
+    for s in range(2000, 3000):
+        r.take(ev("stimulus", s), 2.0, via="archive")
+    nxt2, gaps2 = r.archive_answered(nxt, {"live": True, "durable_up_to": 123})
+    assert nxt2 is None and [(g.from_seq, g.to_seq) for g in gaps2] == [(3000, 4999)]
+    assert "durable up to record 123" in gaps2[0].reason and r.gap_total == 1 + 2000
+
+
+def test_an_archive_refusal_or_silence_becomes_a_gap_with_the_reason():
+    r = Room("OR-1", archive=True)
+    r.take(ev("stage", 9, stage="closure"), 0.0)
+    ask = r.aged_out(Request("acquirer", "aaaaaaaa", "stage", 0, 8), 0, 8, "aged out of the cart's retransmit "
+                     "buffer")
+    (gap,) = r.archive_failed(ask, "refused: archive_read: session_id 's1' is not archived on this cart")
+    assert (gap.from_seq, gap.to_seq) == (0, 8) and "not archived on this cart" in gap.reason
+    assert gap.reason.startswith("aged out of the cart's retransmit buffer; the cart's archive read-out refused")
+    assert r.backfill_plan() == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from amrwatch.proto.codec import MAX_HEADER_BYTES, MAX_PART_BYTES
-from amrwatch.services.acquirer.control_server import ControlLimits
+from amrwatch.control_server import ControlLimits
 
 from ..conftest import ROOT
 

@@ -1,7 +1,10 @@
-"""The acquirer's control socket, served so that no request pattern can delay the frame path.
+"""A control-style ROUTER socket served so that no request pattern can delay the loop that owns it.
 
-The acquirer answers control requests on the same loop that paces and
-publishes the frames (ZeroMQ sockets are not thread-safe, and a stage marker
+Shared by the acquirer's control socket and the recorder's archive read-out
+(services/recorder/readout.py): the platform room holds it so both services
+use one class (docs/architecture.md: services import `amrwatch`, never each
+other). Written first for the acquirer, whose case is the hardest: it
+answers control requests on the same loop that paces and publishes the frames (ZeroMQ sockets are not thread-safe, and a stage marker
 or factors message must be published by the socket that publishes the rest).
 Served naively, 200 pipelined `retransmit` requests for `emg_frame`
 0..10^12 held the loop for seconds (each reply 2,000 frames), and a client
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from ...proto.control import ControlReply
+from .proto.control import ControlReply
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +76,10 @@ def configure(sock: zmq.Socket, limits: ControlLimits) -> None:
 
 def _user_id(frame: zmq.Frame) -> str | None:
     try:
-        return frame.get("User-Id")
+        user = frame.get("User-Id")
     except (zmq.ZMQError, KeyError):  # no ZAP handler on this socket (no CURVE)
         return None
+    return user if isinstance(user, str) else None
 
 
 @dataclass
