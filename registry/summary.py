@@ -8,6 +8,13 @@ the registry (`Registry.set_summary`, audited; a correction is a new row);
 no summary row exists. The same pure function serves both, so a summary is
 always what the archive says.
 
+Per channel (issue #17): each recording channel's stimulation direction,
+muscle (from the session's montage), baseline amplitude and final percent of
+baseline, as the analyzer's `amr_course` `per_channel` content gives them —
+the figures Pan et al. (Neurosurg Focus 2025) graded per muscle. Optional:
+summaries stored before it, and sessions without a course, have none, and
+still load.
+
 Which value wins for a factor: the last one given, except the preoperative
 AMR amplitude, where the analyzer's measured baseline replaces values from a
 scenario or file, and only an amplitude the operator typed in replaces the
@@ -24,8 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amrwatch.proto.messages import (
     AmrCourse,
+    AmrStateName,
     Baseline,
     Course,
+    Direction,
     Factors,
     FactorValues,
     Message,
@@ -33,6 +42,7 @@ from amrwatch.proto.messages import (
     SessionStart,
     Stage,
 )
+from amrwatch.proto.messages import Name as ChannelName
 
 #: Message types a summary is derived from (the archive fallback decodes only these).
 SUMMARY_TOPICS: frozenset[str] = frozenset({"session_start", "factors", "baseline", "amr_course", "prediction"})
@@ -59,6 +69,27 @@ class PredictionSummary(BaseModel):
     synthetic: bool
 
 
+#: Sanity ranges of the per-channel figures: wide enough for any real recording (a summary that fails them
+#: is not stored, so the session would leave the cohort), narrow enough to refuse a unit error.
+MAX_BASELINE_UV = 100_000.0
+MAX_FINAL_PCT = 100_000.0
+
+
+class ChannelFigures(BaseModel):
+    """One recording channel's figures at the end of the session (the analyzer's `amr_course` per_channel)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    direction: Direction
+    muscle: Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")] | None = None
+    """From the session's montage ('mentalis', 'orbicularis_oris', 'orbicularis_oculi', 'other'); None when
+    the summary was derived without the session_start message."""
+    state: AmrStateName | None = None
+    """The channel's last AMR state; None: its AMR was never confirmed present."""
+    baseline_uv: Annotated[float, Field(ge=0.0, le=MAX_BASELINE_UV, allow_inf_nan=False)] | None = None
+    final_pct_of_baseline: Annotated[float, Field(ge=0.0, le=MAX_FINAL_PCT, allow_inf_nan=False)] | None = None
+
+
 class SessionSummary(BaseModel):
     """One session's row in the cohort (before follow-up)."""
 
@@ -71,6 +102,8 @@ class SessionSummary(BaseModel):
     final_pct_of_baseline: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     disappeared_at_stage: Stage | None = None
     prediction: PredictionSummary | None = None
+    per_channel: Annotated[dict[ChannelName, ChannelFigures], Field(max_length=256)] | None = None
+    """By channel name; None (or absent) in summaries stored before it was kept, and without a course."""
     derived_from: Literal["messages", "synthetic", "manual"] = "messages"
 
 
@@ -108,6 +141,7 @@ def summarize(messages: Iterable[Message], session_id: str | None = None) -> dic
     sources: dict[str, str] = {}
     course: AmrCourse | None = None
     prediction: Prediction | None = None
+    muscles: dict[str, str] = {}
     seen_session = session_id
     for msg in messages:
         if msg.session_id is None:
@@ -129,15 +163,25 @@ def summarize(messages: Iterable[Message], session_id: str | None = None) -> dic
         elif isinstance(msg, Prediction):
             prediction = msg
         elif isinstance(msg, SessionStart):
-            continue
+            muscles = {c.name: c.muscle for c in msg.montage.channels}
     out: dict[str, Any] = {"factors": factors, "factor_sources": sources, "derived_from": "messages"}
     if course is not None:
         out.update(course=course.course, baseline_uv=course.baseline_uv,
                    final_pct_of_baseline=course.final_pct_of_baseline,
-                   disappeared_at_stage=course.disappeared_at_stage)
+                   disappeared_at_stage=course.disappeared_at_stage,
+                   per_channel=_per_channel(course, muscles))
     if prediction is not None:
         out["prediction"] = {k: getattr(prediction, k) for k in PredictionSummary.model_fields}
     return check_summary(out)
+
+
+def _per_channel(course: AmrCourse, muscles: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The analyzer's per-channel content, the figures the cohort needs (check_summary validates them)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, c in course.per_channel.items():
+        out[name] = {"direction": c.get("direction"), "muscle": muscles.get(name), "state": c.get("state"),
+                     "baseline_uv": c.get("baseline_uv"), "final_pct_of_baseline": c.get("final_pct_of_baseline")}
+    return out
 
 
 def _offer(factors: dict, sources: dict, name: str, value: Any, source: str) -> None:

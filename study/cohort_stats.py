@@ -40,7 +40,7 @@ import numpy as np
 
 from amrwatch.proto.messages import COURSES
 from amrwatch.services.predictor.features import FEATURES
-from amrwatch.study.cohort_table import CohortRow
+from amrwatch.study.cohort_table import DIRECTIONS, RECORDING_SITES, CohortRow
 from amrwatch.registry.outcomes import FollowUpSettings
 from amrwatch.registry.store import OUTCOME_CLASSES, RECORDING_TIMEPOINTS, TIMEPOINTS
 
@@ -57,6 +57,16 @@ class ReportSettings:
     """Bootstrap resamples for the band around the smoothed calibration curve."""
     ratio_threshold_resamples: int = 200
     """Bootstrap resamples for the interval of the best final/baseline threshold."""
+    ratio_min_events: int = 5
+    """Per channel/direction ROC and the Pan criterion's proportions: fewer patients than this with (or
+    without) the outcome, or in a proportion's denominator, and the figure is 'not estimable', not a number."""
+    pan_reduction_pct: float = 86.5
+    """Pan et al. (Neurosurg Focus 2025, 208 patients): a final-to-baseline amplitude reduction of at least
+    86.5 % in the mentalis predicted complete resolution at 6 months (99 % sensitivity, 47 % specificity)."""
+    pan_site: str = "ZYG_mentalis"
+    """The recording site the criterion is read at (Pan et al.: the mentalis, ZYG stimulation)."""
+    pan_timepoint: str = "6m"
+    """Pan et al. judged the outcome at the 6-month follow-up."""
     min_events: int = 10
     """Persisted and disappeared patients each, for the multivariable model (as `amrwatch train`)."""
     bootstrap_resamples: int = 200
@@ -73,9 +83,16 @@ class ReportSettings:
                   ("bootstrap_resamples", self.bootstrap_resamples, 0, 100_000),
                   ("calibration_bins", self.calibration_bins, 2, 100),
                   ("min_per_calibration_bin", self.min_per_calibration_bin, 1, 10_000), ("dpi", self.dpi, 50, 600)]
+        checks += [("ratio_min_events", self.ratio_min_events, 2, 10_000),
+                   ("pan_reduction_pct", self.pan_reduction_pct, 0.0, 100.0)]
         for name, v, lo, hi in checks:
             if not lo <= v <= hi:
                 raise ValueError(f"{name} must be in [{lo:g}, {hi:g}]; got {v}")
+        sites = [f"{d}_{m}" for d, m in RECORDING_SITES]
+        if self.pan_site not in sites:
+            raise ValueError(f"pan_site must be one of {sites}; got {self.pan_site!r}")
+        if self.pan_timepoint not in TIMEPOINTS:
+            raise ValueError(f"pan_timepoint must be one of {list(TIMEPOINTS)}; got {self.pan_timepoint!r}")
         w, h = self.figure_size_in
         if not (2.0 <= w <= 20.0 and 2.0 <= h <= 20.0):
             raise ValueError(f"figure_size_in must be two sizes in [2, 20] inches; got {self.figure_size_in}")
@@ -577,58 +594,137 @@ def outcomes_by_band(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]
 # --------------------------------------------------------------------------- #
 # The final/baseline amplitude ratio as a predictor of outcome
 
-RATIO_CRITERION_PCT = 13.5
-"""Pan et al.: a reduction of at least 86.5 % (final ≤ 13.5 % of baseline) predicted resolution."""
+def _youden(y: np.ndarray, x: np.ndarray) -> float:
+    """The threshold maximising Youden's J (sensitivity + specificity − 1) for 'x ≥ threshold predicts y = 1'."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(y, x)
+    finite = np.isfinite(thr)
+    j = np.argmax((tpr - fpr)[finite])
+    return float(thr[finite][j])
 
 
-def ratio_as_predictor(rows: list[CohortRow], s: ReportSettings, timepoint: str = "1y") -> dict[str, Any]:
-    """ROC of the final amplitude (percent of baseline) for persistent spasm at `timepoint`; the best
-    (Youden) threshold with a percentile bootstrap interval; the 86.5 % reduction criterion's sensitivity
-    and specificity."""
+def _ratio_roc(x: np.ndarray, y: np.ndarray, s: ReportSettings) -> dict[str, Any]:
+    """AUC (DeLong) of x for y, the Youden threshold with a percentile bootstrap interval (seed `s.seed`,
+    `ratio_threshold_resamples`; resamples with one outcome only are skipped and counted), and sensitivity
+    and specificity at it. The caller has checked both outcomes are present."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from amrwatch.study.training import TrainingError, delong_auc
+    from amrwatch.study.training import delong_auc
 
-    use = [r for r in rows if r.final_pct_of_baseline is not None and r.grades[timepoint] is not None]
-    x = np.array([r.final_pct_of_baseline for r in use], dtype=float)
-    y = np.array([int(r.grades[timepoint] > 0) for r in use], dtype=int)
-    base = {"timepoint": timepoint, "n": int(len(y)), "events": int(y.sum()),
-            "per_channel": unavailable("the registry summary keeps the session's final percentage (its largest "
-                                       "channel's), not each channel's or each stimulation direction's; a per-channel "
-                                       "analysis needs the archive's per-channel course")}
-    if y.sum() < 2 or (1 - y).sum() < 2:
-        return {**base, **unavailable(f"a ROC needs at least 2 patients with and 2 without spasm at {timepoint} "
-                                      f"who have a final percentage; got {int(y.sum())} and {int((1 - y).sum())}")}
-    try:
-        auc, lo, hi, se = delong_auc(y, x, s.ci_level)
-    except TrainingError as err:  # pragma: no cover - guarded above
-        return {**base, **unavailable(str(err))}
-
-    def youden(yy: np.ndarray, xx: np.ndarray) -> float:
-        fpr, tpr, thr = roc_curve(yy, xx)
-        finite = np.isfinite(thr)
-        j = np.argmax((tpr - fpr)[finite])
-        return float(thr[finite][j])
-
-    best = youden(y, x)
+    auc, lo, hi, se = delong_auc(y, x, s.ci_level)
+    best = _youden(y, x)
     rng = np.random.default_rng(s.seed)
     boots = []
     for _ in range(s.ratio_threshold_resamples):
         idx = rng.integers(0, len(y), len(y))
         if y[idx].min() != y[idx].max():
-            boots.append(youden(y[idx], x[idx]))
+            boots.append(_youden(y[idx], x[idx]))
     blo, bhi = (np.quantile(boots, [(1 - s.ci_level) / 2, (1 + s.ci_level) / 2]) if boots else (best, best))
-    crit = x > RATIO_CRITERION_PCT  # predicts persistent spasm
     fpr, tpr, _ = roc_curve(y, x)
-    return {**base, "available": True,
-            "auc": {"value": auc, "ci": [lo, hi], "se": se, "method": "DeLong", "check": float(roc_auc_score(y, x))},
+    return {"auc": {"value": auc, "ci": [lo, hi], "se": se, "method": "DeLong", "check": float(roc_auc_score(y, x))},
             "best_threshold_pct": best, "best_threshold_ci": [float(blo), float(bhi)],
+            "best_threshold_resamples": len(boots),
             "best_threshold_rule": "Youden's J (final % of baseline ≥ threshold predicts persistent spasm); percentile "
                                    f"bootstrap interval, {len(boots)} resamples",
             "at_best": {"sensitivity": float(np.mean(x[y == 1] >= best)), "specificity": float(np.mean(x[y == 0] < best))},
-            "criterion_pct": RATIO_CRITERION_PCT,
-            "at_criterion": {"sensitivity": float(np.mean(crit[y == 1])), "specificity": float(np.mean(~crit[y == 0]))},
             "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()}}
+
+
+def ratio_as_predictor(rows: list[CohortRow], s: ReportSettings, timepoint: str = "1y") -> dict[str, Any]:
+    """ROC of the final amplitude (percent of baseline) for persistent spasm at `timepoint`; the best
+    (Youden) threshold with a percentile bootstrap interval; the Pan et al. reduction criterion's sensitivity
+    and specificity (for spasm, i.e. final above 100 − `pan_reduction_pct`); then the same per recording site
+    and per stimulation direction (`ratio_per_channel`) and the Pan criterion reproduced (`pan_criterion`)."""
+    use = [r for r in rows if r.final_pct_of_baseline is not None and r.grades[timepoint] is not None]
+    x = np.array([r.final_pct_of_baseline for r in use], dtype=float)
+    y = np.array([int(r.grades[timepoint] > 0) for r in use], dtype=int)
+    base = {"timepoint": timepoint, "n": int(len(y)), "events": int(y.sum()),
+            "per_channel": ratio_per_channel(rows, s, timepoint), "pan": pan_criterion(rows, s)}
+    if y.sum() < 2 or (1 - y).sum() < 2:
+        return {**base, **unavailable(f"a ROC needs at least 2 patients with and 2 without spasm at {timepoint} "
+                                      f"who have a final percentage; got {int(y.sum())} and {int((1 - y).sum())}")}
+    criterion = 100.0 - s.pan_reduction_pct
+    crit = x > criterion  # predicts persistent spasm
+    return {**base, "available": True, **_ratio_roc(x, y, s), "criterion_pct": criterion,
+            "at_criterion": {"sensitivity": float(np.mean(crit[y == 1])), "specificity": float(np.mean(~crit[y == 0]))}}
+
+
+def _site_label(key: str) -> str:
+    d, _, m = key.partition("_")
+    return f"{d} → {m.replace('_', ' ')}" if m else f"{d} (largest channel of the direction)"
+
+
+def ratio_per_channel(rows: list[CohortRow], s: ReportSettings, timepoint: str = "1y") -> dict[str, Any]:
+    """The final percent of baseline of each recording site (`final_pct_<direction>_<muscle>`) and each
+    stimulation direction (`final_pct_<direction>`, its largest channel) as a predictor of persistent spasm at
+    `timepoint`: n, events, AUC (DeLong), Youden threshold with its bootstrap interval, sensitivity and
+    specificity at it; 'not estimable' below `ratio_min_events` patients with or without spasm."""
+    k = s.ratio_min_events
+    entries = []
+    for key in (*(f"{d}_{m}" for d, m in RECORDING_SITES), *DIRECTIONS):
+        use = [r for r in rows if r.final_pct.get(key) is not None and r.grades[timepoint] is not None]
+        x = np.array([r.final_pct[key] for r in use], dtype=float)
+        y = np.array([int(r.grades[timepoint] > 0) for r in use], dtype=int)
+        entry: dict[str, Any] = {"key": key, "column": f"final_pct_{key}", "label": _site_label(key),
+                                 "kind": "direction" if key in DIRECTIONS else "site",
+                                 "n": int(len(y)), "events": int(y.sum())}
+        events, non_events = int(y.sum()), int(len(y) - y.sum())
+        if events < k or non_events < k:
+            entry.update(unavailable(f"not estimable (n events < {k}): {events} patients with spasm at {timepoint} "
+                                     f"and {non_events} without have this figure; at least {k} of each are needed"))
+        elif np.all(x == x[0]):
+            entry.update(unavailable(f"every patient has the same final percentage ({x[0]:g}%)"))
+        else:
+            entry.update(available=True, **_ratio_roc(x, y, s))
+        entries.append(entry)
+    return {"available": any(e["available"] for e in entries), "timepoint": timepoint, "min_events": k,
+            "entries": entries,
+            **({} if any(e["available"] for e in entries) else
+               {"reason": "no recording site or direction has enough patients with per-channel figures "
+                          "(summaries stored before they were kept have none)"})}
+
+
+def _proportion(k: int, n: int, s: ReportSettings, what: str) -> dict[str, Any]:
+    if n < s.ratio_min_events:
+        return {"k": k, "n": n, **unavailable(f"not estimable (n < {s.ratio_min_events}): {n} {what}")}
+    lo, hi = wilson(k, n, s.ci_level)
+    return {"available": True, "k": k, "n": n, "value": k / n, "ci": [lo, hi]}
+
+
+def pan_criterion(rows: list[CohortRow], s: ReportSettings) -> dict[str, Any]:
+    """Pan et al.'s criterion as a fixed cut: a reduction of at least `pan_reduction_pct` at `pan_site` (final ≤
+    100 − that % of baseline) predicting complete resolution (Cohen grade 0) at `pan_timepoint`. Sensitivity,
+    specificity, PPV and NPV with Wilson intervals; each 'not estimable' when its denominator is below
+    `ratio_min_events`."""
+    cut = 100.0 - s.pan_reduction_pct
+    tp_ = s.pan_timepoint
+    use = [r for r in rows if r.final_pct.get(s.pan_site) is not None and r.grades[tp_] is not None]
+    test = np.array([r.final_pct[s.pan_site] <= cut for r in use], dtype=bool)
+    resolved = np.array([r.grades[tp_] == 0 for r in use], dtype=bool)
+    a = int(np.sum(test & resolved))     # criterion met, resolved
+    b = int(np.sum(test & ~resolved))    # criterion met, spasm remains
+    c = int(np.sum(~test & resolved))    # criterion not met, resolved
+    d = int(np.sum(~test & ~resolved))   # criterion not met, spasm remains
+    out: dict[str, Any] = {
+        "source": "Pan et al., Neurosurg Focus 2025 (doi 10.3171/2025.6.FOCUS25436): reduction ≥ 86.5 % in the "
+                  "mentalis predicted complete resolution at 6 months with 99 % sensitivity and 47 % specificity",
+        "reduction_pct": s.pan_reduction_pct, "final_at_most_pct": cut, "site": s.pan_site,
+        "column": f"final_pct_{s.pan_site}", "label": _site_label(s.pan_site), "timepoint": tp_,
+        "outcome": "complete resolution: Cohen grade 0 at the follow-up point",
+        "n": len(use), "resolved": a + c, "table": {"met_resolved": a, "met_spasm": b, "not_met_resolved": c,
+                                                    "not_met_spasm": d},
+        "ci_method": "Wilson", "ci_level": s.ci_level,
+        "sensitivity": _proportion(a, a + c, s, "patients resolved"),
+        "specificity": _proportion(d, b + d, s, "patients with spasm"),
+        "ppv": _proportion(a, a + b, s, "patients meeting the criterion"),
+        "npv": _proportion(d, c + d, s, "patients not meeting it"),
+    }
+    if not use:
+        out.update(unavailable(f"no patient has both a {out['column']} figure and a {tp_} follow-up"))
+    else:
+        out["available"] = True
+    return out
 
 
 # --------------------------------------------------------------------------- #

@@ -14,6 +14,18 @@ excluded and counted. A postoperative recording linked to an operation
 (`amrwatch outcome link-recording`) is not a patient of its own either: it
 is that operation's `followup_amr_<timepoint>` column.
 
+Per channel and direction (issue #17): the final percent of baseline and the
+baseline of each recording site — a stimulation direction and the muscle the
+montage says the channel records, `final_pct_ZYG_mentalis`,
+`final_pct_ZYG_orbicularis_oris`, `final_pct_MAR_orbicularis_oculi` and the
+matching `baseline_uv_*` — and of each direction, `final_pct_ZYG`,
+`final_pct_MAR`: the largest over the direction's channels (the one that
+kept most, as the session's `final_pct_of_baseline` is the largest over all
+channels). Where two channels record the same site (both sides, say) the one
+that kept most is taken, with its own baseline. Empty when the summary has no
+per-channel figures (stored before they were kept), when no channel records
+the site, or when its baseline was never established.
+
 What leaves the registry: the random session id and clinical values only.
 No patient token, no date: the spasm-free date becomes `days_to_relief`
 (days after surgery), and follow-up is `followup_days`, the nominal day of
@@ -35,6 +47,7 @@ from amrwatch.study.cohortcsv import COHORT_COLUMNS, ELIGIBLE_COLUMN, INELIGIBLE
 from amrwatch.services.predictor.features import BY_NAME, FEATURE_NAMES
 from amrwatch.archive.session import NoSuchSession, open_session
 from amrwatch.archive.integrity import ArchiveError
+from amrwatch.proto.montage import LATERAL_SPREAD_MUSCLES
 from amrwatch.registry.outcomes import FollowUpSettings
 from amrwatch.registry.store import COMPLICATIONS, RECORDING_TIMEPOINTS, TIMEPOINTS, OutcomeRow, Registry, SessionRow
 from amrwatch.registry.summary import SUMMARY_TOPICS, SummaryError, summarize
@@ -51,8 +64,16 @@ OUTCOME_COLUMNS: tuple[str, ...] = (
 #: with a course.
 FOLLOWUP_RECORDING_COLUMNS: tuple[str, ...] = tuple(f"followup_amr_{tp}" for tp in RECORDING_TIMEPOINTS)
 EXTRA_COLUMNS: tuple[str, ...] = (ELIGIBLE_COLUMN, "predicted_band", "prediction_model_sha256", "prediction_synthetic")
-#: The export's columns: the trainer's layout first, then context, then follow-up.
-CSV_COLUMNS: tuple[str, ...] = (*COHORT_COLUMNS, *EXTRA_COLUMNS, *OUTCOME_COLUMNS, *FOLLOWUP_RECORDING_COLUMNS)
+#: The recording sites with a column of their own: (direction, muscle) as docs/domain.md pairs them.
+RECORDING_SITES: tuple[tuple[str, str], ...] = tuple((d, m) for d, ms in LATERAL_SPREAD_MUSCLES.items() for m in ms)
+DIRECTIONS: tuple[str, ...] = tuple(LATERAL_SPREAD_MUSCLES)
+#: Per site and per direction: the final percent of baseline (and the site's baseline, µV).
+PER_CHANNEL_KEYS: tuple[str, ...] = (*(f"{d}_{m}" for d, m in RECORDING_SITES), *DIRECTIONS)
+PER_CHANNEL_COLUMNS: tuple[str, ...] = (*(f"final_pct_{k}" for k in PER_CHANNEL_KEYS),
+                                        *(f"baseline_uv_{d}_{m}" for d, m in RECORDING_SITES))
+#: The export's columns: the trainer's layout first, then context, per channel, then follow-up.
+CSV_COLUMNS: tuple[str, ...] = (*COHORT_COLUMNS, *EXTRA_COLUMNS, *PER_CHANNEL_COLUMNS, *OUTCOME_COLUMNS,
+                                *FOLLOWUP_RECORDING_COLUMNS)
 SYNTHETIC_SOURCE = "synthetic"
 
 
@@ -75,6 +96,11 @@ class CohortRow:
     followup_days: int | None
     complications: tuple[str, ...]
     synthetic: bool
+    final_pct: dict[str, float | None] = field(default_factory=dict)
+    """Per PER_CHANNEL_KEYS (site 'ZYG_mentalis' or direction 'ZYG'): the final percent of baseline; None (or
+    absent) when the summary has none for it."""
+    baseline_uv: dict[str, float | None] = field(default_factory=dict)
+    """Per site ('ZYG_mentalis'): the baseline amplitude of the channel whose final percent is taken."""
     followup_amr: dict[str, int | None] = field(default_factory=dict)
     """Per RECORDING_TIMEPOINTS: 1 the AMR persisted through the linked postoperative recording, 0 it did not,
     None (or absent) no linked recording with an AMR course."""
@@ -150,6 +176,24 @@ def _outcome_fields(session: SessionRow, outcomes: list[OutcomeRow], follow_up: 
             "complications": tuple(c for c in COMPLICATIONS if c in comps)}
 
 
+def per_channel_figures(per_channel: dict[str, dict] | None) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """(final % by site and direction, baseline µV by site) from a summary's `per_channel` (see the module
+    docstring for the rule); every key of PER_CHANNEL_KEYS is present, None where there is no figure."""
+    final: dict[str, float | None] = dict.fromkeys(PER_CHANNEL_KEYS)
+    base: dict[str, float | None] = {f"{d}_{m}": None for d, m in RECORDING_SITES}
+    for ch in (per_channel or {}).values():
+        pct = ch.get("final_pct_of_baseline")
+        if pct is None:
+            continue
+        d, m = ch.get("direction"), ch.get("muscle")
+        if d in final and (final[d] is None or pct > final[d]):
+            final[d] = pct
+        site = f"{d}_{m}"
+        if site in base and (final[site] is None or pct > final[site]):
+            final[site], base[site] = pct, ch.get("baseline_uv")
+    return final, base
+
+
 def _followup_amr(links: dict[str, str], summaries: dict) -> dict[str, int | None]:
     """AMR present (1) or not (0) in each linked postoperative recording, from its stored summary's course.
     A recording whose summary is missing, or without a course, is None: unknown, never 'absent'."""
@@ -212,6 +256,7 @@ def build_cohort(registry: Registry, data_dir: Path | None = None,
             cohort.synthetic_settings = s.settings.get("synthetic_registry")
         pred = summary.get("prediction") or {}
         factors = summary.get("factors", {})
+        final_pct, baseline_uv = per_channel_figures(summary.get("per_channel"))
         cohort.rows.append(CohortRow(
             session_id=s.session_id,
             factors={n: factors.get(n) for n in FEATURE_NAMES},
@@ -222,6 +267,8 @@ def build_cohort(registry: Registry, data_dir: Path | None = None,
             prediction_model_sha256=pred.get("model_sha256"),
             prediction_synthetic=pred.get("synthetic"),
             synthetic=synthetic,
+            final_pct=final_pct,
+            baseline_uv=baseline_uv,
             followup_amr=_followup_amr(linked.get(s.session_id, {}), summaries),
             **_outcome_fields(s, outcomes.get(s.session_id, []), follow_up),
         ))
@@ -256,6 +303,10 @@ def csv_text(cohort: Cohort) -> str:
         for name in FEATURE_NAMES:
             v = r.factors[name]
             cells[name] = (float(v) if BY_NAME[name].kind == "float" else v) if v is not None else None
+        for k in PER_CHANNEL_KEYS:
+            cells[f"final_pct_{k}"] = r.final_pct.get(k)
+        for d, m in RECORDING_SITES:
+            cells[f"baseline_uv_{d}_{m}"] = r.baseline_uv.get(f"{d}_{m}")
         for tp in RECORDING_TIMEPOINTS:
             cells[f"followup_amr_{tp}"] = r.followup_amr.get(tp)
         for tp in TIMEPOINTS:

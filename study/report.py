@@ -102,6 +102,8 @@ def _figures(results: dict[str, Any], s: ReportSettings, synthetic: bool) -> dic
         out["comparison"] = figs.comparison(results["comparison"], s, synthetic)
     if results.get("ratio", {}).get("available"):
         out["ratio_roc"] = figs.ratio_roc(results["ratio"], s, synthetic)
+    if results.get("ratio", {}).get("per_channel", {}).get("available"):
+        out["ratio_roc_channels"] = figs.ratio_roc_channels(results["ratio"]["per_channel"], s, synthetic)
     return out
 
 

@@ -33,6 +33,8 @@ FIGURE_TITLES = {
     "decision_curve": "Decision curve: net benefit of the model against acting on all or none, cut-offs marked",
     "comparison": "Two models on this registry: net benefit across thresholds",
     "ratio_roc": "Final amplitude (% of baseline) as a predictor of persistent spasm at 1 year",
+    "ratio_roc_channels": "Final amplitude (% of baseline) per recording site and direction vs persistent spasm "
+                          "at 1 year",
 }
 
 
@@ -220,6 +222,22 @@ def ratio_roc(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> byt
     fig, (ax,) = _figure(s, synthetic)
     _roc(ax, result["roc"], result["auc"], "final % of baseline", "#117a65")
     ax.set_title(f"Final amplitude vs persistent spasm at {result['timepoint']}", fontsize=10)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
+    return _png(fig, s)
+
+
+def ratio_roc_channels(result: dict[str, Any], s: ReportSettings, synthetic: bool) -> bytes:
+    fig, (ax,) = _figure(s, synthetic)
+    colours = ("#117a65", "#2e86c1", "#af601a", "#7d3c98", "#c0392b")
+    for e, c in zip(result["entries"], colours):
+        if e["available"]:
+            ax.plot(e["roc"]["fpr"], e["roc"]["tpr"], color=c, lw=1.2,
+                    ls="-" if e["kind"] == "site" else "--", label=f"{e['label']} (AUC {e['auc']['value']:.2f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
+    ax.set_xlabel("1 − specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(f"Per site and direction vs persistent spasm at {result['timepoint']}", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
     fig.subplots_adjust(left=0.12, right=0.97, top=0.88, bottom=0.13)
     return _png(fig, s)
 

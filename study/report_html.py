@@ -335,21 +335,71 @@ def comparison_section(res: dict[str, Any] | None, png: bytes | None) -> str:
     return "\n".join(parts)
 
 
-def ratio_section(res: dict[str, Any], png: bytes | None) -> str:
+def ratio_section(res: dict[str, Any], png: bytes | None, channels_png: bytes | None = None) -> str:
     parts = ["<h3>The final/baseline amplitude as a predictor of persistent spasm</h3>"]
     if not res["available"]:
-        return "\n".join(parts) + na(res)
-    a = res["auc"]
-    parts.append(f"<p>Final amplitude (percent of baseline) against persistent spasm at {res['timepoint']} "
-                 f"(n = {res['n']}, {res['events']} with spasm): AUC <b>{num(a['value'], 3)}</b> "
-                 f"(95% CI {ci(a['ci'], 3)}, DeLong). Best threshold (Youden) <b>{num(res['best_threshold_pct'], 1)}%</b> "
-                 f"of baseline (95% CI {ci(res['best_threshold_ci'], 1)}%, bootstrap): sensitivity "
-                 f"{pct(res['at_best']['sensitivity'])}, specificity {pct(res['at_best']['specificity'])}. "
-                 f"The published criterion (reduction ≥ 86.5%, i.e. final ≤ {num(res['criterion_pct'], 1)}%): "
-                 f"sensitivity {pct(res['at_criterion']['sensitivity'])}, specificity "
-                 f"{pct(res['at_criterion']['specificity'])}.</p>")
-    parts.append(na(res["per_channel"]))
-    parts.append(figure("ratio_roc", png))
+        parts.append(na(res))
+    else:
+        a = res["auc"]
+        parts.append(f"<p>Final amplitude (percent of baseline, the session's largest channel) against persistent "
+                     f"spasm at {res['timepoint']} (n = {res['n']}, {res['events']} with spasm): AUC "
+                     f"<b>{num(a['value'], 3)}</b> (95% CI {ci(a['ci'], 3)}, DeLong). Best threshold (Youden) "
+                     f"<b>{num(res['best_threshold_pct'], 1)}%</b> of baseline (95% CI {ci(res['best_threshold_ci'], 1)}%, "
+                     f"bootstrap): sensitivity {pct(res['at_best']['sensitivity'])}, specificity "
+                     f"{pct(res['at_best']['specificity'])}. The Pan et al. cut (final ≤ {num(res['criterion_pct'], 1)}%) "
+                     f"read this way: sensitivity {pct(res['at_criterion']['sensitivity'])}, specificity "
+                     f"{pct(res['at_criterion']['specificity'])} for spasm.</p>")
+        parts.append(figure("ratio_roc", png))
+    if "per_channel" in res:
+        parts.append(ratio_channel_table(res["per_channel"]))
+        parts.append(figure("ratio_roc_channels", channels_png))
+    if "pan" in res:
+        parts.append(pan_table(res["pan"]))
+    return "\n".join(parts)
+
+
+def ratio_channel_table(pc: dict[str, Any]) -> str:
+    """Per recording site and per stimulation direction: n, events, AUC, Youden threshold and its CI."""
+    parts = [f"<h4>Per recording site and per stimulation direction (persistent spasm at {esc(pc['timepoint'])})</h4>",
+             "<p>Each channel's final amplitude as a percent of its own baseline, by the muscle the montage says it "
+             "records and the direction stimulated; a direction's figure is its largest channel's. Pan et al. "
+             "graded the ratio per muscle and found the mentalis the most useful.</p>"]
+    rows = []
+    for e in pc["entries"]:
+        head = [f"{esc(e['label'])} <code>{esc(e['column'])}</code>", str(e["n"]), str(e["events"])]
+        if e["available"]:
+            rows.append(head + [f"{num(e['auc']['value'], 3)} ({ci(e['auc']['ci'], 3)})",
+                                f"{num(e['best_threshold_pct'], 1)}% ({ci(e['best_threshold_ci'], 1)}%)",
+                                pct(e["at_best"]["sensitivity"]), pct(e["at_best"]["specificity"])])
+        else:
+            rows.append(head + [f'<span class="na">{esc(e["reason"])}</span>', "", "", ""])
+    parts.append(_table(["site / direction", "n", "with spasm", "AUC (95% CI, DeLong)",
+                         "best threshold (95% CI, bootstrap)", "sensitivity", "specificity"], rows))
+    return "\n".join(parts)
+
+
+def pan_table(pan: dict[str, Any]) -> str:
+    parts = [f"<h4>The Pan et al. criterion reproduced</h4><p>Source: {esc(pan['source'])}. Applied here as a fixed "
+             f"cut, not re-fitted: a reduction of at least {num(pan['reduction_pct'], 1)}% (final ≤ "
+             f"{num(pan['final_at_most_pct'], 1)}% of baseline) at {esc(pan['label'])} (<code>{esc(pan['column'])}</code>) "
+             f"predicting {esc(pan['outcome'])} ({esc(pan['timepoint'])}). The cut, the site and the follow-up point "
+             "are report settings.</p>"]
+    if not pan["available"]:
+        return "\n".join(parts) + na(pan)
+    t = pan["table"]
+    parts.append(_table(["", "resolved", "spasm remains"],
+                        [["criterion met", str(t["met_resolved"]), str(t["met_spasm"])],
+                         ["criterion not met", str(t["not_met_resolved"]), str(t["not_met_spasm"])]]))
+    rows = []
+    for key, name in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "PPV"),
+                      ("npv", "NPV")):
+        p_ = pan[key]
+        if p_["available"]:
+            rows.append([name, f"{p_['k']}/{p_['n']}", pct(p_["value"]), ci(p_["ci"], as_pct=True)])
+        else:
+            rows.append([name, f"{p_['k']}/{p_['n']}", f'<span class="na">{esc(p_["reason"])}</span>', ""])
+    parts.append(_table(["measure", "k/n", "estimate", f"{num(100 * pan['ci_level'], 0)}% CI ({esc(pan['ci_method'])})"],
+                        rows))
     return "\n".join(parts)
 
 
@@ -416,6 +466,11 @@ def methods_section(meta: dict[str, Any]) -> str:
         "<li>Continuous and ordinal factors: the two-sided Mann–Whitney U test, chosen before seeing the data (the "
         "continuous factors are skewed); no normality pre-test, because choosing the test by a preliminary test "
         "changes its error rate.</li>"
+        "<li>Final/baseline amplitude: ROC AUC with DeLong's interval; the best threshold by Youden's J with a "
+        "percentile bootstrap interval; per recording site and direction only with at least "
+        f"{num(meta['settings']['ratio_min_events'], 0)} patients with and without the outcome; the Pan et al. "
+        "criterion as a fixed cut with Wilson intervals, a proportion with a smaller denominator 'not "
+        "estimable'.</li>"
         "<li>Follow-up AMR recordings: Fisher's exact test (two-sided) whatever the counts, these subgroups "
         "being small.</li>"
         "<li>Binary factors and outcome tables: Pearson's chi-square with Yates' correction if every expected count "
@@ -448,7 +503,8 @@ def render(results: dict[str, Any], meta: dict[str, Any], pngs: dict[str, bytes 
         model_section(results["multivariable"], pngs.get("model_roc"), pngs.get("model_calibration")),
         outcome_section(results["outcomes"], results["time_to_relief"], pngs.get("outcomes"), pngs.get("km")),
         followup_recording_section(results.get("followup_recordings")),
-        ratio_section(results["ratio"], pngs.get("ratio_roc")) if "ratio" in results else "",
+        ratio_section(results["ratio"], pngs.get("ratio_roc"), pngs.get("ratio_roc_channels"))
+        if "ratio" in results else "",
         validation_section(results["validation"], pngs.get("validation"), pngs.get("decision_curve")),
         comparison_section(results.get("comparison"), pngs.get("comparison")),
         card_section(results.get("model_card")),

@@ -21,6 +21,20 @@ Assumptions (ours unless marked literature; each is a field of
 - Final amplitude, percent of baseline: log-normal, median 6% (clipped
   0–13.5%, i.e. the ≥ 86.5% reduction that predicted resolution) when the AMR
   disappeared; median 60% (clipped 14–150%) when it persisted.
+- Per channel (issue #17; the session figure above is the largest channel's,
+  as the analyzer computes it): the montage of the simulator, mentalis and
+  orbicularis oris for ZYG stimulation, orbicularis oculi for MAR. Each
+  channel shows an AMR with probability 96.2 % / 92.3 % (literature: Pan et
+  al. 2025, the share of 208 patients with an LSR in those muscles) / 70 %
+  (ours), at least one channel in every detected AMR. The draw above goes to
+  the first channel with an AMR in that order (the mentalis in most
+  operations); each other channel's is that draw times a log-normal factor
+  (log-sd 0.5 orbicularis oris, 0.8 orbicularis oculi: correlated with the
+  first, noisier), clipped to 0–13.5 % when the AMR disappeared and 0–150 %
+  when it persisted; the session figure is then the largest of the channels.
+  Baselines: the first channel's is the preoperative amplitude (the
+  session's), the others' that times a uniform 0.3–1.0. Drawn from a second
+  random stream, so every other figure is the one the same seed gave before.
 - Prediction: the model given (default the shipped synthetic model) on the
   seven factors, with its own cut-offs.
 - Persistent spasm (Cohen grade > 0) by AMR status (literature, meta-analysis):
@@ -58,6 +72,12 @@ from amrwatch.registry.store import COMPLICATIONS, TIMEPOINTS, Registry, new_pat
 
 SOURCE = "synthetic"
 ACTOR = "synthetic-generator"
+#: The simulator's montage (services/acquirer/sim/montage.py): site -> (channel name, direction, muscle).
+SIM_CHANNELS: dict[str, tuple[str, str, str]] = {
+    "ZYG_mentalis": ("MENT", "ZYG", "mentalis"),
+    "ZYG_orbicularis_oris": ("OORIS", "ZYG", "orbicularis_oris"),
+    "MAR_orbicularis_oculi": ("OOCUL", "MAR", "orbicularis_oculi"),
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,15 @@ class SyntheticRegistrySettings:
     complication_rates: dict[str, float] = field(default_factory=lambda: {
         "facial_palsy_immediate": 0.03, "facial_palsy_delayed": 0.06, "hearing_loss": 0.03, "csf_leak": 0.02})
     lost_by: dict[str, float] = field(default_factory=lambda: {"1w": 0.0, "3m": 0.03, "6m": 0.06, "1y": 0.10})
+    channel_detected: dict[str, float] = field(default_factory=lambda: {
+        "ZYG_mentalis": 0.962, "ZYG_orbicularis_oris": 0.923, "MAR_orbicularis_oculi": 0.70})
+    """Per recording site, in order of precedence: the chance it shows an AMR when the session's does
+    (mentalis and orbicularis oris: Pan et al. 2025; orbicularis oculi: ours)."""
+    channel_log_sd: dict[str, float] = field(default_factory=lambda: {
+        "ZYG_mentalis": 0.3, "ZYG_orbicularis_oris": 0.5, "MAR_orbicularis_oculi": 0.8})
+    """Log-sd of a site's final percent around the session's draw, when it is not the first site with an AMR."""
+    channel_baseline_share: tuple[float, float] = (0.3, 1.0)
+    """Uniform range of a non-first site's baseline as a share of the preoperative amplitude."""
     period: tuple[str, str] = ("2019-01-01", "2024-12-31")
     first_hour_utc: tuple[int, int] = (8, 14)
     follow_up: FollowUpSettings = field(default_factory=FollowUpSettings)
@@ -105,6 +134,16 @@ class SyntheticRegistrySettings:
             raise ValueError(f"complication_rates names unknown complications {sorted(unknown)}; known: {COMPLICATIONS}")
         if abs(sum(self.early_stage_shares.values()) - 1.0) > 1e-9:
             raise ValueError(f"early_stage_shares must sum to 1; got {self.early_stage_shares}")
+        if list(self.channel_detected) != list(SIM_CHANNELS) or list(self.channel_log_sd) != list(SIM_CHANNELS):
+            raise ValueError(f"channel_detected and channel_log_sd must give, in this order, {list(SIM_CHANNELS)}; "
+                             f"got {list(self.channel_detected)} and {list(self.channel_log_sd)}")
+        if any(not 0.0 <= v <= 1.0 for v in self.channel_detected.values()):
+            raise ValueError(f"channel_detected must be probabilities in [0, 1]; got {self.channel_detected}")
+        if any(not 0.0 <= v <= 3.0 for v in self.channel_log_sd.values()):
+            raise ValueError(f"channel_log_sd must be in [0, 3]; got {self.channel_log_sd}")
+        lo_b, hi_b = self.channel_baseline_share
+        if not 0.0 < lo_b <= hi_b <= 1.0:
+            raise ValueError(f"channel_baseline_share must be 0 < low <= high <= 1; got {self.channel_baseline_share}")
         start, end = (dt.date.fromisoformat(d) for d in self.period)
         if end < start:
             raise ValueError(f"period must run forwards; got {self.period}")
@@ -129,6 +168,7 @@ def describe(settings: dict[str, Any] | None = None) -> list[str]:
         f"(during opening or arachnoid dissection, 214-patient series), the rest after it.",
         f"Final amplitude: median {fd[0]:g}% of baseline (log-sd {fd[1]:g}, {fd[2]:g}–{fd[3]:g}%) when the AMR "
         f"disappeared, median {fp[0]:g}% ({fp[2]:g}–{fp[3]:g}%) when it persisted.",
+        *_describe_channels(d),
         "Persistent spasm when the AMR persisted vs disappeared (meta-analysis; discharge taken as 1 week, "
         "6 months interpolated): " + ", ".join(f"{tp} {ps[tp]:.1%} vs {pd[tp]:.1%}" for tp in TIMEPOINTS)
         + "; never-detected AMRs follow the 'disappeared' curve; one time to relief per patient, no recurrence.",
@@ -140,6 +180,21 @@ def describe(settings: dict[str, Any] | None = None) -> list[str]:
         "Cumulative loss to follow-up: " + ", ".join(f"{tp} {d['lost_by'][tp]:.0%}" for tp in TIMEPOINTS) + ".",
         f"Operations spread over {d['period'][0]} to {d['period'][1]}; predictions by the model given to the "
         "generator (by default the shipped synthetic model).",
+    ]
+
+
+def _describe_channels(d: dict[str, Any]) -> list[str]:
+    if "channel_detected" not in d:  # a registry generated before per-channel figures were written
+        return ["No per-channel figures (generated before they were written)."]
+    det, sd = d["channel_detected"], d["channel_log_sd"]
+    names = {k: k.replace("_", " ", 1).replace("_", " ") for k in det}
+    return [
+        "Per channel: an AMR in " + ", ".join(f"{names[k]} {v:.1%}" for k, v in det.items())
+        + " of detected AMRs (mentalis and orbicularis oris: the shares Pan et al. 2025 reported; orbicularis "
+        "oculi: assumed). The final amplitude above goes to the first of these with an AMR; each other "
+        "channel's is it times a log-normal factor (log-sd " + ", ".join(f"{names[k]} {sd[k]:g}" for k in det)
+        + "), clipped to the course's range, and the session figure is the largest channel's. These per-channel "
+        "figures are invented to exercise the analysis; they carry no information about real muscles.",
     ]
 
 
@@ -191,6 +246,7 @@ def generate(data_dir: Path, n: int, *, seed: int = 0, settings: SyntheticRegist
         raise ValueError(f"n must be 1-100000 sessions; got {n}")
     model = model or LoadedModel.load()
     rng = np.random.default_rng(seed)
+    rng_channels = np.random.default_rng([seed, 1])  # a second stream: the first gives what it gave before
     X, persisted = cohort.cohort(n, int(rng.integers(2**31)))
     starts = _start_times(n, rng, settings)
     days = settings.follow_up.timepoint_days
@@ -219,6 +275,10 @@ def generate(data_dir: Path, n: int, *, seed: int = 0, settings: SyntheticRegist
                 else:
                     course, stage = "disappeared_after_decompression", "decompression"
             courses[course] += 1
+            per_channel = _channels(rng_channels, settings, course, final_pct, factors["amr_amplitude_uv"])
+            if course != "never_detected":
+                final_pct = max(c["final_pct_of_baseline"] for c in per_channel.values()
+                                if c["final_pct_of_baseline"] is not None)
             prediction = None
             if course != "never_detected":
                 p = float(probs[i])
@@ -234,6 +294,7 @@ def generate(data_dir: Path, n: int, *, seed: int = 0, settings: SyntheticRegist
                 "final_pct_of_baseline": final_pct,
                 "disappeared_at_stage": stage,
                 "prediction": prediction,
+                "per_channel": per_channel,
                 "derived_from": "synthetic",
             }
             started = starts[i]
@@ -250,6 +311,33 @@ def generate(data_dir: Path, n: int, *, seed: int = 0, settings: SyntheticRegist
                 outcomes_written += 1
     return SyntheticRegistryResult(n=n, seed=seed, courses=dict(courses), outcomes_written=outcomes_written,
                                    model_sha256=model.sha256)
+
+
+def _channels(rng: np.random.Generator, settings: SyntheticRegistrySettings, course: str, final_pct: float | None,
+              amplitude: float | None) -> dict[str, dict[str, Any]]:
+    """Each simulated channel's figures (see the module docstring); all empty when no AMR was detected."""
+    u = rng.random(len(SIM_CHANNELS) * 2)  # a fixed number of draws per session, whatever the course
+    z = rng.standard_normal(len(SIM_CHANNELS))
+    out: dict[str, dict[str, Any]] = {}
+    detected = [u[j] < settings.channel_detected[k] for j, k in enumerate(SIM_CHANNELS)]
+    if not any(detected):
+        detected[0] = True
+    hi = settings.final_pct_disappeared[3] if course != "persisted" else settings.final_pct_persisted[3]
+    first = detected.index(True)
+    lo_b, hi_b = settings.channel_baseline_share
+    for j, (site, (name, direction, muscle)) in enumerate(SIM_CHANNELS.items()):
+        entry: dict[str, Any] = {"direction": direction, "muscle": muscle, "state": None, "baseline_uv": None,
+                                 "final_pct_of_baseline": None}
+        if course != "never_detected" and detected[j] and final_pct is not None and amplitude is not None:
+            if j == first:
+                pct, base = final_pct, amplitude
+            else:
+                pct = round(float(np.clip(final_pct * np.exp(settings.channel_log_sd[site] * z[j]), 0.0, hi)), 2)
+                base = round(amplitude * (lo_b + (hi_b - lo_b) * float(u[len(SIM_CHANNELS) + j])), 2)
+            gone = pct <= settings.final_pct_disappeared[3]
+            entry.update(state="disappeared" if gone else "present", baseline_uv=base, final_pct_of_baseline=pct)
+        out[name] = entry
+    return out
 
 
 def _lognormal(rng: np.random.Generator, spec: tuple[float, float, float, float]) -> float:

@@ -36,7 +36,8 @@ class LiveSession:
     gap_messages: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     summary_inputs: list = field(default_factory=list)
-    """The few messages the registry's session summary is made of (factors, baseline, course, prediction)."""
+    """The few messages the registry's session summary is made of (session_start, factors, baseline, course,
+    prediction)."""
 
     def append(self, frames: Sequence, type_: str, now: float) -> int:
         no = self.writer.append_message(frames)

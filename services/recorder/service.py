@@ -51,7 +51,8 @@ FATAL_MARKER = "archive_fatal.json"
 #: Messages of sessions the recorder has not seen start, held while it asks the acquirer.
 HOLD_MESSAGES = 4000
 #: Message types the registry's session summary is built from.
-SUMMARY_TYPES = frozenset({"factors", "baseline", "amr_course", "prediction"})
+#: session_start for its montage: the muscle each channel records, which the summary's per-channel figures name.
+SUMMARY_TYPES = frozenset({"session_start", "factors", "baseline", "amr_course", "prediction"})
 #: Types never archived: a session's archive holds its events, not the services' pulse.
 NOT_ARCHIVED = ("heartbeat",)
 
@@ -381,7 +382,7 @@ class Recorder(Service):
         """What the session contributes to the cohort table. A resumed session
         saw only part of its messages live: it gets no summary here, and the
         cohort export reads its archive instead."""
-        if live.resumed or not live.summary_inputs:
+        if live.resumed or all(m.type == "session_start" for m in live.summary_inputs):
             return
         try:
             summary = summarize(live.summary_inputs, live.session_id)

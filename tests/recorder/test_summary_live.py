@@ -41,3 +41,17 @@ def test_live_session_summary_feeds_the_cohort_table(stack_env, tmp_path):
     mine = [row for row in rows if row["session_id"] == sid]
     assert len(mine) == 1 and mine[0]["course"] == "persisted" and mine[0]["amr_persisted"] == "1"
     assert float(mine[0]["retraction_mm"]) == 14.0 and mine[0]["vessels"] == "3"
+    # Per channel (issue #17): the export carries each site's final percent and baseline as the analyzer's
+    # amr_course published them on the bus, the site named by the montage of the session_start.
+    course = [e for e in events if e["type"] == "amr_course"][-1]
+    start = next(e for e in events if e["type"] == "session_start")
+    sites = {c["name"]: f"{c['direction']}_{c['muscle']}" for c in start["montage"]["channels"] if c["direction"]}
+    seen = 0
+    for name, per in course["per_channel"].items():
+        got = mine[0][f"final_pct_{sites[name]}"]
+        assert (float(got) if got else None) == per["final_pct_of_baseline"], name
+        base = mine[0][f"baseline_uv_{sites[name]}"]
+        assert (float(base) if base else None) == (per["baseline_uv"] if per["final_pct_of_baseline"] is not None
+                                                   else None), name
+        seen += per["final_pct_of_baseline"] is not None
+    assert seen >= 2, "a persisting AMR has per-channel figures"

@@ -293,3 +293,86 @@ def test_outcomes_by_band_and_implied_decision(frame, report):
         pers = el[(el["course"] == "persisted") & (el["predicted_band"] == "high") & el[f"grade_{tp}"].notna()]
         got = obb["by_decision"]["termination_acceptable"][tp]
         assert (got["n"], got["spasm"]) == (len(pers), int((pers[f"grade_{tp}"] > 0).sum()))
+
+
+# --------------------------------------------------------------------------- #
+# Per recording site and direction, and the Pan et al. criterion (issue #17)
+
+SITES = ["ZYG_mentalis", "ZYG_orbicularis_oris", "MAR_orbicularis_oculi"]
+SEED, RESAMPLES, MIN_EVENTS = 0, 200, 5  # ReportSettings defaults: seed, ratio_threshold_resamples, ratio_min_events
+
+
+def youden(y: np.ndarray, x: np.ndarray) -> float:
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(y, x)
+    ok = np.isfinite(thr)
+    return float(thr[ok][np.argmax((tpr - fpr)[ok])])
+
+
+def test_per_channel_columns_follow_the_largest_channel_rule(frame):
+    """A direction's figure is its largest channel's, the session's the largest of all (synthetic montage:
+    ZYG = mentalis + orbicularis oris, MAR = orbicularis oculi)."""
+    f = frame[frame["final_pct_of_baseline"].notna()]
+    sites = f[[f"final_pct_{s}" for s in SITES]]
+    assert len(f) > 100 and sites.notna().any(axis=1).all()
+    assert np.allclose(f["final_pct_ZYG"].fillna(-1), sites.iloc[:, :2].max(axis=1).fillna(-1))
+    assert np.allclose(f["final_pct_MAR"].fillna(-1), f["final_pct_MAR_orbicularis_oculi"].fillna(-1))
+    assert np.allclose(f["final_pct_of_baseline"], sites.max(axis=1))
+    # the synthetic second channel correlates with the first but is not a copy of it
+    both = f[sites.iloc[:, :2].notna().all(axis=1)]
+    r = np.corrcoef(np.log(both["final_pct_ZYG_mentalis"] + 0.1), np.log(both["final_pct_ZYG_orbicularis_oris"] + 0.1))
+    assert 0.5 < r[0, 1] < 0.99
+    assert frame.loc[frame["final_pct_of_baseline"].isna(), [f"final_pct_{s}" for s in SITES]].isna().all().all()
+
+
+def test_final_ratio_per_site_and_direction(frame, report):
+    pc = report["ratio"]["per_channel"]
+    assert pc["timepoint"] == "1y" and [e["key"] for e in pc["entries"]] == [*SITES, "ZYG", "MAR"]
+    for e in pc["entries"]:
+        d = frame[frame[f"final_pct_{e['key']}"].notna() & frame["grade_1y"].notna()]
+        x = d[f"final_pct_{e['key']}"].to_numpy(float)
+        y = (d["grade_1y"] > 0).to_numpy(int)
+        assert (e["n"], e["events"]) == (len(y), int(y.sum())), e["key"]
+        # every site of this registry has enough events: otherwise the checks below would be skipped silently
+        assert e["available"] and min(y.sum(), (1 - y).sum()) >= MIN_EVENTS, e["key"]
+        auc, lo, hi = delong(y, x)
+        assert same(e["auc"]["value"], roc_auc_score(y, x)) and same(e["auc"]["value"], auc), e["key"]
+        assert same(e["auc"]["ci"][0], lo) and same(e["auc"]["ci"][1], hi), e["key"]
+        best = youden(y, x)
+        assert same(e["best_threshold_pct"], best), e["key"]
+        rng = np.random.default_rng(SEED)
+        boots = []
+        for _ in range(RESAMPLES):
+            idx = rng.integers(0, len(y), len(y))
+            if 0 < y[idx].sum() < len(idx):
+                boots.append(youden(y[idx], x[idx]))
+        blo, bhi = np.percentile(boots, [2.5, 97.5])
+        assert e["best_threshold_resamples"] == len(boots) > 150, e["key"]
+        assert same(e["best_threshold_ci"][0], blo) and same(e["best_threshold_ci"][1], bhi), e["key"]
+        assert same(e["at_best"]["sensitivity"], float(np.mean(x[y == 1] >= best)))
+        assert same(e["at_best"]["specificity"], float(np.mean(x[y == 0] < best)))
+
+
+def test_pan_criterion_reproduced_as_a_fixed_cut(frame, report):
+    """Pan et al.: reduction ≥ 86.5 % in the mentalis (final ≤ 13.5 % of baseline) predicts complete
+    resolution (grade 0) at 6 months. The 2×2 table and Wilson intervals, recomputed with scipy."""
+    pan = report["ratio"]["pan"]
+    d = frame[frame["final_pct_ZYG_mentalis"].notna() & frame["grade_6m"].notna()]
+    met = (d["final_pct_ZYG_mentalis"] <= 100 - 86.5).to_numpy()
+    resolved = (d["grade_6m"] == 0).to_numpy()
+    a, b = int((met & resolved).sum()), int((met & ~resolved).sum())
+    c, dd = int((~met & resolved).sum()), int((~met & ~resolved).sum())
+    assert pan["available"] and (pan["site"], pan["timepoint"], pan["final_at_most_pct"]) == ("ZYG_mentalis", "6m", 13.5)
+    assert pan["table"] == {"met_resolved": a, "met_spasm": b, "not_met_resolved": c, "not_met_spasm": dd}
+    for key, k, n in (("sensitivity", a, a + c), ("specificity", dd, b + dd), ("ppv", a, a + b), ("npv", dd, c + dd)):
+        got = pan[key]
+        assert (got["k"], got["n"]) == (k, n), key
+        if n < MIN_EVENTS:
+            assert not got["available"] and got["reason"].startswith(f"not estimable (n < {MIN_EVENTS})"), key
+            continue
+        ci = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert got["available"] and same(got["value"], k / n), key
+        assert same(got["ci"][0], ci.low) and same(got["ci"][1], ci.high), key
+    assert all(pan[k]["available"] for k in ("sensitivity", "specificity", "ppv", "npv")), \
+        "this registry must exercise every proportion"

@@ -147,3 +147,23 @@ def test_groups_without_spread_are_compared_by_ranks_not_an_infinite_t(study, tm
     res, _ = _report(tmp_path / "data", tmp_path / "r")
     retraction = next(f for f in res["factors"] if f["feature"] == "retraction_mm")
     assert retraction["test"]["test"] == "Mann-Whitney U" and retraction["test"]["p_value"] < 0.001
+
+
+def test_per_channel_ratio_and_pan_criterion_say_not_estimable_on_small_cells(study, tmp_path: Path):
+    """25 operations: too few with spasm at 1 year per site for a ROC, too few with spasm at 6 months for the
+    Pan criterion's specificity — each a sentence, counted, never a number."""
+    copy_registry(study.data, tmp_path / "data", limit=25, keep=lambda r: r.label is not None)
+    res, page = _report(tmp_path / "data", tmp_path / "r")
+    k = QUICK.ratio_min_events
+    entries = res["ratio"]["per_channel"]["entries"]
+    small = [e for e in entries if min(e["events"], e["n"] - e["events"]) < k]
+    assert small, "the fixture must have a site with fewer than k events"
+    for e in entries:
+        if e in small:
+            assert not e["available"] and e["reason"].startswith(f"not estimable (n events < {k})")
+            assert "auc" not in e and "best_threshold_pct" not in e
+    pan = res["ratio"]["pan"]
+    spasm = pan["table"]["met_spasm"] + pan["table"]["not_met_spasm"]
+    assert spasm < k and not pan["specificity"]["available"]
+    assert pan["specificity"]["reason"].startswith(f"not estimable (n < {k})") and "value" not in pan["specificity"]
+    assert f"not estimable (n events &lt; {k})" in page and f"not estimable (n &lt; {k})" in page

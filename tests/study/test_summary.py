@@ -3,6 +3,7 @@ and re-derived from a real archive when no summary row exists."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from amrwatch.proto.codec import encode
 from amrwatch.archive.writer import ArchiveWriter, session_path
-from amrwatch.study.cohort_table import build_cohort
+from amrwatch.study.cohort_table import build_cohort, summary_from_archive
 from amrwatch.registry.schema import HEAD
 from amrwatch.registry.store import REGISTRY_FILE, SCHEMA_VERSION, Registry, RegistryError
 from amrwatch.archive.settings import ArchiveSettings
@@ -142,3 +143,114 @@ def test_export_falls_back_to_the_archive_when_no_summary_was_stored(tmp_path: P
     assert (row.course, row.label, row.final_pct_of_baseline, row.predicted_probability) == \
         ("disappeared_after_decompression", 0, 4.25, 0.07)
     assert cohort.excluded == [("S2", "no summary stored and no archive")]
+
+
+# --------------------------------------------------------------------------- #
+# Per-channel figures (issue #17)
+
+
+def test_older_summaries_without_per_channel_figures_still_load_and_export_empty(reg: Registry):
+    """A summary stored before per-channel figures were kept (no `per_channel` key) is still valid, and its
+    export row has empty per-channel cells — never a figure from elsewhere."""
+    from amrwatch.study.cohort_table import PER_CHANNEL_KEYS, csv_text
+
+    old = {"factors": {"cohen_grade": 2}, "course": "persisted", "final_pct_of_baseline": 55.0, "baseline_uv": 120.0}
+    reg.set_summary("S1", old, actor="recorder")
+    reg.close_session("S1", actor="recorder")
+    row = build_cohort(reg).rows[0]
+    assert row.final_pct_of_baseline == 55.0
+    assert all(row.final_pct[k] is None for k in PER_CHANNEL_KEYS)
+    lines = csv_text(build_cohort(reg)).splitlines()
+    header, cells = lines[0].split(","), lines[1].split(",")
+    assert {h: c for h, c in zip(header, cells) if h.startswith("final_pct_")} == \
+        {"final_pct_of_baseline": "55.0", **{f"final_pct_{k}": "" for k in PER_CHANNEL_KEYS}}
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"per_channel": {"MENT": {"direction": "ZYG", "final_pct_of_baseline": -1.0}}},
+     "summary.per_channel.MENT.final_pct_of_baseline"),
+    ({"per_channel": {"MENT": {"direction": "XYZ"}}}, "summary.per_channel.MENT.direction"),
+    ({"per_channel": {"MENT": {"direction": "ZYG", "baseline_uv": float("inf")}}},
+     "summary.per_channel.MENT.baseline_uv"),
+    ({"per_channel": {"MENT": {"direction": "ZYG", "baseline_uv": 2e5}}}, "summary.per_channel.MENT.baseline_uv"),
+    ({"per_channel": {"MENT": {"direction": "ZYG", "side": "left"}}}, "summary.per_channel.MENT.side"),
+])
+def test_a_bad_per_channel_figure_names_the_field(reg: Registry, bad, needle):
+    with pytest.raises(RegistryError) as err:
+        reg.set_summary("S1", {"course": "persisted", **bad}, actor="recorder")
+    assert needle in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def analysed_archive(tmp_path_factory):
+    """A simulated operation through the real analyzer (MessageDispatcher), its input and output messages
+    archived as the recorder archives them; no summary row is stored, so the export derives it from the
+    archive. Returns (data dir, session id, the analyzer's output messages)."""
+    from amrwatch.proto.messages import BY_TYPE, SCHEMA_VERSION
+    from amrwatch.services.analyzer.dispatcher import MessageDispatcher
+
+    from tests.analyzer.streams import simulate
+    from tests.analyzer.test_offline import SID, messages
+
+    acquirer = messages(simulate(seed=9, scenario="persists-unexpected", time_scale=0.2))
+    analyzer = MessageDispatcher(source="analyzer")
+    seq: dict[str, int] = {}
+    log, out = [], []
+    for msg in acquirer:
+        log.append(msg)
+        for body in analyzer.dispatch(msg):
+            if body.TOPIC in ("amr_state", "baseline", "amr_course"):
+                seq[body.TOPIC] = seq.get(body.TOPIC, -1) + 1
+                m = BY_TYPE[body.TOPIC](type=body.TOPIC, schema_version=SCHEMA_VERSION, session_id=SID,
+                                        seq=seq[body.TOPIC], publisher="analyzer", instance="b1b1b1b1", ts_utc=T0,
+                                        **body.fields())
+                log.append(m)
+                out.append(m)
+    data = tmp_path_factory.mktemp("analysed") / "data"
+    w = ArchiveWriter(session_path(data, SID), ArchiveSettings(), meta={"session_id": SID})
+    for m in log:
+        w.append_message(encode(m))
+    w.close()
+    with Registry.in_data_dir(data) as r:
+        r.create_session(SID, actor="recorder", started_at=T0, source="sim")
+        r.close_session(SID, actor="recorder")
+    return data, SID, out, acquirer[0].montage
+
+
+def test_per_channel_figures_come_from_the_recorded_sessions_amr_course(analysed_archive):
+    """The export row of an analysed, archived operation carries, per recording site, the figures of the
+    analyzer's own messages: the channel's `baseline` message (an independent message from `amr_course`),
+    its final percent in the `amr_course`, its last `amr_state`; the direction figure is its largest channel."""
+    from amrwatch.proto.messages import AmrCourse, AmrState, Baseline
+
+    data, sid, out, montage = analysed_archive
+    with Registry.in_data_dir(data) as r:
+        cohort = build_cohort(r, data)
+    assert cohort.from_archive == 1 and [row.session_id for row in cohort.rows] == [sid]
+    row = cohort.rows[0]
+    course = [m for m in out if isinstance(m, AmrCourse)][-1]
+    baselines = {m.channel: m.baseline_uv for m in out if isinstance(m, Baseline)}  # the last one per channel
+    states = {m.channel: (m.direction, m.state) for m in out if isinstance(m, AmrState)}
+    assert course.course == "persisted" and len(baselines) >= 2, "the scenario must give a graded course"
+    muscle = {c.name: (c.direction, c.muscle) for c in montage.channels if c.direction}
+    assert set(muscle) >= {"MENT", "OORIS", "OOCUL"}
+    checked = 0
+    for name, (direction, m) in muscle.items():
+        site = f"{direction}_{m}"
+        per = course.per_channel[name]
+        assert row.final_pct[site] == per["final_pct_of_baseline"], site
+        assert row.baseline_uv[site] == baselines.get(name), site
+        if per["final_pct_of_baseline"] is not None:
+            assert math.isclose(row.final_pct[site], 100.0 * per["final_uv"] / baselines[name], rel_tol=1e-9)
+            assert states[name][0] == direction
+            checked += 1
+    assert checked >= 2
+    for d in ("ZYG", "MAR"):
+        pcts = [course.per_channel[n]["final_pct_of_baseline"] for n, (dd, _) in muscle.items() if dd == d]
+        pcts = [p for p in pcts if p is not None]
+        assert row.final_pct[d] == (max(pcts) if pcts else None), d
+    known = [p for p in row.final_pct.values() if p is not None]
+    assert row.final_pct_of_baseline == max(known)  # the session figure: the channel that kept most
+    stored = summary_from_archive(data, sid)  # muscle from the montage, state as the last amr_state left it
+    assert {n: (c["muscle"], c["state"]) for n, c in stored["per_channel"].items()} == \
+        {n: (muscle[n][1], states.get(n, (None, None))[1]) for n in course.per_channel}

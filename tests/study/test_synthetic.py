@@ -115,3 +115,31 @@ def test_the_exported_table_reads_back_as_training_data(study):
     expected = np.array([[float(r.factors[n]) for n in FEATURE_NAMES] for r in labelled])
     assert np.array_equal(table.X, expected)
     assert table.y.tolist() == [r.label for r in labelled]
+
+
+def test_per_channel_figures_keep_the_course_and_are_stated_as_synthetic(study):
+    """Every channel of a vanished AMR is gone (≤ 13.5 %), a persisting AMR keeps at least one channel above
+    it, the session figure is the largest channel's; mentalis and orbicularis oris show an AMR about as often
+    as Pan et al. reported (binomial, 0.1 % two-sided); the report's assumptions say the figures are invented."""
+    from amrwatch.study.synthetic_registry import describe
+
+    with Registry.in_data_dir(study.data) as reg:
+        cohort = build_cohort(reg, study.data)
+    detected = [r for r in cohort.rows if r.course != "never_detected"]
+    sites = ("ZYG_mentalis", "ZYG_orbicularis_oris", "MAR_orbicularis_oculi")
+    for r in cohort.rows:
+        pcts = [r.final_pct[s] for s in sites if r.final_pct[s] is not None]
+        if r.course == "never_detected":
+            assert pcts == [] and all(v is None for v in r.baseline_uv.values())
+            continue
+        assert pcts and max(pcts) == r.final_pct_of_baseline
+        assert (max(pcts) > 13.5) == (r.label == 1) and (r.label == 1 or all(p <= 13.5 for p in pcts))
+        bases = [r.baseline_uv[s] for s in sites if r.baseline_uv[s] is not None]
+        assert max(bases) == r.factors["amr_amplitude_uv"]  # the session's baseline is its largest channel's
+    for site, share in (("ZYG_mentalis", 0.962), ("ZYG_orbicularis_oris", 0.923)):
+        k = sum(r.final_pct[site] is not None for r in detected)
+        assert stats.binomtest(k, len(detected), share).pvalue > 0.001, site
+    text = " ".join(describe())
+    assert "invented" in text and "Pan et al. 2025" in text
+    old = {k: v for k, v in SyntheticRegistrySettings().as_json().items() if not k.startswith("channel_")}
+    assert "generated before they were written" in " ".join(describe(old))
