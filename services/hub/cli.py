@@ -91,12 +91,14 @@ def _status(cfg, as_json: bool, page_only: bool = False) -> int:
         print(json.dumps(data, indent=1))
     else:
         print(f"reader {data['reader']}")
-        print(f"{'room':<16} {'link':<8} {'age s':>7} {'stale':<6} {'events':>7} {'backfill':>8} {'gaps':>5}  stage")
+        print(f"{'room':<16} {'link':<8} {'age s':>7} {'stale':<6} {'events':>7} {'backfill':>8} {'archive':>7} "
+              f"{'gaps':>5}  stage")
         for t in data["rooms"]:
             link = "REFUSED" if t["refused"] else ("up" if t["connected"] else "down")
             age = "-" if t["age_s"] is None else f"{t['age_s']:.1f}"
             print(f"{t['room']:<16} {link:<8} {age:>7} {'STALE' if t['stale'] else 'ok':<6} {t['events']:>7} "
-                  f"{t['backfilled']:>8} {t['gap_messages']:>5}  {t['stage'] or '-'}")
+                  f"{t['backfilled']:>8} {(t.get('backfilled_by') or {}).get('archive', 0):>7} "
+                  f"{t['gap_messages']:>5}  {t['stage'] or '-'}")
     bad = [t for t in data["rooms"] if t["stale"] or t["refused"] or not t["connected"]]
     return 1 if bad else 0
 

@@ -178,6 +178,15 @@ def test_hubs_away_longer_than_the_retransmit_window_backfill_from_the_archive(t
         assert tile["backfilled_by"]["archive"] == n_archive >= len(missed) and tile["gap_messages"] == 0, tile
         print(f"hub '{name}': {len(got)} events, {n_archive} from the archive, "
               f"{tile['backfilled_by']['retransmit']} by retransmit, gaps {tile['gap_messages']}")
+        if name == "away":  # `amrwatch hub status` says the same, the archive's share in its own column
+            st = subprocess.run([sys.executable, "-m", "amrwatch", "hub", "status", "--config",
+                                 str(tmp_path / "rooms-away.toml")], check=False, capture_output=True, text=True,
+                                env={k: v for k, v in os.environ.items() if not k.startswith("AMRWATCH_")},
+                                timeout=30)
+            row = next((ln for ln in st.stdout.splitlines() if ln.startswith("OR-1")), "")
+            head = next((ln for ln in st.stdout.splitlines() if ln.startswith("room")), "")
+            end = head.find("archive") + len("archive")  # right-aligned under its heading
+            assert row[end - 7:end].strip() == str(tile["backfilled_by"]["archive"]), st.stdout
     late = {(e["type"], e["seq"]): e["via"] for e in hub_events("late")}
     assert late[("session_start", 0)] == "archive"
 
