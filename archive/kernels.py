@@ -51,6 +51,15 @@ def _u32(u8, at):  # pragma: no cover - compiled
             | (np.int64(u8[at + 3]) << 24))
 
 
+@_compiled(_I64(_U8, _I64))
+def u32_at(u8, at):  # pragma: no cover - compiled
+    """The little-endian uint32 at each offset in `at` (the CRCs a record states)."""
+    out = np.empty(at.shape[0], np.int64)
+    for i in range(at.shape[0]):
+        out[i] = _u32(u8, at[i])
+    return out
+
+
 @_compiled(numba.types.Tuple((_I64, _I64, _I64, _I64, _I64, _i64))(_U8, _i64))
 def frame_records(u8, start):  # pragma: no cover - compiled
     """Records framed from `start` on: (offset, body length, kind, flags | reserved, record number),

@@ -158,7 +158,8 @@ class SegmentScan:
         return None
 
 
-def _check_header(data, index: int) -> str | None:
+def check_header(data, index: int) -> str | None:
+    """What is wrong with a segment's 16-byte header, or None."""
     if len(data) < SEGMENT_HEADER_SIZE:
         return f"segment header is {len(data)} bytes; {SEGMENT_HEADER_SIZE} expected"
     magic, version, hlen, idx = SEGMENT_HEADER.unpack_from(data, 0)
@@ -218,14 +219,20 @@ def _next_valid(raw, view: memoryview, start: int) -> int | None:
         pos += 1
 
 
-def scan_segment(data: bytes | bytearray, index: int) -> SegmentScan:
-    """Every valid record of one segment's bytes, and every damaged span between them."""
+def scan_segment(data: bytes | bytearray | memoryview, index: int, start: int | None = None) -> SegmentScan:
+    """Every valid record of one segment's bytes, and every damaged span between them.
+
+    `start`: scan from that offset on, the header and the records before it
+    having been checked by the caller (the integrity walk's compiled fast
+    path hands over where it met something it does not handle)."""
     view = memoryview(data)
     total = len(view)
-    header_problem = _check_header(view, index)
+    header_problem = check_header(view, index) if start is None else None
     records: list[RawRecord] = []
     damage: list[Damage] = []
-    if header_problem is not None:
+    if start is not None:
+        pos = start
+    elif header_problem is not None:
         nxt = _next_valid(data, view, 0) if total >= RECORD_HEADER_SIZE else None
         damage.append(Damage(0, nxt if nxt is not None else total, "segment_header", header_problem))
         if nxt is None:
