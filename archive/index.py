@@ -203,13 +203,8 @@ class ArchiveIndex:
             if nos.size:
                 idx.record_count = int(nos[-1]) + 1
             body = off + RECORD_HEADER_SIZE
-            msg = kind == Kind.MESSAGE
             # An emg_frame is a message whose body starts with the 9-byte topic frame "emg_frame".
-            is_frame = msg & (blen >= topic.size)
-            cand = np.flatnonzero(is_frame)
-            if cand.size:
-                head = u8[body[cand, None] + np.arange(topic.size)]
-                is_frame[cand] = (head == topic).all(axis=1)
+            is_frame = (kind == Kind.MESSAGE) & kernels.starts_with(u8, body, blen, topic)
             rows = np.flatnonzero(is_frame)
             if rows.size:
                 parts, _t0, _tl, h0, hl, p0, pl = kernels.message_parts(u8, body[rows], blen[rows])

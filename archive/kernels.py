@@ -51,6 +51,25 @@ def _u32(u8, at):  # pragma: no cover - compiled
             | (np.int64(u8[at + 3]) << 24))
 
 
+@_compiled(numba.types.Array(numba.types.boolean, 1, "C")(_U8, _I64, _I64, _U8))
+def starts_with(u8, start, length, prefix):  # pragma: no cover - compiled
+    """Whether each span (`start`, `length`) begins with the bytes `prefix` (a message's topic frame)."""
+    n = start.shape[0]
+    m = prefix.shape[0]
+    out = np.zeros(n, np.bool_)
+    for i in range(n):
+        if length[i] < m:
+            continue
+        a = start[i]
+        ok = True
+        for j in range(m):
+            if u8[a + j] != prefix[j]:
+                ok = False
+                break
+        out[i] = ok
+    return out
+
+
 @_compiled(_I64(_U8, _I64))
 def u32_at(u8, at):  # pragma: no cover - compiled
     """The little-endian uint32 at each offset in `at` (the CRCs a record states)."""
