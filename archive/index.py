@@ -15,6 +15,12 @@ record framing, stops at the first record it cannot frame, and keeps:
 - the `open`, `gap`, `resume` and `close` records.
 
 Samples are read back on demand through a memory map of the segment files.
+
+Where the records and each frame's parts are is found by compiled loops
+(kernels.py: byte arithmetic only, the same framing rule as before); what
+is left per frame is the contract's check of its header and reading the
+checked columns out, in one pass, with the cyclic collector held off
+(segment.no_gc_pauses) while a segment's headers exist as objects.
 """
 
 from __future__ import annotations

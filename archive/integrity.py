@@ -4,6 +4,14 @@ chain, the structure FORMAT.md prescribes, and the checkpoint outside the log.
 One walk serves three callers: `verify` (list every problem), `recover`
 (repair only a torn tail of the newest segment, refuse anything else) and
 the reader (stream records, stop at the first problem).
+
+Every record's header CRC, record CRC and chain value are computed whatever
+the path. The common case — records that frame, one after the other, from
+the start of a segment — is found by a compiled walk (kernels.py) and
+checked in one tight loop (`_Walk._fast`); from the first record it cannot
+take (damage, a bad kind), the general scan (segment.scan_segment) goes on,
+so damage is named exactly as before (tests/archive/test_compiled_readers.py
+holds the two paths to the same answers).
 """
 
 from __future__ import annotations
