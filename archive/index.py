@@ -74,7 +74,7 @@ _FRAME_TOPIC = _LEN.pack(9) + b"emg_frame"
 _COLUMNS = tuple(dict.fromkeys(("session_id", "publisher", "instance", "sampling_rate_hz", "seq", "first_sample_index",
                                 "n_channels", "n_samples", "ts_utc", "first_sample_utc",
                                 *(name for name, _ in _FRAME.patterns), *_FRAME.finite)))
-_get_columns = operator.attrgetter(*_COLUMNS)
+_GETTERS = tuple((name, operator.attrgetter(name)) for name in _COLUMNS)
 _get_tzinfo = operator.attrgetter("tzinfo")
 _timestamp = operator.methodcaller("timestamp")
 
@@ -260,9 +260,9 @@ class ArchiveIndex:
             no, p0, pl = no[ok], p0[ok], pl[ok]
         if not heads:
             return
-        # One pass over the decoded headers for every field used below, transposed into columns (zip, in C):
-        # a pass per field cost as much again as decoding them.
-        cols = dict(zip(_COLUMNS, zip(*map(_get_columns, heads))))
+        # The fields used below as columns, one C-level pass each (a pass building a tuple per header and
+        # transposing them cost half as much again).
+        cols = {name: list(map(getter, heads)) for name, getter in _GETTERS}
         bad_value = _check_patterns(cols)
         if bad_value:
             keep = [i for i, h in enumerate(heads) if not any(getattr(h, f) == v for f, v, _ in bad_value)]
