@@ -21,6 +21,8 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from amrwatch.archive.segment import RECORD_HEADER_SIZE, RECORD_MAGIC, RECORD_OVERHEAD
 
@@ -43,6 +45,30 @@ def _compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
             return numba.njit(signature, cache=False, nogil=True)(fn)
 
     return decorate
+
+
+@intrinsic
+def _memcpy(typingctx, dst, dst_at, src, src_at, n):  # pragma: no cover - compiled
+    """`n` bytes from `src[src_at:]` to `dst[dst_at:]` as one `llvm.memcpy` (numba's slice assignment
+    copies a byte at a time: a third of the speed on the 400-byte runs of a frame's channel). Unchecked:
+    `_copy` checks the bounds."""
+    sig = numba.types.void(dst, numba.types.int64, src, numba.types.int64, numba.types.int64)
+
+    def codegen(context, builder, signature, args):
+        d, d_at, s_, s_at, k = args
+        d_ptr = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=d).data
+        s_ptr = cgutils.create_struct_proxy(signature.args[2])(context, builder, value=s_).data
+        cgutils.raw_memcpy(builder, builder.gep(d_ptr, [d_at]), builder.gep(s_ptr, [s_at]), k, 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(inline="always")
+def _copy(dst, dst_at, src, src_at, n):  # pragma: no cover - compiled
+    if n < 0 or dst_at < 0 or src_at < 0 or dst_at + n > dst.shape[0] or src_at + n > src.shape[0]:
+        raise IndexError("copy out of bounds")
+    _memcpy(dst, dst_at, src, src_at, n)
 
 
 @_compiled(_i64(_U8, _i64))
@@ -164,7 +190,7 @@ def json_array(u8, start, length):  # pragma: no cover - compiled
             w += 1
         a = start[i]
         ln = length[i]
-        out[w:w + ln] = u8[a:a + ln]
+        _copy(out, w, u8, a, ln)
         w += ln
     out[w] = 93  # ]
     return out
@@ -177,13 +203,13 @@ def channel_major(u8, start, n_channels, n_samples):  # pragma: no cover - compi
     from the segment's bytes (gathering then transposing copied the block twice)."""
     n = start.shape[0]
     run = 4 * n_samples
-    out = np.empty((n_channels, n * run), np.uint8)
+    row = n * run
+    out = np.empty(n_channels * row, np.uint8)
     for i in range(n):
         a = start[i]
         for c in range(n_channels):
-            src = a + c * run
-            out[c, i * run:(i + 1) * run] = u8[src:src + run]
-    return out
+            _copy(out, c * row + i * run, u8, a + c * run, run)
+    return out.reshape(n_channels, row)
 
 
 @_compiled(_I64(_I64, _I64, _i64, _i64))
