@@ -15,6 +15,12 @@ record framing, stops at the first record it cannot frame, and keeps:
 - the `open`, `gap`, `resume` and `close` records.
 
 Samples are read back on demand through a memory map of the segment files.
+
+Where the records and each frame's parts are is found by compiled loops
+(kernels.py: byte arithmetic only, the same framing rule as before); what
+is left per frame is the contract's check of its header and reading the
+checked columns out, in one pass, with the cyclic collector held off
+(segment.no_gc_pauses) while a segment's headers exist as objects.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import msgspec
 
 from amrwatch.archive.bodies import BodyError, Gap, decode_json
 from amrwatch.archive.integrity import list_segments
-from amrwatch.archive.segment import RECORD_HEAD, RECORD_HEADER_SIZE, RECORD_MAGIC, RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, Kind
+from amrwatch.archive.segment import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, Kind, no_gc_pauses
 from amrwatch.archive.seqset import SeqSet
 from amrwatch.proto.hotpath import FastType
 
@@ -64,34 +70,37 @@ _PATTERN_TEXT = {f.name: f.pattern for f in _FRAME.fields if f.pattern}
 _FRAME_HEADERS = msgspec.json.Decoder(list[_FRAME.objects])  # type: ignore[valid-type]
 #: A message body that starts with a 9-byte topic frame "emg_frame".
 _FRAME_TOPIC = _LEN.pack(9) + b"emg_frame"
-_get_nch = operator.attrgetter("n_channels")
-_get_nsm = operator.attrgetter("n_samples")
-_get_seq = operator.attrgetter("seq")
-_get_first = operator.attrgetter("first_sample_index")
-_get_ts = operator.attrgetter("ts_utc")
-_get_fsu = operator.attrgetter("first_sample_utc")
-_get_stream = operator.attrgetter("publisher", "instance", "session_id", "sampling_rate_hz")
-_utcoffset = operator.methodcaller("utcoffset")
+#: The header fields the index keeps or checks after decoding, read in one pass (_frames).
+_COLUMNS = tuple(dict.fromkeys(("session_id", "publisher", "instance", "sampling_rate_hz", "seq", "first_sample_index",
+                                "n_channels", "n_samples", "ts_utc", "first_sample_utc",
+                                *(name for name, _ in _FRAME.patterns), *_FRAME.finite)))
+_GETTERS = tuple((name, operator.attrgetter(name)) for name in _COLUMNS)
+_get_tzinfo = operator.attrgetter("tzinfo")
 _timestamp = operator.methodcaller("timestamp")
 
 
-def _check_patterns(heads: list) -> list[tuple[str, object, str]]:
-    """(field, value, rule) of every distinct value that breaks its field's pattern or finiteness."""
+def _check_patterns(cols: dict[str, Any]) -> list[tuple[str, object, str]]:
+    """(field, value, rule) of every distinct value that breaks its field's pattern or finiteness.
+    Patterns are matched once per distinct value (session, publisher and instance repeat on every frame);
+    finiteness is checked on the whole column at once, value by value only if something fails."""
     bad: list[tuple[str, object, str]] = []
     for name, memo in _FRAME.patterns:
-        for v in set(map(operator.attrgetter(name), heads)):
+        for v in set(cols[name]):
             if v is not None and not memo.ok(v):
                 bad.append((name, v, f"must match {_PATTERN_TEXT[name]}"))
     for name in _FRAME.finite:
-        for v in set(map(operator.attrgetter(name), heads)):
+        col = cols[name]
+        try:
+            if np.isfinite(np.array(col, dtype=np.float64)).all():
+                continue
+        except (TypeError, ValueError):
+            pass
+        for v in set(col):
             if v is not None and not math.isfinite(v):
                 bad.append((name, v, "must be a finite number"))
     return bad
 
 
-def _u32(u8: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Little-endian uint32 at each byte offset `at` of `u8`, as int64."""
-    return np.ascontiguousarray(u8[at[:, None] + np.arange(4)]).view("<u4")[:, 0].astype(np.int64)
 _UTC = dt.timedelta(0)
 
 #: Fields every bus message carries; everything else is the message's body.
@@ -175,83 +184,77 @@ class ArchiveIndex:
 
     @classmethod
     def build(cls, session_dir: Path) -> ArchiveIndex:
-        idx = cls(Path(session_dir))
+        with no_gc_pauses():
+            return cls._build(Path(session_dir))
+
+    @classmethod
+    def _build(cls, session_dir: Path) -> ArchiveIndex:
+        from amrwatch.archive import kernels
+
+        idx = cls(session_dir)
         if not idx.session_dir.is_dir():
             raise FileNotFoundError(f"no archived session at {idx.session_dir}")
         stream_no: dict[tuple[str, str, str | None, float], int] = {}
         fr = idx.frames
-        unpack = RECORD_HEAD.unpack_from
-        count = 0
+        topic = np.frombuffer(_FRAME_TOPIC, dtype=np.uint8)
         for _seg, path in list_segments(idx.session_dir):
             data = _map(path)
             idx._maps.append(data)
-            pos, total = SEGMENT_HEADER_SIZE, len(data)
-            # emg_frames are set aside and indexed in one batch per segment (_frames): a Python step per
-            # frame is what a 2-hour session's 1.4 million frames cannot afford.
-            frame_nos: list[int] = []
-            frame_pos: list[int] = []
-            while pos < total:
-                if total - pos < RECORD_HEADER_SIZE:
-                    idx.stopped_at = (path.name, pos)
-                    break
-                magic, n, kind, _flags, _res, record_no = unpack(data, pos)
-                end = pos + RECORD_OVERHEAD + n
-                if magic != RECORD_MAGIC or end > total:
-                    idx.stopped_at = (path.name, pos)
-                    break
-                body = pos + RECORD_HEADER_SIZE
-                count = record_no + 1
-                if kind == Kind.MESSAGE and data[body:body + 13] == _FRAME_TOPIC:
-                    frame_nos.append(record_no)
-                    frame_pos.append(body)
-                else:
-                    try:
-                        idx._record(data, kind, record_no, body, n, stream_no)
-                    except (BodyError, ValueError, KeyError, TypeError, struct.error):
-                        idx.unreadable.append(record_no)  # damaged content: the integrity check names it
-                pos = end
-            idx.record_count = count
-            if frame_nos:
-                idx._frames(data, frame_nos, frame_pos, stream_no)
+            total = len(data)
+            if total <= SEGMENT_HEADER_SIZE:  # no record (the integrity check judges the header)
+                continue
+            u8 = np.frombuffer(data, dtype=np.uint8)
+            # One compiled walk over the record headers (kernels.frame_records) instead of a Python step per
+            # record: a 2-hour session's 1.4 million frames cost seconds that way before anything was read.
+            off, blen, kind, _bits, nos, stop = kernels.frame_records(u8, SEGMENT_HEADER_SIZE)
+            if stop < total:
+                idx.stopped_at = (path.name, int(stop))
+            if nos.size:
+                idx.record_count = int(nos[-1]) + 1
+            body = off + RECORD_HEADER_SIZE
+            # An emg_frame is a message whose body starts with the 9-byte topic frame "emg_frame".
+            is_frame = (kind == Kind.MESSAGE) & kernels.starts_with(u8, body, blen, topic)
+            rows = np.flatnonzero(is_frame)
+            if rows.size:
+                parts, _t0, _tl, h0, hl, p0, pl = kernels.message_parts(u8, body[rows], blen[rows])
+                idx._frames(data, u8, nos[rows], parts, h0, hl, p0, pl, stream_no)
+            for i in np.flatnonzero(~is_frame).tolist():
+                record_no, k = int(nos[i]), int(kind[i])
+                try:
+                    idx._record(data, k, record_no, int(body[i]), int(blen[i]), stream_no)
+                except (BodyError, ValueError, KeyError, TypeError, struct.error):
+                    idx.unreadable.append(record_no)  # damaged content: the integrity check names it
             if idx.stopped_at is not None:
                 break
+        idx.unreadable.sort()
         fr.streams = [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])]
         return idx
 
-    def _frames(self, data, nos: list[int], bodies: list[int], stream_no: dict) -> None:
+    def _frames(self, data, u8: np.ndarray, no: np.ndarray, parts: np.ndarray, h0: np.ndarray, hl: np.ndarray,
+                p0: np.ndarray, pl: np.ndarray, stream_no: dict) -> None:
         """The emg_frame records of one segment (whose body starts with the topic frame), as columns.
 
-        Frame lengths are read with numpy, the headers are decoded in one call
-        of the compiled checker (a JSON array of all of them); if any is
-        refused, the batch is decoded one by one so each refusal names its record.
+        Where each frame's header and payload are comes from the compiled walk
+        (kernels.message_parts); the headers are decoded in one call of the
+        compiled checker (a JSON array of all of them, built by kernels.json_array);
+        if any is refused, the batch is decoded one by one so each refusal names its record.
         """
-        u8 = np.frombuffer(data, dtype=np.uint8)
-        no = np.asarray(nos, dtype=np.int64)
-        body = np.asarray(bodies, dtype=np.int64)
-        h_len_at = body + 4 + 9
-        hl = _u32(u8, h_len_at)
-        h0 = h_len_at + 4
-        p_len_at = h0 + hl
-        inside = p_len_at + 4 <= len(u8)
-        pl = np.zeros_like(hl)
-        pl[inside] = _u32(u8, p_len_at[inside])
-        p0 = p_len_at + 4
-        rec_end = body + _u32(u8, body - RECORD_HEADER_SIZE + 4)  # the body length RECORD_HEAD states
-        framed = inside & (p0 + pl == rec_end)
+        framed = parts == 3
         for r in no[~framed]:
             self.unreadable.append(int(r))  # not three frames: damaged content, the integrity check names it
         no, h0, hl, p0, pl = no[framed], h0[framed], hl[framed], p0[framed], pl[framed]
         if not no.size:
             return
-        spans = list(zip(h0.tolist(), (h0 + hl).tolist()))
+        from amrwatch.archive import kernels
+
         try:
-            heads = _FRAME_HEADERS.decode(b"[" + b",".join([data[a:b] for a, b in spans]) + b"]")
+            heads = _FRAME_HEADERS.decode(kernels.json_array(u8, h0, hl))
             ok = np.ones(no.size, dtype=bool)
         except (msgspec.ValidationError, msgspec.DecodeError):
             heads, ok = [], np.zeros(no.size, dtype=bool)
-            for i, (a, b) in enumerate(spans):
+            for i, (a, n) in enumerate(zip(h0.tolist(), hl.tolist())):
                 try:
-                    heads.append(_FRAME_HEADER.decode(data[a:b]))
+                    heads.append(_FRAME_HEADER.decode(data[a:a + n]))
                     ok[i] = True
                 except msgspec.ValidationError as err:
                     self.refused.append((int(no[i]), f"emg_frame header: {err}"))
@@ -260,7 +263,10 @@ class ArchiveIndex:
             no, p0, pl = no[ok], p0[ok], pl[ok]
         if not heads:
             return
-        bad_value = _check_patterns(heads)
+        # The fields used below as columns, one C-level pass each (a pass building a tuple per header and
+        # transposing them cost half as much again).
+        cols = {name: list(map(getter, heads)) for name, getter in _GETTERS}
+        bad_value = _check_patterns(cols)
         if bad_value:
             keep = [i for i, h in enumerate(heads) if not any(getattr(h, f) == v for f, v, _ in bad_value)]
             for i, h in enumerate(heads):
@@ -272,14 +278,16 @@ class ArchiveIndex:
             no, p0, pl = no[keep], p0[keep], pl[keep]
             if not heads:
                 return
-        ts_utc = list(map(_get_ts, heads))
-        utc = set(map(_utcoffset, ts_utc)) | set(map(_utcoffset, map(_get_fsu, heads)))
-        nch = np.fromiter(map(_get_nch, heads), np.int64, len(heads))
-        nsm = np.fromiter(map(_get_nsm, heads), np.int64, len(heads))
+            cols = {k: [v[i] for i in keep] for k, v in cols.items()}
+        n = len(heads)
+        nch = np.array(cols["n_channels"], dtype=np.int64)
+        nsm = np.array(cols["n_samples"], dtype=np.int64)
         good = pl == 4 * nch * nsm
-        if utc != {_UTC}:
+        # In UTC: a check per distinct time zone object (the decoder shares one for every 'Z'), not per frame.
+        zones = set(map(_get_tzinfo, cols["ts_utc"])) | set(map(_get_tzinfo, cols["first_sample_utc"]))
+        if any(z is None or z.utcoffset(None) != _UTC for z in zones):
             good &= np.fromiter((h.ts_utc.utcoffset() == _UTC and h.first_sample_utc.utcoffset() == _UTC
-                                 for h in heads), bool, len(heads))
+                                 for h in heads), bool, n)
         if not good.all():
             for i in np.flatnonzero(~good):
                 h = heads[i]
@@ -289,28 +297,35 @@ class ArchiveIndex:
                        "emg_frame ts_utc / first_sample_utc must be in UTC (offset +00:00 or 'Z'); got "
                        f"{h.ts_utc} / {h.first_sample_utc}")
                 self.refused.append((int(no[i]), why))
-            keep = np.flatnonzero(good)
-            heads = [heads[i] for i in keep]
+            keep = np.flatnonzero(good).tolist()
             no, p0, nch, nsm = no[keep], p0[keep], nch[keep], nsm[keep]
+            cols = {k: [v[i] for i in keep] for k, v in cols.items()}
+            n = len(keep)
+            if not n:
+                return
         fr = self.frames
         seg = len(self._maps) - 1
-        keys = list(map(_get_stream, heads))
+        parts = [cols[k] for k in ("publisher", "instance", "session_id", "sampling_rate_hz")]
+        if all(len(set(c)) == 1 for c in parts):  # one stream (the usual case): no key per frame
+            keys = [tuple(c[0] for c in parts)]
+        else:
+            keys = list(zip(*parts))
         distinct = set(keys)
         for k in sorted(distinct - stream_no.keys(), key=keys.index):
             stream_no[k] = len(stream_no)
         if len(distinct) == 1:
-            streams = np.full(len(keys), stream_no[keys[0]], dtype=np.int64)
+            streams = np.full(n, stream_no[keys[0]], dtype=np.int64)
         else:
-            streams = np.fromiter(map(stream_no.__getitem__, keys), np.int64, len(keys))
+            streams = np.fromiter(map(stream_no.__getitem__, keys), np.int64, n)
         fr.record_no.frombytes(no.tobytes())
-        fr.segment.frombytes(np.full(no.size, seg, dtype=np.int64).tobytes())
+        fr.segment.frombytes(np.full(n, seg, dtype=np.int64).tobytes())
         fr.payload_offset.frombytes(p0.tobytes())
-        fr.seq.frombytes(np.fromiter(map(_get_seq, heads), np.int64, len(heads)).tobytes())
-        fr.first_sample.frombytes(np.fromiter(map(_get_first, heads), np.int64, len(heads)).tobytes())
+        fr.seq.frombytes(np.array(cols["seq"], dtype=np.int64).tobytes())
+        fr.first_sample.frombytes(np.array(cols["first_sample_index"], dtype=np.int64).tobytes())
         fr.n_samples.frombytes(nsm.tobytes())
         fr.n_channels.frombytes(nch.tobytes())
         fr.stream.frombytes(streams.tobytes())
-        fr.ts.frombytes(np.fromiter(map(_timestamp, ts_utc), np.float64, len(heads)).tobytes())
+        fr.ts.frombytes(np.fromiter(map(_timestamp, cols["ts_utc"]), np.float64, n).tobytes())
 
     def _record(self, data, kind: int, record_no: int, body: int, n: int, stream_no: dict) -> None:
         if kind == Kind.MESSAGE:

@@ -4,15 +4,27 @@ chain, the structure FORMAT.md prescribes, and the checkpoint outside the log.
 One walk serves three callers: `verify` (list every problem), `recover`
 (repair only a torn tail of the newest segment, refuse anything else) and
 the reader (stream records, stop at the first problem).
+
+Every record's header CRC, record CRC and chain value are computed whatever
+the path. The common case — records that frame, one after the other, from
+the start of a segment — is found by a compiled walk (kernels.py) and
+checked in one tight loop (`_Walk._fast`); from the first record it cannot
+take (damage, a bad kind), the general scan (segment.scan_segment) goes on,
+so damage is named exactly as before (tests/archive/test_compiled_readers.py
+holds the two paths to the same answers).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import crc32c
+import numpy as np
 
 from amrwatch.archive.bodies import BodyError, CheckpointBody, Gap, check_message, decode_json, decode_segment
 from amrwatch.archive.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError, check_hmac, read_checkpoint
@@ -20,12 +32,19 @@ from amrwatch.archive.durable import ArchiveIO
 from amrwatch.archive.segment import (
     GENESIS,
     KIND_NAMES,
+    RECORD_HEAD,
+    RECORD_HEADER_SIZE,
+    RECORD_OVERHEAD,
+    RECORD_TRAILER_SIZE,
     SEGMENT_HEADER_SIZE,
     SEGMENT_NAME,
     Damage,
     Kind,
     RawRecord,
+    SegmentScan,
     chain_next,
+    check_header,
+    no_gc_pauses,
     scan_segment,
     segment_name,
 )
@@ -113,8 +132,11 @@ class _Tail:
 class _Walk:
     """Walks every segment in order, yielding records and problems as it meets them."""
 
-    def __init__(self, session_dir: Path, yield_records: bool = True):
+    def __init__(self, session_dir: Path, yield_records: bool = True, compiled: bool = True):
         self.dir = Path(session_dir)
+        #: False: every record goes through scan_segment and the loop below (the reference the compiled
+        #: fast path is tested against, tests/archive/test_compiled_readers.py).
+        self.compiled = compiled
         #: False when only the problems are wanted (analyse): no record body is copied out.
         self.yield_records = yield_records
         self.segments = list_segments(self.dir)
@@ -129,6 +151,7 @@ class _Walk:
         self.chains_wanted: dict[int, bytes | None] = {}
         self.kinds_wanted: dict[int, int] = {}
         self.last_segment_size = 0
+        self._buf = bytearray()
 
     def want_chain(self, record_no: int) -> None:
         self.chains_wanted[record_no] = None
@@ -143,8 +166,21 @@ class _Walk:
                               f"segment {expected} is missing (found {[i for i, _ in self.segments]})")
                 break
         for index, path in self.segments:
-            data = path.read_bytes()
-            scan = scan_segment(data, index)
+            data = self._read(path)
+            name = path.name
+            header_problem = check_header(data, index)
+            first_in_segment = True
+            n_valid = 0
+            start = None
+            if header_problem is None and self.compiled:
+                # The records that frame, in one compiled pass, checked here in one tight loop; whatever it
+                # does not handle (damage, anything but a message in sequence) goes the general way below.
+                start, n_valid = yield from self._fast(name, index, data)
+                first_in_segment = n_valid == 0
+            if start is None or start < len(data):
+                scan = scan_segment(bytes(data), index, start)
+            else:
+                scan = SegmentScan(index, len(data), None, [], [])
             tail = scan.tail_damage if index == last_index else None
             if index == last_index:
                 self.last_segment_size = scan.size
@@ -153,9 +189,6 @@ class _Walk:
                 items = sorted([*scan.damage, *scan.records], key=lambda t: t.offset)
             else:
                 items = scan.records  # already in file order
-            first_in_segment = True
-            n_valid = 0
-            name = path.name
             message, fast = Kind.MESSAGE, not self.yield_records
             for item in items:
                 if fast and not first_in_segment and type(item) is RawRecord and item.kind == message:
@@ -196,6 +229,89 @@ class _Walk:
                 yield Problem(path.name, named, d.offset, "torn_tail",
                               f"{d.what}: {d.detail}; {d.end - d.offset} bytes at the end of the newest segment "
                               "(a write cut short; reopening the session cuts them)")
+
+    def _read(self, path: Path) -> memoryview:
+        """A segment's bytes, read with one `readinto` into a buffer kept from one segment to the next
+        (a fresh 64 MiB object per segment cost its allocation and page faults on top of the copy)."""
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if len(self._buf) < size:
+                self._buf = bytearray(size)
+            view = memoryview(self._buf)[:size]
+            n = f.readinto(view)
+            more = f.read()  # appended since the fstat (a session being recorded)
+        if more:
+            return memoryview(bytes(view[:n]) + more)
+        return view[:n]
+
+    def _fast(self, name: str, index: int, data: memoryview) -> Generator[Problem | Record, None, tuple[int, int]]:
+        """The records of a segment whose header holds, from the first on, as far as the compiled framing
+        walk (kernels.frame_records) goes and every record's header CRC and record CRC hold.
+
+        A message in sequence and chained to the previous record is checked
+        inline, as the walk's fast case always was (both CRCs, the SHA-256
+        chain value, its framing into bus frames); any other record goes
+        through `_record`. Returns where the general scan must take over
+        (the first record not handled here) and how many records were valid."""
+        from amrwatch.archive import kernels
+
+        u8 = np.frombuffer(data, dtype=np.uint8)
+        u8.flags.writeable = False
+        off, blen, kind, bits, nos, stop = kernels.frame_records(u8, SEGMENT_HEADER_SIZE)
+        known = (kind >= min(KIND_NAMES)) & (kind <= max(KIND_NAMES)) & (bits == 0)
+        if not known.all():  # kind, flags or reserved wrong: _parse_at names it
+            cut = int(np.argmin(known))
+            stop = int(off[cut])
+            off, blen, kind, nos = off[:cut], blen[:cut], kind[:cut], nos[:cut]
+        end = off + blen + RECORD_OVERHEAD
+        hcrc = kernels.u32_at(u8, off + RECORD_HEAD.size)
+        rcrc = kernels.u32_at(u8, end - 4)
+        msg = kind == Kind.MESSAGE
+        framed = np.zeros(off.size, dtype=np.int64)
+        if msg.any():
+            framed[msg] = kernels.message_parts(u8, off[msg] + RECORD_HEADER_SIZE, blen[msg])[0]
+        crc, sha256 = crc32c.crc32c, hashlib.sha256
+        hs = RECORD_HEAD.size
+        message = int(Kind.MESSAGE)
+        kind_byte = bytes((message,))
+        n_valid = 0
+        first = True
+        fast = not self.yield_records
+        wanted = self.chains_wanted
+        # The walk's state in locals while records take the inline path; written back before any other
+        # code sees it (a return, or a record handed to `_record`).
+        prev, expected, count = self.prev_chain, self.expected_no, self.count
+        for o, n, k, no, e, hc, rc, parts in zip(off.tolist(), blen.tolist(), kind.tolist(), nos.tolist(),
+                                                  end.tolist(), hcrc.tolist(), rcrc.tolist(), framed.tolist()):
+            if crc(data[o:o + hs]) != hc or crc(data[o:e - 4]) != rc:
+                self.prev_chain, self.expected_no, self.count = prev, expected, count
+                return o, n_valid  # damaged: the general scan says how
+            n_valid += 1
+            b = o + RECORD_HEADER_SIZE
+            if (fast and not first and k == message and no == expected and prev is not None
+                    and self.closed_at is None and no not in wanted):
+                h = sha256(prev)
+                h.update(kind_byte)
+                h.update(data[b:b + n])
+                chain = h.digest()
+                if chain == data[e - RECORD_TRAILER_SIZE:e - 4]:
+                    if parts < 1:
+                        try:
+                            check_message(data[b:b + n])
+                        except BodyError as err:
+                            yield Problem(name, no, o, "body", str(err))
+                    prev = self.head = chain
+                    expected = no + 1
+                    if expected > count:
+                        count = expected
+                    continue
+            self.prev_chain, self.expected_no, self.count = prev, expected, count
+            rec = RawRecord(no, k, o, e - o, data[b:b + n], bytes(data[e - RECORD_TRAILER_SIZE:e - 4]))
+            yield from self._record(name, index, rec, first)
+            prev, expected, count = self.prev_chain, self.expected_no, self.count
+            first = False
+        self.prev_chain, self.expected_no, self.count = prev, expected, count
+        return int(stop), n_valid
 
     def _damage_problem(self, file: str, d: Damage) -> Problem:
         named = d.record_no if d.record_no is not None else self.expected_no
@@ -318,7 +434,8 @@ def analyse(session_dir: Path, hmac_key: bytes | None = None) -> Analysis:
     w = _Walk(session_dir, yield_records=False)
     if cp is not None:
         w.want_chain(cp.record_count - 1)
-    problems.extend(w.walk())  # type: ignore[arg-type]  # only problems without records
+    with no_gc_pauses():
+        problems.extend(w.walk())  # type: ignore[arg-type]  # only problems without records
     if not w.segments:
         problems.append(Problem(session_dir.name, None, None, "empty", "no segment files in the session directory"))
     if cp is not None:

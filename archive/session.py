@@ -74,6 +74,7 @@ class ArchivedSession:
     refused: list[tuple[int, str]] = field(default_factory=list)
     _signal: SignalOrder | None = field(default=None, repr=False)
     _u8: list[np.ndarray] | None = field(default=None, repr=False)
+    _cols: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def session_id(self) -> str:
@@ -89,6 +90,7 @@ class ArchivedSession:
 
     def close(self) -> None:
         self._u8 = None
+        self._cols = None
         if self._index is not None:
             self._index.close_maps()
 
@@ -215,12 +217,15 @@ class ArchivedSession:
             return
         yield from self._own(start)
         sig = self.signal()
-        rows, los, his = sig.rows.tolist(), sig.lo.tolist(), sig.hi.tolist()
+        rows = sig.rows.tolist()
         fs = float(start.header["montage"]["sampling_rate_hz"])
         block = max(1, int(block_s * fs)) if block_s is not None else 1
         ends = [e.header["sample_index"] for e in sig.events if e.type == "stage" and e.header["stage"] == "end"
                 and e.header.get("sample_index") is not None]
         end_sample = min(ends) if ends else None
+        from amrwatch.archive import kernels
+
+        lo_all, hi_all = np.ascontiguousarray(sig.lo), np.ascontiguousarray(sig.hi)
         for kind, item in sig.runs():
             if kind != "frames":
                 yield from self._own(item)
@@ -230,43 +235,44 @@ class ArchivedSession:
                 for i in range(a, b):
                     yield self._frame(rows[i])
                 continue
-            # Blocks: contiguous frames, at most `block` samples, none past the frame holding the `end` marker.
+            # Blocks: contiguous frames, at most `block` samples, none past the frame holding the `end` marker
+            # (split by a compiled loop: a Python step per 5 ms frame cost more than gathering the samples).
             first = a
-            n = 0
-            for i in range(a, b):
-                lo, hi = los[i], his[i]
-                mergeable = (i > first and lo == his[i - 1] and n + hi - lo <= block
-                             and (end_sample is None or hi < end_sample))
-                if not mergeable and i > first:
-                    yield self._block(rows[first:i])
-                    first, n = i, 0
-                n += hi - lo
-                if end_sample is not None and hi >= end_sample:
-                    yield self._block(rows[first:i + 1])
-                    first, n = i + 1, 0
-            if first < b:
-                yield self._block(rows[first:b])
+            for end in kernels.block_ends(lo_all[a:b], hi_all[a:b], block,
+                                          -1 if end_sample is None else end_sample).tolist():
+                yield self._block(sig.rows[first:a + end])
+                first = a + end
         yield from self._own(self.end())
 
-    def _block(self, rows: list[int]) -> EmgFrame:
-        """Consecutive frames as one: their payload bytes gathered in one concatenation, then turned
-        channel-major in one copy (a view per frame would cost more than the copy)."""
+    def _block(self, rows: np.ndarray) -> EmgFrame:
+        """Consecutive frames as one: their samples copied channel-major straight from the segment's
+        bytes in one compiled loop (kernels.channel_major); a view per frame would cost more than the copy."""
         if len(rows) == 1:
-            return self._frame(rows[0])
+            return self._frame(int(rows[0]))
         idx = self.index
         fr = idx.frames
-        r0 = rows[0]
+        cols = self._columns()
+        r0 = int(rows[0])
         nc, ns = fr.n_channels[r0], fr.n_samples[r0]
-        if all(fr.n_channels[r] == nc and fr.n_samples[r] == ns for r in rows):
+        seg = cols["segment"][rows]
+        if (cols["n_channels"][rows] == nc).all() and (cols["n_samples"][rows] == ns).all() and (seg == seg[0]).all():
+            from amrwatch.archive import kernels
+
             if self._u8 is None:
                 self._u8 = [np.frombuffer(m, dtype=np.uint8) for m in idx._maps]
-            u8, seg, off = self._u8, fr.segment, fr.payload_offset
-            nb = 4 * nc * ns
-            raw = np.concatenate([u8[seg[r]][off[r]:off[r] + nb] for r in rows])
-            x = raw.view("<f4").reshape(len(rows), nc, ns).transpose(1, 0, 2).reshape(nc, len(rows) * ns)
+            x = kernels.channel_major(self._u8[int(seg[0])], cols["payload_offset"][rows], nc, ns).view("<f4")
         else:
-            x = np.concatenate([idx.samples(r) for r in rows], axis=1)
+            x = np.concatenate([idx.samples(int(r)) for r in rows], axis=1)
         return self._frame(r0, samples=x)
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The frame table's columns as numpy arrays (views, made once)."""
+        if self._cols is None:
+            fr = self.index.frames
+            self._cols = {name: np.frombuffer(getattr(fr, name), dtype=np.int64) if len(fr)
+                          else np.zeros(0, dtype=np.int64)
+                          for name in ("segment", "payload_offset", "n_channels", "n_samples")}
+        return self._cols
 
     def _all_messages(self, order: str, types: Collection[str] | None) -> Iterator[Message]:
         idx = self.index
