@@ -19,7 +19,8 @@ run: $(STAMP)
 	$(VENV)/bin/amrwatch up
 
 # Two pytest workers (pytest-xdist): most whole-stack tests wait on real time, so two overlap on our 2 cores
-# (a full run took 1,737 s in one process on CI). Every test makes its own ports, data directories, namespaces
+# (a full run took 1,737 s in one process on CI); `--dist worksteal` lets an idle worker take tests queued for
+# the other, so the run does not end on one worker finishing a long queue alone. Every test makes its own ports, data directories, namespaces
 # and database cluster, so they are independent. `make test TEST_WORKERS=0` runs them in one process.
 TEST_WORKERS ?= 2
 
@@ -29,7 +30,7 @@ test: $(STAMP)
 	@scripts/install-test-servers
 	$(VENV)/bin/ruff check .
 	PYTHON=$(PY) scripts/typecheck
-	AMRWATCH_TESTS_STRICT=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25
+	AMRWATCH_TESTS_STRICT=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -28,7 +28,9 @@ import pytest
 
 from amrwatch.proto.messages import AlarmBody, StreamFacts
 from amrwatch.services.acquirer.source import open_source
+from amrwatch.services.analyzer.condition import SweepGeometry
 from amrwatch.services.analyzer.engine import AnalyzerEngine
+from amrwatch.services.analyzer.settings import AnalyzerSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 import lsl_outlet as gen  # noqa: E402
@@ -105,7 +107,7 @@ class Run:
             place.append(int(got[k] - t["index"]))
             assert self.stims[k].direction == t["direction"], (t, self.stims[k])
             pairs[k] = t
-        present, onset_err = [], []
+        present, onset_err, rejected = [], [], []
         for o in self.outs:
             b = o.fields()
             if o.TOPIC != "amr_measurement" or b["stimulus_index"] not in pairs:
@@ -113,12 +115,15 @@ class Run:
             t = pairs[b["stimulus_index"]]
             if gen.EMG.index(b["channel"]) not in gen.RECORDS[t["direction"]]:
                 continue
+            if b["rejected"]:  # "cannot tell", not a miss: each test says which rejections it expects
+                rejected.append((t["index"], b["reject_reason"]))
+                continue
             present.append(bool(b["present"]))
             if b["onset_latency_ms"] is not None:
                 onset_err.append(b["onset_latency_ms"] - t["onset_ms"])
         assert present, "no measurement of a stimulus with an AMR"
         return {"n": len(truth), "place": np.array(place), "sensitivity": float(np.mean(present)),
-                "onset_median_ms": float(np.median(onset_err)), "matched": pairs}
+                "onset_median_ms": float(np.median(onset_err)), "matched": pairs, "rejected": rejected}
 
 
 def _name() -> str:
@@ -130,6 +135,7 @@ def _check(ev: dict, what: str) -> None:
           f"{np.max(np.abs(ev['place']))} samples, sensitivity {ev['sensitivity']:.3f}, onset error median "
           f"{ev['onset_median_ms']:+.3f} ms")
     assert np.all(np.abs(ev["place"]) <= 1), f"{what}: placement errors {ev['place'].tolist()}"
+    assert not ev["rejected"], f"{what}: sweeps rejected (stimulus sample, reason): {ev['rejected']}"
     assert ev["sensitivity"] >= 0.99, f"{what}: sensitivity {ev['sensitivity']:.3f}"
     assert abs(ev["onset_median_ms"]) <= 0.2, f"{what}: median onset error {ev['onset_median_ms']:.3f} ms"
 
@@ -250,6 +256,12 @@ def test_outlet_killed_and_restarted_records_the_gap_and_resumes_on_the_right_sa
     got = [s.sample_index for s in run.stims]
     assert not [i for i in got if killed_at <= i < resumed_at], "a stimulus inside the gap"
     after = run.evaluate(rec, resumed_at, n - int(0.1 * gen.FS))
+    # A stimulus just after the resume whose sweep's pre-stimulus part reaches back into the gap cannot be
+    # measured: the analyzer must reject it as a gap ("cannot tell"), never call the AMR absent — and only those.
+    pre = SweepGeometry(AnalyzerSettings(), gen.FS).pre
+    assert all(reason == "gap" and 0 <= i - resumed_at < pre for i, reason in after["rejected"]), \
+        (resumed_at, pre, after["rejected"])
+    after["rejected"] = []
     _check(after, "after the restart")
     _check(run.evaluate(rec, 0, killed_at - int(0.1 * gen.FS)), "before the kill")
 
