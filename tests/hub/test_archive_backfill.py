@@ -38,27 +38,15 @@ from amrwatch.control import ControlClient
 from amrwatch.services.hub.core import EVENT_TYPES
 
 from ..conftest import free_port
+from .polling import jsonl, wait_for
 
 pytestmark = pytest.mark.slow
 
 RETRANSMIT_S = 60  # the acquirer's validated minimum
 
 
-def _wait(what: str, cond, timeout_s: float, every_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(every_s)  # polling a condition with a deadline, not synchronising by sleep
 
 
-def _lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def _tiles(port: int, token: str) -> dict:
@@ -115,12 +103,12 @@ def test_hubs_away_longer_than_the_retransmit_window_backfill_from_the_archive(t
                         None, tmp_path / "token")}
 
     def hub_events(name: str) -> list[dict]:
-        return _lines(hubs[name][1])
+        return jsonl(hubs[name][1])
 
     def stimuli(name: str) -> list[int]:
         return [e["seq"] for e in hub_events(name) if e["type"] == "stimulus"]
 
-    _wait("stimuli flowing live to both hubs", lambda: all(len(stimuli(n)) >= 3 for n in ("away", "old")), 180)
+    wait_for("stimuli flowing live to both hubs", lambda: all(len(stimuli(n)) >= 3 for n in ("away", "old")), 180)
     ctx = zmq.Context()
     server, _ = zmq.auth.load_certificate(str(keys / "server.key"))
     public, secret = zmq.auth.load_certificate(str(keys / "client.key_secret"))
@@ -140,7 +128,7 @@ def test_hubs_away_longer_than_the_retransmit_window_backfill_from_the_archive(t
             st = held.get("stimulus")
             return held if st and (st["oldest_seq"] or 0) > last_seen + 8 else None
 
-        held = _wait("the stimuli sent during the partition to age out of the 60 s retransmit buffer", aged_out,
+        held = wait_for("the stimuli sent during the partition to age out of the 60 s retransmit buffer", aged_out,
                      RETRANSMIT_S + 120, 1.0)
         away_s = time.monotonic() - cut_at
     finally:
@@ -153,7 +141,7 @@ def test_hubs_away_longer_than_the_retransmit_window_backfill_from_the_archive(t
     hubs["late"] = _hub(procs, tmp_path, "late", keys, env["AMRWATCH_BUS_OUT"], env["AMRWATCH_CONTROL"], readout,
                         tmp_path / "token")
 
-    sid = _wait("the session id at the hub", lambda: _tiles(hubs["away"][0], token).get("OR-1", {}).get("session_id"),
+    sid = wait_for("the session id at the hub", lambda: _tiles(hubs["away"][0], token).get("OR-1", {}).get("session_id"),
                 60)
     with open_session(data, sid) as s:  # the cart's archive: what the cart published, as the recorder kept it
         archived = {(e.instance, e.type, e.seq) for e in s.index.events
@@ -166,14 +154,14 @@ def test_hubs_away_longer_than_the_retransmit_window_backfill_from_the_archive(t
             return [(e["instance"], e["type"], e["seq"]) for e in hub_events(name)]
 
         try:
-            _wait(f"every archived event at the hub '{name}'", lambda: archived <= set(keys_at()), 120)
+            wait_for(f"every archived event at the hub '{name}'", lambda: archived <= set(keys_at()), 120)
         except AssertionError:
             raise AssertionError(f"{name}: missing {sorted(archived - set(keys_at()))[:20]}") from None
         got = keys_at()
         assert len(got) == len(set(got)), f"{name}: an event taken twice"
         how = {(e["instance"], e["type"], e["seq"]): e["via"] for e in hub_events(name)}
         assert all(how[k] == "archive" for k in missed), (name, {k: how[k] for k in missed})
-        tile = _wait("the tile", lambda name=name: _tiles(hubs[name][0], token).get("OR-1"), 30)
+        tile = wait_for("the tile", lambda name=name: _tiles(hubs[name][0], token).get("OR-1"), 30)
         n_archive = sum(1 for v in how.values() if v == "archive")
         assert tile["backfilled_by"]["archive"] == n_archive >= len(missed) and tile["gap_messages"] == 0, tile
         print(f"hub '{name}': {len(got)} events, {n_archive} from the archive, "
@@ -191,7 +179,7 @@ def test_hubs_away_longer_than_the_retransmit_window_backfill_from_the_archive(t
     assert late[("session_start", 0)] == "archive"
 
     # The hub without the read-out (the behaviour before it): the aged-out events are a gap, shown, never hidden.
-    old = _wait("the gap at the hub without the read-out", lambda: (
+    old = wait_for("the gap at the hub without the read-out", lambda: (
         t := _tiles(hubs["old"][0], token).get("OR-1")) and t["gap_messages"] >= len(missed) and t, 60)
     assert any("aged out of the cart's retransmit buffer" in g["reason"] for g in old["gaps"]), old["gaps"]
     assert not missed & {(e["instance"], e["type"], e["seq"]) for e in hub_events("old")}
@@ -237,7 +225,7 @@ def test_the_hub_reads_a_wide_aged_out_range_in_capped_chunks(tmp_path, stack_en
                 return room.backfilled_by["archive"] == 2500 and room.gap_total > 0 and \
                     hub.links["OR-1"].archive_pending is None and not hub.links["OR-1"].archive_queue
 
-        _wait("2,500 archived events at the hub and the rest a gap", done, 90, 0.1)
+        wait_for("2,500 archived events at the hub and the rest a gap", done, 90, 0.1)
         took = time.monotonic() - t0
         with hub.lock:
             gaps = [(g.from_seq, g.to_seq, g.reason) for g in room.gaps]

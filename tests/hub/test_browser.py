@@ -18,7 +18,7 @@ import pytest
 from amrwatch import security
 
 from ..conftest import free_port
-from .test_security import _wait
+from .polling import wait_for
 from .wan import ROOT
 
 pytestmark = pytest.mark.slow  # real carts and a hub, 20-40 s
@@ -84,7 +84,7 @@ def test_grid_updates_shows_a_stale_room_and_opens_a_room(tmp_path):
                 page = browser.new_page()
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
-                _wait("the hub page", lambda: _loads(page, f"http://127.0.0.1:{port}/?token={token}"), 30)
+                wait_for("the hub page", lambda: _loads(page, f"http://127.0.0.1:{port}/?token={token}"), 30)
                 tile = 'document.querySelector(\'.tile[data-room="{}"]\')'
                 page.wait_for_function(f"{tile.format('OR-A')} && {tile.format('OR-B')}", timeout=30_000)
                 # Tiles update: the stage each acquirer's scenario marks, stimuli counted, and live.

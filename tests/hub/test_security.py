@@ -22,6 +22,7 @@ from amrwatch import security
 from amrwatch.bus import Subscriber
 
 from ..conftest import free_port
+from .polling import wait_for
 from .wan import ROOT
 
 pytestmark = pytest.mark.slow  # real carts and a hub, 20-40 s
@@ -53,13 +54,6 @@ def _tile(url: str, token: str) -> dict | None:
         return None
 
 
-def _wait(what, cond, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while not (got := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.05)  # polling a condition with a deadline
-    return got
 
 
 def test_unauthorized_hub_gets_nothing_and_a_revoked_reader_is_cut_off(procs, stack_env, tmp_path, monkeypatch):
@@ -89,9 +83,9 @@ def test_unauthorized_hub_gets_nothing_and_a_revoked_reader_is_cut_off(procs, st
                     got += 1
             assert got == n, f"the cart published {got} stimuli, {n} expected"
 
-        _wait("the authorized hub following the room", lambda: (t := _tile(good_url, good_tok)) and t["connected"]
+        wait_for("the authorized hub following the room", lambda: (t := _tile(good_url, good_tok)) and t["connected"]
               and t["events"] >= 5, 60)
-        t_bad = _wait("the unauthorized hub's tile saying it was refused",
+        t_bad = wait_for("the unauthorized hub's tile saying it was refused",
                       lambda: (t := _tile(bad_url, bad_tok)) and t["refused"] and t, 30)
         assert "refused the hub's CURVE key" in t_bad["refused"]
         stimuli(3, 30)
@@ -102,8 +96,8 @@ def test_unauthorized_hub_gets_nothing_and_a_revoked_reader_is_cut_off(procs, st
         # Revoke reader-anna on the cart: its hub is cut off within the bound and gets nothing more.
         (keys / "authorized" / "reader-anna.key").unlink()
         revoked_at = time.monotonic()
-        _wait("the revoked reader's link cut", lambda: (t := _tile(good_url, good_tok)) and not t["connected"],
-              REVOKED_WITHIN_S + 5)
+        wait_for("the revoked reader's link cut", lambda: (t := _tile(good_url, good_tok)) and not t["connected"],
+                 REVOKED_WITHIN_S + 5, every_s=0.05)  # fine polling: the cut's time is measured
         cut_s = time.monotonic() - revoked_at
         print(f"revoked reader cut off {cut_s:.2f} s after its key was removed (bound {REVOKED_WITHIN_S:g} s)")
         assert cut_s <= REVOKED_WITHIN_S
@@ -111,7 +105,7 @@ def test_unauthorized_hub_gets_nothing_and_a_revoked_reader_is_cut_off(procs, st
         stimuli(3, 30)
         t = _tile(good_url, good_tok)
         assert t["events"] == n and not t["connected"], t
-        _wait("the revoked reader's tile saying it is refused", lambda: _tile(good_url, good_tok)["refused"], 15)
+        wait_for("the revoked reader's tile saying it is refused", lambda: _tile(good_url, good_tok)["refused"], 15)
     finally:
         for p in hubs:
             if p.poll() is None:

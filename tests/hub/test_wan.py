@@ -27,6 +27,7 @@ import pytest
 from amrwatch import security
 
 from ..conftest import free_port
+from .polling import jsonl, wait_for
 from .wan import ROOT, Wan, missing_tools
 
 PARTITION_S = float(os.environ.get("AMRWATCH_HUB_PARTITION_S", "8"))
@@ -55,21 +56,8 @@ def _post(url: str, token: str, body: dict) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
-def _wait(what: str, cond, timeout_s: float, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(every_s)  # polling a condition with a deadline, not synchronising by sleep
 
 
-def _lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 class Cart:
@@ -152,17 +140,17 @@ def test_hub_over_an_impaired_wan_then_a_partition(tmp_path):
             url = f"http://127.0.0.1:{hub_port}"
 
             # The page without its token gets nothing.
-            _wait("the hub page", lambda: _probe(url), 120)  # start-up: generous, the machine may be loaded
+            wait_for("the hub page", lambda: _probe(url), 120)  # start-up: generous, the machine may be loaded
             status, body = _get(url + "/api/rooms", None)
             assert status == 401, (status, body)
 
             def rooms_now() -> dict:
                 return {t["room"]: t for t in _get(url + "/api/rooms", token)[1]["rooms"]}
 
-            _wait("both rooms connected with stimuli flowing",
+            wait_for("both rooms connected with stimuli flowing",
                   lambda: all(t["connected"] and t["last_stimulus_utc"] and not t["stale"]
                               for t in rooms_now().values()), 180)
-            _wait("a few events through the impaired link", lambda: all(t["events"] >= 10 for t in
+            wait_for("a few events through the impaired link", lambda: all(t["events"] >= 10 for t in
                                                                         rooms_now().values()), 60)
 
             # The partition.
@@ -171,14 +159,14 @@ def test_hub_over_an_impaired_wan_then_a_partition(tmp_path):
             r = subprocess.run(wan.ns_cmd(sys.executable, "-m", "amrwatch", "mark", "decompression"), check=False, env=a.env,
                                cwd=ROOT, capture_output=True, text=True, timeout=30)
             assert r.returncode == 0, r.stderr  # published on cart A while the hub cannot hear it
-            _wait("both rooms stale during the partition", lambda: all(t["stale"] for t in rooms_now().values()),
+            wait_for("both rooms stale during the partition", lambda: all(t["stale"] for t in rooms_now().values()),
                   STALE_AFTER_S + 15)
-            _wait(f"the end of the {PARTITION_S:g} s partition", lambda: time.time() - cut_at >= PARTITION_S,
+            wait_for(f"the end of the {PARTITION_S:g} s partition", lambda: time.time() - cut_at >= PARTITION_S,
                   PARTITION_S + 5)
             wan.heal(RTT_MS, LOSS_PCT)
             healed_at = time.time()
             print(f"partition {healed_at - cut_at:.1f} s")
-            _wait("staleness cleared in both rooms after the partition",
+            wait_for("staleness cleared in both rooms after the partition",
                   lambda: all(not t["stale"] and t["connected"] for t in rooms_now().values()), 90)
             cleared_after = time.time() - healed_at
             print(f"link_stale cleared {cleared_after:.1f} s after the link healed")
@@ -193,22 +181,22 @@ def test_hub_over_an_impaired_wan_then_a_partition(tmp_path):
 
             def missing() -> list:
                 hub_keys = {(c.name, e["instance"], e["type"], e["seq"]) for c in carts
-                            for e in _lines(tmp_path / "hub" / c.name / "events.jsonl")}
-                want = {(w["room"], w["instance"], w["type"], w["seq"]) for w in _lines(witness_out)
+                            for e in jsonl(tmp_path / "hub" / c.name / "events.jsonl")}
+                want = {(w["room"], w["instance"], w["type"], w["seq"]) for w in jsonl(witness_out)
                         if w["t"] <= cutoff}
                 return sorted(want - hub_keys)
 
             try:
-                _wait("every event of both carts at the hub", lambda: not missing(), 120, 0.5)
+                wait_for("every event of both carts at the hub", lambda: not missing(), 120, 0.5)
             except AssertionError:
                 raise AssertionError(f"missing at the hub: {missing()[:20]} ({len(missing())})") from None
             for c in carts:
-                evs = _lines(tmp_path / "hub" / c.name / "events.jsonl")
+                evs = jsonl(tmp_path / "hub" / c.name / "events.jsonl")
                 keys_ = [(e["instance"], e["type"], e["seq"]) for e in evs]
                 assert len(keys_) == len(set(keys_)), f"{c.name}: an event taken twice"
                 via = {e["via"] for e in evs}
                 assert "backfill" in via, f"{c.name}: the partition's events must have come by backfill"
-                changes = [x["state"] for x in _lines(tmp_path / "hub" / c.name / "alarms.jsonl")
+                changes = [x["state"] for x in jsonl(tmp_path / "hub" / c.name / "alarms.jsonl")
                            if x["ts"] >= cut_at]
                 assert changes[:2] == ["raised", "cleared"], (c.name, changes)
             tiles = rooms_now()
@@ -225,7 +213,7 @@ def test_hub_over_an_impaired_wan_then_a_partition(tmp_path):
             def archived() -> list:
                 return [m for m in archived_messages(a.data, sid) if m.type in ("alarm_ack", "reader_note")]
 
-            got = _wait("the reader's ack in the cart's archive",
+            got = wait_for("the reader's ack in the cart's archive",
                         lambda: [m for m in archived() if m.type == "alarm_ack"], 60)
             assert got[0].operator == "reader-anna" and got[0].alarm_key == "hub-test:remote-ack"
             assert got[0].note == "seen from the reading station"

@@ -226,14 +226,23 @@ def test_a_sync_killed_at_random_points_resumes_to_every_session_once_verified(m
     for k in range(KILLS):
         proc = subprocess.Popen(sync_cmd(cart, migrated_url, root), cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        # The fault: kill -9 after a random time, if still running. The first kill falls in the first half of
-        # a whole run, so it lands even when this run is faster than the probe's (CI failed with none landing
-        # when all four draws fell late and the first run finished everything).
-        try:
-            proc.wait(timeout=rng.uniform(0.2, span / 2 if k == 0 else span))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            landed += 1
+        # The fault: kill -9 if still running. The first kill waits for the event that proves the run is mid-copy
+        # (its staging file in .incoming), so it always lands: random times alone left none landing when a run
+        # was faster than the probe's (CI, three workers). The others fall at random times in a whole run.
+        if k == 0:
+            staging = root / ".incoming"
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and not any(staging.glob("cartA.*.tmp")) and time.monotonic() < deadline:
+                time.sleep(0.002)  # polling for the staging file, with a deadline
+            if proc.poll() is None:
+                proc.kill()
+                landed += 1
+        else:
+            try:
+                proc.wait(timeout=rng.uniform(0.2, span))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                landed += 1
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
