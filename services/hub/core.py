@@ -290,19 +290,11 @@ class Room:
             return None
         return Request(publisher, instance, type_, 0, min(seq - 1, MAX_ASK - 1))
 
-    def unavailable(self, req: Request, from_seq: int, to_seq: int, reason: str) -> Gap | None:
-        """The cart no longer holds from_seq..to_seq of the stream: record the gap (once)."""
-        s = self.streams.get((req.instance, req.type))
-        if s is None:
-            s = self.streams[(req.instance, req.type)] = Stream(req.publisher)
-        todo = [x for x in range(from_seq, to_seq + 1) if not s.holds(x)]
-        if not todo:
-            return None
-        s.skip(from_seq, to_seq)
-        gap = Gap(req.publisher, req.instance, req.type, todo[0], todo[-1], reason)
-        self.gaps.append(gap)
-        self.gap_total += gap.n
-        return gap
+    def unavailable(self, req: Request, from_seq: int, to_seq: int, reason: str) -> list[Gap]:
+        """The cart no longer holds from_seq..to_seq of the stream: record what the hub does not hold as gaps
+        (each contiguous run one gap, so seqs held in between are never counted as lost; once)."""
+        return self._gaps(self._stream(req.publisher, req.instance, req.type), req.instance, req.type, from_seq,
+                          to_seq, reason)
 
     def _stream(self, publisher: str, instance: str, type_: str) -> Stream:
         s = self.streams.get((instance, type_))
@@ -321,9 +313,9 @@ class Room:
             out.append(gap)
         return out
 
-    def aged_out(self, req: Request, from_seq: int, to_seq: int, reason: str) -> ArchiveAsk | Gap | None:
+    def aged_out(self, req: Request, from_seq: int, to_seq: int, reason: str) -> ArchiveAsk | list[Gap] | None:
         """The cart's retransmit buffer no longer holds from_seq..to_seq: with an archive read-out, the ask for
-        the seqs not held (None if held, or already being asked); without, the gap (as `unavailable`)."""
+        the seqs not held (None if held, or already being asked); without, the gaps (as `unavailable`)."""
         if not self.archive:
             return self.unavailable(req, from_seq, to_seq, reason)
         s = self._stream(req.publisher, req.instance, req.type)

@@ -401,7 +401,8 @@ class Hub:
         if isinstance(got, ArchiveAsk):
             link.archive_queue.append(got)
         else:
-            self._gap(link, got)
+            for gap in got or []:
+                self._gap(link, gap)
 
     def _archive_reply(self, link: Link) -> None:
         assert link.archive is not None

@@ -28,11 +28,24 @@ def test_what_the_cart_no_longer_holds_is_a_gap_and_is_not_asked_again():
     r.take(ev("stage", 0, stage="baseline"), 0.0)
     r.take(ev("stage", 9, stage="decompression"), 0.0)
     (req,) = r.backfill_plan()
-    gap = r.unavailable(req, 1, 5, "aged out")
+    (gap,) = r.unavailable(req, 1, 5, "aged out")
     assert (gap.from_seq, gap.to_seq, gap.n) == (1, 5, 5)
     assert [(q.from_seq, q.to_seq) for q in r.backfill_plan()] == [(6, 8)]
-    assert r.unavailable(req, 1, 5, "aged out") is None  # recorded once
+    assert r.unavailable(req, 1, 5, "aged out") == []  # recorded once
     assert r.tile(0.0)["gap_messages"] == 5 and r.stage == "decompression"
+
+
+def test_seqs_held_inside_an_unavailable_range_are_not_counted_as_lost():
+    """The cart says 1..8 are gone, but the hub already holds 3 and 6 (they came live): the record of loss is
+    the runs it does not hold — 1..2, 4..5, 7..8, six messages — never the whole span (before: one gap of 8)."""
+    r = Room("OR-1")
+    for seq in (0, 3, 6, 9):
+        r.take(ev("stimulus", seq), 0.0)
+    req = r.backfill_plan()[0]
+    gaps = r.unavailable(req, 1, 8, "aged out")
+    assert [(g.from_seq, g.to_seq) for g in gaps] == [(1, 2), (4, 5), (7, 8)]
+    assert r.tile(0.0)["gap_messages"] == 6 == sum(g.n for g in gaps)
+    assert r.backfill_plan() == []
 
 
 def test_streams_the_hub_never_heard_of_are_asked_for_from_zero():
@@ -89,7 +102,7 @@ def test_aged_out_without_an_archive_is_a_gap_at_once():
     r = Room("OR-1")
     r.take(ev("stimulus", 50), 0.0)
     req = r.joined("acquirer", "aaaaaaaa", "stimulus", 50)
-    gap = r.aged_out(req, 0, 39, "aged out of the cart's retransmit buffer")
+    (gap,) = r.aged_out(req, 0, 39, "aged out of the cart's retransmit buffer")
     assert (gap.from_seq, gap.to_seq) == (0, 39) and r.gap_total == 40
 
 
