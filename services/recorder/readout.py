@@ -136,6 +136,18 @@ class ArchiveReadout:
         return cached
 
     def handle(self, raw: bytes) -> tuple[ControlReply, list[bytes]]:
+        """One request. An unexpected failure answers this request with the error and raises the alarm, and the
+        read-out goes on serving: it must never end its thread silently, leaving hubs to time out."""
+        try:
+            return self._handle(raw)
+        except Exception as err:  # noqa: BLE001 - any failure of one request is reported, not fatal
+            READS.labels("failed").inc()
+            log.exception("archive read-out: a request failed")
+            text = f"archive read-out failed on a request: {type(err).__name__}: {str(err)[:300]}"
+            self.rejections.append(("archive_read_failed", text))
+            return ControlReply(ok=False, error=text, detail={"reason": "failed"}), []
+
+    def _handle(self, raw: bytes) -> tuple[ControlReply, list[bytes]]:
         try:
             req = ARCHIVE_READ_REQUEST.validate_json(raw)
         except ValidationError as err:

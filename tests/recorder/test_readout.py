@@ -163,6 +163,26 @@ def test_a_bad_request_is_refused_naming_field_allowed_values_and_value(tmp_path
     assert key == "rejected:archive_read_invalid" and field in text
 
 
+def test_an_unexpected_failure_answers_the_request_raises_the_alarm_and_serving_goes_on(tmp_path):
+    """The recorder's durable-record callback failing (a fault of the recorder's side, here injected through the
+    real constructor argument) is this request's error and an alarm for the recorder's loop, not a dead thread."""
+    write_session(tmp_path, 3, close=False)
+    fail = {"on": True}
+
+    def durable(sid: str) -> int | None:
+        if fail["on"]:
+            raise RuntimeError("the writer went away")
+        return None
+
+    ro = ArchiveReadout(tmp_path, durable)
+    head, msgs = ask(ro)
+    assert not head["ok"] and not msgs and head["detail"]["reason"] == "failed"
+    assert "RuntimeError: the writer went away" in head["error"]
+    assert ro.rejections.popleft() == ("archive_read_failed", head["error"])
+    fail["on"] = False
+    assert ask(ro)[0]["ok"]
+
+
 def test_reversed_range_and_unknown_session_are_refused_with_reasons(tmp_path):
     write_session(tmp_path, 3)
     ro = ArchiveReadout(tmp_path, lambda sid: None)
