@@ -119,6 +119,10 @@ class GapTracker:
 # Publisher
 
 
+_MORE = int(zmq.SNDMORE)
+_F4 = np.dtype("<f4")
+
+
 class Publisher:
     """Stamps the envelope (seq, instance, time) and sends.
 
@@ -150,6 +154,7 @@ class Publisher:
         #: The last message `build` made on the fast path, with its frames: `send` sends those bytes.
         self._built: tuple[Message, list] | None = None
         self.on_sent: list[Callable[[Message, list[bytes]], None]] = []
+        self._copy_threshold = self.sock.copy_threshold
 
     def _drain_subscriptions(self) -> None:
         while True:
@@ -212,7 +217,7 @@ class Publisher:
     def _build_fast(self, fast, cls: type[Message], session_id: str | None, samples, body: dict) -> Message | None:
         """Frames: checked by the compiled gate (proto/hotpath.py) from the Python values and encoded by
         msgspec, in a few µs; anything the gate is not sure of is built by pydantic, which words the refusal."""
-        arr = np.asarray(samples, dtype="<f4")
+        arr = np.asarray(samples, dtype=_F4)
         n = (body.get("n_channels"), body.get("n_samples"))
         if arr.shape != n:
             return None  # pydantic's path builds it and `with_samples` refuses the shape with the numbers
@@ -248,7 +253,14 @@ class Publisher:
             raise ValueError(f"{msg.type} seq {msg.seq} is not this publisher's next seq")
         built, self._built = self._built, None
         frames = built[1] if built is not None and built[0] is msg else encode(msg)
-        self.sock.send_multipart(frames, copy=False)
+        # The three parts sent one by one with a plain int flag: pyzmq's send_multipart checks every part's
+        # type and ORs enum flags per call, which was half of a frame's send (2.7 against 5.5 µs). The samples
+        # go without a copy when large (zero-copy pays above pyzmq's threshold, a copy is cheaper below).
+        topic, header, payload = frames
+        send = self.sock.send
+        send(topic, _MORE)
+        send(header, _MORE)
+        send(payload, 0, copy=len(payload) < self._copy_threshold)
         self._seq[msg.type] = msg.seq + 1
         if not self._subscriptions:
             self._drain_subscriptions()
