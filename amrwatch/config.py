@@ -41,10 +41,42 @@ METRICS_PORTS: dict[str, int] = {
 
 SERVICES = ("bus", "recorder", "analyzer", "predictor", "monitor", "acquirer")
 
+#: CPU priority (Unix nice, -20..19; higher yields more) of each service (amrwatch/priority.py). The
+#: surgeon's path — acquirer → bus → analyzer → predictor — keeps the default 0; the recorder (it has a
+#: queue of its own and writes in batches) and the monitor (a page redrawn a few times a second) are set
+#: below it, so that on a busy cart the scheduler runs a measurement's processes first. Lowering needs no
+#: privilege; a negative value needs CAP_SYS_NICE.
+NICE: dict[str, int] = {
+    "bus": 0,
+    "acquirer": 0,
+    "analyzer": 0,
+    "predictor": 0,
+    "recorder": 5,
+    "monitor": 5,
+}
+NICE_RANGE = (-20, 19)
+
 
 def get(name: str) -> str:
     env, default = DEFAULTS[name]
     return os.environ.get(env, default)
+
+
+def nice(service: str) -> int:
+    """AMRWATCH_NICE_<SERVICE>: the service's CPU priority (see NICE)."""
+    name = f"AMRWATCH_NICE_{service.upper()}"
+    text = os.environ.get(name)
+    if text is None:
+        return NICE.get(service, 0)
+    lo, hi = NICE_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a whole number from {lo} to {hi} (Unix nice; higher yields more); "
+                         f"got {text!r}")
+    return value
 
 
 def metrics_port(service: str) -> int:
@@ -107,6 +139,19 @@ def watchdog_s() -> float:
         value = float("nan")
     if not value > 0:
         raise ValueError(f"AMRWATCH_WATCHDOG_S must be a number of seconds above 0; got {text!r}")
+    return value
+
+
+GC_MODES = ("idle", "python")
+
+
+def gc_mode() -> str:
+    """AMRWATCH_GC: when a service's cyclic garbage collector runs (amrwatch/gcpolicy.py). 'idle' (the
+    default): between messages, after freezing what setup made; 'python': CPython's own schedule, wherever an
+    allocation crosses its threshold (for comparison)."""
+    value = os.environ.get("AMRWATCH_GC", "idle")
+    if value not in GC_MODES:
+        raise ValueError(f"AMRWATCH_GC must be one of {', '.join(GC_MODES)}; got {value!r}")
     return value
 
 

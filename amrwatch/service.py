@@ -19,6 +19,7 @@ import zmq
 
 from . import __version__, config, metrics, security
 from .deadletter import DeadLetter
+from .gcpolicy import IdleCollector
 from .bus import Publisher, SeqEvent, Subscriber
 from .proto.messages import Alarm, Heartbeat, Message
 
@@ -128,6 +129,8 @@ class Service:
         self.status = "starting"
         self.deadletter = DeadLetter(config.data_dir() / "deadletter" / f"{self.name}.jsonl")
         self._loop_at = time.monotonic()
+        #: Garbage collection between messages (amrwatch/gcpolicy.py); None: CPython's own schedule.
+        self.collector = IdleCollector() if config.gc_mode() == "idle" else None
 
     # -- hooks ---------------------------------------------------------------
     def on_message(self, msg: Message) -> None:
@@ -250,6 +253,9 @@ class Service:
         code = 0
         self._loop_at = time.monotonic()
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
+        collector = self.collector
+        if collector is not None:
+            collector.start()
         try:
             next_tick = 0.0
             while not self._stop:
@@ -262,11 +268,21 @@ class Service:
                     self.alarms.expire(now)
                     next_tick = now + self.tick_s
                 wait = max(0.0, min(self._next_hb, next_tick) - time.monotonic())
-                for sock, _ in poller.poll(int(wait * 1000) + 1):
+                events = poller.poll(int(wait * 1000) + 1)
+                for sock, _ in events:
                     handlers[sock]()
+                if collector is not None and collector.due():
+                    # Collect now if nothing waits (the message just handled has gone out); with messages
+                    # waiting, only past the hard limit.
+                    if events and poller.poll(0):
+                        collector.busy()
+                    else:
+                        collector.idle()
         except SystemExit as exc:
             code = int(exc.code or 0)
         finally:
+            if collector is not None:
+                collector.stop()
             self.status = "stopping"
             self.teardown()
             try:

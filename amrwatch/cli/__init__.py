@@ -12,8 +12,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
-from .common import EXIT_OK
+from .. import __version__, config, priority
+from .common import EXIT_OK, EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in config.SERVICES:
+        # Before the service makes its threads: they inherit the process's priority (amrwatch/priority.py).
+        try:
+            note = priority.apply(args.command)
+        except ValueError as err:
+            print(f"amrwatch {args.command}: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        if note:
+            print(f"amrwatch {args.command}: warning: {note}", file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
