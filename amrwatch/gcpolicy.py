@@ -1,14 +1,14 @@
 """Python's cyclic garbage collector, run between messages instead of inside them.
 
 Why: CPython starts a collection whenever enough container objects have been
-allocated, so it strikes in the middle of whatever allocates most, and in the
-analyzer that is the frame that completes a sweep (its measurements, their
-messages, the course). Measured on the end-to-end bench (2026-12-03, `python
--m bench e2e`, 40 stimuli/s): the analyzer collected 460 times in two minutes,
-young collections up to 8 ms, middle ones 1.7 ms typical and 6.5 ms at worst,
-and three full collections of 73-94 ms, each scanning the ~160,000 objects the
-imports made; the bus, recorder and predictor alike. Every one of those that
-falls on a measurement's path is added to what the surgeon waits for.
+allocated, so it strikes in the middle of whatever allocated last. Measured on
+the end-to-end bench (2026-12-03, `python -m bench e2e`, 40 stimuli/s, each
+collection timed with gc.callbacks): most collections of every service come
+while it imports (a full one of 30-90 ms, scanning ~160,000 objects); during
+the run the analyzer collected only a few times, but the acquirer — which
+makes every frame — ran 65 young collections (0.1-0.6 ms), 7 middle ones
+(1-2 ms) and a full one of 77 ms in about a minute, each holding up the frames
+behind it, and a full collection anywhere scans every object the imports made.
 
 What this does, the two usual remedies for a latency-bound Python process:
 
