@@ -14,7 +14,10 @@ runs at --speed 10 with its stages x 0.2, looped, so a session lasts ~11 s.
 
 Settings: BENCH_STIMULI (5000), BENCH_E2E_SPEED (4), BENCH_DECISION_S (50),
 BENCH_DECISION_SPEED (10), BENCH_FLOOR_S (15), BENCH_PROFILE (1: py-spy of a
-short extra run).
+short extra run), BENCH_COMPARE_STIMULI (1500; 0 skips it): the scheduling
+comparison — the measurement run's settings twice more, once with CPython's
+own garbage collection and every service at the same priority (as before
+issue 18's scheduling work) and once with the defaults, in alternation.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from . import pipeline
 from .floor import Traffic, bare_chain, lsl_chain
@@ -36,6 +41,9 @@ DECISION_S = float(os.environ.get("BENCH_DECISION_S", "50"))
 DECISION_SPEED = float(os.environ.get("BENCH_DECISION_SPEED", "10"))
 FLOOR_S = float(os.environ.get("BENCH_FLOOR_S", "15"))
 PROFILE = os.environ.get("BENCH_PROFILE", "1") != "0"
+COMPARE_STIMULI = int(os.environ.get("BENCH_COMPARE_STIMULI", "1500"))
+#: The scheduling of services before issue 18's change: CPython's own collector, every service at nice 0.
+AS_BEFORE = {"AMRWATCH_GC": "python", "AMRWATCH_NICE_RECORDER": "0", "AMRWATCH_NICE_MONITOR": "0"}
 #: The calibration scenario's stimulation rate (SimConfig.calibration_stim_rate_hz).
 CALIBRATION_HZ = 10.0
 #: Shorter scripted operations (stages x 0.2): more sessions, so more decisions per minute.
@@ -77,6 +85,12 @@ def run() -> str:
     dres = run_pipeline(seconds=DECISION_S, speed=DECISION_SPEED, channels=3, time_scale=TIME_SCALE,
                         recorder=True, read_archive=False)
     load_floor = os.getloadavg()[0]
+    compare: dict[str, list] = {"before": [], "now": []}
+    if COMPARE_STIMULI:
+        c_seconds = COMPARE_STIMULI / rate + 1.0
+        for label, env in (("before", AS_BEFORE), ("now", {}), ("before", AS_BEFORE), ("now", {})):
+            compare[label].append(run_pipeline(seconds=c_seconds, speed=SPEED, channels=3, scenario="calibration",
+                                               recorder=True, read_archive=False, env=env))
     prof_md = ""
     if PROFILE:
         outdir = Path(tempfile.mkdtemp(prefix="amrwatch-bench-profile-"))
@@ -165,11 +179,44 @@ def run() -> str:
         + ", ".join(f"{k} {v}" for k, v in sorted(_count(dres.decision_labels).items())) + ").",
         "",
     ]
+    if COMPARE_STIMULI:
+        lines += _compare_md(compare, COMPARE_STIMULI, b_meas)
     if prof_md:
         lines += ["### Where the time goes (py-spy, 14 s of the measurement run's settings)", "",
                   "Shares of each process's busy samples (waiting in poll excluded); inclusive = the function and "
                   "what it calls, self = the function's own code.", "", prof_md]
     return "\n".join(lines)
+
+
+def _compare_md(compare: dict[str, list], stimuli: int, b_meas: dict) -> list[str]:
+    """The scheduling comparison: each setting's runs pooled, and each pair's ratio."""
+    rows = []
+    pooled = {}
+    for label, runs in compare.items():
+        ms = np.concatenate([r.measurement_ms for r in runs])
+        pooled[label] = pct(ms)
+        lost = sum(r.lost_anywhere() for r in runs)
+        rows.append(_row({"before": "every service at nice 0, CPython's collector (`AMRWATCH_GC=python`)",
+                          "now": "the defaults: recorder at nice 5, collection between messages"}[label],
+                         "4 + analysis", pooled[label], str(lost)))
+    pairs = [f"{a.loadavg[0]:.1f}/{b.loadavg[0]:.1f}" for a, b in zip(compare["before"], compare["now"])]
+    per_pair = [(pct(b.measurement_ms)["p99"], pct(n.measurement_ms)["p99"])
+                for b, n in zip(compare["before"], compare["now"])]
+    b, n = pooled["before"], pooled["now"]
+    return [
+        f"### Scheduling: before and after, in alternation ({stimuli:,} stimuli per run, 2 runs each)",
+        "",
+        "| frame → `amr_measurement`, scheduling | hops | p50 ms | p99 ms | max ms | n | lost |",
+        "|---|---|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+        f"- now / before: p50 {n['p50'] / b['p50']:.2f}x, p99 {n['p99'] / b['p99']:.2f}x (pooled); p99 of each "
+        "pair (before → now): " + ", ".join(f"{x:.2f} → {y:.2f} ms" for x, y in per_pair)
+        + f"; load average at the end of each pair's runs {', '.join(pairs)}. Against the bare 4 hops of the "
+        f"main run ({b_meas['p99']:.2f} ms): before {b['p99'] / b_meas['p99']:.1f}x, now "
+        f"{n['p99'] / b_meas['p99']:.1f}x.",
+        "",
+    ]
 
 
 def _p99s(runs: list[dict]) -> str:

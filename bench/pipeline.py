@@ -255,16 +255,18 @@ def _start_probe(stack: Stack, name: str) -> tuple[subprocess.Popen, Path]:
 def run_pipeline(*, seconds: float, speed: float = 1.0, channels: int = 3, scenario: str = "disappears-after-decompression",
                  time_scale: float = 1.0, subscribers: int = 1, monitor: bool = False, recorder: bool = True,
                  read_archive: bool = True, warmup_s: float = 2.0, profile: Path | None = None,
-                 profile_s: float = 20.0) -> PipelineResult:
+                 profile_s: float = 20.0, env: dict[str, str] | None = None) -> PipelineResult:
     """Run the stack for `seconds` of session time after a warm-up; subscribers = probes on the bus.
 
-    `profile`: a directory for py-spy records (one per service) taken during the run."""
+    `profile`: a directory for py-spy records (one per service) taken during the run; `env`: settings for
+    every process of the stack (e.g. AMRWATCH_GC, AMRWATCH_NICE_<SERVICE>)."""
     services = tuple(s for s in ("recorder" if recorder else "", "analyzer", "predictor",
                                  "monitor" if monitor else "") if s)
     stack = Stack(services=services, acquirer=("--speed", f"{speed:g}", "--scenario", scenario, "--time-scale",
                                                f"{time_scale:g}", "--loop", "--sample-index-channel", "--channels",
                                                str(channels), "--seed", "3"))
     stack.publish_log = stack.workdir / "published.npz"
+    stack.env.update(env or {})
     try:
         stack.start_bus_and_services()
         probes = [_start_probe(stack, f"probe{i}") for i in range(subscribers)]
