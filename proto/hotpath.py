@@ -91,9 +91,9 @@ class _Field:
                  exact: type | None = None) -> None:
         self.name, self.finite, self.timestamp, self.optional = name, finite, timestamp, optional
         self.pattern = pattern
-        #: From Python values (the publisher's side), the one type pydantic stores for this field: msgspec keeps
-        #: a str or datetime subclass as given where pydantic stores the plain value, so anything else is left
-        #: to pydantic.
+        #: From Python values (the publisher's side), the one type the value may be given as: msgspec keeps a
+        #: str or datetime subclass as given where pydantic stores the plain value, and reads a datetime from
+        #: a str where pydantic (strict) refuses it, so anything else is left to pydantic.
         self.exact = exact
 
 
@@ -286,11 +286,11 @@ class FastType:
         publisher's side), with the values as checked; None to let pydantic build it (and word the refusal)."""
         try:
             obj = msgspec.convert(values, self.objects)
-        except msgspec.ValidationError:
+        except (msgspec.ValidationError, UnicodeEncodeError):  # a lone surrogate where a Literal or key is read
             return None
         checked = msgspec.structs.asdict(obj)
         for name, exact in self.exact:
-            v = checked[name]
+            v = values[name]  # as given: msgspec.convert reads a datetime from a str, pydantic (strict) refuses it
             if v is not None and (type(v) is not exact or (exact is str and not _unicode_ok(v))):
                 return None
         for name, memo in self.patterns:
