@@ -291,7 +291,7 @@ class FastType:
         checked = msgspec.structs.asdict(obj)
         for name, exact in self.exact:
             v = values[name]  # as given: msgspec.convert reads a datetime from a str, pydantic (strict) refuses it
-            if v is not None and (type(v) is not exact or (exact is str and not _unicode_ok(v))):
+            if v is not None and (type(v) is not exact or (isinstance(v, str) and not _unicode_ok(v))):
                 return None
         for name, memo in self.patterns:
             v = checked[name]
