@@ -29,7 +29,7 @@ import zmq
 
 from . import security
 from .proto.codec import FAST, MAX_PART_BYTES, DecodeError, decode, encode
-from .proto.messages import BY_TYPE, SCHEMA_VERSION, Heartbeat, Message, utc_now
+from .proto.messages import BY_TYPE, SCHEMA_VERSION, EmgFrame, Heartbeat, Message, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,8 @@ class GapTracker:
 
 
 _MORE = int(zmq.SNDMORE)
+#: The fields the publisher stamps; a body that gives one again is pydantic's to refuse (a TypeError).
+_ENVELOPE = frozenset(("type", "schema_version", "session_id", "seq", "publisher", "instance", "ts_utc"))
 _F4 = np.dtype("<f4")
 
 
@@ -196,10 +198,19 @@ class Publisher:
     def build(self, cls: type[Message], session_id: str | None, **body) -> Message:
         samples = body.pop("samples", None)
         fast = FAST.get(cls.TOPIC)
-        if fast is not None and samples is not None:
-            msg = self._build_fast(fast, cls, session_id, samples, body)
+        if fast is not None:
+            if samples is not None:
+                msg = self._build_fast(fast, cls, session_id, samples, body)
+            elif cls is not EmgFrame:
+                msg = self._build_gated(fast, cls, session_id, body)
+            else:  # a frame without samples: pydantic's path builds the header alone
+                msg = None
             if msg is not None:
                 return msg
+        return self._build_pydantic(cls, session_id, samples, body)
+
+    def _build_pydantic(self, cls: type[Message], session_id: str | None, samples, body: dict) -> Message:
+        """Built and checked by pydantic: the path that words every refusal (field, range, value)."""
         msg = cls(
             type=cls.TOPIC,
             schema_version=SCHEMA_VERSION,
@@ -219,7 +230,7 @@ class Publisher:
         msgspec, in a few µs; anything the gate is not sure of is built by pydantic, which words the refusal."""
         arr = np.asarray(samples, dtype=_F4)
         n = (body.get("n_channels"), body.get("n_samples"))
-        if arr.shape != n:
+        if arr.shape != n or not _ENVELOPE.isdisjoint(body):
             return None  # pydantic's path builds it and `with_samples` refuses the shape with the numbers
         values = {"type": cls.TOPIC, "schema_version": SCHEMA_VERSION, "session_id": session_id,
                   "seq": self._seq.get(cls.TOPIC, 0), "publisher": self.name, "instance": self.instance,
@@ -234,13 +245,36 @@ class Publisher:
         self._built = (msg, [cls.TOPIC.encode("ascii"), header, arr.tobytes()])
         return msg
 
+    def _build_gated(self, fast, cls: type[Message], session_id: str | None, body: dict) -> Message | None:
+        """A message without samples (`amr_measurement`, `stimulus`, ...) of a type with a gate: checked from
+        its Python values and encoded by msgspec (the analyzer builds its bodies unchecked, so this is their
+        one contract check); None to let pydantic build it and word the refusal."""
+        if not _ENVELOPE.isdisjoint(body):  # the publisher stamps these: pydantic's path refuses a second one
+            return None
+        values = {"type": cls.TOPIC, "schema_version": SCHEMA_VERSION, "session_id": session_id,
+                  "seq": self._seq.get(cls.TOPIC, 0), "publisher": self.name, "instance": self.instance,
+                  "ts_utc": utc_now(), **body}
+        done = fast.encode(values)
+        if done is None:
+            return None
+        header, checked = done
+        msg = fast.build(checked)
+        self._built = (msg, [cls.TOPIC.encode("ascii"), header, b""])
+        return msg
+
     def publish(self, cls: type[Message], session_id: str | None = None, **body) -> Message:
         fast = FAST.get(cls.TOPIC)
-        if fast is not None and "samples" in body:  # frames: straight to the compiled path, one kwargs copy less
-            samples = body.pop("samples")
-            msg = self._build_fast(fast, cls, session_id, samples, body)
+        if fast is not None:  # straight to the compiled path, one kwargs copy less
+            if "samples" in body:
+                samples = body.pop("samples")
+                msg = self._build_fast(fast, cls, session_id, samples, body)
+            elif cls is not EmgFrame:
+                samples = None
+                msg = self._build_gated(fast, cls, session_id, body)
+            else:
+                samples = msg = None
             if msg is None:  # pydantic's path builds it, or words the refusal
-                msg = self.build(cls, session_id, samples=samples, **body)
+                msg = self._build_pydantic(cls, session_id, samples, body)
             self.send(msg)
             return msg
         msg = self.build(cls, session_id, **body)

@@ -16,14 +16,16 @@ import numpy as np
 from pydantic import ValidationError
 
 from .hotpath import fast_types
-from .messages import BY_TYPE, MAX_FRAME_BYTES, EmgFrame, Message
+from .messages import BY_TYPE, MAX_FRAME_BYTES, MESSAGE_TYPES, EmgFrame, Message
 
 MAX_TOPIC_BYTES = 64
 MAX_HEADER_BYTES = 64 * 1024
 #: Largest message part a socket accepts (ZMQ_MAXMSGSIZE); bigger ones drop the peer.
 MAX_PART_BYTES = MAX_FRAME_BYTES
-#: The types that stream, with their compiled gate (proto/hotpath.py).
-FAST = fast_types([EmgFrame])
+#: The types with a compiled gate (proto/hotpath.py): every type whose model the gate can mirror exactly — the
+#: frames, and the analyzer's per-sweep `amr_measurement` (16 a sweep with a 16-channel montage), among others.
+#: The rest (nested models, maps, lists, defaults, model validators) are pydantic's alone.
+FAST = fast_types(MESSAGE_TYPES)
 
 
 class DecodeError(ValueError):
@@ -180,14 +182,17 @@ def decode_reference(frames: Sequence[Any]) -> Message:
 def decode(frames: Sequence[Any]) -> Message:
     """Validate and decode one multipart message, or raise DecodeError.
 
-    Frames take the compiled gate (proto/hotpath.py, a few µs); a header the
-    gate is not sure of, and every other type, goes to pydantic
-    (`decode_reference`), which words the refusal."""
+    The types in `FAST` take the compiled gate (proto/hotpath.py, a few µs);
+    a header the gate is not sure of, a payload where none belongs, and every
+    other type go to pydantic (`decode_reference`), which words the refusal."""
     topic, _cls, header = _head(frames)
     fast = FAST.get(topic)
     if fast is not None:
         values = fast.check(header)
         if values is not None:
-            samples = _samples(topic, values["n_channels"], values["n_samples"], _as_bytes(frames[2]))
-            return fast.build(values, {"_samples": samples})
+            if topic == EmgFrame.TOPIC:
+                samples = _samples(topic, values["n_channels"], values["n_samples"], _as_bytes(frames[2]))
+                return fast.build(values, {"_samples": samples})
+            if not _as_bytes(frames[2]).nbytes:
+                return fast.build(values)
     return decode_reference(frames)

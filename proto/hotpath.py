@@ -33,6 +33,8 @@ import msgspec
 import numpy as np
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AwareDatetime
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 from pydantic.types import StringConstraints
 
 from .messages import Message
@@ -83,11 +85,16 @@ def _meta(metadata: list[Any]) -> tuple[dict[str, Any], bool]:
 
 
 class _Field:
-    __slots__ = ("finite", "name", "optional", "pattern", "timestamp")
+    __slots__ = ("exact", "finite", "name", "optional", "pattern", "timestamp")
 
-    def __init__(self, name: str, finite: bool, timestamp: bool, optional: bool, pattern: str | None) -> None:
+    def __init__(self, name: str, finite: bool, timestamp: bool, optional: bool, pattern: str | None,
+                 exact: type | None = None) -> None:
         self.name, self.finite, self.timestamp, self.optional = name, finite, timestamp, optional
         self.pattern = pattern
+        #: From Python values (the publisher's side), the one type the value may be given as: msgspec keeps a
+        #: str or datetime subclass as given where pydantic stores the plain value, and reads a datetime from
+        #: a str where pydantic (strict) refuses it, so anything else is left to pydantic.
+        self.exact = exact
 
 
 #: Values of pattern-checked fields already matched, per pattern: the envelope's session id, publisher and
@@ -122,6 +129,45 @@ def _timestamp_ok(v: str) -> bool:
             and v[10] == "T" and v[13] == ":" and v[16] == ":" and v.isascii())
 
 
+#: FieldInfo attributes that change what pydantic accepts or how it stores it: set on a FieldInfo inside a union
+#: (`Annotated[float, Field(...)] | None`), the gate cannot be sure it reads them as pydantic does, so it refuses.
+_FIELDINFO_UNSET = (("default", PydanticUndefined), ("default_factory", None), ("alias", None),
+                    ("validation_alias", None), ("serialization_alias", None), ("discriminator", None),
+                    ("exclude", None), ("validate_default", None), ("deprecated", None))
+
+
+def _unwrap(name: str, annotation: Any) -> tuple[Any, list[Any]]:
+    """`Annotated[base, Field(...), constraint...]` as found inside an optional union (the type aliases of
+    proto/messages.py: `NonNegFloat | None`, `SessionId | None`): pydantic applies the FieldInfo's constraints
+    (its `.metadata`) and any bare constraint objects to `base`. Those become the gate's constraints (`_meta`
+    then refuses any it does not know); a FieldInfo that sets anything else is refused."""
+    base, *extras = typing.get_args(annotation)
+    metadata: list[Any] = []
+    for m in extras:
+        if isinstance(m, FieldInfo):
+            for attr, unset in _FIELDINFO_UNSET:
+                if getattr(m, attr) is not unset:
+                    raise Unsupported(f"{name}: Field({attr}=...) inside a union")
+            metadata.extend(m.metadata)
+        else:
+            metadata.append(m)
+    if typing.get_origin(base) is not None:
+        raise Unsupported(f"{name}: Annotated[{base!r}, ...] inside a union")
+    return base, metadata
+
+
+def _unicode_ok(v: str) -> bool:
+    """pydantic refuses a Python str holding a lone surrogate (it cannot be UTF-8); msgspec takes it. (From
+    JSON neither can produce one: both refuse the escape.)"""
+    if v.isascii():
+        return True
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _translate(name: str, annotation: Any, metadata: list[Any], finite_floats: bool,
                objects: bool = False) -> tuple[Any, _Field]:
     optional = False
@@ -131,19 +177,27 @@ def _translate(name: str, annotation: Any, metadata: list[Any], finite_floats: b
         if len(rest) != 1 or len(args) != 2:
             raise Unsupported(f"{name}: union {annotation!r}")
         optional, annotation = True, rest[0]
+        if typing.get_origin(annotation) is typing.Annotated:
+            if metadata:
+                raise Unsupported(f"{name}: constraints both on the field and inside its union")
+            annotation, metadata = _unwrap(name, annotation)
     kw, finite = _meta(metadata)
     finite = finite or finite_floats
     timestamp = False
     pattern = None
+    exact: type | None = None
     if typing.get_origin(annotation) is Literal:
-        if kw or not all(isinstance(a, str) or (type(a) is int) for a in typing.get_args(annotation)):
+        choices = typing.get_args(annotation)
+        if kw or len({type(a) for a in choices}) != 1 or type(choices[0]) not in (str, int):
             raise Unsupported(f"{name}: {annotation!r}")
         t: Any = annotation
+        exact = type(choices[0])
     elif annotation is AwareDatetime:
         if kw:
             raise Unsupported(f"{name}: constrained datetime")
         # On the wire a string (parsed by position then fromisoformat); from Python an aware datetime.
         t, timestamp = (typing.Annotated[_dt.datetime, msgspec.Meta(tz=True)] if objects else str), True
+        exact = _dt.datetime
     elif annotation in (int, float, str, bool):
         if annotation is float and not finite:
             raise Unsupported(f"{name}: float that allows inf/nan")
@@ -151,11 +205,13 @@ def _translate(name: str, annotation: Any, metadata: list[Any], finite_floats: b
             raise Unsupported(f"{name}: constrained bool")
         pattern = kw.pop("pattern", None)
         t = typing.Annotated[annotation, msgspec.Meta(**kw)] if kw else annotation
+        if annotation is str:
+            exact = str
     else:
         raise Unsupported(f"{name}: type {annotation!r}")
     if optional:
         t = t | None
-    return t, _Field(name, finite and annotation is float, timestamp, optional, pattern)
+    return t, _Field(name, finite and annotation is float, timestamp, optional, pattern, exact)
 
 
 class FastType:
@@ -180,6 +236,7 @@ class FastType:
         self.finite = tuple(f.name for f in self.fields if f.finite)
         self.timestamps = tuple(f.name for f in self.fields if f.timestamp)
         self.patterns = tuple((f.name, _PatternMemo(f.pattern)) for f in self.fields if f.pattern)
+        self.exact = tuple((f.name, f.exact) for f in self.fields if f.exact is not None)
         decorators = cls.__pydantic_decorators__
         if decorators.validators or decorators.root_validators or decorators.model_validators:
             raise Unsupported(f"{cls.__name__} has model validators")
@@ -229,9 +286,13 @@ class FastType:
         publisher's side), with the values as checked; None to let pydantic build it (and word the refusal)."""
         try:
             obj = msgspec.convert(values, self.objects)
-        except msgspec.ValidationError:
+        except (msgspec.ValidationError, UnicodeEncodeError):  # a lone surrogate where a Literal or key is read
             return None
         checked = msgspec.structs.asdict(obj)
+        for name, exact in self.exact:
+            v = values[name]  # as given: msgspec.convert reads a datetime from a str, pydantic (strict) refuses it
+            if v is not None and (type(v) is not exact or (isinstance(v, str) and not _unicode_ok(v))):
+                return None
         for name, memo in self.patterns:
             v = checked[name]
             if v is not None and not memo.ok(v):
@@ -254,9 +315,13 @@ class FastType:
         object.__setattr__(msg, "__dict__", values)
         object.__setattr__(msg, "__pydantic_fields_set__", set(self.fields_set))
         object.__setattr__(msg, "__pydantic_extra__", None)
-        p = dict(self.private)
-        if private:
-            p.update(private)
+        # pydantic leaves __pydantic_private__ None on a model without private attributes, and compares it in
+        # `==`: an empty dict there would make the gate's message unequal to pydantic's.
+        p: dict[str, Any] | None = None
+        if self.private or private:
+            p = dict(self.private)
+            if private:
+                p.update(private)
         object.__setattr__(msg, "__pydantic_private__", p)
         return msg
 

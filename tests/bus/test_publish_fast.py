@@ -90,6 +90,8 @@ def test_the_fast_path_is_taken(wire):
     ({"first_sample_device_s": float("nan")}, "first_sample_device_s"), ({"first_sample_index": -1}, None),
     ({"first_sample_index": True}, None), ({"n_samples": 3.0}, None), ({"dtype": "<f8"}, "dtype"),
     ({"first_sample_utc": dt.datetime(2026, 11, 24, 8, 0)}, "first_sample_utc"), ({"unknown": 1}, "unknown"),
+    # msgspec.convert reads a datetime from a str, and took a lone surrogate: strict pydantic refuses both
+    ({"first_sample_utc": "2026-11-24T08:00:00Z"}, "first_sample_utc"), ({"dtype": "<f4\ud800"}, "dtype"),
 ])
 def test_refusals_are_pydantics(wire, over, field):
     pub, _ = wire
