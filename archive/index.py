@@ -21,6 +21,11 @@ Where the records and each frame's parts are is found by compiled loops
 is left per frame is the contract's check of its header and reading the
 checked columns out, in one pass, with the cyclic collector held off
 (segment.no_gc_pauses) while a segment's headers exist as objects.
+
+That check is most of the work, and segments are independent of each other
+but for stream numbers and where the walk stops: the offline commands build
+the index on every core (`build(workers=N)`: forked workers take the later
+segments, their parts are merged in order into what one walk builds).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ import json
 import mmap
 import math
 import operator
+import os
+import pickle
+import signal
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -183,23 +191,55 @@ class ArchiveIndex:
     # ------------------------------------------------------------------ build
 
     @classmethod
-    def build(cls, session_dir: Path) -> ArchiveIndex:
+    def build(cls, session_dir: Path, *, workers: int = 1) -> ArchiveIndex:
+        """The index of the session in `session_dir`.
+
+        `workers` > 1: the later segments are indexed by that many minus one forked processes while this
+        one indexes the first ones, and their parts are merged in segment order — the same index as one
+        walk (stream numbers, refusals, a stop at the first record that cannot be framed), built on more
+        cores: the frame headers' contract check is most of an offline `analyze` of a 2-hour session
+        (issue #18). Only for a process that owns no sockets or threads that a fork could break (the
+        offline commands); a worker that fails is no error: its segments are walked here instead."""
         with no_gc_pauses():
-            return cls._build(Path(session_dir))
+            return cls._build(Path(session_dir), workers)
 
     @classmethod
-    def _build(cls, session_dir: Path) -> ArchiveIndex:
-        from amrwatch.archive import kernels
+    def _build(cls, session_dir: Path, workers: int = 1) -> ArchiveIndex:
+        from amrwatch.archive import kernels  # noqa: F401 - loaded before any fork, so workers share it
 
         idx = cls(session_dir)
         if not idx.session_dir.is_dir():
             raise FileNotFoundError(f"no archived session at {idx.session_dir}")
         stream_no: dict[tuple[str, str, str | None, float], int] = {}
-        fr = idx.frames
+        segments = list_segments(idx.session_dir)
+        chunks = _chunks(segments, workers)
+        helpers = [_Worker.start(idx.session_dir, segments, a, b) for a, b in chunks[1:]]
+        try:
+            idx._walk(segments[:chunks[0][1]] if chunks else segments, stream_no)
+            for w, (a, b) in zip(helpers, chunks[1:]):
+                if idx.stopped_at is not None:  # one walk stops at the first record it cannot frame
+                    break
+                part = w.result()
+                if part is None:  # the worker failed: its segments are walked here
+                    idx._walk(segments[a:b], stream_no)
+                else:
+                    idx._merge(part, segments[a:b], stream_no)
+        finally:
+            for w in helpers:
+                w.stop()
+        idx.unreadable.sort()
+        idx.frames.streams = [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])]
+        return idx
+
+    def _walk(self, segments: list[tuple[int, Path]], stream_no: dict) -> None:
+        """Index `segments` (in order) into this index; stops after the first one holding bytes it cannot
+        frame (`stopped_at`)."""
+        from amrwatch.archive import kernels
+
         topic = np.frombuffer(_FRAME_TOPIC, dtype=np.uint8)
-        for _seg, path in list_segments(idx.session_dir):
+        for _seg, path in segments:
             data = _map(path)
-            idx._maps.append(data)
+            self._maps.append(data)
             total = len(data)
             if total <= SEGMENT_HEADER_SIZE:  # no record (the integrity check judges the header)
                 continue
@@ -208,27 +248,56 @@ class ArchiveIndex:
             # record: a 2-hour session's 1.4 million frames cost seconds that way before anything was read.
             off, blen, kind, _bits, nos, stop = kernels.frame_records(u8, SEGMENT_HEADER_SIZE)
             if stop < total:
-                idx.stopped_at = (path.name, int(stop))
+                self.stopped_at = (path.name, int(stop))
             if nos.size:
-                idx.record_count = int(nos[-1]) + 1
+                self.record_count = int(nos[-1]) + 1
             body = off + RECORD_HEADER_SIZE
             # An emg_frame is a message whose body starts with the 9-byte topic frame "emg_frame".
             is_frame = (kind == Kind.MESSAGE) & kernels.starts_with(u8, body, blen, topic)
             rows = np.flatnonzero(is_frame)
             if rows.size:
                 parts, _t0, _tl, h0, hl, p0, pl = kernels.message_parts(u8, body[rows], blen[rows])
-                idx._frames(data, u8, nos[rows], parts, h0, hl, p0, pl, stream_no)
+                self._frames(data, u8, nos[rows], parts, h0, hl, p0, pl, stream_no)
             for i in np.flatnonzero(~is_frame).tolist():
                 record_no, k = int(nos[i]), int(kind[i])
                 try:
-                    idx._record(data, k, record_no, int(body[i]), int(blen[i]), stream_no)
+                    self._record(data, k, record_no, int(body[i]), int(blen[i]), stream_no)
                 except (BodyError, ValueError, KeyError, TypeError, struct.error):
-                    idx.unreadable.append(record_no)  # damaged content: the integrity check names it
-            if idx.stopped_at is not None:
+                    self.unreadable.append(record_no)  # damaged content: the integrity check names it
+            if self.stopped_at is not None:
                 break
-        idx.unreadable.sort()
-        fr.streams = [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])]
-        return idx
+
+    def _part(self, stream_no: dict) -> dict[str, Any]:
+        """What a worker found, to be sent back (its maps stay behind; the parent maps the same files)."""
+        fr = self.frames
+        return {"columns": {name: getattr(fr, name).tobytes() for name in _FRAME_COLUMNS},
+                "streams": [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])],
+                "events": self.events, "gaps": self.gaps, "resumes": self.resumes, "open_meta": self.open_meta,
+                "close": self.close, "record_count": self.record_count, "stopped_at": self.stopped_at,
+                "unreadable": self.unreadable, "refused": self.refused, "at": self._at, "maps": len(self._maps)}
+
+    def _merge(self, part: dict[str, Any], segments: list[tuple[int, Path]], stream_no: dict) -> None:
+        """A worker's part appended as if this index had walked its segments itself."""
+        for _seg, path in segments[:part["maps"] - len(self._maps)]:
+            self._maps.append(_map(path))
+        # The worker numbered streams from 0 in the order it met them; the walk numbers new ones after ours.
+        lut = np.array([stream_no.setdefault(k, len(stream_no)) for k in part["streams"]] or [0], dtype=np.int64)
+        fr = self.frames
+        for name in _FRAME_COLUMNS:
+            col = part["columns"][name]
+            if name == "stream" and col:
+                col = lut[np.frombuffer(col, dtype=np.int64)].tobytes()
+            getattr(fr, name).frombytes(col)
+        self.events += part["events"]
+        self.gaps += part["gaps"]
+        self.resumes += part["resumes"]
+        self.open_meta = part["open_meta"] if part["open_meta"] is not None else self.open_meta
+        self.close = part["close"] if part["close"] is not None else self.close
+        self.record_count = part["record_count"] or self.record_count
+        self.stopped_at = part["stopped_at"]
+        self.unreadable += part["unreadable"]
+        self.refused += part["refused"]
+        self._at.update(part["at"])
 
     def _frames(self, data, u8: np.ndarray, no: np.ndarray, parts: np.ndarray, h0: np.ndarray, hl: np.ndarray,
                 p0: np.ndarray, pl: np.ndarray, stream_no: dict) -> None:
@@ -425,3 +494,96 @@ def _map(path: Path):
             return b""
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
+
+
+#: The FrameTable columns a worker sends back (everything but `streams`).
+_FRAME_COLUMNS = ("record_no", "segment", "payload_offset", "seq", "first_sample", "n_samples", "n_channels",
+                  "stream", "ts")
+
+
+def _chunks(segments: list[tuple[int, Path]], workers: int) -> list[tuple[int, int]]:
+    """`segments` cut into at most `workers` runs of about equal bytes, as (first, end) positions; one run
+    (no worker) for a small session, where a fork would cost more than it saves."""
+    sizes = []
+    for _seg, path in segments:
+        try:
+            sizes.append(path.stat().st_size)
+        except OSError:
+            sizes.append(0)
+    total = sum(sizes)
+    n = max(1, min(workers, len(segments), total // _MIN_CHUNK_BYTES)) if hasattr(os, "fork") else 1
+    if n <= 1:
+        return [(0, len(segments))] if segments else []
+    cum = np.cumsum(sizes)
+    cuts = [0, *(int(np.searchsorted(cum, total * k / n)) + 1 for k in range(1, n)), len(segments)]
+    cuts = sorted(set(min(c, len(segments)) for c in cuts))
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def cores() -> int:
+    """CPUs this process may run on: how many workers an offline command builds the index with."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+#: Below this many bytes per worker the index is built in one process.
+_MIN_CHUNK_BYTES = 128 << 20
+
+
+class _Worker:
+    """A forked process indexing segments [a, b) and sending its part back through a pipe (pickled)."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd = pid, fd
+
+    @classmethod
+    def start(cls, session_dir: Path, segments: list[tuple[int, Path]], a: int, b: int) -> _Worker:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: its part, then gone without running anything of the parent's
+            code = 1
+            try:
+                os.close(r)
+                part = cls(0, -1)._index(session_dir, segments, a, b)
+                with os.fdopen(w, "wb") as out:
+                    pickle.dump(part, out, protocol=pickle.HIGHEST_PROTOCOL)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        return cls(pid, r)
+
+    @staticmethod
+    def _index(session_dir: Path, segments: list[tuple[int, Path]], a: int, b: int) -> dict[str, Any]:
+        part = ArchiveIndex(session_dir)
+        part._maps = [b""] * a  # placeholders: segment numbers stay the session's
+        stream_no: dict = {}
+        part._walk(segments[a:b], stream_no)
+        return part._part(stream_no)
+
+    def result(self) -> dict[str, Any] | None:
+        """The worker's part, or None if it failed (died, or sent something that is not its part)."""
+        try:
+            with os.fdopen(self.fd, "rb") as f:
+                self.fd = -1
+                part = pickle.load(f)
+        except Exception:  # noqa: BLE001 - any failure of the worker: the caller walks its segments itself
+            part = None
+        _pid, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return part if status == 0 and isinstance(part, dict) else None
+
+    def stop(self) -> None:
+        """Kill and reap the worker if its part was not taken (the walk stopped before it, or failed)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = 0

@@ -75,6 +75,9 @@ class ArchivedSession:
     _signal: SignalOrder | None = field(default=None, repr=False)
     _u8: list[np.ndarray] | None = field(default=None, repr=False)
     _cols: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    #: Processes the index may be built with (ArchiveIndex.build): more than one only for a caller that owns
+    #: no sockets or threads a fork could break — the offline commands, not a service.
+    index_workers: int = 1
 
     @property
     def session_id(self) -> str:
@@ -84,7 +87,7 @@ class ArchivedSession:
     def index(self) -> ArchiveIndex:
         """One pass over the log, built on first use (a torn tail is tolerated: it stops there)."""
         if self._index is None:
-            self._index = ArchiveIndex.build(self.dir)
+            self._index = ArchiveIndex.build(self.dir, workers=self.index_workers)
             self.refused.extend(self._index.refused)
         return self._index
 
@@ -299,22 +302,22 @@ class ArchivedSession:
                 yield from self._own(item)
 
 
-def open_session(where: Path | str, session_id: str | None = None) -> ArchivedSession:
+def open_session(where: Path | str, session_id: str | None = None, *, index_workers: int = 1) -> ArchivedSession:
     """The session `session_id` of data directory `where`, or the session directory `where` itself.
 
     The id is checked so it cannot walk out of the data directory; NoSuchSession
-    (an ArchiveError) says where it looked."""
+    (an ArchiveError) says where it looked. `index_workers`: see ArchivedSession.index_workers."""
     where = Path(where)
     if session_id is None:
         d = where
         if not (d.is_dir() and any(d.glob("seg-*.amrlog"))):
             raise NoSuchSession(f"no archived session at {str(d)!r} (a session directory is DATA/sessions/ID and "
                                 "holds seg-NNNNNN.amrlog files)")
-        return ArchivedSession(d)
+        return ArchivedSession(d, index_workers=index_workers)
     try:
         d = session_path(where, session_id)
     except ValueError as err:
         raise NoSuchSession(str(err)) from None
     if not d.is_dir():
         raise NoSuchSession(f"no archived session {session_id!r} in {where} (`amrwatch sessions` lists them)")
-    return ArchivedSession(d)
+    return ArchivedSession(d, index_workers=index_workers)

@@ -86,9 +86,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     stack = contextlib.ExitStack()
     try:
         if path.is_dir():
+            from amrwatch.archive.index import cores
             from amrwatch.archive.session import open_session
 
-            session = stack.enter_context(open_session(path))
+            # A command of its own process (no sockets, no threads): the index may be built on every core.
+            session = stack.enter_context(open_session(path, index_workers=cores()))
             settings = _archive_settings(session, args)
             outputs = analyze_archive(session, settings)
             for rec, why in session.index.refused:
