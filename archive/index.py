@@ -200,36 +200,23 @@ class ArchiveIndex:
         cores: the frame headers' contract check is most of an offline `analyze` of a 2-hour session
         (issue #18). Only for a process that owns no sockets or threads that a fork could break (the
         offline commands); a worker that fails is no error: its segments are walked here instead."""
-        with no_gc_pauses():
-            return cls._build(Path(session_dir), workers)
+        return cls.start(session_dir, workers=workers).finish()
 
     @classmethod
-    def _build(cls, session_dir: Path, workers: int = 1) -> ArchiveIndex:
+    def start(cls, session_dir: Path, *, workers: int = 1, share: float | None = None) -> PendingIndex:
+        """`build`, begun: the workers are forked now and index their segments while the caller does
+        something else (an offline command imports the analyzer meanwhile); `finish()` walks the caller's
+        part and merges. `share`: the fraction of the session's bytes left to the caller (default: an
+        equal part), smaller when the caller has other work to do first."""
         from amrwatch.archive import kernels  # noqa: F401 - loaded before any fork, so workers share it
 
-        idx = cls(session_dir)
+        idx = cls(Path(session_dir))
         if not idx.session_dir.is_dir():
             raise FileNotFoundError(f"no archived session at {idx.session_dir}")
-        stream_no: dict[tuple[str, str, str | None, float], int] = {}
         segments = list_segments(idx.session_dir)
-        chunks = _chunks(segments, workers)
-        helpers = [_Worker.start(idx.session_dir, segments, a, b) for a, b in chunks[1:]]
-        try:
-            idx._walk(segments[:chunks[0][1]] if chunks else segments, stream_no)
-            for w, (a, b) in zip(helpers, chunks[1:]):
-                if idx.stopped_at is not None:  # one walk stops at the first record it cannot frame
-                    break
-                part = w.result()
-                if part is None:  # the worker failed: its segments are walked here
-                    idx._walk(segments[a:b], stream_no)
-                else:
-                    idx._merge(part, segments[a:b], stream_no)
-        finally:
-            for w in helpers:
-                w.stop()
-        idx.unreadable.sort()
-        idx.frames.streams = [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])]
-        return idx
+        chunks = _chunks(segments, workers, share)
+        return PendingIndex(idx, segments, chunks,
+                            [_Worker.start(idx.session_dir, segments, a, b) for a, b in chunks[1:]])
 
     def _walk(self, segments: list[tuple[int, Path]], stream_no: dict) -> None:
         """Index `segments` (in order) into this index; stops after the first one holding bytes it cannot
@@ -501,9 +488,44 @@ _FRAME_COLUMNS = ("record_no", "segment", "payload_offset", "seq", "first_sample
                   "stream", "ts")
 
 
-def _chunks(segments: list[tuple[int, Path]], workers: int) -> list[tuple[int, int]]:
-    """`segments` cut into at most `workers` runs of about equal bytes, as (first, end) positions; one run
-    (no worker) for a small session, where a fork would cost more than it saves."""
+class PendingIndex:
+    """An index being built (ArchiveIndex.start): the workers' parts under way, the caller's not begun."""
+
+    def __init__(self, idx: ArchiveIndex, segments: list[tuple[int, Path]], chunks: list[tuple[int, int]],
+                 helpers: list[_Worker]) -> None:
+        self.idx, self.segments, self.chunks, self.helpers = idx, segments, chunks, helpers
+
+    def finish(self) -> ArchiveIndex:
+        """The caller's part walked here, the workers' merged after it in segment order."""
+        idx, segments, chunks = self.idx, self.segments, self.chunks
+        stream_no: dict[tuple[str, str, str | None, float], int] = {}
+        try:
+            with no_gc_pauses():
+                idx._walk(segments[:chunks[0][1]] if chunks else segments, stream_no)
+                for w, (a, b) in zip(self.helpers, chunks[1:]):
+                    if idx.stopped_at is not None:  # one walk stops at the first record it cannot frame
+                        break
+                    part = w.result()
+                    if part is None:  # the worker failed: its segments are walked here
+                        idx._walk(segments[a:b], stream_no)
+                    else:
+                        idx._merge(part, segments[a:b], stream_no)
+        finally:
+            self.stop()
+        idx.unreadable.sort()
+        idx.frames.streams = [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])]
+        return idx
+
+    def stop(self) -> None:
+        """Kill and reap every worker whose part was not taken."""
+        for w in self.helpers:
+            w.stop()
+
+
+def _chunks(segments: list[tuple[int, Path]], workers: int, share: float | None = None) -> list[tuple[int, int]]:
+    """`segments` cut into at most `workers` runs, as (first, end) positions: the first (the caller's) of
+    about `share` of the bytes (default 1/workers), the others of equal bytes; one run (no worker) for a
+    small session, where a fork would cost more than it saves."""
     sizes = []
     for _seg, path in segments:
         try:
@@ -514,8 +536,10 @@ def _chunks(segments: list[tuple[int, Path]], workers: int) -> list[tuple[int, i
     n = max(1, min(workers, len(segments), total // _MIN_CHUNK_BYTES)) if hasattr(os, "fork") else 1
     if n <= 1:
         return [(0, len(segments))] if segments else []
+    first = 1 / n if share is None else min(max(share, 0.0), 1.0)
+    targets = [total * (first + (1 - first) * k / (n - 1)) for k in range(n - 1)]
     cum = np.cumsum(sizes)
-    cuts = [0, *(int(np.searchsorted(cum, total * k / n)) + 1 for k in range(1, n)), len(segments)]
+    cuts = [0, *(int(np.searchsorted(cum, t)) + 1 for t in targets), len(segments)]
     cuts = sorted(set(min(c, len(segments)) for c in cuts))
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
@@ -560,7 +584,8 @@ class _Worker:
         part = ArchiveIndex(session_dir)
         part._maps = [b""] * a  # placeholders: segment numbers stay the session's
         stream_no: dict = {}
-        part._walk(segments[a:b], stream_no)
+        with no_gc_pauses():
+            part._walk(segments[a:b], stream_no)
         return part._part(stream_no)
 
     def result(self) -> dict[str, Any] | None:

@@ -28,7 +28,6 @@ from typing import Any
 
 from amrwatch import provenance
 from amrwatch.proto.messages import BY_TYPE, SCHEMA_VERSION, Body
-from amrwatch.services.analyzer.offline import analyze_archive
 from amrwatch.services.analyzer.settings import AnalyzerSettings
 from amrwatch.services.predictor.core import INPUT_TYPES, PredictorCore
 from amrwatch.services.predictor.decision import DecisionSettings
@@ -37,7 +36,7 @@ from amrwatch.audit.compare import Alignment, Difference, align
 from amrwatch.archive.index import ArchiveIndex, Event
 from amrwatch.archive.integrity import Problem, analyse
 from amrwatch.archive.order import bus_order
-from amrwatch.archive.session import ArchivedSession, NoSuchSession, open_session
+from amrwatch.archive.session import SHARE_WHILE_IMPORTING, ArchivedSession, NoSuchSession, open_session
 from amrwatch.archive.settings import read_hmac_key
 from amrwatch.archive.seqset import SeqSet
 
@@ -105,10 +104,11 @@ def _integrity(session_dir: str, key: bytes | None) -> list[Problem]:
 
 def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = None,
                    hmac_key_file: str | None = None, analyzer_settings: AnalyzerSettings | None = None,
-                   decision_settings: DecisionSettings | None = None, parallel: bool = True) -> VerifyReport:
+                   decision_settings: DecisionSettings | None = None, parallel: bool = True,
+                   index_workers: int = 1) -> VerifyReport:
     t0 = time.perf_counter()
     try:
-        session = open_session(Path(data_dir), session_id)
+        session = open_session(Path(data_dir), session_id, index_workers=index_workers)
     except NoSuchSession as err:
         raise VerifyError(str(err)) from None
     d = session.dir
@@ -123,6 +123,11 @@ def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = N
         pending = pool.apply_async(_integrity, (str(d), key))
     try:
         with session:
+            # The integrity check and the index's workers (index_workers > 1) run while the analyzer is
+            # imported here (scipy, numba: ~1.3 s; it is imported on first use, not with this module).
+            session.start_index(share=SHARE_WHILE_IMPORTING)
+            import amrwatch.services.analyzer.offline  # noqa: F401
+
             _rerun(session, report, model_dir, analyzer_settings, decision_settings)
     finally:
         if pool is not None:
@@ -241,6 +246,8 @@ def _run_analyzer(session: ArchivedSession, settings: AnalyzerSettings,
                   report: VerifyReport) -> dict[str, list[dict]]:
     """The analyzer's own engine over the archived signal, fed by the same `analyze_archive` as
     `amrwatch analyze DIR` (so the two cannot disagree)."""
+    from amrwatch.services.analyzer.offline import analyze_archive
+
     out: dict[str, list[dict]] = {t: [] for t in ANALYZER_TYPES}
     for body in analyze_archive(session, settings, source="analyzer", finish=False):
         if body.TOPIC in out:
