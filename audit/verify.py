@@ -119,6 +119,10 @@ def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = N
     report = VerifyReport(session_id)
     pool = None
     if parallel:
+        # The compiled walks (numba, loaded from its cache: ~0.5 s) loaded once, before the fork, for both
+        # the integrity check's process and this one's index.
+        from amrwatch.archive import kernels  # noqa: F401
+
         pool = multiprocessing.get_context("fork").Pool(1)
         pending = pool.apply_async(_integrity, (str(d), key))
     try:
