@@ -203,20 +203,22 @@ class ArchiveIndex:
         return cls.start(session_dir, workers=workers).finish()
 
     @classmethod
-    def start(cls, session_dir: Path, *, workers: int = 1, share: float | None = None) -> PendingIndex:
-        """`build`, begun: the workers are forked now and index their segments while the caller does
-        something else (an offline command imports the analyzer meanwhile); `finish()` walks the caller's
-        part and merges. `share`: the fraction of the session's bytes left to the caller (default: an
-        equal part), smaller when the caller has other work to do first."""
+    def start(cls, session_dir: Path, *, workers: int = 1) -> PendingIndex:
+        """`build`, begun: the workers are forked now and start indexing segments from the last one
+        backwards while the caller does something else (an offline command imports the analyzer
+        meanwhile); `finish()` then takes segments from the first one forwards until the two meet, and
+        merges. Who does how much follows from who is faster (a busy machine, imports), not from a
+        fixed split."""
         from amrwatch.archive import kernels  # noqa: F401 - loaded before any fork, so workers share it
 
         idx = cls(Path(session_dir))
         if not idx.session_dir.is_dir():
             raise FileNotFoundError(f"no archived session at {idx.session_dir}")
         segments = list_segments(idx.session_dir)
-        chunks = _chunks(segments, workers, share)
-        return PendingIndex(idx, segments, chunks,
-                            [_Worker.start(idx.session_dir, segments, a, b) for a, b in chunks[1:]])
+        n = _workers(segments, workers)
+        ends = _Ends(len(segments)) if n else None
+        return PendingIndex(idx, segments, ends, [_Worker.start(idx.session_dir, segments, ends) for _ in range(n)]
+                            if ends is not None else [])
 
     def _walk(self, segments: list[tuple[int, Path]], stream_no: dict) -> None:
         """Index `segments` (in order) into this index; stops after the first one holding bytes it cannot
@@ -489,27 +491,35 @@ _FRAME_COLUMNS = ("record_no", "segment", "payload_offset", "seq", "first_sample
 
 
 class PendingIndex:
-    """An index being built (ArchiveIndex.start): the workers' parts under way, the caller's not begun."""
+    """An index being built (ArchiveIndex.start): the workers under way, the caller's part not begun."""
 
-    def __init__(self, idx: ArchiveIndex, segments: list[tuple[int, Path]], chunks: list[tuple[int, int]],
+    def __init__(self, idx: ArchiveIndex, segments: list[tuple[int, Path]], ends: _Ends | None,
                  helpers: list[_Worker]) -> None:
-        self.idx, self.segments, self.chunks, self.helpers = idx, segments, chunks, helpers
+        self.idx, self.segments, self.ends, self.helpers = idx, segments, ends, helpers
 
     def finish(self) -> ArchiveIndex:
-        """The caller's part walked here, the workers' merged after it in segment order."""
-        idx, segments, chunks = self.idx, self.segments, self.chunks
+        """Segments taken from the front and walked here until none is left, then the workers' segments
+        merged after them in order (a segment a failed worker took is walked here)."""
+        idx, segments, ends = self.idx, self.segments, self.ends
         stream_no: dict[tuple[str, str, str | None, float], int] = {}
         try:
             with no_gc_pauses():
-                idx._walk(segments[:chunks[0][1]] if chunks else segments, stream_no)
-                for w, (a, b) in zip(self.helpers, chunks[1:]):
-                    if idx.stopped_at is not None:  # one walk stops at the first record it cannot frame
-                        break
-                    part = w.result()
-                    if part is None:  # the worker failed: its segments are walked here
-                        idx._walk(segments[a:b], stream_no)
-                    else:
-                        idx._merge(part, segments[a:b], stream_no)
+                if ends is None:
+                    idx._walk(segments, stream_no)
+                else:
+                    while idx.stopped_at is None and (i := ends.take_front()) is not None:
+                        idx._walk(segments[i:i + 1], stream_no)
+                    ends.close()  # a stop here: the workers take no more
+                    parts: dict[int, dict[str, Any]] = {}
+                    for w in self.helpers:
+                        parts.update(w.result() or {})
+                    for i in range(len(idx._maps), len(segments)):
+                        if idx.stopped_at is not None:  # one walk stops at the first record it cannot frame
+                            break
+                        if i in parts:
+                            idx._merge(parts[i], segments[i:i + 1], stream_no)
+                        else:  # its worker failed
+                            idx._walk(segments[i:i + 1], stream_no)
         finally:
             self.stop()
         idx.unreadable.sort()
@@ -520,28 +530,70 @@ class PendingIndex:
         """Kill and reap every worker whose part was not taken."""
         for w in self.helpers:
             w.stop()
+        if self.ends is not None:
+            self.ends.release()
 
 
-def _chunks(segments: list[tuple[int, Path]], workers: int, share: float | None = None) -> list[tuple[int, int]]:
-    """`segments` cut into at most `workers` runs, as (first, end) positions: the first (the caller's) of
-    about `share` of the bytes (default 1/workers), the others of equal bytes; one run (no worker) for a
-    small session, where a fork would cost more than it saves."""
-    sizes = []
+def _workers(segments: list[tuple[int, Path]], workers: int) -> int:
+    """How many processes to fork besides this one: none for a small session, where a fork costs more than
+    it saves, or where there is no fork."""
+    if workers <= 1 or len(segments) < 2 or not hasattr(os, "fork"):
+        return 0
+    total = 0
     for _seg, path in segments:
         try:
-            sizes.append(path.stat().st_size)
+            total += path.stat().st_size
         except OSError:
-            sizes.append(0)
-    total = sum(sizes)
-    n = max(1, min(workers, len(segments), total // _MIN_CHUNK_BYTES)) if hasattr(os, "fork") else 1
-    if n <= 1:
-        return [(0, len(segments))] if segments else []
-    first = 1 / n if share is None else min(max(share, 0.0), 1.0)
-    targets = [total * (first + (1 - first) * k / (n - 1)) for k in range(n - 1)]
-    cum = np.cumsum(sizes)
-    cuts = [0, *(int(np.searchsorted(cum, t)) + 1 for t in targets), len(segments)]
-    cuts = sorted(set(min(c, len(segments)) for c in cuts))
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+            pass
+    return max(0, min(workers - 1, len(segments) - 1, total // _MIN_CHUNK_BYTES - 1))
+
+
+class _Ends:
+    """The first and last segment nobody has taken yet, in a small unnamed file shared with the forked
+    workers and changed under a POSIX record lock (released by the kernel if its holder dies, so a killed
+    worker cannot leave the others waiting): this process takes from the front, the workers from the back."""
+
+    def __init__(self, n: int) -> None:
+        import tempfile
+
+        self._file = tempfile.TemporaryFile()
+        self._fd = self._file.fileno()
+        self._set(0, n - 1)
+
+    def _set(self, lo: int, hi: int) -> None:
+        os.pwrite(self._fd, struct.pack("<qq", lo, hi), 0)
+
+    def _take(self, front: bool) -> int | None:
+        import fcntl
+
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            lo, hi = struct.unpack("<qq", os.pread(self._fd, 16, 0))
+            if lo > hi:
+                return None
+            self._set(lo + 1, hi) if front else self._set(lo, hi - 1)
+            return lo if front else hi
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def take_front(self) -> int | None:
+        return self._take(True)
+
+    def take_back(self) -> int | None:
+        return self._take(False)
+
+    def release(self) -> None:
+        self._file.close()
+
+    def close(self) -> None:
+        """Nothing left to take."""
+        import fcntl
+
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            self._set(1, 0)
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
 
 def cores() -> int:
@@ -557,22 +609,26 @@ _MIN_CHUNK_BYTES = 128 << 20
 
 
 class _Worker:
-    """A forked process indexing segments [a, b) and sending its part back through a pipe (pickled)."""
+    """A forked process taking segments from the back (_Ends) until none is left and sending back each one's
+    part, pickled, through a pipe."""
 
     def __init__(self, pid: int, fd: int) -> None:
         self.pid, self.fd = pid, fd
 
     @classmethod
-    def start(cls, session_dir: Path, segments: list[tuple[int, Path]], a: int, b: int) -> _Worker:
+    def start(cls, session_dir: Path, segments: list[tuple[int, Path]], ends: _Ends) -> _Worker:
         r, w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the worker: its part, then gone without running anything of the parent's
+        if pid == 0:  # the worker: its parts, then gone without running anything of the parent's
             code = 1
             try:
                 os.close(r)
-                part = cls(0, -1)._index(session_dir, segments, a, b)
+                parts = {}
+                with no_gc_pauses():
+                    while (i := ends.take_back()) is not None:
+                        parts[i] = cls._index(session_dir, segments, i)
                 with os.fdopen(w, "wb") as out:
-                    pickle.dump(part, out, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump(parts, out, protocol=pickle.HIGHEST_PROTOCOL)
                 code = 0
             finally:
                 os._exit(code)
@@ -580,28 +636,27 @@ class _Worker:
         return cls(pid, r)
 
     @staticmethod
-    def _index(session_dir: Path, segments: list[tuple[int, Path]], a: int, b: int) -> dict[str, Any]:
+    def _index(session_dir: Path, segments: list[tuple[int, Path]], i: int) -> dict[str, Any]:
         part = ArchiveIndex(session_dir)
-        part._maps = [b""] * a  # placeholders: segment numbers stay the session's
+        part._maps = [b""] * i  # placeholders: segment numbers stay the session's
         stream_no: dict = {}
-        with no_gc_pauses():
-            part._walk(segments[a:b], stream_no)
+        part._walk(segments[i:i + 1], stream_no)
         return part._part(stream_no)
 
-    def result(self) -> dict[str, Any] | None:
-        """The worker's part, or None if it failed (died, or sent something that is not its part)."""
+    def result(self) -> dict[int, dict[str, Any]] | None:
+        """The worker's parts by segment, or None if it failed (died, or sent something else)."""
         try:
             with os.fdopen(self.fd, "rb") as f:
                 self.fd = -1
-                part = pickle.load(f)
+                parts = pickle.load(f)
         except Exception:  # noqa: BLE001 - any failure of the worker: the caller walks its segments itself
-            part = None
+            parts = None
         _pid, status = os.waitpid(self.pid, 0)
         self.pid = 0
-        return part if status == 0 and isinstance(part, dict) else None
+        return parts if status == 0 and isinstance(parts, dict) else None
 
     def stop(self) -> None:
-        """Kill and reap the worker if its part was not taken (the walk stopped before it, or failed)."""
+        """Kill and reap the worker if its parts were not taken (the walk stopped before them, or failed)."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

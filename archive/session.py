@@ -46,12 +46,6 @@ from amrwatch.proto.messages import SCHEMA_VERSION, EmgFrame, Message, Montage
 
 ORDERS = ("log", "signal", "bus")
 
-#: The part of the index an offline command (`analyze DIR`, `verify`) builds in its own process when its
-#: workers are started before it imports the analyzer (start_index): the import is about a quarter of the
-#: index's time on the 2-hour bench archive (1.3 s of 4.8 s), so it keeps less than half and both parts end
-#: about together (issue #18).
-SHARE_WHILE_IMPORTING = 0.35
-
 
 class NoSuchSession(ArchiveError, FileNotFoundError):
     """There is no archived session where the caller looked."""
@@ -101,13 +95,13 @@ class ArchivedSession:
             self.refused.extend(self._index.refused)
         return self._index
 
-    def start_index(self, share: float | None = None) -> None:
+    def start_index(self) -> None:
         """Begin the index now (its workers, with `index_workers` > 1) so that it is built while the caller
-        does other work, e.g. importing the analyzer (ArchiveIndex.start; `share`: the part left to this
-        process, smaller when it has that other work to do). Nothing to begin with one worker: `index`
-        builds it on first use as before."""
+        does other work, e.g. importing the analyzer (ArchiveIndex.start: the workers take segments from
+        the back, this process from the front once it asks for `index`). Nothing to begin with one worker:
+        `index` builds it on first use as before."""
         if self._index is None and self._pending is None and self.index_workers > 1:
-            self._pending = ArchiveIndex.start(self.dir, workers=self.index_workers, share=share)
+            self._pending = ArchiveIndex.start(self.dir, workers=self.index_workers)
 
     def close(self) -> None:
         if self._pending is not None:

@@ -36,7 +36,7 @@ from amrwatch.audit.compare import Alignment, Difference, align
 from amrwatch.archive.index import ArchiveIndex, Event
 from amrwatch.archive.integrity import Problem, analyse
 from amrwatch.archive.order import bus_order
-from amrwatch.archive.session import SHARE_WHILE_IMPORTING, ArchivedSession, NoSuchSession, open_session
+from amrwatch.archive.session import ArchivedSession, NoSuchSession, open_session
 from amrwatch.archive.settings import read_hmac_key
 from amrwatch.archive.seqset import SeqSet
 
@@ -129,7 +129,7 @@ def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = N
         with session:
             # The integrity check and the index's workers (index_workers > 1) run while the analyzer is
             # imported here (scipy, numba: ~1.3 s; it is imported on first use, not with this module).
-            session.start_index(share=SHARE_WHILE_IMPORTING)
+            session.start_index()
             import amrwatch.services.analyzer.offline  # noqa: F401
 
             _rerun(session, report, model_dir, analyzer_settings, decision_settings)

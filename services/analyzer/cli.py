@@ -86,13 +86,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     try:
         if path.is_dir():
             from amrwatch.archive.index import cores
-            from amrwatch.archive.session import SHARE_WHILE_IMPORTING, open_session
+            from amrwatch.archive.session import open_session
 
             # A command of its own process (no sockets, no threads): the index is built on every core, its
-            # workers started before the analyzer is imported (scipy, numba: ~1.3 s) so that the import
-            # overlaps their part, and this process keeps a smaller one.
+            # workers started before the analyzer is imported (scipy, numba: ~1.3 s) so that they index
+            # segments meanwhile; this process takes the rest from the front (ArchiveIndex.start).
             session = stack.enter_context(open_session(path, index_workers=cores()))
-            session.start_index(share=SHARE_WHILE_IMPORTING)
+            session.start_index()
             from .offline import analyze_archive
 
             settings = _archive_settings(session, args)

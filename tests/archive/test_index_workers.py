@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from amrwatch.archive import index as index_mod
-from amrwatch.archive.index import ArchiveIndex, _FRAME_COLUMNS, _chunks, _Worker
+from amrwatch.archive.index import ArchiveIndex, PendingIndex, _FRAME_COLUMNS, _workers
 from amrwatch.archive.integrity import list_segments
 from amrwatch.archive.session import open_session
 from amrwatch.archive.settings import ArchiveSettings
@@ -44,25 +45,58 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index_mod, "_MIN_CHUNK_BYTES", 1)
 
 
-def _same(d: Path, workers: int) -> dict:
-    assert len(_chunks(list_segments(d), workers)) == workers  # the parts really were several
-    with ArchiveIndex.build(d) as one, ArchiveIndex.build(d, workers=workers) as many:
-        want, got = _state(one), _state(many)
-        for key in want:
-            assert got[key] == want[key], key
-        # The merged maps serve the samples of every frame, of the parent's segments and the workers'.
-        for i in range(len(one.frames)):
-            assert many.payload_bytes(i) == one.payload_bytes(i)
-        for e in one.events:
-            assert many.message_frames(e.record_no) == one.message_frames(e.record_no)
+def _left(pending: PendingIndex) -> int:
+    import struct
+
+    lo, hi = struct.unpack("<qq", os.pread(pending.ends._fd, 16, 0))
+    return max(0, hi - lo + 1)
+
+
+def _same(d: Path, workers: int, how: str = "race") -> dict:
+    """The index built with `workers`, compared field by field with one process's. `how`: "race" — this
+    process and the workers take segments as they come (as in use); "workers" — the workers take all;
+    "killed" — the workers are killed at once (what they took, this process walks)."""
+    assert _workers(list_segments(d), workers) == workers - 1  # the workers really were forked
+    with ArchiveIndex.build(d) as one:
+        if how == "race":
+            many = ArchiveIndex.build(d, workers=workers)
+        else:
+            pending = ArchiveIndex.start(d, workers=workers)
+            if how == "workers":
+                pending = _wait_all_taken(pending)
+            elif how == "killed":
+                for w in pending.helpers:
+                    os.kill(w.pid, signal.SIGKILL)
+            many = pending.finish()
+        with many:
+            want, got = _state(one), _state(many)
+            for key in want:
+                assert got[key] == want[key], key
+            # The merged maps serve the samples of every frame, of this process's segments and the workers'.
+            for i in range(len(one.frames)):
+                assert many.payload_bytes(i) == one.payload_bytes(i)
+            for e in one.events:
+                assert many.message_frames(e.record_no) == one.message_frames(e.record_no)
     return want
 
 
+def _wait_all_taken(pending: PendingIndex) -> PendingIndex:
+    deadline = time.monotonic() + 30
+    while _left(pending) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert _left(pending) == 0, "the workers did not take every segment"
+    return pending
+
+
+@pytest.mark.parametrize("how", ["race", "workers", "killed"])
 @pytest.mark.parametrize("torn", [b"", b"\xf0AMR" + bytes(30)], ids=["intact", "torn-tail"])
-@pytest.mark.parametrize("workers", [2, 3, 5])
-def test_parts_merge_into_the_one_walk_index(tmp_path: Path, small_chunks: None, torn: bytes, workers: int) -> None:
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parts_merge_into_the_one_walk_index(tmp_path: Path, small_chunks: None, torn: bytes, workers: int,
+                                             how: str) -> None:
+    """However the segments were shared out — as they came, all to the workers, or workers killed at once
+    (the segments they took are walked here) — the index is the one walk's."""
     d = _write(tmp_path, torn=torn)
-    want = _same(d, workers)
+    want = _same(d, workers, how)
     assert len(want["refused"]) == 3 and len(want["unreadable"]) == 1
     assert (want["stopped_at"] is None) == (not torn)
 
@@ -74,7 +108,8 @@ def test_a_stop_in_an_early_part_leaves_every_later_part_out(tmp_path: Path, sma
     data = bytearray(second.read_bytes())
     data[16] ^= 0xFF  # the magic of the segment's first record: the walk cannot frame past it
     second.write_bytes(bytes(data))
-    want = _same(d, 4)
+    for how in ("race", "workers"):
+        want = _same(d, 4, how)
     assert want["stopped_at"] == (second.name, 16)
     assert want["maps"] == 2  # nothing of the segments after it
 
@@ -90,22 +125,24 @@ def test_streams_first_met_in_a_later_part_are_numbered_as_one_walk_numbers_them
         if i % 5 == 0:
             w.commit()
     w.close("end")  # a close record, in the last part
-    want = _same(d, 3)
+    for how in ("race", "workers"):
+        want = _same(d, 3, how)
     assert [s[1] for s in want["streams"]] == ["0123abcd", "89abcdef", "fedcba98"]
 
 
-def test_a_worker_that_dies_gives_no_part(tmp_path: Path) -> None:
-    """A part that never arrives is None: the caller walks those segments itself (build's fallback)."""
+def test_a_worker_that_dies_gives_no_part(tmp_path: Path, small_chunks: None) -> None:
+    """A part that never arrives is None: the caller walks those segments itself (finish's fallback)."""
     d = _write(tmp_path)
-    segments = list_segments(d)
-    w = _Worker.start(d, segments, 2, len(segments))
+    pending = ArchiveIndex.start(d, workers=2)
+    [w] = pending.helpers
     os.kill(w.pid, signal.SIGKILL)
     assert w.result() is None
-    w.stop()
-    ok = _Worker.start(d, segments, 2, len(segments))
-    part = ok.result()
-    ok.stop()
-    assert part is not None and part["maps"] == len(segments)
+    pending.stop()
+    pending = _wait_all_taken(ArchiveIndex.start(d, workers=2))
+    [w] = pending.helpers
+    parts = w.result()
+    pending.stop()
+    assert parts is not None and sorted(parts) == list(range(len(list_segments(d))))
 
 
 def test_open_session_builds_with_the_workers_asked(tmp_path: Path, small_chunks: None) -> None:
