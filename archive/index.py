@@ -24,8 +24,9 @@ checked columns out, in one pass, with the cyclic collector held off
 
 That check is most of the work, and segments are independent of each other
 but for stream numbers and where the walk stops: the offline commands build
-the index on every core (`build(workers=N)`: forked workers take the later
-segments, their parts are merged in order into what one walk builds).
+the index on every core (`build`/`start` with workers: forked workers take
+segments from the last one backwards, the caller from the first one
+forwards, and the parts are merged in order into what one walk builds).
 """
 
 from __future__ import annotations
@@ -194,9 +195,9 @@ class ArchiveIndex:
     def build(cls, session_dir: Path, *, workers: int = 1) -> ArchiveIndex:
         """The index of the session in `session_dir`.
 
-        `workers` > 1: the later segments are indexed by that many minus one forked processes while this
-        one indexes the first ones, and their parts are merged in segment order — the same index as one
-        walk (stream numbers, refusals, a stop at the first record that cannot be framed), built on more
+        `workers` > 1: that many minus one forked processes index segments from the back while this one
+        indexes them from the front (see `start`), and their parts are merged in segment order — the same
+        index as one walk (stream numbers, refusals, a stop at the first record that cannot be framed), built on more
         cores: the frame headers' contract check is most of an offline `analyze` of a 2-hour session
         (issue #18). Only for a process that owns no sockets or threads that a fork could break (the
         offline commands); a worker that fails is no error: its segments are walked here instead."""
