@@ -117,25 +117,33 @@ def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = N
     except ValueError as err:
         raise VerifyError(str(err)) from None
     report = VerifyReport(session_id)
-    pool = None
+    pool = pending = None
     if parallel:
         # The compiled walks (numba, loaded from its cache: ~0.5 s) loaded once, before the fork, for both
         # the integrity check's process and this one's index.
         from amrwatch.archive import kernels  # noqa: F401
 
         pool = multiprocessing.get_context("fork").Pool(1)
-        pending = pool.apply_async(_integrity, (str(d), key))
+        if index_workers <= 1:
+            pending = pool.apply_async(_integrity, (str(d), key))
     try:
         with session:
-            # The integrity check and the index's workers (index_workers > 1) run while the analyzer is
-            # imported here (scipy, numba: ~1.3 s; it is imported on first use, not with this module).
+            # The index's workers (index_workers > 1) index segments while the analyzer is imported here
+            # (scipy, numba: ~1.3 s; it is imported on first use, not with this module).
             session.start_index()
             import amrwatch.services.analyzer.offline  # noqa: F401
 
+            if pool is not None and pending is None:
+                # With the index on every core, the integrity check starts when the index is built: beside it
+                # it took a core's share from the index, and the engine (one core) then ran with the other
+                # core idle; after it, the check has that core to itself while the engine runs (issue #18).
+                session.index  # noqa: B018 - built here, on every core
+                pending = pool.apply_async(_integrity, (str(d), key))
             _rerun(session, report, model_dir, analyzer_settings, decision_settings)
     finally:
         if pool is not None:
-            report.problems = pending.get()
+            if pending is not None:
+                report.problems = pending.get()
             pool.close()
             pool.join()
     if pool is None:
