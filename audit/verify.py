@@ -133,13 +133,17 @@ def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = N
             session.start_index()
             import amrwatch.services.analyzer.offline  # noqa: F401
 
+            # The predictor's model too (onnx, onnxruntime: ~0.9 s) while the workers index, instead of after
+            # the index where nothing ran beside it; a model that cannot be loaded is still refused where the
+            # re-run needs it (_model).
+            loaded_model = _load_model(model_dir) if session.index_workers > 1 else None
             if pool is not None and pending is None:
                 # With the index on every core, the integrity check starts when the index is built: beside it
                 # it took a core's share from the index, and the engine (one core) then ran with the other
                 # core idle; after it, the check has that core to itself while the engine runs (issue #18).
                 session.index  # noqa: B018 - built here, on every core
                 pending = pool.apply_async(_integrity, (str(d), key))
-            _rerun(session, report, model_dir, analyzer_settings, decision_settings)
+            _rerun(session, report, model_dir, analyzer_settings, decision_settings, loaded_model)
     finally:
         if pool is not None:
             if pending is not None:
@@ -157,7 +161,8 @@ def verify_session(data_dir: Path, session_id: str, *, model_dir: str | None = N
 
 
 def _rerun(session: ArchivedSession, report: VerifyReport, model_dir: str | None,
-           analyzer_settings: AnalyzerSettings | None, decision_settings: DecisionSettings | None) -> None:
+           analyzer_settings: AnalyzerSettings | None, decision_settings: DecisionSettings | None,
+           loaded_model: Any = None) -> None:
     idx = session.index
     sid = idx.session_id
     start = idx.session_start()
@@ -193,7 +198,7 @@ def _rerun(session: ArchivedSession, report: VerifyReport, model_dir: str | None
                              key=(lambda b: (b["stimulus_index"], b["channel"])) if t == "amr_measurement" else None)
         report.compared[t] = res.compared
         report.stood_in[t] = res.stood_in
-    model = _model(idx, model_dir)
+    model = _model(idx, model_dir, loaded_model)
     predictor_out = _run_predictor(idx, model, decision_settings or DecisionSettings(), analyzer_out, lost)
     for t in PREDICTOR_TYPES:
         archived = [e for e in idx.events_of(t) if e.session_id == sid and e.publisher == "predictor"]
@@ -270,13 +275,23 @@ def _run_analyzer(session: ArchivedSession, settings: AnalyzerSettings,
     return out
 
 
-def _model(idx: ArchiveIndex, model_dir: str | None):
+def _load_model(model_dir: str | None) -> Any:
+    """The predictor's model, or the exception loading it raised (raised where the re-run needs the model,
+    `_model`, so loading it early changes no outcome)."""
     from amrwatch.services.predictor.service import load_or_explain
 
     try:
-        model = load_or_explain(model_dir)
-    except ModelInvalid as err:
-        raise VerifyError(f"cannot load the model to re-run the predictions: {err}") from None
+        return load_or_explain(model_dir)
+    except Exception as err:  # noqa: BLE001 - kept and raised as it was, by _model
+        return err
+
+
+def _model(idx: ArchiveIndex, model_dir: str | None, loaded: Any = None):
+    model = _load_model(model_dir) if loaded is None else loaded
+    if isinstance(model, ModelInvalid):
+        raise VerifyError(f"cannot load the model to re-run the predictions: {model}") from None
+    if isinstance(model, BaseException):
+        raise model
     used = {e.header["model_sha256"] for e in idx.events_of("prediction") if e.session_id == idx.session_id}
     if used and used != {model.sha256}:
         raise VerifyError(

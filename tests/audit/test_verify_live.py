@@ -316,3 +316,19 @@ def test_verify_with_the_index_on_several_cores_reports_what_one_process_reports
     many, many_lines = report(3)
     assert not many.ok and many_lines == lines
     assert any(p.file == sp.file and p.record_no == sp.record_no for p in many.problems), many.problems
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_model_that_cannot_be_loaded_is_refused_however_early_it_is_loaded(scenarios, tmp_path, workers):
+    """With the index on every core verify loads the model while the workers index (issue #18); a model that
+    cannot be loaded still ends verify with the same error."""
+    from amrwatch.audit.verify import VerifyError
+
+    _env, data, by_scenario = scenarios
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "model.onnx").write_bytes(b"not a model")
+    (broken / "model_card.json").write_text("{}")
+    with pytest.raises(VerifyError, match="cannot load the model"):
+        verify_session(data, by_scenario["persists-expected"], model_dir=str(broken), parallel=False,
+                       index_workers=workers)
