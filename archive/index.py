@@ -210,8 +210,8 @@ class ArchiveIndex:
         meanwhile); `finish()` then takes segments from the first one forwards until the two meet, and
         merges. Who does how much follows from who is faster (a busy machine, imports), not from a
         fixed split."""
-        from amrwatch.archive import kernels  # noqa: F401 - loaded before any fork, so workers share it
-
+        # The compiled walks (kernels: numba, ~0.8 s to import) are not loaded before the fork: a worker loads
+        # them itself while this process imports whatever else it needs (for `analyze`, numba with the analyzer).
         idx = cls(Path(session_dir))
         if not idx.session_dir.is_dir():
             raise FileNotFoundError(f"no archived session at {idx.session_dir}")
