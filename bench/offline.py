@@ -82,7 +82,8 @@ def run() -> str:
                "`archive.open_session` (one pass over the log on every core — forked workers index segments from "
                "the back while the command imports the analyzer, then it indexes from the front until they meet — "
                "frame headers checked in one batch per segment, frames handed to the engine in 1 s blocks); verify "
-               "also checks every CRC and the SHA-256 chain in a second process, started when the index is built.")
+               "also checks every CRC and the SHA-256 chain in a second process, started once the analyzer and the "
+               "predictor's model are loaded.")
     out.append("")
     out.append("Integrity alone and the replay read-out on the same kind of archive: `.venv/bin/python -m bench "
                "verify_speed` (left out of `make bench` for time).")
