@@ -21,6 +21,12 @@ Where the records and each frame's parts are is found by compiled loops
 is left per frame is the contract's check of its header and reading the
 checked columns out, in one pass, with the cyclic collector held off
 (segment.no_gc_pauses) while a segment's headers exist as objects.
+
+That check is most of the work, and segments are independent of each other
+but for stream numbers and where the walk stops: the offline commands build
+the index on every core (`build`/`start` with workers: forked workers take
+segments from the last one backwards, the caller from the first one
+forwards, and the parts are merged in order into what one walk builds).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ import json
 import mmap
 import math
 import operator
+import os
+import pickle
+import signal
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -183,23 +192,44 @@ class ArchiveIndex:
     # ------------------------------------------------------------------ build
 
     @classmethod
-    def build(cls, session_dir: Path) -> ArchiveIndex:
-        with no_gc_pauses():
-            return cls._build(Path(session_dir))
+    def build(cls, session_dir: Path, *, workers: int = 1) -> ArchiveIndex:
+        """The index of the session in `session_dir`.
+
+        `workers` > 1: that many minus one forked processes index segments from the back while this one
+        indexes them from the front (see `start`), and their parts are merged in segment order — the same
+        index as one walk (stream numbers, refusals, a stop at the first record that cannot be framed), built on more
+        cores: the frame headers' contract check is most of an offline `analyze` of a 2-hour session
+        (issue #18). Only for a process that owns no sockets or threads that a fork could break (the
+        offline commands); a worker that fails is no error: its segments are walked here instead."""
+        return cls.start(session_dir, workers=workers).finish()
 
     @classmethod
-    def _build(cls, session_dir: Path) -> ArchiveIndex:
-        from amrwatch.archive import kernels
-
-        idx = cls(session_dir)
+    def start(cls, session_dir: Path, *, workers: int = 1) -> PendingIndex:
+        """`build`, begun: the workers are forked now and start indexing segments from the last one
+        backwards while the caller does something else (an offline command imports the analyzer
+        meanwhile); `finish()` then takes segments from the first one forwards until the two meet, and
+        merges. Who does how much follows from who is faster (a busy machine, imports), not from a
+        fixed split."""
+        # The compiled walks (kernels: numba, ~0.8 s to import) are not loaded before the fork: a worker loads
+        # them itself while this process imports whatever else it needs (for `analyze`, numba with the analyzer).
+        idx = cls(Path(session_dir))
         if not idx.session_dir.is_dir():
             raise FileNotFoundError(f"no archived session at {idx.session_dir}")
-        stream_no: dict[tuple[str, str, str | None, float], int] = {}
-        fr = idx.frames
+        segments = list_segments(idx.session_dir)
+        n = _workers(segments, workers)
+        ends = _Ends(len(segments)) if n else None
+        return PendingIndex(idx, segments, ends, [_Worker.start(idx.session_dir, segments, ends) for _ in range(n)]
+                            if ends is not None else [])
+
+    def _walk(self, segments: list[tuple[int, Path]], stream_no: dict) -> None:
+        """Index `segments` (in order) into this index; stops after the first one holding bytes it cannot
+        frame (`stopped_at`)."""
+        from amrwatch.archive import kernels
+
         topic = np.frombuffer(_FRAME_TOPIC, dtype=np.uint8)
-        for _seg, path in list_segments(idx.session_dir):
+        for _seg, path in segments:
             data = _map(path)
-            idx._maps.append(data)
+            self._maps.append(data)
             total = len(data)
             if total <= SEGMENT_HEADER_SIZE:  # no record (the integrity check judges the header)
                 continue
@@ -208,27 +238,56 @@ class ArchiveIndex:
             # record: a 2-hour session's 1.4 million frames cost seconds that way before anything was read.
             off, blen, kind, _bits, nos, stop = kernels.frame_records(u8, SEGMENT_HEADER_SIZE)
             if stop < total:
-                idx.stopped_at = (path.name, int(stop))
+                self.stopped_at = (path.name, int(stop))
             if nos.size:
-                idx.record_count = int(nos[-1]) + 1
+                self.record_count = int(nos[-1]) + 1
             body = off + RECORD_HEADER_SIZE
             # An emg_frame is a message whose body starts with the 9-byte topic frame "emg_frame".
             is_frame = (kind == Kind.MESSAGE) & kernels.starts_with(u8, body, blen, topic)
             rows = np.flatnonzero(is_frame)
             if rows.size:
                 parts, _t0, _tl, h0, hl, p0, pl = kernels.message_parts(u8, body[rows], blen[rows])
-                idx._frames(data, u8, nos[rows], parts, h0, hl, p0, pl, stream_no)
+                self._frames(data, u8, nos[rows], parts, h0, hl, p0, pl, stream_no)
             for i in np.flatnonzero(~is_frame).tolist():
                 record_no, k = int(nos[i]), int(kind[i])
                 try:
-                    idx._record(data, k, record_no, int(body[i]), int(blen[i]), stream_no)
+                    self._record(data, k, record_no, int(body[i]), int(blen[i]), stream_no)
                 except (BodyError, ValueError, KeyError, TypeError, struct.error):
-                    idx.unreadable.append(record_no)  # damaged content: the integrity check names it
-            if idx.stopped_at is not None:
+                    self.unreadable.append(record_no)  # damaged content: the integrity check names it
+            if self.stopped_at is not None:
                 break
-        idx.unreadable.sort()
-        fr.streams = [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])]
-        return idx
+
+    def _part(self, stream_no: dict) -> dict[str, Any]:
+        """What a worker found, to be sent back (its maps stay behind; the parent maps the same files)."""
+        fr = self.frames
+        return {"columns": {name: getattr(fr, name).tobytes() for name in _FRAME_COLUMNS},
+                "streams": [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])],
+                "events": self.events, "gaps": self.gaps, "resumes": self.resumes, "open_meta": self.open_meta,
+                "close": self.close, "record_count": self.record_count, "stopped_at": self.stopped_at,
+                "unreadable": self.unreadable, "refused": self.refused, "at": self._at, "maps": len(self._maps)}
+
+    def _merge(self, part: dict[str, Any], segments: list[tuple[int, Path]], stream_no: dict) -> None:
+        """A worker's part appended as if this index had walked its segments itself."""
+        for _seg, path in segments[:part["maps"] - len(self._maps)]:
+            self._maps.append(_map(path))
+        # The worker numbered streams from 0 in the order it met them; the walk numbers new ones after ours.
+        lut = np.array([stream_no.setdefault(k, len(stream_no)) for k in part["streams"]] or [0], dtype=np.int64)
+        fr = self.frames
+        for name in _FRAME_COLUMNS:
+            col = part["columns"][name]
+            if name == "stream" and col:
+                col = lut[np.frombuffer(col, dtype=np.int64)].tobytes()
+            getattr(fr, name).frombytes(col)
+        self.events += part["events"]
+        self.gaps += part["gaps"]
+        self.resumes += part["resumes"]
+        self.open_meta = part["open_meta"] if part["open_meta"] is not None else self.open_meta
+        self.close = part["close"] if part["close"] is not None else self.close
+        self.record_count = part["record_count"] or self.record_count
+        self.stopped_at = part["stopped_at"]
+        self.unreadable += part["unreadable"]
+        self.refused += part["refused"]
+        self._at.update(part["at"])
 
     def _frames(self, data, u8: np.ndarray, no: np.ndarray, parts: np.ndarray, h0: np.ndarray, hl: np.ndarray,
                 p0: np.ndarray, pl: np.ndarray, stream_no: dict) -> None:
@@ -425,3 +484,187 @@ def _map(path: Path):
             return b""
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
+
+
+#: The FrameTable columns a worker sends back (everything but `streams`).
+_FRAME_COLUMNS = ("record_no", "segment", "payload_offset", "seq", "first_sample", "n_samples", "n_channels",
+                  "stream", "ts")
+
+
+class PendingIndex:
+    """An index being built (ArchiveIndex.start): the workers under way, the caller's part not begun."""
+
+    def __init__(self, idx: ArchiveIndex, segments: list[tuple[int, Path]], ends: _Ends | None,
+                 helpers: list[_Worker]) -> None:
+        self.idx, self.segments, self.ends, self.helpers = idx, segments, ends, helpers
+
+    def finish(self) -> ArchiveIndex:
+        """Segments taken from the front and walked here until none is left, then the workers' segments
+        merged after them in order (a segment a failed worker took is walked here)."""
+        idx, segments, ends = self.idx, self.segments, self.ends
+        stream_no: dict[tuple[str, str, str | None, float], int] = {}
+        try:
+            with no_gc_pauses():
+                if ends is None:
+                    idx._walk(segments, stream_no)
+                else:
+                    while idx.stopped_at is None and (i := ends.take_front()) is not None:
+                        idx._walk(segments[i:i + 1], stream_no)
+                    ends.close()  # a stop here: the workers take no more
+                    parts: dict[int, dict[str, Any]] = {}
+                    for w in self.helpers:
+                        parts.update(w.result() or {})
+                    for i in range(len(idx._maps), len(segments)):
+                        if idx.stopped_at is not None:  # one walk stops at the first record it cannot frame
+                            break
+                        if i in parts:
+                            idx._merge(parts[i], segments[i:i + 1], stream_no)
+                        else:  # its worker failed
+                            idx._walk(segments[i:i + 1], stream_no)
+        finally:
+            self.stop()
+        idx.unreadable.sort()
+        idx.frames.streams = [k for k, _ in sorted(stream_no.items(), key=lambda kv: kv[1])]
+        return idx
+
+    def stop(self) -> None:
+        """Kill and reap every worker whose part was not taken."""
+        for w in self.helpers:
+            w.stop()
+        if self.ends is not None:
+            self.ends.release()
+
+
+def _workers(segments: list[tuple[int, Path]], workers: int) -> int:
+    """How many processes to fork besides this one: none for a small session, where a fork costs more than
+    it saves, or where there is no fork."""
+    if workers <= 1 or len(segments) < 2 or not hasattr(os, "fork"):
+        return 0
+    total = 0
+    for _seg, path in segments:
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass
+    return max(0, min(workers - 1, len(segments) - 1, total // _MIN_CHUNK_BYTES - 1))
+
+
+class _Ends:
+    """The first and last segment nobody has taken yet, in a small unnamed file shared with the forked
+    workers and changed under a POSIX record lock (released by the kernel if its holder dies, so a killed
+    worker cannot leave the others waiting): this process takes from the front, the workers from the back."""
+
+    def __init__(self, n: int) -> None:
+        import tempfile
+
+        self._file = tempfile.TemporaryFile()
+        self._fd = self._file.fileno()
+        self._set(0, n - 1)
+
+    def _set(self, lo: int, hi: int) -> None:
+        os.pwrite(self._fd, struct.pack("<qq", lo, hi), 0)
+
+    def _take(self, front: bool) -> int | None:
+        import fcntl
+
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            lo, hi = struct.unpack("<qq", os.pread(self._fd, 16, 0))
+            if lo > hi:
+                return None
+            self._set(lo + 1, hi) if front else self._set(lo, hi - 1)
+            return lo if front else hi
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def take_front(self) -> int | None:
+        return self._take(True)
+
+    def take_back(self) -> int | None:
+        return self._take(False)
+
+    def release(self) -> None:
+        self._file.close()
+
+    def close(self) -> None:
+        """Nothing left to take."""
+        import fcntl
+
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            self._set(1, 0)
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+
+def cores() -> int:
+    """CPUs this process may run on: how many workers an offline command builds the index with."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+#: Below this many bytes per worker the index is built in one process.
+_MIN_CHUNK_BYTES = 128 << 20
+
+
+class _Worker:
+    """A forked process taking segments from the back (_Ends) until none is left and sending back each one's
+    part, pickled, through a pipe."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd = pid, fd
+
+    @classmethod
+    def start(cls, session_dir: Path, segments: list[tuple[int, Path]], ends: _Ends) -> _Worker:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: its parts, then gone without running anything of the parent's
+            code = 1
+            try:
+                os.close(r)
+                parts = {}
+                with no_gc_pauses():
+                    while (i := ends.take_back()) is not None:
+                        parts[i] = cls._index(session_dir, segments, i)
+                with os.fdopen(w, "wb") as out:
+                    pickle.dump(parts, out, protocol=pickle.HIGHEST_PROTOCOL)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        return cls(pid, r)
+
+    @staticmethod
+    def _index(session_dir: Path, segments: list[tuple[int, Path]], i: int) -> dict[str, Any]:
+        part = ArchiveIndex(session_dir)
+        part._maps = [b""] * i  # placeholders: segment numbers stay the session's
+        stream_no: dict = {}
+        part._walk(segments[i:i + 1], stream_no)
+        return part._part(stream_no)
+
+    def result(self) -> dict[int, dict[str, Any]] | None:
+        """The worker's parts by segment, or None if it failed (died, or sent something else)."""
+        try:
+            with os.fdopen(self.fd, "rb") as f:
+                self.fd = -1
+                parts = pickle.load(f)
+        except Exception:  # noqa: BLE001 - any failure of the worker: the caller walks its segments itself
+            parts = None
+        _pid, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return parts if status == 0 and isinstance(parts, dict) else None
+
+    def stop(self) -> None:
+        """Kill and reap the worker if its parts were not taken (the walk stopped before them, or failed)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = 0

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from amrwatch.archive.index import ArchiveIndex, Event
+from amrwatch.archive.index import ArchiveIndex, Event, PendingIndex
 from amrwatch.archive.integrity import Analysis, ArchiveError, analyse
 from amrwatch.archive.order import SignalOrder, bus_order
 from amrwatch.archive.seqset import SeqSet
@@ -75,6 +75,10 @@ class ArchivedSession:
     _signal: SignalOrder | None = field(default=None, repr=False)
     _u8: list[np.ndarray] | None = field(default=None, repr=False)
     _cols: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    #: Processes the index may be built with (ArchiveIndex.build): more than one only for a caller that owns
+    #: no sockets or threads a fork could break — the offline commands, not a service.
+    index_workers: int = 1
+    _pending: PendingIndex | None = field(default=None, repr=False)
 
     @property
     def session_id(self) -> str:
@@ -84,11 +88,25 @@ class ArchivedSession:
     def index(self) -> ArchiveIndex:
         """One pass over the log, built on first use (a torn tail is tolerated: it stops there)."""
         if self._index is None:
-            self._index = ArchiveIndex.build(self.dir)
+            pending, self._pending = self._pending, None
+            if pending is None:
+                pending = ArchiveIndex.start(self.dir, workers=self.index_workers)
+            self._index = pending.finish()
             self.refused.extend(self._index.refused)
         return self._index
 
+    def start_index(self) -> None:
+        """Begin the index now (its workers, with `index_workers` > 1) so that it is built while the caller
+        does other work, e.g. importing the analyzer (ArchiveIndex.start: the workers take segments from
+        the back, this process from the front once it asks for `index`). Nothing to begin with one worker:
+        `index` builds it on first use as before."""
+        if self._index is None and self._pending is None and self.index_workers > 1:
+            self._pending = ArchiveIndex.start(self.dir, workers=self.index_workers)
+
     def close(self) -> None:
+        if self._pending is not None:
+            self._pending.stop()
+            self._pending = None
         self._u8 = None
         self._cols = None
         if self._index is not None:
@@ -299,22 +317,22 @@ class ArchivedSession:
                 yield from self._own(item)
 
 
-def open_session(where: Path | str, session_id: str | None = None) -> ArchivedSession:
+def open_session(where: Path | str, session_id: str | None = None, *, index_workers: int = 1) -> ArchivedSession:
     """The session `session_id` of data directory `where`, or the session directory `where` itself.
 
     The id is checked so it cannot walk out of the data directory; NoSuchSession
-    (an ArchiveError) says where it looked."""
+    (an ArchiveError) says where it looked. `index_workers`: see ArchivedSession.index_workers."""
     where = Path(where)
     if session_id is None:
         d = where
         if not (d.is_dir() and any(d.glob("seg-*.amrlog"))):
             raise NoSuchSession(f"no archived session at {str(d)!r} (a session directory is DATA/sessions/ID and "
                                 "holds seg-NNNNNN.amrlog files)")
-        return ArchivedSession(d)
+        return ArchivedSession(d, index_workers=index_workers)
     try:
         d = session_path(where, session_id)
     except ValueError as err:
         raise NoSuchSession(str(err)) from None
     if not d.is_dir():
         raise NoSuchSession(f"no archived session {session_id!r} in {where} (`amrwatch sessions` lists them)")
-    return ArchivedSession(d)
+    return ArchivedSession(d, index_workers=index_workers)

@@ -44,11 +44,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from amrwatch.archive.index import cores
     from amrwatch.audit.verify import VerifyError, verify_session
 
     try:
         report = verify_session(_data_dir(args), args.id, model_dir=args.model or config.model_dir(),
-                                hmac_key_file=args.hmac_key_file)
+                                hmac_key_file=args.hmac_key_file, index_workers=cores())
     except VerifyError as err:
         return base.fail(str(err))
     if args.json:

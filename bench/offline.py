@@ -79,9 +79,11 @@ def run() -> str:
     out.append(f"Targets (issue #18): `analyze` and `verify` of the archived session ≥ 1,000x real time — analyze "
                f"{'met' if rt / t_analyze >= 1000 else 'missed'}, verify {'met' if rt / t_verify >= 1000 else 'missed'}"
                f" (the disk read itself ran at {rt / t_base:,.0f}x in this run). Both read the archive through "
-               "`archive.open_session` (one pass over the log, frame headers checked in one batch per segment, "
-               "frames handed to the engine in 1 s blocks); verify also checks every CRC and the SHA-256 chain "
-               "in a second process.")
+               "`archive.open_session` (one pass over the log on every core — forked workers index segments from "
+               "the back while the command imports the analyzer, then it indexes from the front until they meet — "
+               "frame headers checked in one batch per segment, frames handed to the engine in 1 s blocks); verify "
+               "also checks every CRC and the SHA-256 chain in a second process, started once the analyzer and the "
+               "predictor's model are loaded.")
     out.append("")
     out.append("Integrity alone and the replay read-out on the same kind of archive: `.venv/bin/python -m bench "
                "verify_speed` (left out of `make bench` for time).")

@@ -358,7 +358,8 @@ def _hide_password(url: str) -> str:
 
 
 def register(sub) -> None:
-    from amrwatch.registry.store import COMPLICATIONS, OUTCOME_CLASSES, RECORDING_TIMEPOINTS, TIMEPOINTS
+    # The vocabularies alone (registry/vocab.py): store.py would import SQLAlchemy for every command.
+    from amrwatch.registry.vocab import COMPLICATIONS, OUTCOME_CLASSES, RECORDING_TIMEPOINTS, TIMEPOINTS
 
     o = sub.add_parser("outcome", help="follow-up outcomes linked to a session (add, edit, list)")
     osub = o.add_subparsers(dest="outcome_what", required=True, metavar="ACTION")

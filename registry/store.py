@@ -27,19 +27,15 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-REGISTRY_FILE = "registry.sqlite"
-
-STATUSES = ("recording", "closed", "corrupt")
-TIMEPOINTS = ("1w", "3m", "6m", "1y")
-#: Follow-up points at which a postoperative AMR recording may be linked to the operation (1m: the 1-month
-#: recording that predicted the 1-year outcome in the 2022 prospective study, issue #17).
-RECORDING_TIMEPOINTS = ("1w", "1m", "3m", "6m", "1y")
-#: Who ended a presence interval: the reader ('left'), the end of the session, or the cart no longer hearing
-#: the reader ('link_lost': its view was not live from then until a later interval opens).
-PRESENCE_CLOSED_BY = ("reader", "session_end", "link_lost")
-OUTCOME_CLASSES = ("cured", "improved", "unchanged", "worse")
-#: Complications an outcome may record (docs/domain.md); stored as {name: true}.
-COMPLICATIONS = ("facial_palsy_immediate", "facial_palsy_delayed", "hearing_loss", "csf_leak")
+from amrwatch.registry.vocab import (  # noqa: F401 - re-exported: the registry's names live here too
+    COMPLICATIONS,
+    OUTCOME_CLASSES,
+    PRESENCE_CLOSED_BY,
+    RECORDING_TIMEPOINTS,
+    REGISTRY_FILE,
+    STATUSES,
+    TIMEPOINTS,
+)
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")

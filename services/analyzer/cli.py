@@ -63,7 +63,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from ..acquirer.labels import MontageError
     from ..acquirer.source import SourceError
     from amrwatch.archive.integrity import ArchiveError
-    from .offline import analyze_archive, analyze_edf, analyze_source
 
     try:
         settings = _settings(args)
@@ -86,9 +85,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     stack = contextlib.ExitStack()
     try:
         if path.is_dir():
+            from amrwatch.archive.index import cores
             from amrwatch.archive.session import open_session
 
-            session = stack.enter_context(open_session(path))
+            # A command of its own process (no sockets, no threads): the index is built on every core, its
+            # workers started before the analyzer is imported (scipy, numba: ~1.3 s) so that they index
+            # segments meanwhile; this process takes the rest from the front (ArchiveIndex.start).
+            session = stack.enter_context(open_session(path, index_workers=cores()))
+            session.start_index()
+            from .offline import analyze_archive
+
             settings = _archive_settings(session, args)
             outputs = analyze_archive(session, settings)
             for rec, why in session.index.refused:
@@ -102,6 +108,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             # Which reader, and what each channel was taken as, before any number: nothing is silent.
             for line in [*getattr(src, "notes", []), *describe_channels(src.montage)]:
                 print(f"# {line}", file=sys.stderr if args.json else sys.stdout)
+            from .offline import analyze_edf, analyze_source
+
             outputs = analyze_source(src, settings) if args.frames else analyze_edf(src, settings)
         if not args.json:
             print(HEADER)

@@ -278,3 +278,57 @@ def test_settings_from_another_platform_are_used_and_the_move_is_named(tmp_path)
     assert report.settings["analyzer"] == f"archived {ServiceSettings.digest(settings)[:12]}"
     moved = [n for n in report.notes if "another platform" in n]
     assert len(moved) == 1 and "cpu Intel(R) Xeon(R) Gold 6130 → " in moved[0] and "numpy 2.3.5 → " in moved[0]
+
+
+def test_verify_with_the_index_on_several_cores_reports_what_one_process_reports(scenarios, tmp_path, monkeypatch):
+    """`amrwatch verify` builds the index with forked workers (issue #18): on a session whose segments roll
+    every few hundred records, an intact archive is identical and a byte changed in a later segment (a
+    worker's part) fails with the record named, exactly as the one-process run reports it."""
+    from amrwatch.archive import index as index_mod
+    from amrwatch.archive.settings import ArchiveSettings
+
+    monkeypatch.setattr(index_mod, "_MIN_CHUNK_BYTES", 1)  # parts of any size (small sessions stay in one)
+    _env, data, by_scenario = scenarios
+    sid = by_scenario["persists-unexpected"]
+    d = session_path(tmp_path / "data", sid)
+    w = ArchiveWriter(d, ArchiveSettings(segment_bytes=1 << 18), meta={"rolled": True})
+    for rec in ArchiveReader(session_path(data, sid)).records():
+        if rec.kind in (Kind.MESSAGE, Kind.GAP):
+            w.append(rec.kind, rec.body)
+    w.close()
+    segments = sorted(d.glob("seg-*.amrlog"))
+    assert len(segments) >= 4
+
+    def report(workers: int):
+        rep = verify_session(tmp_path / "data", sid, index_workers=workers)
+        return rep, [ln for ln in rep.lines() if "verified in" not in ln]
+
+    one, lines = report(1)
+    many, many_lines = report(3)
+    assert one.ok and many.ok and many_lines == lines
+    late = [(sp, kind) for sp, kind in spans(d) if kind == Kind.MESSAGE and sp.file == segments[-2].name]
+    sp, _kind = late[len(late) // 2]
+    snap = snapshot(d)
+    changed = bytearray(snap[sp.file])
+    changed[(sp.start + sp.end) // 2] ^= 0x04
+    (d / sp.file).write_bytes(bytes(changed))
+    one, lines = report(1)
+    many, many_lines = report(3)
+    assert not many.ok and many_lines == lines
+    assert any(p.file == sp.file and p.record_no == sp.record_no for p in many.problems), many.problems
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_model_that_cannot_be_loaded_is_refused_however_early_it_is_loaded(scenarios, tmp_path, workers):
+    """With the index on every core verify loads the model while the workers index (issue #18); a model that
+    cannot be loaded still ends verify with the same error."""
+    from amrwatch.audit.verify import VerifyError
+
+    _env, data, by_scenario = scenarios
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "model.onnx").write_bytes(b"not a model")
+    (broken / "model_card.json").write_text("{}")
+    with pytest.raises(VerifyError, match="cannot load the model"):
+        verify_session(data, by_scenario["persists-expected"], model_dir=str(broken), parallel=False,
+                       index_workers=workers)

@@ -32,3 +32,24 @@ def test_a_command_module_that_cannot_be_imported_is_an_error_not_a_missing_comm
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "ModuleNotFoundError" in r.stderr and module in r.stderr, r.stderr[-2000:]
+
+
+def test_building_the_command_line_imports_no_registry_database_library():
+    """Every command builds the whole parser; `analyze` and `verify` of an archive never touch the registry,
+    and SQLAlchemy cost them a quarter of a second (issue #18): the parser takes the registry's vocabularies
+    from registry/vocab.py, not from the store."""
+    code = ("import sys\n"
+            "from amrwatch.cli import build_parser\n"
+            "build_parser()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic', 'psycopg')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_the_registry_vocabularies_are_the_stores():
+    from amrwatch.registry import store, vocab
+
+    for name in ("COMPLICATIONS", "OUTCOME_CLASSES", "RECORDING_TIMEPOINTS", "TIMEPOINTS", "STATUSES",
+                 "PRESENCE_CLOSED_BY", "REGISTRY_FILE"):
+        assert getattr(store, name) is getattr(vocab, name)
