@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,10 +233,7 @@ class Publisher:
         n = (body.get("n_channels"), body.get("n_samples"))
         if arr.shape != n or not _ENVELOPE.isdisjoint(body):
             return None  # pydantic's path builds it and `with_samples` refuses the shape with the numbers
-        values = {"type": cls.TOPIC, "schema_version": SCHEMA_VERSION, "session_id": session_id,
-                  "seq": self._seq.get(cls.TOPIC, 0), "publisher": self.name, "instance": self.instance,
-                  "ts_utc": utc_now(), **body}
-        done = fast.encode(values)
+        done = self._encode_gated(fast, cls, session_id, body)
         if done is None:
             return None
         header, checked = done
@@ -245,16 +243,21 @@ class Publisher:
         self._built = (msg, [cls.TOPIC.encode("ascii"), header, arr.tobytes()])
         return msg
 
+    def _encode_gated(self, fast, cls: type[Message], session_id: str | None,
+                      body: dict) -> tuple[bytes, dict[str, Any]] | None:
+        """The envelope stamped on `body` and the whole header checked and encoded by the type's gate."""
+        values = {"type": cls.TOPIC, "schema_version": SCHEMA_VERSION, "session_id": session_id,
+                  "seq": self._seq.get(cls.TOPIC, 0), "publisher": self.name, "instance": self.instance,
+                  "ts_utc": utc_now(), **body}
+        return fast.encode(values)
+
     def _build_gated(self, fast, cls: type[Message], session_id: str | None, body: dict) -> Message | None:
         """A message without samples (`amr_measurement`, `stimulus`, ...) of a type with a gate: checked from
         its Python values and encoded by msgspec (the analyzer builds its bodies unchecked, so this is their
         one contract check); None to let pydantic build it and word the refusal."""
         if not _ENVELOPE.isdisjoint(body):  # the publisher stamps these: pydantic's path refuses a second one
             return None
-        values = {"type": cls.TOPIC, "schema_version": SCHEMA_VERSION, "session_id": session_id,
-                  "seq": self._seq.get(cls.TOPIC, 0), "publisher": self.name, "instance": self.instance,
-                  "ts_utc": utc_now(), **body}
-        done = fast.encode(values)
+        done = self._encode_gated(fast, cls, session_id, body)
         if done is None:
             return None
         header, checked = done

@@ -9,41 +9,24 @@ message the publisher returned."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import numpy as np
 import pytest
-import zmq
 from amrwatch.proto.codec import decode_reference
 from amrwatch.proto.messages import EmgFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from amrwatch.bus import Publisher
+
+from .wire import publisher_and_sink, receive
 
 T0 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
 def wire():
-    """A real publisher and the socket its frames arrive at (loopback TCP, port chosen by the OS)."""
-    ctx = zmq.Context()
-    sink = ctx.socket(zmq.XSUB)
-    port = sink.bind_to_random_port("tcp://127.0.0.1")
-    pub = Publisher(ctx, f"tcp://127.0.0.1:{port}", "acquirer")
-    # an XSUB's subscription sent while the connection is still being made can be lost: say it again
-    # until the publisher has it
-    deadline = time.monotonic() + 10
-    while True:
-        sink.send(b"\x01")
-        if pub.wait_ready(0.2):
-            break
-        assert time.monotonic() < deadline, "the subscription never reached the publisher"
-    yield pub, sink
-    pub.close()
-    sink.close(linger=0)
-    ctx.term()
+    yield from publisher_and_sink("acquirer")
 
 
 def body(**over):
@@ -51,11 +34,6 @@ def body(**over):
          "layout": "channel_major", "first_sample_device_s": 0.0, "first_sample_utc": T0}
     b.update(over)
     return b
-
-
-def receive(sink):
-    assert sink.poll(5000), "nothing arrived"
-    return sink.recv_multipart()
 
 
 @given(first=st.integers(0, 2**62), ch=st.integers(1, 4), ns=st.integers(1, 16), rate=st.floats(500.0, 100000.0),

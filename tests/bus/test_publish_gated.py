@@ -13,11 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
-import time
 
 import numpy as np
 import pytest
-import zmq
 from amrwatch.proto.codec import FAST, decode_reference
 from amrwatch.proto.messages import BY_TYPE, Message
 from amrwatch.services.analyzer.engine import AnalyzerEngine
@@ -26,6 +24,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from amrwatch.bus import Publisher
+
+from .wire import publisher_and_sink, receive
 
 from ..analyzer.streams import feed, simulate
 from ..proto.edges import field_edges
@@ -53,26 +53,7 @@ PYTHON_VALUES = [np.float64(1.5), np.float32(2.5), np.int64(3), np.bool_(True), 
 
 @pytest.fixture(scope="module")
 def wire():
-    """A real publisher and the socket its messages arrive at (loopback TCP, port chosen by the OS)."""
-    ctx = zmq.Context()
-    sink = ctx.socket(zmq.XSUB)
-    port = sink.bind_to_random_port("tcp://127.0.0.1")
-    pub = Publisher(ctx, f"tcp://127.0.0.1:{port}", "analyzer")
-    deadline = time.monotonic() + 10
-    while True:  # an XSUB's subscription sent while the connection is being made can be lost: say it again
-        sink.send(b"\x01")
-        if pub.wait_ready(0.2):
-            break
-        assert time.monotonic() < deadline, "the subscription never reached the publisher"
-    yield pub, sink
-    pub.close()
-    sink.close(linger=0)
-    ctx.term()
-
-
-def receive(sink):
-    assert sink.poll(5000), "nothing arrived"
-    return sink.recv_multipart()
+    yield from publisher_and_sink("analyzer")
 
 
 def reference(pub: Publisher, cls: type[Message], session_id, ts_utc, body: dict):
