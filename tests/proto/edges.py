@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 from amrwatch.proto.codec import _constraints
+from hypothesis import strategies as st
 
 
 def _walk(annotation: Any) -> list[Any]:
@@ -49,3 +50,17 @@ def field_edges(cls: type, name: str) -> list[Any]:
         if pattern is not None:
             out += ["a" * 64, "a" * 65, "0123abcd", "0123abc", "0123ABCD", "a b", "a\n", "é", "a/b", "a:b.c-d_e"]
     return out
+
+
+def mangle(draw, body: bytes) -> bytes:
+    """A header's bytes as they are, or with whitespace spread, one byte flipped, cut short or inserted
+    (`draw` from a hypothesis composite strategy)."""
+    how = draw(st.sampled_from(["as is", "as is", "as is", "spaces", "flip", "cut", "insert"]))
+    if how == "spaces":
+        body = body.replace(b", ", b" ,\n\t ").replace(b": ", b" :  ")
+    elif how in ("flip", "cut", "insert") and body:
+        i = draw(st.integers(min_value=0, max_value=len(body) - 1))
+        b = draw(st.integers(min_value=0, max_value=255))
+        body = (body[:i] + bytes([b]) + body[i + 1:] if how == "flip" else
+                body[:i] if how == "cut" else body[:i] + bytes([b]) + body[i:])
+    return body

@@ -28,6 +28,7 @@ from amrwatch.proto.messages import EmgFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .edges import mangle
 from .examples import example
 
 GATE = FAST["emg_frame"]
@@ -105,15 +106,7 @@ def hostile_header(draw) -> bytes:
     body = _dump(d)
     for field, text in raw:  # a value no json.dumps writes, or the key once more (duplicated)
         body = body[:-1] + f', "{field}": {text}}}'.encode()
-    how = draw(st.sampled_from(["as is", "as is", "as is", "spaces", "flip", "cut", "insert"]))
-    if how == "spaces":
-        body = body.replace(b", ", b" ,\n\t ").replace(b": ", b" :  ")
-    elif how in ("flip", "cut", "insert") and body:
-        i = draw(st.integers(min_value=0, max_value=len(body) - 1))
-        b = draw(st.integers(min_value=0, max_value=255))
-        body = (body[:i] + bytes([b]) + body[i + 1:] if how == "flip" else
-                body[:i] if how == "cut" else body[:i] + bytes([b]) + body[i:])
-    return body
+    return mangle(draw, body)
 
 
 def ops_malformed(i: int) -> list[bytes]:
