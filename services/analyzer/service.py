@@ -62,6 +62,8 @@ HOLD_MESSAGES = 4000
 ASK_EVERY_S = 2.0
 #: Seconds a restarted analyzer waits for the session's state before it analyses without it (as unknown).
 STATE_TIMEOUT_S = control.STATE_TIMEOUT_S
+#: Seconds a live analyzer that lost a stage marker waits for it before analysing on (see _await_refetch).
+REFETCH_WAIT_S = 1.0
 #: The alarm a restart without the session's state raises (a condition, cleared by the next session).
 STATE_ALARM = "analyzer:state_unknown"
 
@@ -113,7 +115,8 @@ class Analyzer(Service):
             if self._sent.behind(msg) and self.dispatcher.engine is not None and self._resuming is None:
                 log.warning("the acquirer has sent more stage markers than reached this analyzer; asking for them")
                 self._refetch = True
-                self._ask_state()
+                if self._ask_state():
+                    self._await_refetch()
             return
         self._sent.seen(msg)
         if isinstance(msg, SessionStart):
@@ -214,13 +217,36 @@ class Analyzer(Service):
                 self._start(msg, late=True)
 
     # -- the session's state (restart, lost stage markers) -------------------------------------
-    def _ask_state(self) -> None:
+    def _ask_state(self) -> bool:
+        """Ask the acquirer for the session's state; False if no request went out (none possible, or one
+        was sent less than 0.2 s ago)."""
         now = time.monotonic()
         if self.control is None or self.session_id is None or now - self._state_asked_at < 0.2:
-            return
+            return False
         self._state_asked_at = now
         log.info("asking %s for the state of session %s", self.control_endpoint, self.session_id)
         self.control.ask_state(self.session_id)
+        return True
+
+    def _await_refetch(self) -> None:
+        """Wait for the lost stage marker before analysing on, at most REFETCH_WAIT_S.
+
+        Why wait: every sweep finished meanwhile is labelled with the stage before the lost one, and the
+        course names the stage the AMR disappeared in — a behind analyzer (a loaded cart) would otherwise work
+        through seconds of queued frames and could say "disappeared at arachnoid dissection" for a loss in
+        decompression. The frames wait in ZeroMQ's queue, not lost; the acquirer on the same cart answers in
+        milliseconds. Bounded well under the heartbeat's silence limit: an acquirer that does not answer
+        leaves the analyzer going on as before, the marker taken up whenever the reply comes."""
+        assert self.control is not None
+        deadline = time.monotonic() + REFETCH_WAIT_S
+        while self._refetch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("the session's state did not come within %.1f s: analysing on; the lost stage marker "
+                            "is taken up when it comes", REFETCH_WAIT_S)
+                return
+            if self.control.socket.poll(max(1, int(left * 1000))):
+                self._on_control_reply()
 
     def tick(self, now: float) -> None:
         if self._resuming is not None and now - self._resuming[1] > STATE_TIMEOUT_S:

@@ -124,7 +124,9 @@ def test_an_fsync_error_raises_archive_fatal_and_exits_non_zero(procs, stack_env
         sub = Subscriber(ctx, stack_env["AMRWATCH_BUS_OUT"], ("alarm",))
         time.sleep(0.5)
         rec = start_python_module(procs, "tests.recorder.faulty_recorder", "eio", "40", name="recorder")
-        procs.start("acquirer", "--speed", "5", "--time-scale", "0.1", "--wait-for", "recorder")
+        # --loop: the signal goes on however long the failed recorder takes to die and the new one to start
+        # (under load the one short session had ended by then, and there was no recording to resume)
+        procs.start("acquirer", "--speed", "5", "--time-scale", "0.1", "--loop", "--wait-for", "recorder")
         alarm = _alarm(sub, "archive_fatal", timeout=60)
         assert rec.wait(timeout=30) == EXIT_ARCHIVE_FATAL
         assert alarm.priority == "high" and "EIO" in alarm.message and alarm.state == "raised"
