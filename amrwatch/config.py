@@ -41,18 +41,18 @@ METRICS_PORTS: dict[str, int] = {
 
 SERVICES = ("bus", "recorder", "analyzer", "predictor", "monitor", "acquirer")
 
-#: CPU priority (Unix nice, -20..19; higher yields more) of each service (amrwatch/priority.py). The
-#: surgeon's path — acquirer → bus → analyzer → predictor — keeps the default 0; the recorder (it has a
-#: queue of its own and writes in batches) and the monitor (a page redrawn a few times a second) are set
-#: below it, so that on a busy cart the scheduler runs a measurement's processes first. Lowering needs no
-#: privilege; a negative value needs CAP_SYS_NICE.
+#: CPU priority (Unix nice, -20..19; higher yields more) of each service (amrwatch/priority.py). All 0 by
+#: default. Setting the recorder and monitor to 5 (below the surgeon's path: acquirer → bus → analyzer →
+#: predictor) moved a measurement's p99 by 5% on an idle machine (bench/RESULTS.md), while on a saturated
+#: machine (CI, three test workers) the recorder then fell behind by more than a minute: a deployment may set
+#: it, measured on its own cart. A negative value needs CAP_SYS_NICE.
 NICE: dict[str, int] = {
     "bus": 0,
     "acquirer": 0,
     "analyzer": 0,
     "predictor": 0,
-    "recorder": 5,
-    "monitor": 5,
+    "recorder": 0,
+    "monitor": 0,
 }
 NICE_RANGE = (-20, 19)
 

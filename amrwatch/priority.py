@@ -3,12 +3,13 @@
 Why: on the cart's two cores a measurement crosses three Python processes
 (acquirer → bus → analyzer → bus → the surgeon's screen), and when the
 recorder or the monitor holds a core at the moment a sweep completes, the
-analyzer waits a scheduler slice (milliseconds) before it can measure. The
-recorder does not need to be first: it has its own queue and writes in
-batches, and the bench's soaks show it keeps up with a fifth of a core. A
-lower priority (a higher nice) for it and for the monitor lets the scheduler
-give the measurement's processes the core first, with nothing lost when the
-cart is idle. Measured in bench/RESULTS.md (end-to-end section).
+analyzer waits a scheduler slice before it can measure. A lower priority (a
+higher nice) for those two lets the scheduler give the measurement's
+processes the core first. Measured (bench/RESULTS.md, end-to-end section):
+together with the collector change, p99 0.95x of before on an idle machine —
+small — while on a saturated machine the recorder at nice 5 fell more than a
+minute behind. So every service defaults to 0 (config.NICE) and a deployment
+sets it, measured on its own cart.
 
 Applied once, at the start of the service's process, before it makes its own
 threads (the ZeroMQ I/O thread, the metrics server, the watchdog): Linux keeps
