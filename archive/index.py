@@ -639,7 +639,7 @@ class _Worker:
     @staticmethod
     def _index(session_dir: Path, segments: list[tuple[int, Path]], i: int) -> dict[str, Any]:
         part = ArchiveIndex(session_dir)
-        part._maps = [b""] * i  # placeholders: segment numbers stay the session's
+        part._maps = [b""] * i  # empty maps for the segments before this one, so its number stays the session's
         stream_no: dict = {}
         part._walk(segments[i:i + 1], stream_no)
         return part._part(stream_no)
